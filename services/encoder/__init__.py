@@ -1,0 +1,1 @@
+"""The encoder service (see ../../shared/DESIGN.md §3); not yet implemented."""

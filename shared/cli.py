@@ -1,0 +1,307 @@
+"""The `excamera` command line.
+
+    excamera decode IN.ivf -o OUT [--frames A:B] [--state-in FILE] [--state-out FILE]
+
+Each subcommand is one `_add_<name>` function registering its arguments and one `_run_<name>`
+function doing the work; add a command by appending its `_add_` function to `_COMMANDS`.
+
+Failures caused by input (a malformed or unsupported stream, container or state, or an OS
+error) are reported as one line, `excamera CMD: FILE: [frame N: ]MESSAGE`, with exit status 1
+and no traceback; usage errors exit with 2 (argparse). Outputs are written to a temporary file
+and renamed into place only when the command succeeds, so a failed run leaves no file that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import BinaryIO
+
+from shared.codec.errors import CodecError, ContainerError, MissingKeyFrameError
+from shared.codec.image import Image
+from shared.codec.ivf import IvfHeader, IvfReader, OutputSink
+from shared.codec.y4m import Y4mWriter
+
+PROG = "excamera"
+
+SubParsers = argparse._SubParsersAction  # argparse exposes no public name for this type
+
+
+class CommandError(Exception):
+    """A failure reported as one line: `excamera CMD: [WHERE: ]MESSAGE`."""
+
+    def __init__(self, where: str | None, message: str) -> None:
+        super().__init__(message if where is None else f"{where}: {message}")
+
+
+def _describe(exc: BaseException) -> str:
+    # OSError's str() repeats the file name (which the caller already names) and its errno.
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("excamera")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _load_codec() -> ModuleType:
+    """`shared.codec`, after checking that its compiled modules import."""
+    try:
+        import shared.codec as codec
+
+        codec.DecoderState  # noqa: B018 - triggers the lazy import of the compiled modules
+        codec.decode  # noqa: B018
+    except ImportError as exc:
+        raise CommandError(
+            None,
+            f"the compiled codec is not available ({exc}); "
+            "build it with `python setup.py build_ext --inplace` or `pip install .`",
+        ) from exc
+    return codec
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def frame_range(text: str) -> tuple[int, int | None]:
+    """Parse `A:B`, `A:` or `:B` (0-based, B exclusive) into (start, stop or None)."""
+    start_text, colon, stop_text = text.partition(":")
+    if not colon:
+        raise argparse.ArgumentTypeError(f"expected A:B, A: or :B, got {text!r}")
+    try:
+        start = int(start_text) if start_text.strip() else 0
+        stop = int(stop_text) if stop_text.strip() else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"frame indices must be integers, got {text!r}") from None
+    if start < 0 or (stop is not None and stop < 0):
+        raise argparse.ArgumentTypeError(f"frame indices must not be negative, got {text!r}")
+    if stop is not None and stop < start:
+        raise argparse.ArgumentTypeError(f"range {text!r} ends before it starts")
+    return start, stop
+
+
+def _add_decode(commands: SubParsers) -> None:
+    parser = commands.add_parser(
+        "decode",
+        help="decode a VP8 IVF file to raw I420 or Y4M",
+        description=(
+            "Decode a VP8 IVF file. Raw I420 output (-o - or any path not ending in .y4m) is "
+            "every shown frame at its own size, concatenated: byte-identical to "
+            "`vpxdec --i420 -o OUT IN.ivf`. With --frames and the state options, a stream can "
+            "be decoded in pieces that together print exactly what one decode prints."
+        ),
+    )
+    parser.add_argument("input", metavar="IN.ivf", help="the VP8 stream to decode")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="output file: .y4m for Y4M, anything else (or - for stdout) for raw I420",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("auto", "i420", "y4m"),
+        default="auto",
+        help="output format; auto (default) picks y4m for a .y4m path, i420 otherwise",
+    )
+    parser.add_argument(
+        "--frames",
+        type=frame_range,
+        default=(0, None),
+        metavar="A:B",
+        help=(
+            "decode only IVF frames A..B-1 (0-based, hidden frames counted; A: and :B allowed). "
+            "Earlier frames are not decoded: frame A must be a key frame unless --state-in "
+            "gives the state before it"
+        ),
+    )
+    parser.add_argument("--state-in", metavar="FILE", help="start from this stored decoder state")
+    parser.add_argument(
+        "--state-out", metavar="FILE", help="store the decoder state after the last decoded frame"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print a short summary on stderr"
+    )
+    parser.set_defaults(run=_run_decode)
+
+
+class _ImageOutput:
+    """Shown frames to raw I420 or Y4M, through an `OutputSink` (atomic for a path)."""
+
+    def __init__(self, target: str, y4m: bool, fps: tuple[int, int]) -> None:
+        stream: str | BinaryIO = sys.stdout.buffer if target == "-" else target
+        self.sink = OutputSink(stream)
+        self.y4m = y4m
+        self.fps = fps
+        self._y4m_writer: Y4mWriter | None = None
+
+    def write(self, image: Image) -> None:
+        if not self.y4m:
+            self.sink.write(image.to_i420())
+            return
+        # Y4M's one size is the first shown frame's, which the IVF header need not match.
+        if self._y4m_writer is None:
+            self._y4m_writer = Y4mWriter(self.sink.file, image.width, image.height, self.fps)
+        self._y4m_writer.write(image)
+
+    def commit(self, fallback_size: tuple[int, int]) -> None:
+        try:
+            if self.y4m and self._y4m_writer is None and min(fallback_size) > 0:
+                # No shown frame: still a valid (empty) Y4M stream, sized from the IVF header.
+                Y4mWriter(self.sink.file, *fallback_size, self.fps).close()
+            elif self._y4m_writer is not None:
+                self._y4m_writer.close()  # flushes only: its target is our sink's stream
+        except BaseException:
+            self.sink.abort()
+            raise
+        self.sink.commit()
+
+    def abort(self) -> None:
+        self.sink.abort()
+
+
+def _ivf_frame_rate(header: IvfHeader) -> tuple[int, int]:
+    """The frame rate an IVF header implies (one frame per tick), or 30 fps if it is unset."""
+    num, den = header.timebase
+    if num == 0 or den == 0:
+        return 30, 1
+    divisor = math.gcd(den, num)
+    return den // divisor, num // divisor
+
+
+def _write_state(path: str, data: bytes) -> None:
+    try:
+        with OutputSink(path) as sink:
+            sink.write(data)
+    except OSError as exc:
+        raise CommandError(path, _describe(exc)) from exc
+
+
+def _run_decode(args: argparse.Namespace) -> int:
+    codec = _load_codec()
+    start, stop = args.frames
+    if args.state_in is None:
+        state = codec.DecoderState.initial()
+    else:
+        try:
+            with open(args.state_in, "rb") as file:
+                state = codec.DecoderState.from_bytes(file.read())
+        except (CodecError, OSError) as exc:
+            raise CommandError(args.state_in, _describe(exc)) from exc
+
+    try:
+        reader = IvfReader(args.input)
+    except (CodecError, OSError) as exc:
+        raise CommandError(args.input, _describe(exc)) from exc
+
+    y4m = args.format == "y4m" or (
+        args.format == "auto" and args.output != "-" and args.output.lower().endswith(".y4m")
+    )
+    decoded = hidden = 0
+    began = time.perf_counter()
+    with reader:
+        try:
+            output = _ImageOutput(args.output, y4m, _ivf_frame_rate(reader.header))
+        except OSError as exc:
+            raise CommandError(args.output, _describe(exc)) from exc
+        try:
+            while True:
+                try:
+                    frame = reader.read_frame()
+                except (CodecError, OSError) as exc:
+                    raise CommandError(args.input, _describe(exc)) from exc
+                if frame is None or (stop is not None and frame.index >= stop):
+                    break
+                if frame.index < start:
+                    continue
+                try:
+                    state, image = codec.decode(state, frame.data)
+                except CodecError as exc:
+                    message = f"frame {frame.index}: {exc}"
+                    if isinstance(exc, MissingKeyFrameError) and args.state_in is None:
+                        message += " (start at a key frame, or give --state-in)"
+                    raise CommandError(args.input, message) from exc
+                decoded += 1
+                if image is None:
+                    hidden += 1
+                    continue
+                try:
+                    output.write(image)
+                except (ContainerError, OSError) as exc:
+                    message = f"frame {frame.index}: {_describe(exc)}"
+                    if isinstance(exc, ContainerError):
+                        message += "; write raw I420 (a .yuv path) instead"
+                    raise CommandError(args.output, message) from exc
+            # The state first: if it cannot be stored, the output is discarded with it.
+            if args.state_out is not None:
+                _write_state(args.state_out, state.to_bytes())
+        except BaseException:
+            output.abort()
+            raise
+        try:
+            output.commit((reader.header.width, reader.header.height))
+        except OSError as exc:
+            raise CommandError(args.output, _describe(exc)) from exc
+
+    if args.verbose:
+        seconds = time.perf_counter() - began
+        rate = decoded / seconds if seconds > 0 else 0.0
+        print(
+            f"{PROG} decode: {args.input}: {decoded} frames decoded "
+            f"({hidden} hidden, {decoded - hidden} shown) in {seconds:.2f} s "
+            f"({rate:.1f} frames/s); final state {state.digest()}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+_COMMANDS: tuple[Callable[[SubParsers], None], ...] = (_add_decode,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="VP8 encoding with many small parallel workers (ExCamera[n,x]).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in _COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (argparse exits 2 itself on usage errors)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except CommandError as exc:
+        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        if isinstance(exc.__cause__, BrokenPipeError):
+            # The reader of stdout went away: point stdout at /dev/null so the interpreter's
+            # final flush does not print a second error.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""decode(state, frame) -> (state', image | None): one VP8 frame, as a pure function.
+
+Order of work (RFC 6386 section 19 and libvpx's decoder): frame tag; header from the first
+partition; then per macroblock in raster order its modes (first partition), its tokens (DCT
+partition `row % n`) and its reconstruction; then the loop filter over the whole frame; then the
+reference updates. The input state is never modified: the new state shares unchanged parts.
+"""
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport int16_t, uint8_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+
+from .bool_decoder cimport BoolDecoder, bool_decoder_init, bool_decoder_overran
+from .frame_context cimport FrameContext, MacroblockInfo
+from .frame_header cimport entropy_context_defaults, parse_frame_header, parse_frame_tag
+from .loop_filter cimport loop_filter_frame
+from .modes cimport read_macroblock_modes
+from .picture cimport Picture
+from .reconstruct cimport reconstruct_macroblock
+from .state cimport DecoderState
+from .tables cimport (
+    ALTREF_FRAME,
+    B_PRED,
+    GOLDEN_FRAME,
+    INTRA_FRAME,
+    LAST_FRAME,
+    SPLITMV,
+    VP8_AC_QLOOKUP,
+    VP8_DC_QLOOKUP,
+)
+from .tokens cimport read_macroblock_tokens, reset_macroblock_token_contexts
+
+from .errors import CorruptFrameError, MissingKeyFrameError
+from .image import Image
+
+cnp.import_array()
+
+
+cdef inline int clamp_q(int q) noexcept nogil:
+    return 0 if q < 0 else (127 if q > 127 else q)
+
+
+cdef void build_dequant_table(FrameContext* fc) noexcept nogil:
+    """Dequantization factors per segment (section 14.1, libvpx's rounding of Y2 AC)."""
+    cdef int seg, q, v
+    for seg in range(4):
+        q = fc.hdr.q_index
+        if fc.hdr.segmentation_enabled:
+            q = fc.features.quant[seg] if fc.features.absolute else q + fc.features.quant[seg]
+            q = clamp_q(q)
+        fc.dequant[seg][0][0] = VP8_DC_QLOOKUP[clamp_q(q + fc.hdr.y1_dc_delta)]
+        fc.dequant[seg][0][1] = VP8_AC_QLOOKUP[q]
+        fc.dequant[seg][1][0] = VP8_DC_QLOOKUP[clamp_q(q + fc.hdr.y2_dc_delta)] * 2
+        v = (VP8_AC_QLOOKUP[clamp_q(q + fc.hdr.y2_ac_delta)] * 101581) >> 16
+        fc.dequant[seg][1][1] = v if v >= 8 else 8
+        v = VP8_DC_QLOOKUP[clamp_q(q + fc.hdr.uv_dc_delta)]
+        fc.dequant[seg][2][0] = v if v <= 132 else 132
+        fc.dequant[seg][2][1] = VP8_AC_QLOOKUP[clamp_q(q + fc.hdr.uv_ac_delta)]
+
+
+cdef void decode_macroblocks(FrameContext* fc) noexcept nogil:
+    cdef int mb_row, mb_col
+    cdef MacroblockInfo* mb
+    cdef BoolDecoder* tokens
+    cdef uint8_t* above_ctx
+    for mb_row in range(fc.mb_rows):
+        tokens = &fc.partitions[mb_row & (fc.num_partitions - 1)]
+        memset(fc.left_ctx, 0, sizeof(fc.left_ctx))
+        mb = fc.mb_info + (mb_row + 1) * fc.mb_info_stride + 1
+        for mb_col in range(fc.mb_cols):
+            read_macroblock_modes(fc, mb, mb_row, mb_col)
+            above_ctx = fc.above_ctx + mb_col * 9
+            if mb.skip:
+                reset_macroblock_token_contexts(fc, mb, above_ctx)
+            elif not read_macroblock_tokens(fc, tokens, mb, above_ctx) \
+                    and mb.y_mode != B_PRED and mb.y_mode != SPLITMV:
+                # No block has data: treated as skipped, also by the loop filter (libvpx).
+                mb.skip = 1
+            reconstruct_macroblock(fc, mb, mb_row, mb_col)
+            mb += 1
+
+
+cdef int setup_partitions(FrameContext* fc, const unsigned char[:] data) except -1:
+    """Split the DCT partitions after the first one (section 9.5), checking every size."""
+    cdef Py_ssize_t n = data.shape[0]
+    cdef Py_ssize_t sizes_at = fc.tag.header_size + fc.tag.first_part_size
+    cdef Py_ssize_t at, size
+    cdef int i, count = 1 << fc.hdr.log2_partitions
+    fc.num_partitions = count
+    at = sizes_at + 3 * (count - 1)
+    if at > n:
+        raise CorruptFrameError(
+            f"frame ends inside the table of {count} partition sizes (truncated frame?)")
+    for i in range(count):
+        if i < count - 1:
+            size = data[sizes_at + 3 * i] | (data[sizes_at + 3 * i + 1] << 8) \
+                | (data[sizes_at + 3 * i + 2] << 16)
+            if at + size > n:
+                raise CorruptFrameError(
+                    f"DCT partition {i + 1} of {count} runs past the end of the frame "
+                    f"({size} bytes declared, {n - at} left; truncated frame?)")
+        else:
+            size = n - at
+        bool_decoder_init(&fc.partitions[i], &data[0] + at if n > 0 else NULL, size)
+        at += size
+    return 0
+
+
+cdef Picture choose_copy(int flag, Picture last, Picture golden, Picture altref,
+                         Picture keep, str target):
+    if flag == 0:
+        return keep
+    if flag == 1:
+        return last
+    if flag == 2:
+        return altref if target == "golden" else golden
+    raise CorruptFrameError(f"invalid copy-to-{target} flag {flag}")
+
+
+def decode(DecoderState state not None, frame):
+    """Decode one frame: returns the new state and the shown image (None if hidden).
+
+    Raises a CodecError subclass on bad input: CorruptFrameError, MissingKeyFrameError (an
+    interframe with no key frame before it), FrameSizeError (zero or oversized dimensions).
+    """
+    cdef const unsigned char[:] data = frame
+    cdef FrameContext* fc = <FrameContext*>calloc(1, sizeof(FrameContext))
+    cdef DecoderState new_state
+    cdef Picture picture, last, golden, altref
+    cdef int i, width, height
+    cdef cnp.ndarray segment_map
+    if fc == NULL:
+        raise MemoryError()
+    try:
+        parse_frame_tag(data, &fc.tag)
+        if fc.tag.key_frame:
+            width, height = fc.tag.width, fc.tag.height
+            entropy_context_defaults(&fc.probs)
+            # features and deltas start zeroed (calloc): a key frame resets them.
+        else:
+            if not state.has_keyframe:
+                raise MissingKeyFrameError("interframe without a preceding key frame")
+            width, height = state.width, state.height
+            fc.probs = state.probs
+            fc.features = state.features
+            fc.deltas = state.deltas
+        fc.mb_cols = (width + 15) >> 4
+        fc.mb_rows = (height + 15) >> 4
+        fc.mb_info_stride = fc.mb_cols + 1
+
+        bool_decoder_init(&fc.first_partition, &data[fc.tag.header_size],
+                          fc.tag.first_part_size)
+        parse_frame_header(&fc.first_partition, &fc.tag, &fc.hdr, &fc.probs, &fc.features,
+                           &fc.deltas)
+        if bool_decoder_overran(&fc.first_partition):
+            raise CorruptFrameError("frame header runs past the end of the first partition")
+        setup_partitions(fc, data)
+        if fc.hdr.copy_to_golden == 3 or fc.hdr.copy_to_altref == 3:
+            raise CorruptFrameError("invalid reference copy flag 3")
+        fc.bilinear = 1 <= fc.tag.version <= 3
+        fc.full_pixel = fc.tag.version == 3
+        fc.sign_bias[GOLDEN_FRAME] = fc.hdr.sign_bias_golden
+        fc.sign_bias[ALTREF_FRAME] = fc.hdr.sign_bias_altref
+
+        if fc.tag.key_frame or fc.hdr.update_segment_map:
+            if fc.tag.key_frame:
+                segment_map = np.zeros((fc.mb_rows, fc.mb_cols), np.uint8)
+            else:
+                segment_map = np.array(state.segment_map, dtype=np.uint8, copy=True)
+        else:
+            segment_map = state.segment_map
+        fc.segment_map = <uint8_t*>cnp.PyArray_DATA(segment_map)
+
+        picture = Picture.allocate(width, height)
+        picture.planes(fc.cur)
+        if not fc.tag.key_frame:
+            state.last.planes(fc.refs[LAST_FRAME])
+            state.golden.planes(fc.refs[GOLDEN_FRAME])
+            state.altref.planes(fc.refs[ALTREF_FRAME])
+
+        fc.mb_info = <MacroblockInfo*>calloc((fc.mb_rows + 1) * fc.mb_info_stride,
+                                             sizeof(MacroblockInfo))
+        fc.above_ctx = <uint8_t*>calloc(fc.mb_cols * 9, 1)
+        if fc.mb_info == NULL or fc.above_ctx == NULL:
+            raise MemoryError()
+        build_dequant_table(fc)
+
+        with nogil:
+            decode_macroblocks(fc)
+            loop_filter_frame(fc)
+
+        if bool_decoder_overran(&fc.first_partition):
+            raise CorruptFrameError("macroblock headers run past the end of the first "
+                                    "partition (truncated or corrupt frame)")
+        for i in range(fc.num_partitions):
+            if bool_decoder_overran(&fc.partitions[i]):
+                raise CorruptFrameError(
+                    f"DCT partition {i + 1} of {fc.num_partitions} ends before its last "
+                    f"macroblock (truncated or corrupt frame)")
+
+        picture.freeze()
+        if segment_map is not state.segment_map:
+            segment_map.flags.writeable = False
+
+        new_state = DecoderState.__new__(DecoderState)
+        new_state.has_keyframe = True
+        new_state.width = width
+        new_state.height = height
+        if fc.tag.key_frame:
+            new_state.horizontal_scale = fc.tag.hscale
+            new_state.vertical_scale = fc.tag.vscale
+        else:
+            new_state.horizontal_scale = state.horizontal_scale
+            new_state.vertical_scale = state.vertical_scale
+        if fc.hdr.refresh_entropy:
+            new_state.probs = fc.probs
+        elif fc.tag.key_frame:
+            entropy_context_defaults(&new_state.probs)
+        else:
+            new_state.probs = state.probs
+        new_state.features = fc.features
+        new_state.deltas = fc.deltas
+        new_state.segment_map = segment_map
+
+        if fc.tag.key_frame:
+            last = golden = altref = picture
+        else:
+            # libvpx's order: copy to alt-ref, copy to golden (seeing the new alt-ref),
+            # then the refreshes with the new frame.
+            altref = choose_copy(fc.hdr.copy_to_altref, state.last, state.golden, state.altref,
+                                 state.altref, "altref")
+            golden = choose_copy(fc.hdr.copy_to_golden, state.last, state.golden, altref,
+                                 state.golden, "golden")
+            if fc.hdr.refresh_golden:
+                golden = picture
+            if fc.hdr.refresh_altref:
+                altref = picture
+            last = picture if fc.hdr.refresh_last else state.last
+        new_state.last = last
+        new_state.golden = golden
+        new_state.altref = altref
+
+        if not fc.tag.show_frame:
+            return new_state, None
+        y, u, v = picture.cropped()
+        return new_state, Image(y, u, v)
+    finally:
+        free(fc.mb_info)
+        free(fc.above_ctx)
+        free(fc)
