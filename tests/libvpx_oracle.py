@@ -354,6 +354,22 @@ def pyav_frames(frames: Iterable[bytes]) -> list[RawFrame]:
     return out
 
 
+def pyav_decode_each(frames: Iterable[bytes]) -> list[RawFrame | None]:
+    """libvpx's output for each frame in turn (None: nothing shown); raises where libvpx fails.
+
+    For damaged input: which frames libvpx rejects, and what it makes of the ones it accepts.
+    """
+    import av
+
+    codec = av.CodecContext.create("libvpx", "r")
+    codec.thread_count = 1
+    out: list[RawFrame | None] = []
+    for data in frames:
+        shown = [_pyav_to_raw(frame) for frame in codec.decode(av.Packet(data))]
+        out.append(shown[0] if shown else None)
+    return out
+
+
 def _pyav_to_raw(frame) -> RawFrame:  # noqa: ANN001 - av.VideoFrame, imported lazily
     if frame.format.name != "yuv420p":
         raise RuntimeError(f"libvpx returned {frame.format.name}, expected yuv420p")

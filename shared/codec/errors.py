@@ -23,7 +23,7 @@ class UnsupportedStreamError(CodecError):
 
 
 class FrameSizeError(UnsupportedStreamError, ValueError):
-    """Frame dimensions are zero or beyond the configured limit; nothing was allocated."""
+    """Frame dimensions are zero or beyond the size limit; nothing was allocated."""
 
 
 class StateFormatError(CodecError, ValueError):

@@ -1,110 +1,15 @@
 """The in-loop deblocking filter (RFC 6386 section 15), applied to a whole reconstructed frame.
 
 Macroblocks are filtered in raster order; within one: left edge, inner vertical edges, top edge,
-inner horizontal edges. Levels come from a per-frame table by segment, reference and mode class,
+inner horizontal edges. The edge kernels are in dsp.h. Levels come from a per-frame table by segment, reference and mode class,
 clamped the way libvpx clamps them.
 """
 
-from libc.stdint cimport int8_t, uint8_t
-from libc.stdlib cimport abs
+from libc.stdint cimport uint8_t
 
+from .dsp cimport dsp_filter_horizontal_edge, dsp_filter_vertical_edge
 from .frame_context cimport FrameContext, MacroblockInfo, Plane
-from .tables cimport B_PRED, NEARESTMV, NEARMV, NEWMV, SPLITMV, ZEROMV
-
-
-cdef inline int8_t sclamp(int v) noexcept nogil:
-    return -128 if v < -128 else (127 if v > 127 else v)
-
-
-cdef inline int8_t u2s(uint8_t v) noexcept nogil:
-    return <int8_t>(v ^ 0x80)
-
-
-cdef inline uint8_t s2u(int8_t v) noexcept nogil:
-    return <uint8_t>(v ^ 0x80)
-
-
-cdef inline bint normal_mask(const uint8_t* s, int step, int interior, int edge) noexcept nogil:
-    # All differences within the edge neighbourhood small enough to filter.
-    cdef int p3 = s[-4 * step], p2 = s[-3 * step], p1 = s[-2 * step], p0 = s[-step]
-    cdef int q0 = s[0], q1 = s[step], q2 = s[2 * step], q3 = s[3 * step]
-    return (abs(p3 - p2) <= interior and abs(p2 - p1) <= interior
-            and abs(p1 - p0) <= interior and abs(q1 - q0) <= interior
-            and abs(q2 - q1) <= interior and abs(q3 - q2) <= interior
-            and abs(p0 - q0) * 2 + (abs(p1 - q1) >> 1) <= edge)
-
-
-cdef inline bint high_edge_variance(const uint8_t* s, int step, int threshold) noexcept nogil:
-    return abs(s[-2 * step] - s[-step]) > threshold or abs(s[step] - s[0]) > threshold
-
-
-cdef inline void inner_edge_filter(uint8_t* s, int step, bint hev) noexcept nogil:
-    # Adjusts p0/q0, and p1/q1 unless the edge has high variance (the "common adjust").
-    cdef int8_t p1 = u2s(s[-2 * step]), p0 = u2s(s[-step]), q0 = u2s(s[0]), q1 = u2s(s[step])
-    cdef int8_t a, f1, f2
-    a = sclamp(p1 - q1) if hev else 0
-    a = sclamp(a + 3 * (q0 - p0))
-    f1 = sclamp(a + 4) >> 3
-    f2 = sclamp(a + 3) >> 3
-    s[0] = s2u(sclamp(q0 - f1))
-    s[-step] = s2u(sclamp(p0 + f2))
-    if not hev:
-        a = (f1 + 1) >> 1
-        s[step] = s2u(sclamp(q1 - a))
-        s[-2 * step] = s2u(sclamp(p1 + a))
-
-
-cdef inline void mb_edge_filter(uint8_t* s, int step, bint hev) noexcept nogil:
-    cdef int8_t p2 = u2s(s[-3 * step]), p1 = u2s(s[-2 * step]), p0 = u2s(s[-step])
-    cdef int8_t q0 = u2s(s[0]), q1 = u2s(s[step]), q2 = u2s(s[2 * step])
-    cdef int8_t w, f1, f2, a
-    w = sclamp(sclamp(p1 - q1) + 3 * (q0 - p0))
-    if hev:
-        f1 = sclamp(w + 4) >> 3
-        f2 = sclamp(w + 3) >> 3
-        s[0] = s2u(sclamp(q0 - f1))
-        s[-step] = s2u(sclamp(p0 + f2))
-        return
-    a = sclamp((27 * w + 63) >> 7)
-    s[0] = s2u(sclamp(q0 - a))
-    s[-step] = s2u(sclamp(p0 + a))
-    a = sclamp((18 * w + 63) >> 7)
-    s[step] = s2u(sclamp(q1 - a))
-    s[-2 * step] = s2u(sclamp(p1 + a))
-    a = sclamp((9 * w + 63) >> 7)
-    s[2 * step] = s2u(sclamp(q2 - a))
-    s[-3 * step] = s2u(sclamp(p2 + a))
-
-
-cdef void filter_edge(uint8_t* s, int across, int along, int count, int edge_limit,
-                      int interior, int hev_threshold, bint macroblock_edge) noexcept nogil:
-    """Filter `count` pixels along an edge; `across` steps over the edge, `along` along it."""
-    cdef int i
-    for i in range(count):
-        if normal_mask(s, across, interior, edge_limit):
-            if macroblock_edge:
-                mb_edge_filter(s, across, high_edge_variance(s, across, hev_threshold))
-            else:
-                inner_edge_filter(s, across, high_edge_variance(s, across, hev_threshold))
-        s += along
-
-
-cdef void simple_edge(uint8_t* s, int across, int along, int edge_limit) noexcept nogil:
-    # Section 15.2: only p0/q0 change, for the luma plane.
-    cdef int i
-    cdef int8_t p1, p0, q0, q1, a, f1, f2
-    for i in range(16):
-        if abs(s[-across] - s[0]) * 2 + (abs(s[-2 * across] - s[across]) >> 1) <= edge_limit:
-            p1 = u2s(s[-2 * across])
-            p0 = u2s(s[-across])
-            q0 = u2s(s[0])
-            q1 = u2s(s[across])
-            a = sclamp(sclamp(p1 - q1) + 3 * (q0 - p0))
-            f1 = sclamp(a + 4) >> 3
-            f2 = sclamp(a + 3) >> 3
-            s[0] = s2u(sclamp(q0 - f1))
-            s[-across] = s2u(sclamp(p0 + f2))
-        s += along
+from .tables cimport B_PRED, NEARESTMV, NEARMV, NEWMV, SPLITMV
 
 
 cdef inline int mode_class(int y_mode) noexcept nogil:
@@ -151,7 +56,7 @@ cdef void level_table(FrameContext* fc, uint8_t levels[4][4][4]) noexcept nogil:
 cdef void loop_filter_frame(FrameContext* fc) noexcept nogil:
     cdef uint8_t levels[4][4][4]
     cdef int mb_row, mb_col, level, interior, hev_threshold, sharpness = fc.hdr.sharpness
-    cdef int p, i, size, stride, edge_limit, inner_limit
+    cdef int p, i, size, stride, edge_limit, inner_limit, kind
     cdef bint filter_inner
     cdef MacroblockInfo* mb
     cdef uint8_t* s
@@ -178,33 +83,23 @@ cdef void loop_filter_frame(FrameContext* fc) noexcept nogil:
             edge_limit = (level + 2) * 2 + interior
             inner_limit = level * 2 + interior
             filter_inner = not (mb.skip and mb.y_mode != B_PRED and mb.y_mode != SPLITMV)
-            if fc.hdr.filter_type:
-                stride = fc.cur[0].stride
-                s = fc.cur[0].data + mb_row * 16 * stride + mb_col * 16
-                if mb_col > 0:
-                    simple_edge(s, 1, stride, edge_limit)
-                if filter_inner:
-                    for i in range(4, 16, 4):
-                        simple_edge(s + i, 1, stride, inner_limit)
-                if mb_row > 0:
-                    simple_edge(s, stride, 1, edge_limit)
-                if filter_inner:
-                    for i in range(4, 16, 4):
-                        simple_edge(s + i * stride, stride, 1, inner_limit)
-                continue
-            for p in range(3):
+            kind = 2 if fc.hdr.filter_type else 1
+            # The simple filter (type 1) touches luma only.
+            for p in range(1 if fc.hdr.filter_type else 3):
                 size = 16 if p == 0 else 8
                 stride = fc.cur[p].stride
                 s = fc.cur[p].data + mb_row * size * stride + mb_col * size
                 if mb_col > 0:
-                    filter_edge(s, 1, stride, size, edge_limit, interior, hev_threshold, True)
+                    dsp_filter_vertical_edge(s, stride, size, edge_limit, interior,
+                                             hev_threshold, kind)
                 if filter_inner:
                     for i in range(4, size, 4):
-                        filter_edge(s + i, 1, stride, size, inner_limit, interior,
-                                    hev_threshold, False)
+                        dsp_filter_vertical_edge(s + i, stride, size, inner_limit, interior,
+                                                 hev_threshold, kind & 2)
                 if mb_row > 0:
-                    filter_edge(s, stride, 1, size, edge_limit, interior, hev_threshold, True)
+                    dsp_filter_horizontal_edge(s, stride, size, edge_limit, interior,
+                                               hev_threshold, kind)
                 if filter_inner:
                     for i in range(4, size, 4):
-                        filter_edge(s + i * stride, stride, 1, size, inner_limit, interior,
-                                    hev_threshold, False)
+                        dsp_filter_horizontal_edge(s + i * stride, stride, size, inner_limit,
+                                                   interior, hev_threshold, kind & 2)

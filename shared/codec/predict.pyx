@@ -9,6 +9,7 @@ its motion-vector clamping amount to.
 from libc.stdint cimport int16_t, uint8_t
 from libc.string cimport memcpy, memset
 
+from .dsp cimport dsp_sixtap
 from .frame_context cimport Plane
 from .tables cimport (
     B_DC_PRED,
@@ -195,40 +196,6 @@ cdef void fetch_replicated(const Plane* ref, int x0, int y0, int width, int heig
             out[r * out_stride + c] = row[sx]
 
 
-cdef void sixtap_2d(const uint8_t* src, int src_stride, uint8_t* dst, int dst_stride, int width,
-                    int height, int fx, int fy) noexcept nogil:
-    """Six-tap subpixel filter (section 18.3): horizontal pass into an 8-bit intermediate, then
-    vertical; a pass whose phase is 0 is the identity and is skipped."""
-    cdef uint8_t tmp[SOURCE_EXTENT * MAX_BLOCK]
-    cdef const int16_t* f
-    cdef int r, c, rows
-    cdef const uint8_t* s
-    if fx:
-        f = VP8_SIXTAP_FILTERS[fx]
-        rows = height + 5 if fy else height
-        s = src - (2 * src_stride if fy else 0)
-        for r in range(rows):
-            for c in range(width):
-                tmp[r * MAX_BLOCK + c] = clamp255(
-                    (s[c - 2] * f[0] + s[c - 1] * f[1] + s[c] * f[2] + s[c + 1] * f[3]
-                     + s[c + 2] * f[4] + s[c + 3] * f[5] + 64) >> 7)
-            s += src_stride
-        if not fy:
-            for r in range(height):
-                memcpy(dst + r * dst_stride, &tmp[r * MAX_BLOCK], width)
-            return
-        src = &tmp[2 * MAX_BLOCK]
-        src_stride = MAX_BLOCK
-    f = VP8_SIXTAP_FILTERS[fy]
-    for r in range(height):
-        s = src + r * src_stride
-        for c in range(width):
-            dst[r * dst_stride + c] = clamp255(
-                (s[c - 2 * src_stride] * f[0] + s[c - src_stride] * f[1] + s[c] * f[2]
-                 + s[c + src_stride] * f[3] + s[c + 2 * src_stride] * f[4]
-                 + s[c + 3 * src_stride] * f[5] + 64) >> 7)
-
-
 cdef void bilinear_2d(const uint8_t* src, int src_stride, uint8_t* dst, int dst_stride,
                       int width, int height, int fx, int fy) noexcept nogil:
     """Bilinear subpixel filter used by versions 1-3 (section 18.3)."""
@@ -279,4 +246,5 @@ cdef void predict_inter(const Plane* ref, int x, int y, int width, int height, i
     elif bilinear:
         bilinear_2d(src, src_stride, dst, dst_stride, width, height, fx, fy)
     else:
-        sixtap_2d(src, src_stride, dst, dst_stride, width, height, fx, fy)
+        dsp_sixtap(src, src_stride, dst, dst_stride, width, height,
+                   VP8_SIXTAP_FILTERS[fx] if fx else NULL, VP8_SIXTAP_FILTERS[fy] if fy else NULL)
