@@ -19,7 +19,7 @@ class MissingKeyFrameError(CorruptFrameError):
 
 
 class UnsupportedStreamError(CodecError):
-    """A well-formed frame uses something this codec refuses (e.g. a frame larger than the limit)."""
+    """A well-formed frame uses something this codec refuses (e.g. a frame over the size limit)."""
 
 
 class FrameSizeError(UnsupportedStreamError, ValueError):
