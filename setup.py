@@ -19,6 +19,8 @@ CODEC_MODULES = [
     "reconstruct",
     "loop_filter",
     "picture",
+    "frame_record",
+    "frame_writer",
     "state",
     "decoder",
 ]

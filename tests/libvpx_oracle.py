@@ -321,15 +321,20 @@ VPXENC = shutil.which("vpxenc") or "/usr/bin/vpxenc"
 _FRAME_FILE = re.compile(r"frame-(\d+)-(\d+)x(\d+)\.i420$")
 
 
-def vpxdec_frames(path: Path) -> list[RawFrame]:
-    """Decode with vpxdec into one file per shown frame (the pattern keeps each frame's size)."""
+def vpxdec_frames(path: Path, *, damaged: bool = False) -> list[RawFrame]:
+    """Decode with vpxdec into one file per shown frame (the pattern keeps each frame's size).
+
+    vpxdec fails on frames libvpx flags as corrupt; `damaged=True` keeps going (`--keep-going`)
+    and returns what it showed, for comparisons on deliberately damaged streams.
+    """
     with tempfile.TemporaryDirectory(prefix="vpxdec-") as tmp:
         pattern = str(Path(tmp) / "frame-%9-%wx%h.i420")
-        subprocess.run(
-            [VPXDEC, "--codec=vp8", "--i420", "-t", "1", "-o", pattern, str(path)],
-            check=True,
-            capture_output=True,
-        )
+        command = [VPXDEC, "--codec=vp8", "--i420", "-t", "1", "-o", pattern, str(path)]
+        if damaged:
+            command.insert(1, "--keep-going")
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode and not damaged:
+            raise RuntimeError(f"vpxdec failed on {path}: {done.stderr.strip()}")
         found = []
         for file in Path(tmp).iterdir():
             match = _FRAME_FILE.search(file.name)

@@ -1,10 +1,11 @@
 """Bounded, reproducible fuzzing of `decode` and `DecoderState.from_bytes`.
 
-A fixed-seed RNG mutates real frames from several vectors (bit flips, byte changes, truncation,
-splices, insertions and deletions, frame-tag and key-frame-size tweaks, partition-size tweaks)
-and decodes each from the valid state that frame expects. Only CodecError subclasses may
-escape; a crash kills the run (faulthandler prints where) and a hang is cut off by a watchdog.
-Failed decodes must leave their input state intact, and what decodes must give a usable state.
+A fixed-seed RNG mutates real frames from several vectors and generated streams (bit flips,
+byte changes, truncation, splices, insertions and deletions, frame-tag and key-frame-size
+tweaks, partition-size tweaks) and decodes each from the valid state that frame expects. Only
+CodecError subclasses may escape; a crash kills the run (faulthandler prints where) and a hang
+is cut off by a watchdog. Failed decodes must leave their input state intact, and what decodes
+must give a usable state.
 
 Serialized states are mutated too: raw mutations must raise StateFormatError, and mutations of
 the decompressed body, resealed with a valid checksum, must raise it or give a usable state.
@@ -16,7 +17,7 @@ import faulthandler
 import struct
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +41,15 @@ FUZZ_VECTORS = {
     "vp80-04-partitions-1406.ivf": 4,  # 8 partitions
     "vp80-03-segmentation-1436.ivf": 2,  # size change with segmentation
 }
-CASES_PER_FRAME = 110  # x 27 frames = 2970 mutated frames
-STATE_CASES = 400
+# Generated streams to mutate too: hidden alt-ref, non-reference frames, segmentation toggles.
+FUZZ_GENERATED = {"altref-2pass": 3, "temporal-layers": 3}
+CASES_PER_FRAME = 250  # x 33 frames: about 8000 mutated frames
+STATE_CASES = 1000
 WATCHDOG_SECONDS = 240  # far above the expected run time; a hang ends the run with a traceback
 
 
 @pytest.fixture
-def watchdog() -> object:
+def watchdog() -> Iterator[None]:
     faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
@@ -138,16 +141,21 @@ MUTATIONS: list[Mutation] = [
 
 
 @pytest.fixture(scope="module")
-def bases(vectors_dir: Path) -> list[tuple[str, int, object, bytes, bytes | None, list[bytes]]]:
-    """(vector, index, state before the frame, frame, its straight image bytes, the stream)."""
+def bases(
+    vectors_dir: Path, vp8_stream: Callable[[str], Path]
+) -> list[tuple[str, int, object, bytes, bytes | None, list[bytes]]]:
+    """(stream, index, state before the frame, frame, its straight image bytes, the stream)."""
+    paths = {name: vectors_dir / name for name in FUZZ_VECTORS}
+    paths |= {name: vp8_stream(name) for name in FUZZ_GENERATED}
     out = []
-    for name, count in FUZZ_VECTORS.items():
-        frames = read_ivf(vectors_dir / name).frames[: count + 1]
+    for name, count in (FUZZ_VECTORS | FUZZ_GENERATED).items():
+        frames = read_ivf(paths[name]).frames[: count + 1]
         straight = decode_all(codec, frames)
         for index in range(count):
             before = straight.states[index - 1] if index else DecoderState.initial()
             image = straight.images[index]
-            out.append((name, index, before, frames[index], image and image.to_i420(), frames))
+            expected = None if image is None else image.to_i420()
+            out.append((name, index, before, frames[index], expected, frames))
     return out
 
 
@@ -185,7 +193,7 @@ def test_fuzz_frames(bases: list, watchdog: object, record_property: Callable) -
                     problems.append(f"{where}: the resulting state is unusable: {exc!r}")
         # After all those decodes (and failures) from `before`, it must still decode the frame.
         _, image = codec.decode(before, frame)
-        if (image and image.to_i420()) != expected:
+        if (None if image is None else image.to_i420()) != expected:
             problems.append(f"{name} frame {index}: fuzzing changed the input state")
     record_property("fuzz_frame_outcomes", outcomes)
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:25])
@@ -198,10 +206,11 @@ def _reseal(data: bytes, payload: bytes) -> bytes:
     """`data` with its body replaced by compressed `payload` and a matching checksum.
 
     Follows the format documented in `shared.codec.state`: magic, u16 version, u16 flags,
-    u32 CRC-32 of the compressed body, zlib body.
+    u32 CRC-32 of version, flags and the compressed body, zlib body.
     """
     body = zlib.compress(payload)
-    return data[:8] + struct.pack("<I", zlib.crc32(body)) + body
+    crc = zlib.crc32(body, zlib.crc32(data[4:8]))
+    return data[:8] + struct.pack("<I", crc) + body
 
 
 def _payload(data: bytes) -> bytes:

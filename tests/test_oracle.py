@@ -19,6 +19,7 @@ from libvpx_oracle import (
     FrameHeader,
     join_ivf,
     peek_header,
+    pyav_decode_each,
     pyav_frames,
     read_ivf,
     reference_slots,
@@ -93,8 +94,8 @@ def test_header_peek_on_known_vectors(vectors_dir: Path) -> None:
     # 018 starts with a hidden key frame; 1425 changes size with the scale bits set.
     first = headers("vp80-00-comprehensive-018.ivf")[0]
     assert first.key_frame and not first.show_frame
-    scaled = {(h.width, h.height, h.horiz_scale) for h in headers("vp80-03-segmentation-1425.ivf")
-              if h.key_frame}  # fmt: skip
+    keys = [h for h in headers("vp80-03-segmentation-1425.ivf") if h.key_frame]
+    scaled = {(h.width, h.height, h.horiz_scale) for h in keys}
     assert scaled == {(176, 144, 3), (212, 173, 2), (282, 231, 1)}
     assert {h.token_partitions for h in headers("vp80-04-partitions-1406.ivf")} == {8}
     assert {h.version for h in headers("vp80-00-comprehensive-005.ivf")} == {3}
@@ -115,3 +116,17 @@ def test_reference_slots_follow_libvpx_copy_order() -> None:
     ]
     # Frame 3 copies last (1) into altref first, so golden copies the *new* altref: 1, not 0.
     assert reference_slots(frames) == [(0, 0, 0), (1, 0, 0), (1, 2, 0), (1, 1, 1)]
+
+
+def test_oracles_agree_on_damaged_frames(vectors_dir: Path, tmp_path: Path) -> None:
+    """test_bad_input holds accepted damaged frames to PyAV's libvpx: vpxdec must agree."""
+    frames = read_ivf(vectors_dir / "vp80-00-comprehensive-016.ivf").frames[:2]
+    path = tmp_path / "cut.ivf"
+    for cut in range(60, len(frames[1]) + 1, 7):
+        damaged = [frames[0], frames[1][:cut]]
+        path.write_bytes(join_ivf(damaged, 176, 144))
+        try:
+            shown = [f for f in pyav_decode_each(damaged) if f is not None]
+        except Exception:  # noqa: BLE001 - libvpx rejected the cut frame: only the key frame shows
+            shown = [f for f in pyav_decode_each(damaged[:1]) if f is not None]
+        assert vpxdec_frames(path, damaged=True) == shown, f"cut at {cut}"

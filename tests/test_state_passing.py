@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from decoder_support import Decoded, decode_all, require_decoder
@@ -63,11 +64,11 @@ def load(request: pytest.FixtureRequest) -> Callable[[str], list[bytes]]:
     return frames
 
 
-def i420(image: object) -> bytes | None:
-    return None if image is None else image.to_i420()  # type: ignore[attr-defined]
+def i420(image: Any) -> bytes | None:
+    return None if image is None else image.to_i420()
 
 
-def assert_continues_like(straight: Decoded, frames: list[bytes], k: int, state: object) -> None:
+def assert_continues_like(straight: Decoded, frames: list[bytes], k: int, state: Any) -> None:
     """Decoding frames[k:] from `state` must reproduce the straight decode exactly."""
     for index in range(k, len(frames)):
         state, image = codec.decode(state, frames[index])
@@ -161,7 +162,7 @@ def test_digest_is_stable_and_discriminating(vectors_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def a_state(vectors_dir: Path) -> object:
+def a_state(vectors_dir: Path) -> Any:
     frames = read_ivf(vectors_dir / "vp80-03-segmentation-1437.ivf").frames[:3]
     return decode_all(codec, frames).states[-1]
 
@@ -179,9 +180,9 @@ def _corruptions(data: bytes) -> dict[str, bytes]:
     return out
 
 
-def test_corrupt_states_are_rejected(a_state: object) -> None:
+def test_corrupt_states_are_rejected(a_state: Any) -> None:
     problems = []
-    for what, bad in _corruptions(a_state.to_bytes()).items():  # type: ignore[attr-defined]
+    for what, bad in _corruptions(a_state.to_bytes()).items():
         try:
             DecoderState.from_bytes(bad)
         except StateFormatError:
@@ -193,13 +194,13 @@ def test_corrupt_states_are_rejected(a_state: object) -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_future_version_is_rejected(a_state: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_future_version_is_rejected(a_state: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     module = sys.modules[type(a_state).__module__]
     if not isinstance(getattr(module, "FORMAT_VERSION", None), int):
         pytest.fail(f"{module.__name__} must expose FORMAT_VERSION (read when serializing)")
-    current = a_state.to_bytes()  # type: ignore[attr-defined]
+    current = a_state.to_bytes()
     monkeypatch.setattr(module, "FORMAT_VERSION", module.FORMAT_VERSION + 1)
-    future = a_state.to_bytes()  # type: ignore[attr-defined]
+    future = a_state.to_bytes()
     monkeypatch.undo()
     assert future != current, "patching FORMAT_VERSION did not change the serialized state"
     with pytest.raises(StateFormatError):
@@ -219,8 +220,10 @@ def test_serialized_size(
     ended = time.perf_counter()
     size = f"{stream.width}x{stream.height}"
     record_property(f"state_bytes_{size}", len(data))
-    record_property(f"state_ms_{size}", f"{(middle - started) * 1e3:.1f} to, "
-                                         f"{(ended - middle) * 1e3:.1f} from")  # fmt: skip
+    timing = (
+        f"to_bytes {(middle - started) * 1e3:.1f} ms, from_bytes {(ended - middle) * 1e3:.1f} ms"
+    )
+    record_property(f"state_time_{size}", timing)
     print(f"serialized state at {size}: {len(data)} bytes")
     # Loose sanity bound: less than three uncompressed 4:2:0 pictures.
     assert len(data) < 3 * stream.width * stream.height * 3 // 2

@@ -19,11 +19,6 @@ ctypedef struct BoolDecoder:
     int64_t overrun
 
 
-# A partition may be read a little past its end: valid streams' flush padding can be short or
-# stripped (libvpx then only marks the frame). More than 4 bytes past it means lost data.
-DEF OVERRUN_SLACK = 8 + 32
-
-
 cdef inline void bool_decoder_fill(BoolDecoder* d) noexcept nogil:
     cdef int shift = 48 - d.count
     while shift >= 0:
@@ -99,6 +94,7 @@ cdef inline int bool_read_tree(BoolDecoder* d, const int8_t* tree, const uint8_t
 
 
 cdef inline bint bool_decoder_overran(const BoolDecoder* d) noexcept nogil:
-    """True once more than 4 bytes' worth of bits past the end of the data were consumed."""
-    return d.overrun > d.count + OVERRUN_SLACK
+    """libvpx's test for a partition read past its end: once the data is exhausted, the bits
+    still buffered (`count`) are fewer than the zeros that were shifted in."""
+    return d.overrun > 0 and d.overrun > d.count
 

@@ -16,6 +16,7 @@ from libc.string cimport memcpy, memset
 from .bool_decoder cimport BoolDecoder, bool_decoder_init, bool_decoder_overran
 from .frame_context cimport FrameContext, MacroblockInfo
 from .frame_header cimport entropy_context_defaults, parse_frame_header, parse_frame_tag
+from .frame_record cimport FrameRecord
 from .loop_filter cimport loop_filter_frame
 from .modes cimport read_macroblock_modes
 from .picture cimport Picture
@@ -75,10 +76,14 @@ cdef void decode_macroblocks(FrameContext* fc) noexcept nogil:
             above_ctx = fc.above_ctx + mb_col * 9
             if mb.skip:
                 reset_macroblock_token_contexts(fc, mb, above_ctx)
-            elif not read_macroblock_tokens(fc, tokens, mb, above_ctx) \
+            elif not read_macroblock_tokens(
+                    fc, tokens, mb, above_ctx,
+                    fc.levels + (mb_row * fc.mb_cols + mb_col) * 400 if fc.levels != NULL else NULL) \
                     and mb.y_mode != B_PRED and mb.y_mode != SPLITMV:
                 # No block has data: treated as skipped, also by the loop filter (libvpx).
                 mb.skip = 1
+            if fc.level_eobs != NULL:
+                memcpy(fc.level_eobs + (mb_row * fc.mb_cols + mb_col) * 25, fc.eobs, 25)
             reconstruct_macroblock(fc, mb, mb_row, mb_col)
             mb += 1
 
@@ -126,6 +131,17 @@ def decode(DecoderState state not None, frame):
     Raises a CodecError subclass on bad input: CorruptFrameError, MissingKeyFrameError (an
     interframe with no key frame before it), FrameSizeError (zero or oversized dimensions).
     """
+    return _decode(state, frame, None)
+
+
+def decode_record(DecoderState state not None, frame):
+    """Like `decode`, also returning the frame's FrameRecord (its decisions and coded levels)."""
+    record = FrameRecord()
+    new_state, image = _decode(state, frame, record)
+    return new_state, image, record
+
+
+cdef _decode(DecoderState state, frame, FrameRecord record):
     cdef const unsigned char[:] data = frame
     cdef FrameContext* fc = <FrameContext*>calloc(1, sizeof(FrameContext))
     cdef DecoderState new_state
@@ -187,6 +203,11 @@ def decode(DecoderState state not None, frame):
         if fc.mb_info == NULL or fc.above_ctx == NULL:
             raise MemoryError()
         build_dequant_table(fc)
+        if record is not None:
+            fc.levels = <int16_t*>calloc(fc.mb_rows * fc.mb_cols * 400, sizeof(int16_t))
+            fc.level_eobs = <uint8_t*>calloc(fc.mb_rows * fc.mb_cols * 25, 1)
+            if fc.levels == NULL or fc.level_eobs == NULL:
+                raise MemoryError()
 
         with nogil:
             decode_macroblocks(fc)
@@ -243,6 +264,19 @@ def decode(DecoderState state not None, frame):
         new_state.golden = golden
         new_state.altref = altref
 
+        if record is not None:
+            record.tag = fc.tag
+            record.hdr = fc.hdr
+            record.probs = fc.probs
+            record.features = fc.features
+            record.deltas = fc.deltas
+            record.mb_cols = fc.mb_cols
+            record.mb_rows = fc.mb_rows
+            record.mb_info_stride = fc.mb_info_stride
+            record.segment_map = segment_map
+            record.mb_info, fc.mb_info = fc.mb_info, NULL
+            record.levels, fc.levels = fc.levels, NULL
+            record.level_eobs, fc.level_eobs = fc.level_eobs, NULL
         if not fc.tag.show_frame:
             return new_state, None
         y, u, v = picture.cropped()
@@ -250,4 +284,6 @@ def decode(DecoderState state not None, frame):
     finally:
         free(fc.mb_info)
         free(fc.above_ctx)
+        free(fc.levels)
+        free(fc.level_eobs)
         free(fc)

@@ -18,9 +18,11 @@ ctypedef struct MacroblockInfo:
     uint8_t ref_frame         # INTRA_FRAME..ALTREF_FRAME
     uint8_t segment_id
     uint8_t skip              # no residual: coded skip flag, or all blocks ended at once
+    uint8_t skip_coded        # the mb_skip_coeff flag as coded
     uint8_t partitioning      # SPLIT_* when y_mode == SPLITMV
     MotionVector mv           # the macroblock's MV (for SPLITMV, that of subblock 15)
-    uint8_t b_modes[16]       # intra subblock modes (implied ones for 16x16 intra modes)
+    uint8_t b_modes[16]       # intra subblock modes (implied ones for 16x16 intra modes);
+                              # for SPLITMV, each subblock's LEFT4X4..NEW4X4 reference
     MotionVector b_mvs[16]    # SPLITMV subblock MVs
 
 
@@ -57,3 +59,7 @@ ctypedef struct FrameContext:
     uint8_t left_ctx[9]
     int16_t coeffs[25 * 16]   # the current macroblock's dequantized coefficients
     uint8_t eobs[25]          # per block: scan position after the last token read
+    # Optional capture of the coded coefficient levels (not dequantized) for every macroblock,
+    # [mb_rows * mb_cols][25][16] and [mb_rows * mb_cols][25]; NULL when not wanted.
+    int16_t* levels
+    uint8_t* level_eobs

@@ -38,6 +38,8 @@ ctypedef struct FrameTag:
 
 
 ctypedef struct FrameHeader:
+    # Field values, then which optional fields were present in the bitstream (so a frame can be
+    # written back exactly as it was read, and an encoder can say what it sends).
     int color_space
     int clamping_type
     int segmentation_enabled
@@ -68,6 +70,17 @@ ctypedef struct FrameHeader:
     int prob_intra
     int prob_last
     int prob_golden
+    uint8_t segment_quant_present[4]
+    uint8_t segment_lf_present[4]
+    uint8_t segment_prob_present[3]
+    int lf_delta_update
+    uint8_t ref_delta_present[4]
+    uint8_t mode_delta_present[4]
+    uint8_t q_delta_present[5]
+    uint8_t coef_update[4][8][3][11]
+    int ymode_update
+    int uvmode_update
+    uint8_t mv_update[2][19]
 
 
 cdef void entropy_context_defaults(EntropyContext* ctx) noexcept nogil

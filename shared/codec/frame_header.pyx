@@ -5,6 +5,7 @@ reads the first partition's header fields in bitstream order, applying probabili
 loop-filter updates to the structs it is given (the caller decides what persists).
 """
 
+from libc.stdint cimport uint8_t
 from libc.string cimport memcpy, memset
 
 from .bool_decoder cimport (
@@ -113,9 +114,10 @@ cdef void entropy_context_defaults(EntropyContext* ctx) noexcept nogil:
     memcpy(ctx.mv, VP8_MV_DEFAULT_PROBS, sizeof(ctx.mv))
 
 
-cdef inline int read_optional_signed(BoolDecoder* d, int bits) noexcept nogil:
+cdef inline int read_optional_signed(BoolDecoder* d, int bits, uint8_t* present) noexcept nogil:
     """A flagged signed field: 0 unless its flag bit is set."""
-    if bool_read_bit(d):
+    present[0] = bool_read_bit(d)
+    if present[0]:
         return bool_read_signed(d, bits)
     return 0
 
@@ -130,44 +132,53 @@ cdef void parse_segmentation(BoolDecoder* d, FrameHeader* hdr,
         features.absolute = bool_read_bit(d)
         # Values not sent this frame become 0 (section 9.3, as libvpx).
         for i in range(4):
-            features.quant[i] = read_optional_signed(d, 7)
+            features.quant[i] = read_optional_signed(d, 7, &hdr.segment_quant_present[i])
         for i in range(4):
-            features.filter_level[i] = read_optional_signed(d, 6)
+            features.filter_level[i] = read_optional_signed(d, 6, &hdr.segment_lf_present[i])
     if hdr.update_segment_map:
         for i in range(3):
-            hdr.segment_tree_probs[i] = bool_read_literal(d, 8) if bool_read_bit(d) else 255
+            hdr.segment_prob_present[i] = bool_read_bit(d)
+            hdr.segment_tree_probs[i] = bool_read_literal(d, 8) if hdr.segment_prob_present[i] \
+                else 255
 
 
-cdef void parse_loop_filter_deltas(BoolDecoder* d, LoopFilterDeltas* deltas) noexcept nogil:
+cdef void parse_loop_filter_deltas(BoolDecoder* d, FrameHeader* hdr,
+                                   LoopFilterDeltas* deltas) noexcept nogil:
     # Section 9.6: a delta whose flag is clear keeps its previous value (libvpx).
     cdef int i
-    if not bool_read_bit(d):   # mode_ref_lf_delta_update
+    hdr.lf_delta_update = bool_read_bit(d)
+    if not hdr.lf_delta_update:
         return
     for i in range(4):
-        if bool_read_bit(d):
+        hdr.ref_delta_present[i] = bool_read_bit(d)
+        if hdr.ref_delta_present[i]:
             deltas.ref[i] = bool_read_signed(d, 6)
     for i in range(4):
-        if bool_read_bit(d):
+        hdr.mode_delta_present[i] = bool_read_bit(d)
+        if hdr.mode_delta_present[i]:
             deltas.mode[i] = bool_read_signed(d, 6)
 
 
-cdef void parse_coefficient_updates(BoolDecoder* d, EntropyContext* probs) noexcept nogil:
+cdef void parse_coefficient_updates(BoolDecoder* d, FrameHeader* hdr,
+                                    EntropyContext* probs) noexcept nogil:
     # Section 13.4.
     cdef int i, j, k, t
     for i in range(4):
         for j in range(8):
             for k in range(3):
                 for t in range(11):
-                    if bool_read(d, VP8_COEF_UPDATE_PROBS[i][j][k][t]):
+                    hdr.coef_update[i][j][k][t] = bool_read(d, VP8_COEF_UPDATE_PROBS[i][j][k][t])
+                    if hdr.coef_update[i][j][k][t]:
                         probs.coef[i][j][k][t] = bool_read_literal(d, 8)
 
 
-cdef void parse_mv_updates(BoolDecoder* d, EntropyContext* probs) noexcept nogil:
+cdef void parse_mv_updates(BoolDecoder* d, FrameHeader* hdr, EntropyContext* probs) noexcept nogil:
     # Section 17.2: a 7-bit value v gives probability v << 1, or 1 when v is 0.
     cdef int i, j, v
     for i in range(2):
         for j in range(19):
-            if bool_read(d, VP8_MV_UPDATE_PROBS[i][j]):
+            hdr.mv_update[i][j] = bool_read(d, VP8_MV_UPDATE_PROBS[i][j])
+            if hdr.mv_update[i][j]:
                 v = bool_read_literal(d, 7)
                 probs.mv[i][j] = (v << 1) if v else 1
 
@@ -193,14 +204,14 @@ cdef void parse_frame_header(BoolDecoder* d, const FrameTag* tag, FrameHeader* h
     hdr.sharpness = bool_read_literal(d, 3)
     hdr.lf_deltas_enabled = bool_read_bit(d)
     if hdr.lf_deltas_enabled:
-        parse_loop_filter_deltas(d, deltas)
+        parse_loop_filter_deltas(d, hdr, deltas)
     hdr.log2_partitions = bool_read_literal(d, 2)
     hdr.q_index = bool_read_literal(d, 7)
-    hdr.y1_dc_delta = read_optional_signed(d, 4)
-    hdr.y2_dc_delta = read_optional_signed(d, 4)
-    hdr.y2_ac_delta = read_optional_signed(d, 4)
-    hdr.uv_dc_delta = read_optional_signed(d, 4)
-    hdr.uv_ac_delta = read_optional_signed(d, 4)
+    hdr.y1_dc_delta = read_optional_signed(d, 4, &hdr.q_delta_present[0])
+    hdr.y2_dc_delta = read_optional_signed(d, 4, &hdr.q_delta_present[1])
+    hdr.y2_ac_delta = read_optional_signed(d, 4, &hdr.q_delta_present[2])
+    hdr.uv_dc_delta = read_optional_signed(d, 4, &hdr.q_delta_present[3])
+    hdr.uv_ac_delta = read_optional_signed(d, 4, &hdr.q_delta_present[4])
     if tag.key_frame:
         hdr.refresh_golden = hdr.refresh_altref = hdr.refresh_last = 1
         hdr.refresh_entropy = bool_read_bit(d)
@@ -215,20 +226,22 @@ cdef void parse_frame_header(BoolDecoder* d, const FrameTag* tag, FrameHeader* h
         hdr.sign_bias_altref = bool_read_bit(d)
         hdr.refresh_entropy = bool_read_bit(d)
         hdr.refresh_last = bool_read_bit(d)
-    parse_coefficient_updates(d, probs)
+    parse_coefficient_updates(d, hdr, probs)
     hdr.mb_no_coeff_skip = bool_read_bit(d)
     hdr.prob_skip_false = bool_read_literal(d, 8) if hdr.mb_no_coeff_skip else 0
     if not tag.key_frame:
         hdr.prob_intra = bool_read_literal(d, 8)
         hdr.prob_last = bool_read_literal(d, 8)
         hdr.prob_golden = bool_read_literal(d, 8)
-        if bool_read_bit(d):
+        hdr.ymode_update = bool_read_bit(d)
+        if hdr.ymode_update:
             for i in range(4):
                 probs.ymode[i] = bool_read_literal(d, 8)
-        if bool_read_bit(d):
+        hdr.uvmode_update = bool_read_bit(d)
+        if hdr.uvmode_update:
             for i in range(3):
                 probs.uvmode[i] = bool_read_literal(d, 8)
-        parse_mv_updates(d, probs)
+        parse_mv_updates(d, hdr, probs)
 
 
 def read_frame_header(frame) -> dict:
@@ -247,6 +260,7 @@ def read_frame_header(frame) -> dict:
     bool_decoder_init(&d, &data[tag.header_size], tag.first_part_size)
     parse_frame_header(&d, &tag, &hdr, &probs, &features, &deltas)
     result = dict(hdr)
+    result["coef_update"] = sum(1 for x in (<uint8_t*>hdr.coef_update)[:1056] if x)
     result.update(tag=dict(tag), overran=bool(bool_decoder_overran(&d)),
-                  header_bits=(tag.first_part_size * 8 + d.overrun - d.count - 8))
+                  bool_overrun=d.overrun, bool_count=d.count, bytes_loaded=d.pos - &data[tag.header_size])
     return result

@@ -8,6 +8,15 @@ from libc.stdint cimport int16_t, uint8_t
 
 from .bool_decoder cimport BoolDecoder, bool_read, bool_read_tree
 from .frame_context cimport FrameContext, MacroblockInfo, MotionVector
+from .modes cimport (
+    above_block_mv,
+    clamp_mv,
+    left_block_mv,
+    mv_equal,
+    mv_is_zero,
+    neighbour_mv,
+    submv_context,
+)
 from .tables cimport (
     ABOVE4X4,
     ALTREF_FRAME,
@@ -54,10 +63,6 @@ from .tables cimport (
     ZERO4X4,
     ZEROMV,
 )
-
-# Margin (1/8 pel) by which NEAREST/NEAR/best vectors may point outside the frame (16 pixels).
-DEF MV_BORDER = 16 << 3
-
 
 cdef inline uint8_t implied_subblock_mode(int y_mode) noexcept nogil:
     # Section 11.3: a 16x16 intra mode's subblocks count as the matching 4x4 mode for contexts.
@@ -126,54 +131,6 @@ cdef inline void read_mv(FrameContext* fc, BoolDecoder* d, MotionVector* mv) noe
     mv.col = <int16_t>(read_mv_component(d, fc.probs.mv[1]) * 2)
 
 
-cdef inline bint mv_equal(MotionVector a, MotionVector b) noexcept nogil:
-    return a.row == b.row and a.col == b.col
-
-
-cdef inline bint mv_is_zero(MotionVector a) noexcept nogil:
-    return a.row == 0 and a.col == 0
-
-
-cdef inline void clamp_mv(MotionVector* mv, int to_left, int to_right, int to_top,
-                          int to_bottom) noexcept nogil:
-    if mv.col < to_left - MV_BORDER:
-        mv.col = to_left - MV_BORDER
-    elif mv.col > to_right + MV_BORDER:
-        mv.col = to_right + MV_BORDER
-    if mv.row < to_top - MV_BORDER:
-        mv.row = to_top - MV_BORDER
-    elif mv.row > to_bottom + MV_BORDER:
-        mv.row = to_bottom + MV_BORDER
-
-
-cdef inline MotionVector neighbour_mv(FrameContext* fc, const MacroblockInfo* neighbour,
-                                      int ref_frame) noexcept nogil:
-    # A neighbour's vector points the other way when its reference has the other sign bias.
-    cdef MotionVector mv = neighbour.mv
-    if fc.sign_bias[neighbour.ref_frame] != fc.sign_bias[ref_frame]:
-        mv.row = -mv.row
-        mv.col = -mv.col
-    return mv
-
-
-cdef inline MotionVector left_block_mv(const MacroblockInfo* mb, const MacroblockInfo* left,
-                                       int b) noexcept nogil:
-    if b & 3:
-        return mb.b_mvs[b - 1]
-    if left.y_mode == SPLITMV:
-        return left.b_mvs[b + 3]
-    return left.mv
-
-
-cdef inline MotionVector above_block_mv(const MacroblockInfo* mb, const MacroblockInfo* above,
-                                        int b) noexcept nogil:
-    if b >= 4:
-        return mb.b_mvs[b - 4]
-    if above.y_mode == SPLITMV:
-        return above.b_mvs[b + 12]
-    return above.mv
-
-
 cdef void read_split_mv(FrameContext* fc, BoolDecoder* d, MacroblockInfo* mb,
                         const MacroblockInfo* above, const MacroblockInfo* left,
                         MotionVector best) noexcept nogil:
@@ -188,14 +145,7 @@ cdef void read_split_mv(FrameContext* fc, BoolDecoder* d, MacroblockInfo* mb,
             first += 1
         left_mv = left_block_mv(mb, left, first)
         above_mv = above_block_mv(mb, above, first)
-        if mv_equal(left_mv, above_mv):
-            context = 4 if mv_is_zero(left_mv) else 3
-        elif mv_is_zero(above_mv):
-            context = 2
-        elif mv_is_zero(left_mv):
-            context = 1
-        else:
-            context = 0
+        context = submv_context(left_mv, above_mv)
         sub_mode = bool_read_tree(d, VP8_SUBMV_REF_TREE, VP8_SUBMV_REF_PROBS[context])
         if sub_mode == LEFT4X4:
             mv = left_mv
@@ -211,32 +161,27 @@ cdef void read_split_mv(FrameContext* fc, BoolDecoder* d, MacroblockInfo* mb,
         for b in range(first, 16):
             if VP8_MBSPLITS[partitioning][b] == part:
                 mb.b_mvs[b] = mv
+                mb.b_modes[b] = sub_mode       # kept so the frame can be written back as read
     mb.mv = mb.b_mvs[15]
 
 
-cdef void read_inter_modes(FrameContext* fc, BoolDecoder* d, MacroblockInfo* mb, int mb_row,
-                           int mb_col) noexcept nogil:
-    # Sections 16.3 (the "census" of neighbouring vectors) and 16.4.
-    cdef const MacroblockInfo* above = mb - fc.mb_info_stride
+cdef void find_near_mvs(const MacroblockInfo* mb, int stride, const int* sign_bias,
+                        int ref_frame, int mb_row, int mb_col, int mb_rows, int mb_cols,
+                        MotionVector* near_mvs, int* counts) noexcept nogil:
+    """Section 16.3: the "census" of neighbouring vectors.
+
+    Fills near_mvs[0] best (the base of new vectors), [1] nearest, [2] near (all clamped to
+    16 pixels beyond the frame) and the four counts that select the mode-tree probabilities.
+    """
+    cdef const MacroblockInfo* above = mb - stride
     cdef const MacroblockInfo* left = mb - 1
     cdef const MacroblockInfo* above_left = above - 1
-    cdef MotionVector near_mvs[4]
-    cdef int counts[4]
     cdef int slot = 0, tmp, b
     cdef MotionVector this_mv, swap_mv
     cdef int to_left = -((mb_col * 16) << 3)
-    cdef int to_right = ((fc.mb_cols - 1 - mb_col) * 16) << 3
+    cdef int to_right = ((mb_cols - 1 - mb_col) * 16) << 3
     cdef int to_top = -((mb_row * 16) << 3)
-    cdef int to_bottom = ((fc.mb_rows - 1 - mb_row) * 16) << 3
-    cdef int ref_frame
-
-    if bool_read(d, fc.hdr.prob_last):
-        ref_frame = ALTREF_FRAME if bool_read(d, fc.hdr.prob_golden) else GOLDEN_FRAME
-    else:
-        ref_frame = LAST_FRAME
-    mb.ref_frame = ref_frame
-    mb.uv_mode = DC_PRED
-
+    cdef int to_bottom = ((mb_rows - 1 - mb_row) * 16) << 3
     for b in range(4):
         near_mvs[b].row = 0
         near_mvs[b].col = 0
@@ -246,13 +191,13 @@ cdef void read_inter_modes(FrameContext* fc, BoolDecoder* d, MacroblockInfo* mb,
     if above.ref_frame != INTRA_FRAME:
         if not mv_is_zero(above.mv):
             slot += 1
-            near_mvs[slot] = neighbour_mv(fc, above, ref_frame)
+            near_mvs[slot] = neighbour_mv(sign_bias, above, ref_frame)
             counts[slot] += 2
         else:
             counts[0] += 2
     if left.ref_frame != INTRA_FRAME:
         if not mv_is_zero(left.mv):
-            this_mv = neighbour_mv(fc, left, ref_frame)
+            this_mv = neighbour_mv(sign_bias, left, ref_frame)
             if not mv_equal(this_mv, near_mvs[slot]):
                 slot += 1
                 near_mvs[slot] = this_mv
@@ -261,7 +206,7 @@ cdef void read_inter_modes(FrameContext* fc, BoolDecoder* d, MacroblockInfo* mb,
             counts[0] += 2
     if above_left.ref_frame != INTRA_FRAME:
         if not mv_is_zero(above_left.mv):
-            this_mv = neighbour_mv(fc, above_left, ref_frame)
+            this_mv = neighbour_mv(sign_bias, above_left, ref_frame)
             if not mv_equal(this_mv, near_mvs[slot]):
                 slot += 1
                 near_mvs[slot] = this_mv
@@ -282,10 +227,23 @@ cdef void read_inter_modes(FrameContext* fc, BoolDecoder* d, MacroblockInfo* mb,
         near_mvs[2] = swap_mv
     if counts[1] >= counts[0]:
         near_mvs[0] = near_mvs[1]
-    # near_mvs[0] is "best" (the base of new vectors), [1] nearest, [2] near; all clamped.
     for b in range(3):
         clamp_mv(&near_mvs[b], to_left, to_right, to_top, to_bottom)
 
+
+cdef void read_inter_modes(FrameContext* fc, BoolDecoder* d, MacroblockInfo* mb, int mb_row,
+                           int mb_col) noexcept nogil:
+    cdef MotionVector near_mvs[4]
+    cdef int counts[4]
+    cdef int ref_frame
+    if bool_read(d, fc.hdr.prob_last):
+        ref_frame = ALTREF_FRAME if bool_read(d, fc.hdr.prob_golden) else GOLDEN_FRAME
+    else:
+        ref_frame = LAST_FRAME
+    mb.ref_frame = ref_frame
+    mb.uv_mode = DC_PRED
+    find_near_mvs(mb, fc.mb_info_stride, fc.sign_bias, ref_frame, mb_row, mb_col, fc.mb_rows,
+                  fc.mb_cols, near_mvs, counts)
     if not bool_read(d, VP8_MODE_CONTEXTS[counts[0]][0]):
         mb.y_mode = ZEROMV
         mb.mv.row = 0
@@ -303,7 +261,7 @@ cdef void read_inter_modes(FrameContext* fc, BoolDecoder* d, MacroblockInfo* mb,
         mb.mv.col += near_mvs[0].col
     else:
         mb.y_mode = SPLITMV
-        read_split_mv(fc, d, mb, above, left, near_mvs[0])
+        read_split_mv(fc, d, mb, mb - fc.mb_info_stride, mb - 1, near_mvs[0])
 
 
 cdef void read_macroblock_modes(FrameContext* fc, MacroblockInfo* mb, int mb_row,
@@ -320,7 +278,8 @@ cdef void read_macroblock_modes(FrameContext* fc, MacroblockInfo* mb, int mb_row
         fc.segment_map[index] = 0
     else:
         mb.segment_id = fc.segment_map[index]
-    mb.skip = bool_read(d, fc.hdr.prob_skip_false) if fc.hdr.mb_no_coeff_skip else 0
+    mb.skip_coded = bool_read(d, fc.hdr.prob_skip_false) if fc.hdr.mb_no_coeff_skip else 0
+    mb.skip = mb.skip_coded
     mb.partitioning = 0
     if fc.tag.key_frame:
         mb.ref_frame = INTRA_FRAME

@@ -5,8 +5,8 @@ segment features and the per-macroblock segment map, loop-filter deltas, the fra
 three references (last, golden, alt-ref). Per-frame header fields (quantizers, sign biases, skip
 and reference probabilities, ...) are not state.
 
-Serialized form (`to_bytes`): magic b"EXCS", u16 format version, u16 flags (0), u32 CRC-32 of the
-compressed body, then a zlib-compressed body. References that share pixels are stored once; planes
+Serialized form (`to_bytes`): magic b"EXCS", u16 format version, u16 flags (0), u32 CRC-32 of
+version, flags and the compressed body, then the zlib-compressed body. References that share pixels are stored once; planes
 are stored as horizontal byte differences, which compress far better than raw pixels.
 """
 
@@ -116,7 +116,7 @@ cdef class DecoderState:
     def to_bytes(self) -> bytes:
         """Versioned, checksummed, compressed serialization; `from_bytes` inverts it."""
         body = zlib.compress(self._payload(), 6)
-        return _HEADER.pack(MAGIC, FORMAT_VERSION, 0, zlib.crc32(body)) + body
+        return _HEADER.pack(MAGIC, FORMAT_VERSION, 0, _checksum(FORMAT_VERSION, 0, body)) + body
 
     @staticmethod
     def from_bytes(data) -> "DecoderState":
@@ -131,8 +131,10 @@ cdef class DecoderState:
             raise StateFormatError(
                 f"state format version {version} is not supported (this build reads "
                 f"version {FORMAT_VERSION})")
+        if flags != 0:
+            raise StateFormatError(f"state has unknown flags {flags:#06x}")
         body = data[_HEADER.size:]
-        if zlib.crc32(body) != crc:
+        if _checksum(version, flags, body) != crc:
             raise StateFormatError("state checksum mismatch (corrupt or truncated state)")
         try:
             inflater = zlib.decompressobj()
@@ -162,6 +164,11 @@ cdef class DecoderState:
 
     def __reduce__(self):
         return (DecoderState.from_bytes, (self.to_bytes(),))
+
+
+def _checksum(version, flags, body) -> int:
+    # Covers the header fields after the magic too, so no byte of a state goes unchecked.
+    return zlib.crc32(body, zlib.crc32(struct.pack("<HH", version, flags)))
 
 
 def _delta_encode(plane) -> bytes:

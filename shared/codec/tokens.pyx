@@ -39,7 +39,7 @@ cdef inline int read_extra(BoolDecoder* d, const uint8_t* probs) noexcept nogil:
 
 
 cdef int read_block(BoolDecoder* d, BandProbs probs, int context, int first, int16_t* out,
-                    int dc_q, int ac_q) noexcept nogil:
+                    int dc_q, int ac_q, int16_t* raw) noexcept nogil:
     """Read one block's tokens; return the scan position after the last token (first if none)."""
     cdef int n = first
     cdef int value
@@ -81,6 +81,8 @@ cdef int read_block(BoolDecoder* d, BandProbs probs, int context, int first, int
         if bool_read(d, 128):
             value = -value
         out[VP8_ZIGZAG[n]] = <int16_t>(value * (ac_q if n > 0 else dc_q))
+        if raw != NULL:
+            raw[VP8_ZIGZAG[n]] = <int16_t>value
         n += 1
         if n == 16:
             return 16
@@ -94,8 +96,10 @@ cdef inline bint has_y2(const MacroblockInfo* mb) noexcept nogil:
 
 
 cdef bint read_macroblock_tokens(FrameContext* fc, BoolDecoder* d, MacroblockInfo* mb,
-                                 uint8_t* above_ctx) noexcept nogil:
-    """Read all of a macroblock's tokens into fc.coeffs/fc.eobs; True if any block has data."""
+                                 uint8_t* above_ctx, int16_t* raw) noexcept nogil:
+    """Read all of a macroblock's tokens into fc.coeffs/fc.eobs; True if any block has data.
+
+    With `raw` (25 x 16, zeroed), the coded levels are also stored there, in raster order."""
     cdef uint8_t* left_ctx = fc.left_ctx
     cdef const int16_t* q = &fc.dequant[mb.segment_id][0][0]   # [Y1, Y2, UV][DC, AC]
     cdef int16_t* coeffs = fc.coeffs
@@ -103,7 +107,8 @@ cdef bint read_macroblock_tokens(FrameContext* fc, BoolDecoder* d, MacroblockInf
     cdef bint nonzero = False
     if has_y2(mb):
         eob = read_block(d, fc.probs.coef[BLOCK_Y2], above_ctx[8] + left_ctx[8], 0,
-                         coeffs + 24 * 16, q[2], q[3])
+                         coeffs + 24 * 16, q[2], q[3],
+                         raw + 24 * 16 if raw != NULL else NULL)
         fc.eobs[24] = eob
         flag = eob > 0
         above_ctx[8] = left_ctx[8] = flag
@@ -112,7 +117,7 @@ cdef bint read_macroblock_tokens(FrameContext* fc, BoolDecoder* d, MacroblockInf
         kind = BLOCK_Y_AFTER_Y2
     for b in range(16):
         eob = read_block(d, fc.probs.coef[kind], above_ctx[b & 3] + left_ctx[b >> 2], first,
-                         coeffs + b * 16, q[0], q[1])
+                         coeffs + b * 16, q[0], q[1], raw + b * 16 if raw != NULL else NULL)
         fc.eobs[b] = eob
         flag = eob > first
         above_ctx[b & 3] = left_ctx[b >> 2] = flag
@@ -122,7 +127,7 @@ cdef bint read_macroblock_tokens(FrameContext* fc, BoolDecoder* d, MacroblockInf
         ctx_index = 4 + ((b - 16) >> 2) * 2
         eob = read_block(d, fc.probs.coef[BLOCK_UV],
                          above_ctx[ctx_index + (b & 1)] + left_ctx[ctx_index + ((b >> 1) & 1)],
-                         0, coeffs + b * 16, q[4], q[5])
+                         0, coeffs + b * 16, q[4], q[5], raw + b * 16 if raw != NULL else NULL)
         fc.eobs[b] = eob
         flag = eob > 0
         above_ctx[ctx_index + (b & 1)] = left_ctx[ctx_index + ((b >> 1) & 1)] = flag

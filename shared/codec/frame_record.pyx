@@ -1,0 +1,81 @@
+"""FrameRecord: a parsed frame (header, per-macroblock decisions, coded levels)."""
+
+import numpy as np
+
+from libc.stdlib cimport free
+
+from .frame_context cimport MacroblockInfo
+
+
+cdef class FrameRecord:
+    def __cinit__(self):
+        self.mb_info = NULL
+        self.levels = NULL
+        self.level_eobs = NULL
+
+    def __dealloc__(self):
+        free(self.mb_info)
+        free(self.levels)
+        free(self.level_eobs)
+
+    cdef MacroblockInfo* macroblock(self, int mb_row, int mb_col) noexcept nogil:
+        return self.mb_info + (mb_row + 1) * self.mb_info_stride + mb_col + 1
+
+    @property
+    def key_frame(self):
+        return bool(self.tag.key_frame)
+
+    @property
+    def show_frame(self):
+        return bool(self.tag.show_frame)
+
+    @property
+    def version(self):
+        return self.tag.version
+
+    @property
+    def width(self):
+        return self.tag.width
+
+    @property
+    def height(self):
+        return self.tag.height
+
+    @property
+    def q_index(self):
+        return self.hdr.q_index
+
+    @property
+    def header(self):
+        """The frame header fields as a dict (presence flags included)."""
+        result = dict(self.hdr)
+        result.pop("coef_update")
+        result["coef_updates"] = sum(1 for x in (<unsigned char*>self.hdr.coef_update)[:1056] if x)
+        return result
+
+    def macroblocks(self):
+        """Per-macroblock decisions as numpy arrays: y_mode, uv_mode, ref_frame, segment_id,
+        skip, mv (rows, cols, 2: row, col in 1/8 pel)."""
+        cdef int r, c
+        cdef MacroblockInfo* mb
+        shape = (self.mb_rows, self.mb_cols)
+        out = {name: np.zeros(shape, np.uint8)
+               for name in ("y_mode", "uv_mode", "ref_frame", "segment_id", "skip")}
+        mv = np.zeros(shape + (2,), np.int16)
+        for r in range(self.mb_rows):
+            for c in range(self.mb_cols):
+                mb = self.macroblock(r, c)
+                out["y_mode"][r, c] = mb.y_mode
+                out["uv_mode"][r, c] = mb.uv_mode
+                out["ref_frame"][r, c] = mb.ref_frame
+                out["segment_id"][r, c] = mb.segment_id
+                out["skip"][r, c] = mb.skip_coded
+                mv[r, c, 0] = mb.mv.row
+                mv[r, c, 1] = mb.mv.col
+        out["mv"] = mv
+        return out
+
+    def __repr__(self):
+        kind = "key" if self.tag.key_frame else "inter"
+        shown = "" if self.tag.show_frame else " hidden"
+        return f"<FrameRecord {kind}{shown} {self.mb_cols}x{self.mb_rows} MBs q={self.hdr.q_index}>"

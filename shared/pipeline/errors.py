@@ -1,0 +1,40 @@
+"""The pipeline's exceptions: each carries one line that is shown to the user as it is.
+
+They take a single message argument so that they pickle, which they must: stages raise them in
+worker processes and the runner re-raises them in the parent.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InputError",
+    "OutputError",
+    "PipelineError",
+    "RebaseUnavailableError",
+    "ToolError",
+    "WorkerDiedError",
+]
+
+
+class PipelineError(Exception):
+    """Base class: a failure reported to the user as one line, without a traceback."""
+
+
+class InputError(PipelineError):
+    """The input video is unreadable, malformed or unsupported."""
+
+
+class OutputError(PipelineError):
+    """The output cannot be written (bad suffix, missing directory, no permission, ...)."""
+
+
+class ToolError(PipelineError):
+    """An external tool (vpxenc) is missing or failed."""
+
+
+class RebaseUnavailableError(PipelineError):
+    """ExCamera[n,x] with x > 1 needs `shared.codec.rebase`, which is not there yet."""
+
+
+class WorkerDiedError(PipelineError):
+    """A worker process died (killed, out of memory, crashed) while running a stage."""

@@ -1,0 +1,181 @@
+"""Reading the input video as 8-bit 4:2:0 pictures: Y4M directly, anything else through PyAV.
+
+`open_source(path)` returns a `Source`: its size, frame rate, notices for the user (audio
+ignored, pixel format converted) and an iterator of `Image`s. Every failure caused by the file
+is an `InputError` whose message names the file and, where it applies, the frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.codec.errors import ContainerError
+from shared.codec.image import Image
+from shared.codec.y4m import Y4mReader
+
+from .errors import InputError
+
+__all__ = ["Source", "open_source"]
+
+Y4M_SIGNATURE = b"YUV4MPEG2 "
+DEFAULT_FPS = (30, 1)  # when a container states no usable rate
+
+
+@dataclass
+class Source:
+    """An opened input. `images` yields each picture once; `close()` releases the file."""
+
+    name: str
+    width: int
+    height: int
+    fps: tuple[int, int]
+    images: Iterator[Image]
+    notices: list[str] = field(default_factory=list)
+    _closer: Any = None
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer.close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def open_source(path: str | Path) -> Source:
+    """Open a Y4M file (by its signature, whatever its name) or any video PyAV can decode."""
+    name = str(path)
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(Y4M_SIGNATURE))
+    except OSError as exc:
+        raise InputError(f"{name}: {exc.strerror or exc}") from exc
+    if head == Y4M_SIGNATURE:
+        return _open_y4m(name)
+    return _open_with_pyav(name)
+
+
+# --------------------------------------------------------------------------- Y4M
+
+
+def _open_y4m(name: str) -> Source:
+    try:
+        reader = Y4mReader(name)
+    except (ContainerError, OSError) as exc:
+        raise InputError(f"{name}: {_describe(exc)}") from exc
+    header = reader.header
+    divisor = math.gcd(*header.fps)
+    fps = (header.fps[0] // divisor, header.fps[1] // divisor)
+    return Source(name, header.width, header.height, fps, _y4m_images(reader, name), [], reader)
+
+
+def _y4m_images(reader: Y4mReader, name: str) -> Iterator[Image]:
+    while True:
+        try:
+            image = reader.read_image()
+        except (ContainerError, OSError) as exc:
+            raise InputError(f"{name}: {_describe(exc)}") from exc
+        if image is None:
+            return
+        yield image
+
+
+# --------------------------------------------------------------------------- PyAV
+
+
+def _open_with_pyav(name: str) -> Source:
+    import av
+
+    try:
+        container = av.open(name)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"{name}: not a video file PyAV can read ({_describe(exc)})") from exc
+    try:
+        return _pyav_source(name, container)
+    except BaseException:
+        container.close()
+        raise
+
+
+def _pyav_source(name: str, container: Any) -> Source:
+    if not container.streams.video:
+        raise InputError(f"{name}: the file has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # decode with threads: the split is one task, not parallel
+    notices = []
+    if container.streams.audio:
+        notices.append(f"{name}: audio ignored (the output is video only)")
+    if len(container.streams.video) > 1:
+        notices.append(f"{name}: only the first of {len(container.streams.video)} video streams")
+    fps = _pyav_rate(stream)
+    if fps is None:
+        fps = DEFAULT_FPS
+        notices.append(f"{name}: no frame rate stated; assuming {fps[0]}/{fps[1]} fps")
+    width, height = stream.codec_context.width, stream.codec_context.height
+    images = _pyav_images(name, container, stream, width, height, notices)
+    return Source(name, width, height, fps, images, notices, container)
+
+
+def _pyav_rate(stream: Any) -> tuple[int, int] | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            rate = Fraction(rate).limit_denominator(1_000_000)
+            if 0 < rate <= 1000:
+                return rate.numerator, rate.denominator
+    return None
+
+
+def _pyav_images(
+    name: str, container: Any, stream: Any, width: int, height: int, notices: list[str]
+) -> Iterator[Image]:
+    import av
+
+    frames = container.decode(stream)
+    index = 0
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except (av.FFmpegError, OSError) as exc:
+            raise InputError(f"{name}: frame {index}: cannot decode ({_describe(exc)})") from exc
+        if index == 0:
+            width, height = frame.width, frame.height
+        elif (frame.width, frame.height) != (width, height):
+            raise InputError(
+                f"{name}: frame {index} is {frame.width}x{frame.height}, the first "
+                f"{width}x{height}: a changing frame size is not supported"
+            )
+        if frame.format.name != "yuv420p":
+            if index == 0:
+                notices.append(f"{name}: converted {frame.format.name} to 8-bit 4:2:0 (yuv420p)")
+            frame = frame.reformat(format="yuv420p")
+        yield _frame_to_image(frame)
+        index += 1
+
+
+def _frame_to_image(frame: Any) -> Image:
+    """Copy a yuv420p `av.VideoFrame` (rows padded to line_size) into a compact Image."""
+    planes = []
+    for plane in frame.planes:
+        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        planes.append(np.ascontiguousarray(rows[: plane.height, : plane.width]))
+    return Image(*planes)
+
+
+def _describe(exc: BaseException) -> str:
+    # OSError and PyAV's errors repeat errno and file name in str(); the caller names the file.
+    strerror = getattr(exc, "strerror", None)
+    if isinstance(strerror, str) and strerror:
+        return strerror
+    return str(exc) or type(exc).__name__
+

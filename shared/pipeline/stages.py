@@ -1,0 +1,507 @@
+"""The stages of ExCamera[n,x] (DESIGN.md section 2) as plain functions over a `Store`.
+
+Each stage reads its inputs from the store and writes its outputs there, and skips its work when
+its outputs already exist (outputs are written atomically and deterministically, so a retried or
+duplicated task is harmless). The embedded runner calls them on a local process pool; queue
+workers and a Lambda handler will call the same functions.
+
+Keys, for job J and chunk i (5 digits):
+
+    jobs/J/plan.json                      the ChunkPlan (split's completion marker)
+    jobs/J/chunks/i/source.y4m            the chunk's source pictures            (split)
+    jobs/J/chunks/i/vpx.ivf, vpx.json     libvpx's encode, its cq level          (encode_chunk_vpx)
+    jobs/J/chunks/i/vpx.state             decoder state after vpx.ivf            (decode_exit_state)
+    jobs/J/chunks/i/provisional.ivf/.state  first frame re-encoded onto chunk i-1's libvpx
+                                          state, the rest rebased                (rebase_first)
+    jobs/J/chunks/i/final.ivf/.state      the chunk as it goes into the output, and the true
+                                          decoder state after it                 (rebase_serial)
+
+Chunks form groups of x (`chunks_per_group`); each group starts with one real key frame and
+groups are independent. Within a group, position 0 keeps libvpx's output, position 1's
+provisional frames are already final (its incoming state is exact), and positions >= 2 are
+rebased serially onto the true state of the chunk before. Exit states are only made for chunks
+that have a successor in their group: nothing else reads them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.codec.errors import CodecError
+from shared.codec.image import Image
+from shared.codec.y4m import Y4mReader, Y4mWriter
+
+from . import metrics
+from .errors import InputError, OutputError, PipelineError, RebaseUnavailableError
+from .mux import ivf_bytes, read_ivf_frames, write_output
+from .sources import open_source
+from .store import Store
+from .vpx import MAX_CQ_LEVEL, EncodeSettings, is_key_frame, is_shown, run_vpxenc
+
+__all__ = [
+    "ChunkEncode",
+    "ChunkPlan",
+    "GroupQuality",
+    "JoinResult",
+    "chunk_key",
+    "decode_exit_state",
+    "encode_chunk_vpx",
+    "join",
+    "load_plan",
+    "load_rebase",
+    "measure_group",
+    "plan_key",
+    "rebase_first",
+    "rebase_serial",
+    "split",
+]
+
+RebaseChunk = Callable[..., tuple[list[bytes], Any]]
+
+
+# --------------------------------------------------------------------------- keys and the plan
+
+
+def plan_key(job: str) -> str:
+    return f"jobs/{job}/plan.json"
+
+
+def chunk_key(job: str, index: int, name: str) -> str:
+    return f"jobs/{job}/chunks/{index:05d}/{name}"
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How a job's input was cut: chunk i holds `chunk_frames[i]` pictures, all of
+    `frames_per_chunk` but the last; groups are `chunks_per_group` consecutive chunks."""
+
+    job: str
+    source: str
+    width: int
+    height: int
+    fps: tuple[int, int]
+    frames_per_chunk: int
+    chunks_per_group: int
+    chunk_frames: tuple[int, ...]
+    notices: tuple[str, ...] = field(default=())
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self.chunk_frames)
+
+    @property
+    def frame_count(self) -> int:
+        return sum(self.chunk_frames)
+
+    @property
+    def group_count(self) -> int:
+        return -(-self.chunk_count // self.chunks_per_group)
+
+    def group_of(self, index: int) -> int:
+        return index // self.chunks_per_group
+
+    def position(self, index: int) -> int:
+        """The chunk's place in its group: 0 starts the group with a key frame."""
+        return index % self.chunks_per_group
+
+    def group_chunks(self, group: int) -> range:
+        start = group * self.chunks_per_group
+        return range(start, min(start + self.chunks_per_group, self.chunk_count))
+
+    def has_successor(self, index: int) -> bool:
+        """Whether the next chunk continues this chunk's group (and so needs its state)."""
+        return index + 1 < self.chunk_count and self.position(index + 1) != 0
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ChunkPlan:
+        fields = json.loads(data)
+        fields["fps"] = tuple(fields["fps"])
+        fields["chunk_frames"] = tuple(fields["chunk_frames"])
+        fields["notices"] = tuple(fields["notices"])
+        return cls(**fields)
+
+
+def load_plan(store: Store, job: str) -> ChunkPlan:
+    return ChunkPlan.from_json(store.get(plan_key(job)))
+
+
+# --------------------------------------------------------------------------- stage 1: split
+
+
+def split(
+    store: Store,
+    job: str,
+    input_path: str | Path,
+    frames_per_chunk: int,
+    chunks_per_group: int = 1,
+) -> ChunkPlan:
+    """Cut the input into chunks of `frames_per_chunk` pictures, each stored as Y4M.
+
+    Reads Y4M directly and anything else through PyAV (converted to 8-bit 4:2:0, audio
+    ignored with a notice in `ChunkPlan.notices`).
+    """
+    if frames_per_chunk < 1 or chunks_per_group < 1:
+        raise ValueError("frames_per_chunk and chunks_per_group must be at least 1")
+    if store.exists(plan_key(job)):
+        return load_plan(store, job)
+    with open_source(input_path) as source:
+        chunk_frames = _write_chunks(store, job, source, frames_per_chunk)
+        if not chunk_frames:
+            raise InputError(f"{source.name}: the input has no video frames")
+        plan = ChunkPlan(
+            job=job,
+            source=source.name,
+            width=source.width,
+            height=source.height,
+            fps=source.fps,
+            frames_per_chunk=frames_per_chunk,
+            chunks_per_group=chunks_per_group,
+            chunk_frames=tuple(chunk_frames),
+            notices=tuple(source.notices),
+        )
+    store.put(plan_key(job), plan.to_json())
+    return plan
+
+
+def _write_chunks(store: Store, job: str, source: Any, frames_per_chunk: int) -> list[int]:
+    counts: list[int] = []
+    pending: list[Image] = []
+    for image in source.images:
+        pending.append(image)
+        if len(pending) == frames_per_chunk:
+            store.put(chunk_key(job, len(counts), "source.y4m"), _y4m_bytes(pending, source.fps))
+            counts.append(len(pending))
+            pending = []
+    if pending:
+        store.put(chunk_key(job, len(counts), "source.y4m"), _y4m_bytes(pending, source.fps))
+        counts.append(len(pending))
+    return counts
+
+
+def _y4m_bytes(images: list[Image], fps: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    writer = Y4mWriter(buffer, images[0].width, images[0].height, fps)
+    for image in images:
+        writer.write(image)
+    writer.close()
+    return buffer.getvalue()
+
+
+def _source_images(store: Store, job: str, index: int) -> list[Image]:
+    with Y4mReader(io.BytesIO(store.get(chunk_key(job, index, "source.y4m")))) as reader:
+        return list(reader)
+
+
+# --------------------------------------------------------------------------- stage 2: libvpx
+
+
+@dataclass(frozen=True)
+class ChunkEncode:
+    """What phase 1 made of a chunk: its cq level, size, and frames (hidden included)."""
+
+    index: int
+    cq_level: int
+    bytes: int
+    frames: int
+    hidden: int
+
+
+def encode_chunk_vpx(store: Store, job: str, index: int, settings: EncodeSettings) -> ChunkEncode:
+    """Phase 1: vpxenc encodes chunk `index` on its own (key frame first, then interframes)."""
+    output, meta = chunk_key(job, index, "vpx.ivf"), chunk_key(job, index, "vpx.json")
+    if store.exists(output) and store.exists(meta):
+        return ChunkEncode(**json.loads(store.get(meta)))
+    with (
+        store.local_file(chunk_key(job, index, "source.y4m")) as source,
+        tempfile.TemporaryDirectory(prefix="excamera-vpxenc-") as workdir,
+    ):
+        expected = _count_y4m_frames(source)
+        if settings.target_ssim_db is None:
+            cq_level = settings.cq_level
+            data = _encode_checked(settings, cq_level, source, Path(workdir), expected)
+        else:
+            cq_level, data = _encode_for_ssim(settings, source, Path(workdir), expected)
+    frames = read_ivf_frames(data)
+    result = ChunkEncode(
+        index=index,
+        cq_level=cq_level,
+        bytes=sum(map(len, frames)),
+        frames=len(frames),
+        hidden=sum(not is_shown(frame) for frame in frames),
+    )
+    store.put(output, data)
+    store.put(meta, json.dumps(asdict(result)).encode())
+    return result
+
+
+def _count_y4m_frames(path: Path) -> int:
+    with Y4mReader(path) as reader:
+        return sum(1 for _ in reader)
+
+
+def _encode_checked(
+    settings: EncodeSettings, cq_level: int, source: Path, workdir: Path, expected: int
+) -> bytes:
+    data = run_vpxenc(settings.vpxenc, cq_level, settings.lag_in_frames, source, workdir)
+    frames = read_ivf_frames(data)
+    shown = sum(map(is_shown, frames))
+    keys = [k for k, frame in enumerate(frames) if is_key_frame(frame)]
+    if shown != expected or keys != [0]:
+        raise PipelineError(
+            f"vpxenc made an unusable chunk of {source.name}: {shown} shown frames for "
+            f"{expected} pictures, key frames at {keys} (expected exactly one, at 0)"
+        )
+    return data
+
+
+def _encode_for_ssim(
+    settings: EncodeSettings, source: Path, workdir: Path, expected: int
+) -> tuple[int, bytes]:
+    """The largest cq level whose encode reaches the target SSIM (0 if none does).
+
+    Bisection assumes SSIM falls as the cq level rises, which holds for libvpx in practice.
+    """
+    assert settings.target_ssim_db is not None
+    with Y4mReader(source) as reader:
+        pictures = list(reader)
+    cache: dict[int, tuple[bytes, float]] = {}
+
+    def probe(level: int) -> tuple[bytes, float]:
+        if level not in cache:
+            data = _encode_checked(settings, level, source, workdir, expected)
+            cache[level] = data, _stream_ssim_db(read_ivf_frames(data), pictures)
+        return cache[level]
+
+    low, high, best = 0, MAX_CQ_LEVEL, 0
+    while low <= high:
+        middle = (low + high) // 2
+        if probe(middle)[1] >= settings.target_ssim_db:
+            best, low = middle, middle + 1
+        else:
+            high = middle - 1
+    return best, probe(best)[0]
+
+
+def _stream_ssim_db(frames: list[bytes], pictures: list[Image]) -> float:
+    from shared.codec import DecoderState, decode
+
+    state = DecoderState.initial()
+    scores = []
+    for frame in frames:
+        state, image = decode(state, frame)
+        if image is not None:
+            scores.append(metrics.ssim(image, pictures[len(scores)]))
+    return metrics.ssim_db(sum(scores) / len(scores))
+
+
+# --------------------------------------------------------------------------- stage 3: exit state
+
+
+def decode_exit_state(store: Store, job: str, index: int) -> None:
+    """Decode chunk `index`'s libvpx stream from the initial state; store the state after it."""
+    output = chunk_key(job, index, "vpx.state")
+    if store.exists(output):
+        return
+    from shared.codec import DecoderState
+
+    frames = read_ivf_frames(store.get(chunk_key(job, index, "vpx.ivf")))
+    state = _decode_frames(DecoderState.initial(), frames, f"chunk {index} (libvpx)")
+    store.put(output, state.to_bytes())
+
+
+def _decode_frames(state: Any, frames: list[bytes], what: str) -> Any:
+    from shared.codec import decode
+
+    for number, frame in enumerate(frames):
+        try:
+            state, _ = decode(state, frame)
+        except CodecError as exc:
+            raise PipelineError(f"{what}: frame {number} does not decode: {exc}") from exc
+    return state
+
+
+# --------------------------------------------------------------------------- stages 4 and 5
+
+
+def load_rebase() -> RebaseChunk:
+    """`shared.codec.rebase.rebase_chunk`, or RebaseUnavailableError saying it is not there."""
+    try:
+        from shared.codec.rebase import rebase_chunk
+    except ModuleNotFoundError as exc:
+        if exc.name != "shared.codec.rebase":
+            raise RebaseUnavailableError(f"rebase not available yet: {exc}") from exc
+        raise RebaseUnavailableError(
+            "rebase not available yet (shared.codec.rebase is not implemented): "
+            "ExCamera[n,x] with x > 1 needs it; use -x 1"
+        ) from exc
+    except ImportError as exc:
+        raise RebaseUnavailableError(f"rebase not available yet: {exc}") from exc
+    return rebase_chunk
+
+
+def _load_state(store: Store, key: str) -> Any:
+    from shared.codec import DecoderState
+
+    return DecoderState.from_bytes(store.get(key))
+
+
+def _put_chunk(
+    store: Store, plan: ChunkPlan, index: int, name: str, frames: list[bytes], state: Any
+) -> None:
+    """Store a chunk's frames as `<name>.ivf`, and its exit state as `<name>.state` when the
+    next chunk needs it. The IVF is written last: it marks the stage as done."""
+    if plan.has_successor(index):
+        store.put(chunk_key(plan.job, index, f"{name}.state"), state.to_bytes())
+    store.put(chunk_key(plan.job, index, f"{name}.ivf"), ivf_bytes(frames, *_geometry(plan)))
+
+
+def _geometry(plan: ChunkPlan) -> tuple[int, int, tuple[int, int]]:
+    return plan.width, plan.height, plan.fps
+
+
+def rebase_first(store: Store, job: str, index: int) -> None:
+    """Stage 4 (parallel): chunk `index`'s first frame becomes an interframe against the
+    libvpx exit state of chunk index-1, and the rest of the chunk is rebased onto it."""
+    plan = load_plan(store, job)
+    if plan.position(index) == 0:
+        raise ValueError(f"chunk {index} starts its group: it keeps its key frame")
+    if store.exists(chunk_key(job, index, "provisional.ivf")):
+        return
+    rebase_chunk = load_rebase()
+    incoming = _load_state(store, chunk_key(job, index - 1, "vpx.state"))
+    frames = read_ivf_frames(store.get(chunk_key(job, index, "vpx.ivf")))
+    new_frames, exit_state = rebase_chunk(incoming, frames, _source_images(store, job, index))
+    _put_chunk(store, plan, index, "provisional", list(new_frames), exit_state)
+
+
+def rebase_serial(store: Store, job: str, index: int) -> None:
+    """Stage 5 (serial within a group, in chunk order): make chunk `index`'s final frames and
+    true exit state. Needs chunk index-1's final state, so call it for a group's chunks in order.
+    """
+    plan = load_plan(store, job)
+    if store.exists(chunk_key(job, index, "final.ivf")):
+        return
+    position = plan.position(index)
+    if position <= 1:
+        # Position 0 keeps libvpx's stream; position 1 was encoded against the exact state.
+        earlier = "vpx" if position == 0 else "provisional"
+        for suffix in (".state", ".ivf") if plan.has_successor(index) else (".ivf",):
+            store.copy(chunk_key(job, index, earlier + suffix), chunk_key(job, index, "final" + suffix))
+        return
+    rebase_chunk = load_rebase()
+    incoming = _load_state(store, chunk_key(job, index - 1, "final.state"))
+    original = _load_state(store, chunk_key(job, index - 1, "vpx.state"))
+    frames = read_ivf_frames(store.get(chunk_key(job, index, "provisional.ivf")))
+    new_frames, exit_state = rebase_chunk(
+        incoming, frames, _source_images(store, job, index), original_state=original
+    )
+    _put_chunk(store, plan, index, "final", list(new_frames), exit_state)
+
+
+# --------------------------------------------------------------------------- checking a group
+
+
+@dataclass(frozen=True)
+class GroupQuality:
+    """A group's output decoded by our decoder and compared with its source pictures."""
+
+    group: int
+    frames: int  # shown
+    packets: int  # shown and hidden
+    payload_bytes: int
+    ssim_sum: float  # of per-picture SSIM (all planes, libvpx weights)
+    sse: int  # squared error over all planes and pictures
+    samples: int  # luma and chroma samples compared
+
+
+def measure_group(store: Store, job: str, group: int) -> GroupQuality:
+    """Decode a group's final frames from the initial state, as a player would, and check what
+    the output must satisfy: one key frame, first; one shown picture per source picture; the
+    decoded state after each chunk equal to the stored true exit state. Returns the quality."""
+    from shared.codec import DecoderState
+
+    plan = load_plan(store, job)
+    state = DecoderState.initial()
+    totals = {"frames": 0, "packets": 0, "payload_bytes": 0, "ssim_sum": 0.0, "sse": 0, "samples": 0}
+    for index in plan.group_chunks(group):
+        frames = read_ivf_frames(store.get(chunk_key(job, index, "final.ivf")))
+        _check_key_frames(frames, index, plan.position(index) == 0)
+        state = _measure_chunk(state, frames, _source_images(store, job, index), index, totals)
+        stored = chunk_key(job, index, "final.state")
+        if store.exists(stored) and _load_state(store, stored) != state:
+            raise PipelineError(f"chunk {index}: the stored exit state differs from the decoded one")
+    return GroupQuality(group=group, **totals)
+
+
+def _check_key_frames(frames: list[bytes], index: int, group_start: bool) -> None:
+    keys = [number for number, frame in enumerate(frames) if is_key_frame(frame)]
+    if keys != ([0] if group_start else []):
+        where = "its first frame only" if group_start else "none"
+        raise PipelineError(f"chunk {index}: key frames at {keys}, expected {where}")
+
+
+def _measure_chunk(
+    state: Any, frames: list[bytes], pictures: list[Image], index: int, totals: dict[str, Any]
+) -> Any:
+    from shared.codec import decode
+
+    shown = 0
+    for number, frame in enumerate(frames):
+        try:
+            state, image = decode(state, frame)
+        except CodecError as exc:
+            raise PipelineError(f"chunk {index}: frame {number} does not decode: {exc}") from exc
+        if image is None:
+            continue
+        if shown >= len(pictures):
+            raise PipelineError(f"chunk {index}: more shown frames than its {len(pictures)}")
+        picture = pictures[shown]
+        totals["ssim_sum"] += metrics.ssim(image, picture)
+        totals["sse"] += sum(metrics.sse(a, b) for a, b in zip(image.planes, picture.planes, strict=True))
+        totals["samples"] += sum(plane.size for plane in picture.planes)
+        shown += 1
+    if shown != len(pictures):
+        raise PipelineError(f"chunk {index}: {shown} shown frames for {len(pictures)} pictures")
+    totals["frames"] += shown
+    totals["packets"] += len(frames)
+    totals["payload_bytes"] += sum(map(len, frames))
+    return state
+
+
+# --------------------------------------------------------------------------- stage 6: join
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    path: str
+    file_bytes: int
+    packets: int
+
+
+def join(store: Store, job: str, plan: ChunkPlan, output_path: str | Path) -> JoinResult:
+    """Concatenate every chunk's final frames into `output_path` (.ivf, or .webm muxed without
+    re-encoding), written atomically."""
+    packets = 0
+
+    def frames() -> Any:
+        nonlocal packets
+        for index in range(plan.chunk_count):
+            for frame in read_ivf_frames(store.get(chunk_key(job, index, "final.ivf"))):
+                packets += 1
+                yield frame
+
+    try:
+        write_output(output_path, frames(), *_geometry(plan))
+        size = Path(output_path).stat().st_size
+    except OSError as exc:
+        raise OutputError(f"{output_path}: {exc.strerror or exc}") from exc
+    return JoinResult(str(output_path), size, packets)

@@ -1,0 +1,147 @@
+"""Where the pipeline's stages keep their inputs and outputs: a flat key -> bytes store.
+
+Keys are relative, slash-separated names such as `jobs/<job>/chunks/00003/source.y4m`. Every
+stage reads its inputs and writes its outputs here and nowhere else, so a stage can run in any
+process (or, later, on any machine) that can reach the store. Objects are written whole and
+atomically: a reader sees either nothing or the complete object, never a partial one, which is
+what lets stages skip work whose output exists.
+
+`LocalStore` keeps objects as files under a root directory. An S3 store will implement the same
+`Store` interface (put/get/exists/copy/local_file); `open_store` picks one from a URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+__all__ = ["LocalStore", "Store", "check_key", "open_store"]
+
+# Portable names only: they must be valid as file names and as S3 keys alike.
+_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_key(key: str) -> str:
+    """Return `key` if it is a valid relative key; raise ValueError otherwise."""
+    segments = key.split("/")
+    for segment in segments:
+        if not _SEGMENT.fullmatch(segment) or segment in (".", ".."):
+            raise ValueError(f"invalid store key {key!r}")
+    return key
+
+
+class Store(ABC):
+    """A key -> bytes store with atomic, whole-object writes."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`, replacing any previous object atomically."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """The object under `key`; raises KeyError if there is none."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under `key`."""
+
+    def copy(self, source: str, destination: str) -> None:
+        """Store the object under `source` again under `destination` (S3: a server-side copy)."""
+        self.put(destination, self.get(source))
+
+    @contextlib.contextmanager
+    def local_file(self, key: str) -> Iterator[Path]:
+        """A local file holding the object, for tools that need a path (e.g. vpxenc).
+
+        The default downloads to a temporary file removed afterwards; a local store yields its
+        own file. Either way the caller must only read it.
+        """
+        data = self.get(key)
+        with tempfile.TemporaryDirectory(prefix="excamera-object-") as directory:
+            path = Path(directory) / Path(key).name
+            path.write_bytes(data)
+            yield path
+
+
+class LocalStore(Store):
+    """Objects as files under `root` (created if missing); key `a/b/c` is file `root/a/b/c`."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def path_for(self, key: str) -> Path:
+        """The file that holds (or would hold) the object under `key`."""
+        return self.root / check_key(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self.path_for(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A unique temporary name in the same directory: concurrent writers of one key (e.g. a
+        # retried task) never share a temporary file, and the rename stays on one file system.
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(temp, "xb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.path_for(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self.path_for(key).is_file()
+
+    def copy(self, source: str, destination: str) -> None:
+        source_path = self.path_for(source)
+        if not source_path.is_file():
+            raise KeyError(source)
+        path = self.path_for(destination)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            shutil.copyfile(source_path, temp)
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+
+    @contextlib.contextmanager
+    def local_file(self, key: str) -> Iterator[Path]:
+        path = self.path_for(key)
+        if not path.is_file():
+            raise KeyError(key)
+        yield path
+
+
+def open_store(url: str) -> Store:
+    """A store from a URL: `file:///path` or a plain path is a `LocalStore`.
+
+    `s3://bucket/prefix` is reserved for the S3 store, which is not implemented yet.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        return LocalStore(parsed.path if parsed.scheme else url)
+    if parsed.scheme == "s3":
+        raise NotImplementedError("the S3 store is not implemented yet; use a local directory")
+    raise ValueError(f"unsupported store URL {url!r}: use a path or file:///path")
