@@ -23,6 +23,7 @@ CODEC_MODULES = [
     "frame_writer",
     "state",
     "decoder",
+    "encoder",
 ]
 
 COMPILER_DIRECTIVES = {

@@ -29,37 +29,13 @@ from .tables cimport (
     INTRA_FRAME,
     LAST_FRAME,
     SPLITMV,
-    VP8_AC_QLOOKUP,
-    VP8_DC_QLOOKUP,
 )
-from .tokens cimport read_macroblock_tokens, reset_macroblock_token_contexts
+from .tokens cimport build_dequant_table, read_macroblock_tokens, reset_macroblock_token_contexts
 
 from .errors import CorruptFrameError, MissingKeyFrameError
 from .image import Image
 
 cnp.import_array()
-
-
-cdef inline int clamp_q(int q) noexcept nogil:
-    return 0 if q < 0 else (127 if q > 127 else q)
-
-
-cdef void build_dequant_table(FrameContext* fc) noexcept nogil:
-    """Dequantization factors per segment (section 14.1, libvpx's rounding of Y2 AC)."""
-    cdef int seg, q, v
-    for seg in range(4):
-        q = fc.hdr.q_index
-        if fc.hdr.segmentation_enabled:
-            q = fc.features.quant[seg] if fc.features.absolute else q + fc.features.quant[seg]
-            q = clamp_q(q)
-        fc.dequant[seg][0][0] = VP8_DC_QLOOKUP[clamp_q(q + fc.hdr.y1_dc_delta)]
-        fc.dequant[seg][0][1] = VP8_AC_QLOOKUP[q]
-        fc.dequant[seg][1][0] = VP8_DC_QLOOKUP[clamp_q(q + fc.hdr.y2_dc_delta)] * 2
-        v = (VP8_AC_QLOOKUP[clamp_q(q + fc.hdr.y2_ac_delta)] * 101581) >> 16
-        fc.dequant[seg][1][1] = v if v >= 8 else 8
-        v = VP8_DC_QLOOKUP[clamp_q(q + fc.hdr.uv_dc_delta)]
-        fc.dequant[seg][2][0] = v if v <= 132 else 132
-        fc.dequant[seg][2][1] = VP8_AC_QLOOKUP[clamp_q(q + fc.hdr.uv_ac_delta)]
 
 
 cdef void decode_macroblocks(FrameContext* fc) noexcept nogil:

@@ -9,3 +9,5 @@ cdef void write_block(BoolEncoder* e, TokenCounts* counts, int block_type, const
                       int context, int first, const int16_t* levels, int eob) noexcept nogil
 
 cdef bytes write_frame(FrameRecord record)
+
+cdef void count_tokens(FrameRecord r, TokenCounts* counts, uint8_t* above_ctx) noexcept nogil

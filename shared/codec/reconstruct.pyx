@@ -49,6 +49,27 @@ cdef void build_edges(const Plane* plane, int x, int y, int size, bint last_colu
             left[i] = row[i * plane.stride]
 
 
+cdef void subblock_edges(uint8_t* block, int stride, int b, const uint8_t* mb_above,
+                         const uint8_t* mb_left, uint8_t* A, uint8_t* left) noexcept nogil:
+    """Edges of luma subblock b at `block`: A[-1] corner, A[0..7] above and above-right."""
+    cdef int r = b >> 2, c = b & 3, i
+    if r == 0:
+        memcpy(A - 1, mb_above + 4 * c - 1, 9)
+    else:
+        memcpy(A, block - stride, 4)
+        A[-1] = block[-stride - 1] if c > 0 else mb_left[4 * r - 1]
+        # Right column: above-right comes from the macroblock row above (libvpx).
+        if c < 3:
+            memcpy(A + 4, block - stride + 4, 4)
+        else:
+            memcpy(A + 4, mb_above + 16, 4)
+    if c == 0:
+        memcpy(left, mb_left + 4 * r, 4)
+    else:
+        for i in range(4):
+            left[i] = block[i * stride - 1]
+
+
 cdef void reconstruct_subblocks(FrameContext* fc, MacroblockInfo* mb, uint8_t* dst, int stride,
                                 const uint8_t* mb_above, const uint8_t* mb_left) noexcept nogil:
     """B_PRED: predict and reconstruct each 4x4 in turn, later ones seeing earlier ones."""
@@ -56,26 +77,10 @@ cdef void reconstruct_subblocks(FrameContext* fc, MacroblockInfo* mb, uint8_t* d
     cdef uint8_t left[4]
     cdef uint8_t* A = &edge[1]
     cdef uint8_t* block
-    cdef int b, r, c, i
+    cdef int b
     for b in range(16):
-        r = b >> 2
-        c = b & 3
-        block = dst + 4 * r * stride + 4 * c
-        if r == 0:
-            memcpy(A - 1, mb_above + 4 * c - 1, 9)
-        else:
-            memcpy(A, block - stride, 4)
-            A[-1] = block[-stride - 1] if c > 0 else mb_left[4 * r - 1]
-            # Right column: above-right comes from the macroblock row above (libvpx).
-            if c < 3:
-                memcpy(A + 4, block - stride + 4, 4)
-            else:
-                memcpy(A + 4, mb_above + 16, 4)
-        if c == 0:
-            memcpy(left, mb_left + 4 * r, 4)
-        else:
-            for i in range(4):
-                left[i] = block[i * stride - 1]
+        block = dst + 4 * (b >> 2) * stride + 4 * (b & 3)
+        subblock_edges(block, stride, b, mb_above, mb_left, A, left)
         predict_subblock(block, stride, mb.b_modes[b], A, left)
         add_residual(fc.coeffs + b * 16, fc.eobs[b], False, block, stride)
 
@@ -114,13 +119,13 @@ cdef void reconstruct_intra(FrameContext* fc, MacroblockInfo* mb, int mb_row,
                          dst + 4 * (b >> 1) * plane.stride + 4 * (b & 1), plane.stride)
 
 
-cdef inline int chroma_mv_component(int luma) noexcept nogil:
+cdef int chroma_mv_component(int luma) noexcept nogil:
     # Half the luma vector, rounded away from zero (libvpx).
     luma += 1 if luma >= 0 else -1
     return luma / 2
 
 
-cdef inline int split_chroma_mv_component(int total) noexcept nogil:
+cdef int split_chroma_mv_component(int total) noexcept nogil:
     # Average of four luma vectors, halved: total / 8 rounded half away from zero.
     total += 4 if total >= 0 else -4
     return total / 8

@@ -8,3 +8,5 @@ cdef bint read_macroblock_tokens(FrameContext* fc, BoolDecoder* d, MacroblockInf
 
 cdef void reset_macroblock_token_contexts(FrameContext* fc, MacroblockInfo* mb,
                                           uint8_t* above_ctx) noexcept nogil
+
+cdef void build_dequant_table(FrameContext* fc) noexcept nogil

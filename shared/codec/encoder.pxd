@@ -1,0 +1,19 @@
+from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t
+
+from .frame_context cimport FrameContext, MacroblockInfo, Plane
+from .frame_record cimport FrameRecord
+
+
+ctypedef struct Encoder:
+    # Per-frame working context of the encoder and of rebase.
+    FrameContext* fc          # planes, references, modes (shares the record's mb_info)
+    Plane src[3]              # the target picture, macroblock-aligned (edges replicated)
+    int64_t lambda_           # RD multiplier: distortion (SSE) units per bit, x256
+    int lambda_sad            # motion-search multiplier: SAD units per bit, x256
+    uint32_t token_cost[4][8][3][12]        # 1/256 bits; tokens 0-10 then EOB (11)
+    uint32_t token_cost_no_eob[4][8][3][12] # the same after a zero (no end-of-block branch)
+    uint32_t mv_cost[2][2048]               # 1/256 bits of each MV component, +/-1023 qpel
+    int prob_intra
+    int prob_last
+    int prob_golden
+    int key_frame

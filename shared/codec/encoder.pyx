@@ -1,0 +1,1187 @@
+"""The VP8 encoder and rebase (RFC 6386 run backwards), in explicit state-passing style.
+
+    encode_keyframe(image, q)      -> frame         a key frame
+    encode(state, image, q)        -> frame         an interframe predicted from `state`
+    rebase(state, image, frame, original_state) -> frame'
+
+Every macroblock goes through one path: predict (the decoder's predictors), subtract the
+target, forward transform, quantize, then reconstruct with the decoder's inverse transforms, so
+the encoder's picture is exactly what a decoder will see. Mode decisions are rate-distortion
+choices (SSE + lambda x bits, with bits from the frame's real probabilities); rebase skips the
+decisions and keeps the original frame's. Frames are written by frame_writer, and the state after
+a frame is always obtained by decoding it (`decode`), so it is exact by construction.
+"""
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.math cimport cos, log2, lround, sqrt
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdlib cimport abs, calloc, free, malloc
+from libc.string cimport memcpy, memset
+
+from .frame_context cimport FrameContext, MacroblockInfo, MotionVector, Plane
+from .frame_header cimport EntropyContext, entropy_context_defaults
+from .frame_record cimport FrameRecord
+from .frame_writer cimport TokenCounts, count_tokens, write_frame
+from .loop_filter cimport loop_filter_frame
+from .modes cimport find_near_mvs, mv_equal
+from .picture cimport Picture
+from .predict cimport predict_block_intra, predict_inter, predict_subblock
+from .reconstruct cimport (
+    build_edges,
+    chroma_mv_component,
+    subblock_edges,
+)
+from .state cimport DecoderState
+from .tables cimport (
+    ALTREF_FRAME,
+    B_DC_PRED,
+    B_PRED,
+    DC_PRED,
+    GOLDEN_FRAME,
+    INTRA_FRAME,
+    LAST_FRAME,
+    NEARESTMV,
+    NEARMV,
+    NEWMV,
+    SPLITMV,
+    TM_PRED,
+    VP8_BMODE_PROBS,
+    VP8_BMODE_TREE,
+    VP8_COEF_BANDS,
+    VP8_COEF_UPDATE_PROBS,
+    VP8_KF_BMODE_PROBS,
+    VP8_KF_UVMODE_PROBS,
+    VP8_KF_YMODE_PROBS,
+    VP8_KF_YMODE_TREE,
+    VP8_MODE_CONTEXTS,
+    VP8_SMALL_MV_TREE,
+    VP8_UVMODE_TREE,
+    VP8_YMODE_TREE,
+    VP8_ZIGZAG,
+    ZEROMV,
+)
+from .tokens cimport build_dequant_table
+from .transform cimport dc_only_add, idct_add, inverse_walsh
+
+from .decoder import decode, decode_record
+from .errors import CodecError
+from .image import Image
+
+cnp.import_array()
+
+# --- costs ------------------------------------------------------------------------------------
+
+cdef uint32_t PROB_COST[256]     # cost in 1/256 bits of a 0 coded at probability p/256
+cdef int _i
+for _i in range(1, 256):
+    PROB_COST[_i] = <uint32_t>lround(-log2(_i / 256.0) * 256.0)
+PROB_COST[0] = PROB_COST[1]
+
+
+cdef inline uint32_t bit_cost(int bit, int prob) noexcept nogil:
+    return PROB_COST[256 - prob] if bit else PROB_COST[prob]
+
+
+cdef uint32_t tree_cost(const int8_t* tree, int tree_size, const uint8_t* probs,
+                        int value) noexcept nogil:
+    # Walk from the leaf up, as bool_write_tree does.
+    cdef int j = 0, k, node
+    cdef uint32_t cost = 0
+    while j < tree_size and not (tree[j] <= 0 and tree[j] == -value):
+        j += 1
+    while True:
+        node = j & ~1
+        cost += bit_cost(j & 1, probs[node >> 1])
+        if node == 0:
+            return cost
+        k = 0
+        while tree[k] != node:
+            k += 1
+        j = k
+
+
+# Token tree paths: for each token (0 ZERO, 1-4 ONE..FOUR, 5-10 cat1..cat6, 11 EOB) the bits
+# taken at nodes 0..10 (-1 = node not on the path).
+cdef int TOKEN_PATH[12][11]
+_paths = {
+    11: {0: 0},
+    0: {0: 1, 1: 0},
+    1: {0: 1, 1: 1, 2: 0},
+    2: {0: 1, 1: 1, 2: 1, 3: 0, 4: 0},
+    3: {0: 1, 1: 1, 2: 1, 3: 0, 4: 1, 5: 0},
+    4: {0: 1, 1: 1, 2: 1, 3: 0, 4: 1, 5: 1},
+    5: {0: 1, 1: 1, 2: 1, 3: 1, 6: 0, 7: 0},
+    6: {0: 1, 1: 1, 2: 1, 3: 1, 6: 0, 7: 1},
+    7: {0: 1, 1: 1, 2: 1, 3: 1, 6: 1, 8: 0, 9: 0},
+    8: {0: 1, 1: 1, 2: 1, 3: 1, 6: 1, 8: 0, 9: 1},
+    9: {0: 1, 1: 1, 2: 1, 3: 1, 6: 1, 8: 1, 10: 0},
+    10: {0: 1, 1: 1, 2: 1, 3: 1, 6: 1, 8: 1, 10: 1},
+}
+for _t, _path in _paths.items():
+    for _n in range(11):
+        TOKEN_PATH[_t][_n] = _path.get(_n, -1)
+
+# Extra bits of the categories, and the base value of each token.
+cdef int TOKEN_EXTRA_BITS[11]
+cdef int TOKEN_BASE[11]
+for _t, (_base, _bits) in enumerate([(0, 0), (1, 0), (2, 0), (3, 0), (4, 0), (5, 1), (7, 2),
+                                     (11, 3), (19, 4), (35, 5), (67, 11)]):
+    TOKEN_BASE[_t] = _base
+    TOKEN_EXTRA_BITS[_t] = _bits
+
+
+cdef inline int token_of(int magnitude) noexcept nogil:
+    if magnitude <= 4:
+        return magnitude
+    if magnitude <= 6:
+        return 5
+    if magnitude <= 10:
+        return 6
+    if magnitude <= 18:
+        return 7
+    if magnitude <= 34:
+        return 8
+    if magnitude <= 66:
+        return 9
+    return 10
+
+
+cdef void fill_token_costs(Encoder* enc, const EntropyContext* probs) noexcept nogil:
+    cdef int i, j, k, t, n
+    cdef uint32_t cost
+    for i in range(4):
+        for j in range(8):
+            for k in range(3):
+                for t in range(12):
+                    cost = 0
+                    for n in range(1, 11):
+                        if TOKEN_PATH[t][n] >= 0:
+                            cost += bit_cost(TOKEN_PATH[t][n], probs.coef[i][j][k][n])
+                    enc.token_cost_no_eob[i][j][k][t] = cost
+                    enc.token_cost[i][j][k][t] = cost + bit_cost(TOKEN_PATH[t][0],
+                                                                 probs.coef[i][j][k][0])
+                    if t < 11:
+                        # Extra bits are close to 1 bit each; the sign is exactly 1 bit.
+                        enc.token_cost[i][j][k][t] += (TOKEN_EXTRA_BITS[t] + (t > 0)) * 256
+                        enc.token_cost_no_eob[i][j][k][t] += (TOKEN_EXTRA_BITS[t] + (t > 0)) * 256
+
+
+cdef uint32_t mv_component_cost(int value, const uint8_t* p) noexcept nogil:
+    # Mirrors write_mv_component (section 17.2); `value` in quarter pel.
+    cdef int x = -value if value < 0 else value, i
+    cdef uint32_t cost
+    if x < 8:
+        cost = bit_cost(0, p[0]) + tree_cost(VP8_SMALL_MV_TREE, 14, p + 2, x)
+    else:
+        cost = bit_cost(1, p[0])
+        for i in range(3):
+            cost += bit_cost((x >> i) & 1, p[9 + i])
+        for i in range(9, 3, -1):
+            cost += bit_cost((x >> i) & 1, p[9 + i])
+        if x & 0xFFF0:
+            cost += bit_cost((x >> 3) & 1, p[9 + 3])
+    if x:
+        cost += bit_cost(value < 0, p[1])
+    return cost
+
+
+cdef void fill_mv_costs(Encoder* enc, const EntropyContext* probs) noexcept nogil:
+    cdef int axis, v
+    for axis in range(2):
+        for v in range(-1023, 1024):
+            enc.mv_cost[axis][v + 1024] = mv_component_cost(v, probs.mv[axis])
+
+
+cdef inline uint32_t mv_cost(Encoder* enc, MotionVector mv, MotionVector base) noexcept nogil:
+    cdef int dr = (mv.row - base.row) >> 1, dc = (mv.col - base.col) >> 1
+    if dr < -1023 or dr > 1023 or dc < -1023 or dc > 1023:
+        return 1 << 24          # not codable: never chosen
+    return enc.mv_cost[0][dr + 1024] + enc.mv_cost[1][dc + 1024]
+
+
+# --- transforms and quantization ----------------------------------------------------------
+
+cdef double DCT_BASIS[4][4]
+for _k in range(4):
+    for _n in range(4):
+        DCT_BASIS[_k][_n] = (0.5 if _k == 0 else sqrt(0.5)) * cos((2 * _n + 1) * _k * 3.141592653589793 / 8)
+
+
+cdef void forward_dct(const int16_t* residual, int16_t* out) noexcept nogil:
+    """4x4 DCT scaled to VP8's coefficient domain (twice the orthonormal transform), rounded."""
+    cdef double tmp[4][4]
+    cdef double s
+    cdef int k, n, r, c
+    for r in range(4):
+        for k in range(4):
+            s = 0
+            for n in range(4):
+                s += DCT_BASIS[k][n] * residual[r * 4 + n]
+            tmp[r][k] = s
+    for k in range(4):
+        for c in range(4):
+            s = 0
+            for n in range(4):
+                s += DCT_BASIS[k][n] * tmp[n][c]
+            out[k * 4 + c] = <int16_t>lround(2.0 * s)
+
+
+cdef void forward_walsh(const int16_t* dc, int16_t* out) noexcept nogil:
+    """Inverse of the decoder's second-order transform: Y2 = M^T D M / 2."""
+    cdef int M[4][4]
+    cdef int tmp[4][4]
+    cdef int i, j, k, s
+    M[0][0] = M[0][1] = M[0][2] = M[0][3] = 1
+    M[1][0] = M[1][1] = 1
+    M[1][2] = M[1][3] = -1
+    M[2][0] = M[2][3] = 1
+    M[2][1] = M[2][2] = -1
+    M[3][0] = M[3][2] = 1
+    M[3][1] = M[3][3] = -1
+    for i in range(4):
+        for j in range(4):
+            s = 0
+            for k in range(4):
+                s += M[k][i] * dc[k * 4 + j]
+            tmp[i][j] = s
+    for i in range(4):
+        for j in range(4):
+            s = 0
+            for k in range(4):
+                s += tmp[i][k] * M[k][j]
+            out[i * 4 + j] = <int16_t>((s + (1 if s >= 0 else -1)) / 2)
+
+
+cdef int quantize_block(const int16_t* coeffs, int16_t* levels, int16_t* dequantized, int first,
+                        int dc_q, int ac_q, int dc_round, int ac_round) noexcept nogil:
+    """Quantize a block (raster order); returns the end-of-block scan position. Rounding is in
+    1/256 of a step (a dead zone below one half keeps small, costly coefficients at zero)."""
+    cdef int n, i, c, a, q, r, level, eob = first
+    for n in range(first, 16):
+        i = VP8_ZIGZAG[n]
+        c = coeffs[i]
+        q = dc_q if n == 0 else ac_q
+        r = dc_round if n == 0 else ac_round
+        a = -c if c < 0 else c
+        level = (a * 256 + r * q) // (q * 256)
+        if level > 2047:
+            level = 2047
+        if c < 0:
+            level = -level
+        levels[i] = <int16_t>level
+        dequantized[i] = <int16_t>(level * q)
+        if level:
+            eob = n + 1
+    return eob
+
+
+cdef uint32_t block_rate(Encoder* enc, int block_type, int context, int first,
+                         const int16_t* levels, int eob) noexcept nogil:
+    """Bits (x256) to code a block's tokens with the frame's probabilities."""
+    cdef int n = first, token, v
+    cdef uint32_t cost = 0
+    cdef bint after_zero = False
+    if eob == first:
+        return enc.token_cost[block_type][VP8_COEF_BANDS[first]][context][11]
+    while n < eob:
+        v = levels[VP8_ZIGZAG[n]]
+        token = token_of(v if v >= 0 else -v)
+        if after_zero:
+            cost += enc.token_cost_no_eob[block_type][VP8_COEF_BANDS[n]][context][token]
+        else:
+            cost += enc.token_cost[block_type][VP8_COEF_BANDS[n]][context][token]
+        after_zero = token == 0
+        context = 0 if token == 0 else (1 if token == 1 else 2)
+        n += 1
+    if n < 16:
+        cost += enc.token_cost[block_type][VP8_COEF_BANDS[n]][context][11]
+    return cost
+
+
+# --- macroblock encoding -------------------------------------------------------------------
+
+cdef inline int64_t block_sse(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride,
+                              int size) noexcept nogil:
+    cdef int64_t total = 0
+    cdef int r, c, d
+    for r in range(size):
+        for c in range(size):
+            d = a[r * a_stride + c] - b[r * b_stride + c]
+            total += d * d
+    return total
+
+
+cdef inline void subtract_block(const uint8_t* src, int src_stride, const uint8_t* pred,
+                                int pred_stride, int16_t* out) noexcept nogil:
+    cdef int r, c
+    for r in range(4):
+        for c in range(4):
+            out[r * 4 + c] = src[r * src_stride + c] - pred[r * pred_stride + c]
+
+
+cdef inline void add_block(const int16_t* dequantized, int eob, uint8_t* dst,
+                           int stride) noexcept nogil:
+    # Exactly the decoder's add_residual.
+    if eob > 1:
+        idct_add(dequantized, dst, stride)
+    elif dequantized[0]:
+        dc_only_add(dequantized[0], dst, stride)
+
+
+ctypedef struct MacroblockCoding:
+    # One candidate coding of a macroblock: levels, end positions, rate and distortion.
+    int16_t levels[25 * 16]
+    uint8_t eobs[25]
+    uint32_t rate            # token bits x256 (modes and MVs are added by the caller)
+    int64_t distortion       # SSE over Y, U and V
+
+
+cdef void code_luma_16x16(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
+                          MacroblockCoding* out, const uint8_t* above_ctx,
+                          const uint8_t* left_ctx) noexcept nogil:
+    """Residual of a luma macroblock whose prediction is already in fc.cur (Y2 path)."""
+    cdef FrameContext* fc = enc.fc
+    cdef Plane* cur = &fc.cur[0]
+    cdef Plane* src = &enc.src[0]
+    cdef const int16_t* q = &fc.dequant[mb.segment_id][0][0]
+    cdef uint8_t* dst = cur.data + mb_row * 16 * cur.stride + mb_col * 16
+    cdef const uint8_t* s = src.data + mb_row * 16 * src.stride + mb_col * 16
+    cdef int16_t residual[16]
+    cdef int16_t coeffs[16 * 16]
+    cdef int16_t dc[16]
+    cdef int16_t y2[16]
+    cdef int16_t dequant[25 * 16]
+    cdef uint8_t above[9]
+    cdef uint8_t left[9]
+    cdef int b, eob, ctx
+    memcpy(above, above_ctx, 9)
+    memcpy(left, left_ctx, 9)
+    memset(dequant, 0, sizeof(dequant))
+    for b in range(16):
+        subtract_block(s + 4 * (b >> 2) * src.stride + 4 * (b & 3), src.stride,
+                       dst + 4 * (b >> 2) * cur.stride + 4 * (b & 3), cur.stride, residual)
+        forward_dct(residual, coeffs + b * 16)
+        dc[b] = coeffs[b * 16]
+    forward_walsh(dc, y2)
+    eob = quantize_block(y2, out.levels + 24 * 16, dequant + 24 * 16, 0, q[2], q[3], 110, 100)
+    out.eobs[24] = eob
+    out.rate += block_rate(enc, 1, above[8] + left[8], 0, out.levels + 24 * 16, eob)
+    above[8] = left[8] = eob > 0
+    inverse_walsh(dequant + 24 * 16, dc)
+    for b in range(16):
+        eob = quantize_block(coeffs + b * 16, out.levels + b * 16, dequant + b * 16, 1,
+                             q[0], q[1], 0, 85)
+        out.eobs[b] = eob
+        ctx = above[b & 3] + left[b >> 2]
+        out.rate += block_rate(enc, 0, ctx, 1, out.levels + b * 16, eob)
+        above[b & 3] = left[b >> 2] = eob > 1
+        dequant[b * 16] = dc[b]
+        # DC from Y2: the decoder adds a DC-only block whenever its AC is empty.
+        if eob > 1:
+            idct_add(dequant + b * 16, dst + 4 * (b >> 2) * cur.stride + 4 * (b & 3), cur.stride)
+        elif dc[b]:
+            dc_only_add(dc[b], dst + 4 * (b >> 2) * cur.stride + 4 * (b & 3), cur.stride)
+    out.distortion += block_sse(s, src.stride, dst, cur.stride, 16)
+
+
+cdef void code_chroma(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
+                      MacroblockCoding* out, const uint8_t* above_ctx,
+                      const uint8_t* left_ctx) noexcept nogil:
+    """Residual of both chroma planes, whose predictions are already in fc.cur."""
+    cdef FrameContext* fc = enc.fc
+    cdef const int16_t* q = &fc.dequant[mb.segment_id][2][0]
+    cdef int16_t residual[16]
+    cdef int16_t coeffs[16]
+    cdef int16_t dequant[16]
+    cdef int p, b, eob, ctx_index, row, col
+    cdef uint8_t above[9]
+    cdef uint8_t left[9]
+    cdef uint8_t* dst
+    cdef const uint8_t* s
+    memcpy(above, above_ctx, 9)
+    memcpy(left, left_ctx, 9)
+    for p in range(1, 3):
+        for b in range(4):
+            row = b >> 1
+            col = b & 1
+            dst = fc.cur[p].data + (mb_row * 8 + 4 * row) * fc.cur[p].stride + mb_col * 8 + 4 * col
+            s = enc.src[p].data + (mb_row * 8 + 4 * row) * enc.src[p].stride + mb_col * 8 + 4 * col
+            subtract_block(s, enc.src[p].stride, dst, fc.cur[p].stride, residual)
+            forward_dct(residual, coeffs)
+            memset(dequant, 0, sizeof(dequant))
+            eob = quantize_block(coeffs, out.levels + (12 + 4 * p + b) * 16, dequant, 0,
+                                 q[0], q[1], 96, 85)
+            out.eobs[12 + 4 * p + b] = eob
+            ctx_index = 4 + (p - 1) * 2
+            out.rate += block_rate(enc, 2, above[ctx_index + col] + left[ctx_index + row], 0,
+                                   out.levels + (12 + 4 * p + b) * 16, eob)
+            above[ctx_index + col] = left[ctx_index + row] = eob > 0
+            add_block(dequant, eob, dst, fc.cur[p].stride)
+        out.distortion += block_sse(
+            enc.src[p].data + mb_row * 8 * enc.src[p].stride + mb_col * 8, enc.src[p].stride,
+            fc.cur[p].data + mb_row * 8 * fc.cur[p].stride + mb_col * 8, fc.cur[p].stride, 8)
+
+
+cdef void predict_chroma_intra(Encoder* enc, int mode, int mb_row, int mb_col) noexcept nogil:
+    cdef uint8_t above_buf[22]
+    cdef uint8_t left[16]
+    cdef int p
+    cdef Plane* plane
+    for p in range(1, 3):
+        plane = &enc.fc.cur[p]
+        build_edges(plane, mb_col * 8, mb_row * 8, 8, mb_col == enc.fc.mb_cols - 1,
+                    &above_buf[1], left)
+        predict_block_intra(plane.data + mb_row * 8 * plane.stride + mb_col * 8, plane.stride,
+                            8, mode, &above_buf[1], left, mb_row > 0, mb_col > 0)
+
+
+cdef void predict_inter_macroblock(Encoder* enc, const MacroblockInfo* mb, int mb_row,
+                                   int mb_col) noexcept nogil:
+    """Inter prediction of all three planes into fc.cur, exactly as the decoder forms it."""
+    cdef FrameContext* fc = enc.fc
+    cdef const Plane* ref = fc.refs[mb.ref_frame]
+    cdef int x = mb_col * 16, y = mb_row * 16, p, b, i, j, mv_row, mv_col
+    cdef int mask = ~7 if fc.full_pixel else ~0
+    cdef const MotionVector* mvs = mb.b_mvs
+    if mb.y_mode != SPLITMV:
+        predict_inter(&ref[0], x, y, 16, 16, mb.mv.row, mb.mv.col,
+                      fc.cur[0].data + y * fc.cur[0].stride + x, fc.cur[0].stride, fc.bilinear)
+        mv_row = chroma_mv_component(mb.mv.row) & mask
+        mv_col = chroma_mv_component(mb.mv.col) & mask
+        for p in range(1, 3):
+            predict_inter(&ref[p], x >> 1, y >> 1, 8, 8, mv_row, mv_col,
+                          fc.cur[p].data + (y >> 1) * fc.cur[p].stride + (x >> 1),
+                          fc.cur[p].stride, fc.bilinear)
+        return
+    for b in range(16):
+        predict_inter(&ref[0], x + 4 * (b & 3), y + 4 * (b >> 2), 4, 4, mvs[b].row, mvs[b].col,
+                      fc.cur[0].data + (y + 4 * (b >> 2)) * fc.cur[0].stride + x + 4 * (b & 3),
+                      fc.cur[0].stride, fc.bilinear)
+    for i in range(2):
+        for j in range(2):
+            b = i * 8 + j * 2
+            mv_row = mvs[b].row + mvs[b + 1].row + mvs[b + 4].row + mvs[b + 5].row
+            mv_col = mvs[b].col + mvs[b + 1].col + mvs[b + 4].col + mvs[b + 5].col
+            mv_row = ((mv_row + (4 if mv_row >= 0 else -4)) / 8) & mask
+            mv_col = ((mv_col + (4 if mv_col >= 0 else -4)) / 8) & mask
+            for p in range(1, 3):
+                predict_inter(&ref[p], (x >> 1) + 4 * j, (y >> 1) + 4 * i, 4, 4, mv_row, mv_col,
+                              fc.cur[p].data + ((y >> 1) + 4 * i) * fc.cur[p].stride
+                              + (x >> 1) + 4 * j, fc.cur[p].stride, fc.bilinear)
+
+
+cdef void code_luma_split(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
+                          MacroblockCoding* out, const uint8_t* above_ctx,
+                          const uint8_t* left_ctx) noexcept nogil:
+    """Luma residual without Y2 (SPLITMV), prediction already in fc.cur."""
+    cdef FrameContext* fc = enc.fc
+    cdef Plane* cur = &fc.cur[0]
+    cdef Plane* src = &enc.src[0]
+    cdef const int16_t* q = &fc.dequant[mb.segment_id][0][0]
+    cdef int16_t residual[16]
+    cdef int16_t coeffs[16]
+    cdef int16_t dequant[16]
+    cdef uint8_t above[9]
+    cdef uint8_t left[9]
+    cdef int b, eob
+    cdef uint8_t* dst
+    cdef const uint8_t* s
+    memcpy(above, above_ctx, 9)
+    memcpy(left, left_ctx, 9)
+    for b in range(16):
+        dst = cur.data + (mb_row * 16 + 4 * (b >> 2)) * cur.stride + mb_col * 16 + 4 * (b & 3)
+        s = src.data + (mb_row * 16 + 4 * (b >> 2)) * src.stride + mb_col * 16 + 4 * (b & 3)
+        subtract_block(s, src.stride, dst, cur.stride, residual)
+        forward_dct(residual, coeffs)
+        memset(dequant, 0, sizeof(dequant))
+        eob = quantize_block(coeffs, out.levels + b * 16, dequant, 0, q[0], q[1], 96, 85)
+        out.eobs[b] = eob
+        out.rate += block_rate(enc, 3, above[b & 3] + left[b >> 2], 0, out.levels + b * 16, eob)
+        above[b & 3] = left[b >> 2] = eob > 0
+        add_block(dequant, eob, dst, cur.stride)
+    out.distortion += block_sse(src.data + mb_row * 16 * src.stride + mb_col * 16, src.stride,
+                                cur.data + mb_row * 16 * cur.stride + mb_col * 16, cur.stride, 16)
+
+
+cdef uint32_t bmode_cost(Encoder* enc, const MacroblockInfo* mb, int b, int mode) noexcept nogil:
+    cdef const MacroblockInfo* above
+    cdef const MacroblockInfo* left
+    cdef int above_mode, left_mode
+    if not enc.key_frame:
+        return tree_cost(VP8_BMODE_TREE, 18, VP8_BMODE_PROBS, mode)
+    above = mb - enc.fc.mb_info_stride
+    left = mb - 1
+    above_mode = above.b_modes[b + 12] if b < 4 else mb.b_modes[b - 4]
+    left_mode = left.b_modes[b + 3] if (b & 3) == 0 else mb.b_modes[b - 1]
+    return tree_cost(VP8_BMODE_TREE, 18, VP8_KF_BMODE_PROBS[above_mode][left_mode], mode)
+
+
+cdef void code_luma_subblocks(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
+                              MacroblockCoding* out, const uint8_t* above_ctx,
+                              const uint8_t* left_ctx, bint choose_modes) noexcept nogil:
+    """B_PRED: each 4x4 in turn (its prediction sees the reconstructed earlier ones). With
+    `choose_modes`, each subblock's mode is the rate-distortion best of the ten."""
+    cdef FrameContext* fc = enc.fc
+    cdef Plane* cur = &fc.cur[0]
+    cdef Plane* src = &enc.src[0]
+    cdef const int16_t* q = &fc.dequant[mb.segment_id][0][0]
+    cdef uint8_t mb_above_buf[22]
+    cdef uint8_t mb_left[16]
+    cdef uint8_t edge[13]
+    cdef uint8_t sub_left[4]
+    cdef uint8_t pred[16]
+    cdef uint8_t best_pred[16]
+    cdef int16_t residual[16]
+    cdef int16_t coeffs[16]
+    cdef int16_t dequant[16]
+    cdef int16_t best_dequant[16]
+    cdef int16_t levels[16]
+    cdef uint8_t above[9]
+    cdef uint8_t left[9]
+    cdef int b, mode, eob, best_mode, best_eob, first_mode, last_mode, r
+    cdef int64_t cost, best_cost, sse
+    cdef uint32_t rate, best_rate
+    cdef uint8_t* dst
+    cdef const uint8_t* s
+    memcpy(above, above_ctx, 9)
+    memcpy(left, left_ctx, 9)
+    build_edges(cur, mb_col * 16, mb_row * 16, 16, mb_col == fc.mb_cols - 1, &mb_above_buf[1],
+                mb_left)
+    for b in range(16):
+        dst = cur.data + (mb_row * 16 + 4 * (b >> 2)) * cur.stride + mb_col * 16 + 4 * (b & 3)
+        s = src.data + (mb_row * 16 + 4 * (b >> 2)) * src.stride + mb_col * 16 + 4 * (b & 3)
+        subblock_edges(dst, cur.stride, b, &mb_above_buf[1], mb_left, &edge[1], sub_left)
+        first_mode = 0 if choose_modes else mb.b_modes[b]
+        last_mode = 9 if choose_modes else mb.b_modes[b]
+        best_cost = -1
+        for mode in range(first_mode, last_mode + 1):
+            predict_subblock(pred, 4, mode, &edge[1], sub_left)
+            subtract_block(s, src.stride, pred, 4, residual)
+            forward_dct(residual, coeffs)
+            memset(dequant, 0, sizeof(dequant))
+            eob = quantize_block(coeffs, levels, dequant, 0, q[0], q[1], 96, 85)
+            rate = block_rate(enc, 3, above[b & 3] + left[b >> 2], 0, levels, eob)
+            add_block(dequant, eob, pred, 4)
+            sse = block_sse(s, src.stride, pred, 4, 4)
+            cost = sse * 256 + enc.lambda_ * (rate + bmode_cost(enc, mb, b, mode)) // 256
+            if best_cost < 0 or cost < best_cost:
+                best_cost = cost
+                best_mode = mode
+                best_eob = eob
+                best_rate = rate
+                memcpy(best_pred, pred, 16)
+                memcpy(out.levels + b * 16, levels, sizeof(levels))
+        mb.b_modes[b] = best_mode
+        out.eobs[b] = best_eob
+        out.rate += best_rate + bmode_cost(enc, mb, b, best_mode)
+        above[b & 3] = left[b >> 2] = best_eob > 0
+        for r in range(4):
+            memcpy(dst + r * cur.stride, best_pred + 4 * r, 4)
+    out.distortion += block_sse(src.data + mb_row * 16 * src.stride + mb_col * 16, src.stride,
+                                cur.data + mb_row * 16 * cur.stride + mb_col * 16, cur.stride, 16)
+
+
+cdef void code_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
+                          MacroblockCoding* out, const uint8_t* above_ctx,
+                          const uint8_t* left_ctx, bint choose_subblock_modes) noexcept nogil:
+    """Predict, transform, quantize and reconstruct one macroblock with the modes in `mb`."""
+    cdef FrameContext* fc = enc.fc
+    cdef Plane* cur = &fc.cur[0]
+    cdef uint8_t above_buf[22]
+    cdef uint8_t left[16]
+    memset(out, 0, sizeof(MacroblockCoding))
+    if mb.ref_frame == INTRA_FRAME:
+        if mb.y_mode == B_PRED:
+            code_luma_subblocks(enc, mb, mb_row, mb_col, out, above_ctx, left_ctx,
+                                choose_subblock_modes)
+        else:
+            build_edges(cur, mb_col * 16, mb_row * 16, 16, mb_col == fc.mb_cols - 1,
+                        &above_buf[1], left)
+            predict_block_intra(cur.data + mb_row * 16 * cur.stride + mb_col * 16, cur.stride,
+                                16, mb.y_mode, &above_buf[1], left, mb_row > 0, mb_col > 0)
+            code_luma_16x16(enc, mb, mb_row, mb_col, out, above_ctx, left_ctx)
+        predict_chroma_intra(enc, mb.uv_mode, mb_row, mb_col)
+    else:
+        predict_inter_macroblock(enc, mb, mb_row, mb_col)
+        if mb.y_mode == SPLITMV:
+            code_luma_split(enc, mb, mb_row, mb_col, out, above_ctx, left_ctx)
+        else:
+            code_luma_16x16(enc, mb, mb_row, mb_col, out, above_ctx, left_ctx)
+    code_chroma(enc, mb, mb_row, mb_col, out, above_ctx, left_ctx)
+
+
+cdef bint coding_is_empty(const MacroblockInfo* mb, const MacroblockCoding* c) noexcept nogil:
+    cdef int b, first = 1 if (mb.y_mode != B_PRED and mb.y_mode != SPLITMV) else 0
+    if first and c.eobs[24] > 0:
+        return False
+    for b in range(16):
+        if c.eobs[b] > first:
+            return False
+    for b in range(16, 24):
+        if c.eobs[b] > 0:
+            return False
+    return True
+
+
+cdef void commit_contexts(const MacroblockInfo* mb, const MacroblockCoding* c, bint skipped,
+                          uint8_t* above, uint8_t* left) noexcept nogil:
+    # The token contexts a decoder is left with after this macroblock.
+    cdef int b, first = 0, ctx_index
+    cdef bint has_y2 = mb.y_mode != B_PRED and mb.y_mode != SPLITMV
+    if skipped:
+        memset(above, 0, 8)
+        memset(left, 0, 8)
+        if has_y2:
+            above[8] = left[8] = 0
+        return
+    if has_y2:
+        above[8] = left[8] = c.eobs[24] > 0
+        first = 1
+    for b in range(16):
+        above[b & 3] = left[b >> 2] = c.eobs[b] > first
+    for b in range(16, 24):
+        ctx_index = 4 + ((b - 16) >> 2) * 2
+        above[ctx_index + (b & 1)] = left[ctx_index + ((b >> 1) & 1)] = c.eobs[b] > 0
+
+
+# --- mode decision -------------------------------------------------------------------------
+
+cdef inline int64_t rd_cost(Encoder* enc, const MacroblockCoding* c, uint32_t extra_rate) noexcept nogil:
+    return c.distortion * 256 + enc.lambda_ * (c.rate + extra_rate) // 256
+
+
+cdef int64_t sad16(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride) noexcept nogil:
+    cdef int64_t total = 0
+    cdef int r, c
+    for r in range(16):
+        for c in range(16):
+            total += abs(a[r * a_stride + c] - b[r * b_stride + c])
+    return total
+
+
+cdef int64_t motion_cost(Encoder* enc, const Plane* ref, int mb_row, int mb_col, MotionVector mv,
+                         MotionVector base, uint8_t* scratch) noexcept nogil:
+    cdef const Plane* src = &enc.src[0]
+    predict_inter(ref, mb_col * 16, mb_row * 16, 16, 16, mv.row, mv.col, scratch, 16,
+                  enc.fc.bilinear)
+    return sad16(src.data + mb_row * 16 * src.stride + mb_col * 16, src.stride, scratch, 16) \
+        * 256 + enc.lambda_sad * <int64_t>mv_cost(enc, mv, base) // 256
+
+
+cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int mb_row, int mb_col,
+                                const MotionVector* near_mvs) noexcept nogil:
+    """Integer diamond search from the best of the census vectors and zero, then half- and
+    quarter-pel refinement with the real interpolation filter. Vectors in 1/8 pel."""
+    cdef uint8_t scratch[256]
+    cdef MotionVector best = near_mvs[0], centre, trial
+    cdef int64_t best_cost, cost
+    cdef int i, step, d, improved
+    cdef int dr[8]
+    cdef int dc[8]
+    dr[0] = -1; dc[0] = 0; dr[1] = 1; dc[1] = 0; dr[2] = 0; dc[2] = -1; dr[3] = 0; dc[3] = 1
+    dr[4] = -1; dc[4] = -1; dr[5] = -1; dc[5] = 1; dr[6] = 1; dc[6] = -1; dr[7] = 1; dc[7] = 1
+    centre.row = 0
+    centre.col = 0
+    best_cost = motion_cost(enc, ref, mb_row, mb_col, centre, near_mvs[0], scratch)
+    for i in range(3):
+        trial.row = (near_mvs[i].row + 4) & ~7
+        trial.col = (near_mvs[i].col + 4) & ~7
+        cost = motion_cost(enc, ref, mb_row, mb_col, trial, near_mvs[0], scratch)
+        if cost < best_cost:
+            best_cost = cost
+            centre = trial
+    step = 16 * 8
+    while step >= 8:
+        improved = 1
+        while improved:
+            improved = 0
+            for d in range(4):
+                trial.row = centre.row + dr[d] * step
+                trial.col = centre.col + dc[d] * step
+                if abs(trial.row - near_mvs[0].row) > 2000 or abs(trial.col - near_mvs[0].col) > 2000:
+                    continue
+                cost = motion_cost(enc, ref, mb_row, mb_col, trial, near_mvs[0], scratch)
+                if cost < best_cost:
+                    best_cost = cost
+                    centre = trial
+                    improved = 1
+        step >>= 1
+    step = 4
+    while step >= 2:
+        best = centre
+        for d in range(8):
+            trial.row = best.row + dr[d] * step
+            trial.col = best.col + dc[d] * step
+            cost = motion_cost(enc, ref, mb_row, mb_col, trial, near_mvs[0], scratch)
+            if cost < best_cost:
+                best_cost = cost
+                centre = trial
+        step >>= 1
+    return centre
+
+
+cdef int choose_intra16_mode(Encoder* enc, int mb_row, int mb_col, const uint8_t* probs,
+                             const int8_t* tree) noexcept nogil:
+    """The 16x16 intra mode whose prediction alone is cheapest (SSE + lambda x mode bits)."""
+    cdef Plane* cur = &enc.fc.cur[0]
+    cdef Plane* src = &enc.src[0]
+    cdef uint8_t above_buf[22]
+    cdef uint8_t left[16]
+    cdef uint8_t pred[256]
+    cdef int mode, best_mode = DC_PRED
+    cdef int64_t cost, best_cost = -1
+    build_edges(cur, mb_col * 16, mb_row * 16, 16, mb_col == enc.fc.mb_cols - 1, &above_buf[1],
+                left)
+    for mode in range(4):
+        predict_block_intra(pred, 16, 16, mode, &above_buf[1], left, mb_row > 0, mb_col > 0)
+        cost = block_sse(src.data + mb_row * 16 * src.stride + mb_col * 16, src.stride, pred,
+                         16, 16) * 256 + enc.lambda_ * tree_cost(tree, 8, probs, mode) // 256
+        if best_cost < 0 or cost < best_cost:
+            best_cost = cost
+            best_mode = mode
+    return best_mode
+
+
+cdef int choose_chroma_mode(Encoder* enc, int mb_row, int mb_col) noexcept nogil:
+    cdef uint8_t above_buf[22]
+    cdef uint8_t left[16]
+    cdef uint8_t pred[64]
+    cdef int mode, p, best_mode = DC_PRED
+    cdef int64_t cost, best_cost = -1
+    cdef Plane* plane
+    cdef Plane* src
+    for mode in range(4):
+        cost = 0
+        for p in range(1, 3):
+            plane = &enc.fc.cur[p]
+            src = &enc.src[p]
+            build_edges(plane, mb_col * 8, mb_row * 8, 8, mb_col == enc.fc.mb_cols - 1,
+                        &above_buf[1], left)
+            predict_block_intra(pred, 8, 8, mode, &above_buf[1], left, mb_row > 0, mb_col > 0)
+            cost += block_sse(src.data + mb_row * 8 * src.stride + mb_col * 8, src.stride,
+                              pred, 8, 8)
+        if best_cost < 0 or cost < best_cost:
+            best_cost = cost
+            best_mode = mode
+    return best_mode
+
+
+cdef void try_candidate(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
+                        const uint8_t* above_ctx, const uint8_t* left_ctx, uint32_t extra_rate,
+                        MacroblockCoding* trial, MacroblockCoding* best, MacroblockInfo* best_mb,
+                        int64_t* best_cost) noexcept nogil:
+    cdef int64_t cost
+    code_macroblock(enc, mb, mb_row, mb_col, trial, above_ctx, left_ctx, True)
+    cost = rd_cost(enc, trial, extra_rate)
+    if best_cost[0] < 0 or cost < best_cost[0]:
+        best_cost[0] = cost
+        memcpy(best, trial, sizeof(MacroblockCoding))
+        memcpy(best_mb, mb, sizeof(MacroblockInfo))
+
+
+cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
+                            const uint8_t* above_ctx, const uint8_t* left_ctx,
+                            MacroblockCoding* trial, MacroblockCoding* best) noexcept nogil:
+    """Choose modes (and vectors) for one macroblock by rate-distortion cost; leaves the
+    winner's modes in `mb` and its coding in `best` (fc.cur is recoded by the caller)."""
+    cdef FrameContext* fc = enc.fc
+    cdef MacroblockInfo best_mb
+    cdef int64_t best_cost = -1
+    cdef MotionVector near_mvs[4]
+    cdef int counts[4]
+    cdef int ref, luma_mode, i
+    cdef uint32_t ref_cost, intra_cost
+    cdef MotionVector mv
+    cdef const uint8_t* ymode_probs = fc.probs.ymode
+    cdef const int8_t* ymode_tree = VP8_YMODE_TREE
+    cdef const uint8_t* uv_probs = fc.probs.uvmode
+    if enc.key_frame:
+        ymode_probs = VP8_KF_YMODE_PROBS
+        ymode_tree = VP8_KF_YMODE_TREE
+        uv_probs = VP8_KF_UVMODE_PROBS
+    memset(&best_mb, 0, sizeof(best_mb))
+    # Intra: the best 16x16 mode by prediction cost, and B_PRED with per-subblock choices.
+    mb.ref_frame = INTRA_FRAME
+    mb.mv.row = mb.mv.col = 0
+    mb.uv_mode = choose_chroma_mode(enc, mb_row, mb_col)
+    intra_cost = 0 if enc.key_frame else bit_cost(0, enc.prob_intra)
+    intra_cost += tree_cost(VP8_UVMODE_TREE, 6, uv_probs, mb.uv_mode)
+    luma_mode = choose_intra16_mode(enc, mb_row, mb_col, ymode_probs, ymode_tree)
+    mb.y_mode = luma_mode
+    for i in range(16):
+        mb.b_modes[i] = B_DC_PRED + (0 if luma_mode == DC_PRED else (
+            2 if luma_mode == 1 else (3 if luma_mode == 2 else 1)))
+    try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
+                  intra_cost + tree_cost(ymode_tree, 8, ymode_probs, luma_mode),
+                  trial, best, &best_mb, &best_cost)
+    mb.y_mode = B_PRED
+    # Subblock mode bits are inside the coding's rate.
+    try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
+                  intra_cost + tree_cost(ymode_tree, 8, ymode_probs, B_PRED),
+                  trial, best, &best_mb, &best_cost)
+    if not enc.key_frame:
+        for ref in range(LAST_FRAME, ALTREF_FRAME + 1):
+            if fc.refs[ref][0].data == NULL:
+                continue
+            if ref != LAST_FRAME and fc.refs[ref][0].data == fc.refs[LAST_FRAME][0].data:
+                continue
+            if ref == ALTREF_FRAME and fc.refs[ref][0].data == fc.refs[GOLDEN_FRAME][0].data:
+                continue
+            mb.ref_frame = ref
+            ref_cost = bit_cost(1, enc.prob_intra)
+            if ref == LAST_FRAME:
+                ref_cost += bit_cost(0, enc.prob_last)
+            else:
+                ref_cost += bit_cost(1, enc.prob_last) + bit_cost(ref == ALTREF_FRAME,
+                                                                  enc.prob_golden)
+            find_near_mvs(mb, fc.mb_info_stride, fc.sign_bias, ref, mb_row, mb_col, fc.mb_rows,
+                          fc.mb_cols, near_mvs, counts)
+            mb.y_mode = ZEROMV
+            mb.mv.row = mb.mv.col = 0
+            try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
+                          ref_cost + bit_cost(0, VP8_MODE_CONTEXTS[counts[0]][0]),
+                          trial, best, &best_mb, &best_cost)
+            if near_mvs[1].row or near_mvs[1].col:
+                mb.y_mode = NEARESTMV
+                mb.mv = near_mvs[1]
+                try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
+                              ref_cost + bit_cost(1, VP8_MODE_CONTEXTS[counts[0]][0])
+                              + bit_cost(0, VP8_MODE_CONTEXTS[counts[1]][1]),
+                              trial, best, &best_mb, &best_cost)
+            if (near_mvs[2].row or near_mvs[2].col) and not mv_equal(near_mvs[2], near_mvs[1]):
+                mb.y_mode = NEARMV
+                mb.mv = near_mvs[2]
+                try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
+                              ref_cost + bit_cost(1, VP8_MODE_CONTEXTS[counts[0]][0])
+                              + bit_cost(1, VP8_MODE_CONTEXTS[counts[1]][1])
+                              + bit_cost(0, VP8_MODE_CONTEXTS[counts[2]][2]),
+                              trial, best, &best_mb, &best_cost)
+            if ref != LAST_FRAME:
+                continue
+            mv = motion_search(enc, &fc.refs[ref][0], mb_row, mb_col, near_mvs)
+            if (mv.row or mv.col) and not mv_equal(mv, near_mvs[1]) \
+                    and not mv_equal(mv, near_mvs[2]):
+                mb.y_mode = NEWMV
+                mb.mv = mv
+                try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
+                              ref_cost + bit_cost(1, VP8_MODE_CONTEXTS[counts[0]][0])
+                              + bit_cost(1, VP8_MODE_CONTEXTS[counts[1]][1])
+                              + bit_cost(1, VP8_MODE_CONTEXTS[counts[2]][2])
+                              + bit_cost(0, VP8_MODE_CONTEXTS[counts[3]][3])
+                              + mv_cost(enc, mv, near_mvs[0]),
+                              trial, best, &best_mb, &best_cost)
+    memcpy(mb, &best_mb, sizeof(MacroblockInfo))
+
+
+# --- frames --------------------------------------------------------------------------------
+
+cdef int probability_of_zero(uint32_t zeros, uint32_t total) noexcept nogil:
+    if total == 0:
+        return 128
+    cdef int p = <int>((zeros * 256 + total // 2) // total)
+    return 1 if p < 1 else (255 if p > 255 else p)
+
+
+cdef void choose_coefficient_updates(FrameRecord rec, const EntropyContext* before,
+                                     TokenCounts* counts) noexcept nogil:
+    """Send a new probability where the bits it saves pay for sending it (section 13.4)."""
+    cdef int i, j, k, t, p_new, p_old, u
+    cdef uint32_t c0, c1
+    cdef int64_t old_bits, new_bits, update_bits
+    for i in range(4):
+        for j in range(8):
+            for k in range(3):
+                for t in range(11):
+                    c0 = counts[0][i][j][k][t][0]
+                    c1 = counts[0][i][j][k][t][1]
+                    p_old = before.coef[i][j][k][t]
+                    rec.probs.coef[i][j][k][t] = p_old
+                    rec.hdr.coef_update[i][j][k][t] = 0
+                    if c0 + c1 == 0:
+                        continue
+                    p_new = probability_of_zero(c0, c0 + c1)
+                    u = VP8_COEF_UPDATE_PROBS[i][j][k][t]
+                    old_bits = c0 * <int64_t>bit_cost(0, p_old) + c1 * <int64_t>bit_cost(1, p_old)
+                    new_bits = c0 * <int64_t>bit_cost(0, p_new) + c1 * <int64_t>bit_cost(1, p_new)
+                    update_bits = <int64_t>bit_cost(1, u) + 8 * 256 - bit_cost(0, u)
+                    if old_bits - new_bits > update_bits:
+                        rec.probs.coef[i][j][k][t] = p_new
+                        rec.hdr.coef_update[i][j][k][t] = 1
+
+
+cdef int64_t plane_sse(const Plane* a, const Plane* b) noexcept nogil:
+    cdef int64_t total = 0
+    cdef int r, c, d
+    for r in range(a.height):
+        for c in range(a.width):
+            d = a.data[r * a.stride + c] - b.data[r * b.stride + c]
+            total += d * d
+    return total
+
+
+cdef _pad_plane(plane, int height, int width):
+    plane = np.asarray(plane, dtype=np.uint8)
+    return np.ascontiguousarray(
+        np.pad(plane, ((0, height - plane.shape[0]), (0, width - plane.shape[1])), mode="edge"))
+
+
+def _check_quantizer(q_index):
+    if isinstance(q_index, bool) or not isinstance(q_index, (int, np.integer)):
+        raise TypeError(f"quantizer index must be an int in 0..127, not {q_index!r}")
+    if not 0 <= q_index <= 127:
+        raise ValueError(f"quantizer index {q_index} is outside 0..127")
+    return int(q_index)
+
+
+cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
+                        bint key_frame, bint refresh_all):
+    """Encode (original is None) or rebase (keep `original`'s decisions) one frame; bytes."""
+    cdef FrameRecord rec = FrameRecord()
+    cdef FrameContext* fc = <FrameContext*>calloc(1, sizeof(FrameContext))
+    cdef Encoder* enc = <Encoder*>calloc(1, sizeof(Encoder))
+    cdef MacroblockCoding* trial = <MacroblockCoding*>malloc(sizeof(MacroblockCoding))
+    cdef MacroblockCoding* best = <MacroblockCoding*>malloc(sizeof(MacroblockCoding))
+    cdef TokenCounts* counts = <TokenCounts*>calloc(1, sizeof(TokenCounts))
+    cdef EntropyContext before
+    cdef Picture recon, source, saved
+    cdef int width, height, mb_row, mb_col, index, level, best_level, i
+    cdef int64_t sse, best_sse
+    cdef MacroblockInfo* mb
+    cdef uint8_t left[9]
+    cdef uint32_t intra_count = 0, inter_count = 0, last_count = 0, golden_count = 0
+    cdef uint32_t skip_count = 0, n_mbs
+    cdef double step
+    cdef bint rebasing = original is not None
+    try:
+        if fc == NULL or enc == NULL or trial == NULL or best == NULL or counts == NULL:
+            raise MemoryError()
+        if key_frame:
+            width, height = image.width, image.height
+        else:
+            if not state.has_keyframe:
+                raise CodecError("an interframe needs a state that has decoded a key frame")
+            width, height = state.width, state.height
+            if (image.width, image.height) != (width, height):
+                raise CodecError(
+                    f"image is {image.width}x{image.height} but the state's frames are "
+                    f"{width}x{height}")
+        rec.mb_cols = (width + 15) >> 4
+        rec.mb_rows = (height + 15) >> 4
+        rec.mb_info_stride = rec.mb_cols + 1
+        if rebasing and (original.mb_cols != rec.mb_cols or original.mb_rows != rec.mb_rows):
+            raise CodecError("the frame being rebased is from a stream of another size")
+        n_mbs = rec.mb_cols * rec.mb_rows
+        rec.mb_info = <MacroblockInfo*>calloc((rec.mb_rows + 1) * rec.mb_info_stride,
+                                              sizeof(MacroblockInfo))
+        rec.levels = <int16_t*>calloc(n_mbs * 400, sizeof(int16_t))
+        rec.level_eobs = <uint8_t*>calloc(n_mbs * 25, 1)
+        fc.above_ctx = <uint8_t*>calloc(rec.mb_cols * 9 + 1, 1)
+        if rec.mb_info == NULL or rec.levels == NULL or rec.level_eobs == NULL \
+                or fc.above_ctx == NULL:
+            raise MemoryError()
+
+        # Frame tag and header.
+        rec.tag.key_frame = key_frame
+        rec.tag.show_frame = 1
+        rec.tag.width = width
+        rec.tag.height = height
+        if key_frame:
+            entropy_context_defaults(&before)
+        else:
+            before = state.probs
+            rec.features = state.features
+            rec.deltas = state.deltas
+        rec.probs = before
+        if rebasing:
+            rec.tag.version = original.tag.version
+            rec.tag.show_frame = original.tag.show_frame
+            rec.hdr = original.hdr
+            rec.hdr.log2_partitions = 0
+            rec.hdr.ymode_update = rec.hdr.uvmode_update = 0
+            memset(rec.hdr.mv_update, 0, sizeof(rec.hdr.mv_update))
+            rec.hdr.q_index = q_index
+            if rec.hdr.segmentation_enabled:
+                # Resend everything segments need: the persistent values may differ.
+                rec.features = original.features
+                rec.hdr.update_segment_features = 1
+                rec.hdr.update_segment_map = 1
+                for i in range(4):
+                    rec.hdr.segment_quant_present[i] = 1
+                    rec.hdr.segment_lf_present[i] = 1
+                for i in range(3):
+                    rec.hdr.segment_prob_present[i] = 1
+            if rec.hdr.lf_deltas_enabled:
+                rec.hdr.lf_delta_update = 0
+                for i in range(4):
+                    if original.deltas.ref[i] != rec.deltas.ref[i] \
+                            or original.deltas.mode[i] != rec.deltas.mode[i]:
+                        rec.hdr.lf_delta_update = 1
+                if rec.hdr.lf_delta_update:
+                    rec.deltas = original.deltas
+                    for i in range(4):
+                        rec.hdr.ref_delta_present[i] = 1
+                        rec.hdr.mode_delta_present[i] = 1
+        else:
+            rec.hdr.q_index = q_index
+            rec.hdr.refresh_entropy = 1
+            rec.hdr.refresh_last = 1
+            rec.hdr.refresh_golden = rec.hdr.refresh_altref = 1 if (key_frame or refresh_all) else 0
+        rec.hdr.mb_no_coeff_skip = 1
+
+        # Working context: reconstruction target, references, dequantizers, costs.
+        recon = Picture.allocate(width, height)
+        recon.planes(fc.cur)
+        mb_w = rec.mb_cols * 16
+        mb_h = rec.mb_rows * 16
+        source = Picture(_pad_plane(image.y, mb_h, mb_w), _pad_plane(image.u, mb_h // 2, mb_w // 2),
+                         _pad_plane(image.v, mb_h // 2, mb_w // 2), width, height)
+        source.planes(enc.src)
+        if not key_frame:
+            state.last.planes(fc.refs[LAST_FRAME])
+            state.golden.planes(fc.refs[GOLDEN_FRAME])
+            state.altref.planes(fc.refs[ALTREF_FRAME])
+        fc.tag = rec.tag
+        fc.hdr = rec.hdr
+        fc.features = rec.features
+        fc.deltas = rec.deltas
+        fc.probs = rec.probs
+        fc.mb_cols = rec.mb_cols
+        fc.mb_rows = rec.mb_rows
+        fc.mb_info_stride = rec.mb_info_stride
+        fc.mb_info = rec.mb_info
+        fc.sign_bias[GOLDEN_FRAME] = rec.hdr.sign_bias_golden
+        fc.sign_bias[ALTREF_FRAME] = rec.hdr.sign_bias_altref
+        fc.bilinear = 1 <= rec.tag.version <= 3
+        fc.full_pixel = rec.tag.version == 3
+        build_dequant_table(fc)
+        enc.fc = fc
+        enc.key_frame = key_frame
+        step = fc.dequant[0][0][1]
+        enc.lambda_ = <int64_t>(256 * 0.03 * step * step)
+        enc.lambda_sad = <int>(256 * 0.17 * step)
+        enc.prob_intra = 230
+        enc.prob_last = 220
+        enc.prob_golden = 128
+        fill_token_costs(enc, &before)
+        fill_mv_costs(enc, &before)
+
+        with nogil:
+            for mb_row in range(rec.mb_rows):
+                memset(left, 0, 9)
+                for mb_col in range(rec.mb_cols):
+                    mb = rec.macroblock(mb_row, mb_col)
+                    if rebasing:
+                        memcpy(mb, original.macroblock(mb_row, mb_col), sizeof(MacroblockInfo))
+                    else:
+                        decide_macroblock(enc, mb, mb_row, mb_col, fc.above_ctx + mb_col * 9,
+                                          left, trial, best)
+                    code_macroblock(enc, mb, mb_row, mb_col, best, fc.above_ctx + mb_col * 9,
+                                    left, False)
+                    mb.skip = coding_is_empty(mb, best)
+                    mb.skip_coded = mb.skip
+                    skip_count += mb.skip
+                    commit_contexts(mb, best, mb.skip, fc.above_ctx + mb_col * 9, left)
+                    index = mb_row * rec.mb_cols + mb_col
+                    memcpy(rec.level_eobs + index * 25, best.eobs, 25)
+                    memcpy(rec.levels + index * 400, best.levels, sizeof(best.levels))
+                    if mb.ref_frame == INTRA_FRAME:
+                        intra_count += 1
+                    else:
+                        inter_count += 1
+                        if mb.ref_frame == LAST_FRAME:
+                            last_count += 1
+                        elif mb.ref_frame == GOLDEN_FRAME:
+                            golden_count += 1
+            memset(fc.above_ctx, 0, rec.mb_cols * 9)
+            count_tokens(rec, counts, fc.above_ctx)
+            choose_coefficient_updates(rec, &before, counts)
+
+        rec.hdr.prob_skip_false = probability_of_zero(n_mbs - skip_count, n_mbs)
+        if not key_frame:
+            rec.hdr.prob_intra = probability_of_zero(intra_count, n_mbs)
+            rec.hdr.prob_last = probability_of_zero(last_count, inter_count)
+            rec.hdr.prob_golden = probability_of_zero(golden_count, inter_count - last_count)
+        if rec.hdr.segmentation_enabled and rebasing:
+            _segment_tree_probs(rec)
+
+        if not rebasing:
+            # Loop-filter level: the one whose filtered picture is closest to the source.
+            saved = Picture(recon.y.copy(), recon.u.copy(), recon.v.copy(), width, height)
+            best_level = 0
+            best_sse = -1
+            for level in (0, 8, 16, 24, 32, 40, 48):
+                if level > 4 * (q_index // 8 + 2):
+                    break
+                np.copyto(recon.y, saved.y)
+                np.copyto(recon.u, saved.u)
+                np.copyto(recon.v, saved.v)
+                fc.hdr.filter_level = level
+                fc.hdr.sharpness = 0
+                with nogil:
+                    loop_filter_frame(fc)
+                    sse = plane_sse(&fc.cur[0], &enc.src[0])
+                if best_sse < 0 or sse < best_sse:
+                    best_sse = sse
+                    best_level = level
+            rec.hdr.filter_level = best_level
+        return write_frame(rec)
+    finally:
+        free(fc.above_ctx)
+        free(fc)
+        free(enc)
+        free(trial)
+        free(best)
+        free(counts)
+
+
+cdef void _segment_tree_probs(FrameRecord rec):
+    cdef int counts[4]
+    cdef int r, c
+    counts[0] = counts[1] = counts[2] = counts[3] = 0
+    for r in range(rec.mb_rows):
+        for c in range(rec.mb_cols):
+            counts[rec.macroblock(r, c).segment_id & 3] += 1
+    rec.hdr.segment_tree_probs[0] = probability_of_zero(counts[0] + counts[1],
+                                                        counts[0] + counts[1] + counts[2]
+                                                        + counts[3])
+    rec.hdr.segment_tree_probs[1] = probability_of_zero(counts[0], counts[0] + counts[1])
+    rec.hdr.segment_tree_probs[2] = probability_of_zero(counts[2], counts[2] + counts[3])
+
+
+# --- public API ------------------------------------------------------------------------------
+
+def encode_keyframe(image, quality) -> bytes:
+    """A key frame of `image` at quantizer index `quality` (0 best .. 127 smallest)."""
+    return _code_frame(None, image, _check_quantizer(quality), None, True, False)
+
+
+def encode(DecoderState state not None, image, quality, *, refresh_all=False) -> bytes:
+    """An interframe coding `image` against `state`'s references, quantizer index `quality`.
+
+    With `refresh_all`, the frame replaces all three references, as a key frame would (this is
+    how a chunk's first frame continues the previous chunk).
+    """
+    return _code_frame(state, image, _check_quantizer(quality), None, False, bool(refresh_all))
+
+
+def rebase(DecoderState state not None, image, frame, DecoderState original_state not None,
+           quality=None) -> bytes:
+    """Re-encode interframe `frame`, made against `original_state`, so it applies to `state`.
+
+    Modes, vectors, references, segments and header flags are kept; prediction is redone from
+    `state`'s references and the residual is coded against `image` (the frame's target: the
+    source picture, or for a hidden frame what the original stream decoded it to).
+    """
+    _, _, record = decode_record(original_state, frame)
+    return rebase_record(state, image, record, quality)
+
+
+def rebase_record(DecoderState state not None, image, FrameRecord record not None,
+                  quality=None) -> bytes:
+    """`rebase` given the original frame already parsed into a FrameRecord."""
+    if record.tag.key_frame:
+        raise CodecError("a key frame does not depend on a state; rebase only interframes")
+    q_index = record.hdr.q_index if quality is None else _check_quantizer(quality)
+    return _code_frame(state, image, q_index, record, False, False)
