@@ -2,6 +2,10 @@
 
     state = DecoderState.initial()
     state, image = decode(state, frame)      # image is None for a hidden frame
+    frame = encode_keyframe(image, quality)  # quality: quantizer index 0..127
+    frame = encode(state, image, quality)    # an interframe against state's references
+    frame = rebase(state, image, frame, original_state)
+    frames, exit_state = rebase_chunk(state, chunk_frames, source_images)
 
 `DecoderState` is an immutable value holding everything VP8 carries between frames; `decode`
 never mutates its input. Containers: `shared.codec.ivf`, `shared.codec.y4m`.
@@ -23,6 +27,11 @@ from .errors import (
 # Compiled names are imported on first use, so pure-Python parts (errors, containers) work
 # without loading the extensions.
 _LAZY = {
+    "encode": "encoder",
+    "encode_keyframe": "encoder",
+    "rebase": "encoder",
+    "rebase_chunk": "chunk_rebase",
+    "decode_record": "decoder",
     "DecoderState": "state",
     "Image": "image",
     "decode": "decoder",
@@ -42,7 +51,12 @@ __all__ = [
     "StateFormatError",
     "UnsupportedStreamError",
     "decode",
+    "decode_record",
+    "encode",
+    "encode_keyframe",
     "peek_frame_info",
+    "rebase",
+    "rebase_chunk",
 ]
 
 

@@ -253,10 +253,11 @@ cdef _decode(DecoderState state, frame, FrameRecord record):
             record.mb_info, fc.mb_info = fc.mb_info, NULL
             record.levels, fc.levels = fc.levels, NULL
             record.level_eobs, fc.level_eobs = fc.level_eobs, NULL
-        if not fc.tag.show_frame:
-            return new_state, None
         y, u, v = picture.cropped()
-        return new_state, Image(y, u, v)
+        image = Image(y, u, v)
+        if record is not None:
+            record.image = image
+        return new_state, image if fc.tag.show_frame else None
     finally:
         free(fc.mb_info)
         free(fc.above_ctx)

@@ -26,5 +26,6 @@ cdef class FrameRecord:
     cdef int16_t* levels              # [mb][25][16] raster order within each block
     cdef uint8_t* level_eobs          # [mb][25]
     cdef readonly object segment_map  # ids in force after this frame
+    cdef readonly object image        # the decoded picture (an Image), shown or not
 
     cdef MacroblockInfo* macroblock(self, int mb_row, int mb_col) noexcept nogil
