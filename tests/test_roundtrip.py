@@ -2,14 +2,14 @@
 FrameRecord and written back, gives the very same bytes."""
 
 import pytest
-
 from decoder_support import require_decoder
 
 require_decoder()
 
-from shared.codec import DecoderState  # noqa: E402
 from shared.codec.decoder import decode_record  # noqa: E402
 from shared.codec.frame_writer import serialize  # noqa: E402
+
+from shared.codec import DecoderState  # noqa: E402
 from shared.codec.ivf import IvfReader  # noqa: E402
 
 

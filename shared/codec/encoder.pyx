@@ -68,6 +68,7 @@ from .transform cimport dc_only_add, idct_add, inverse_walsh
 from .decoder import decode, decode_record
 from .errors import CodecError
 from .image import Image
+from .ssim import ssim
 
 cnp.import_array()
 
@@ -1152,18 +1153,45 @@ cdef void _segment_tree_probs(FrameRecord rec):
 
 # --- public API ------------------------------------------------------------------------------
 
+def _with_quality(code, DecoderState state, image, quality):
+    """Run `code(q_index)`; for an SSIM target (a float in (0, 1)), binary-search the largest
+    quantizer index whose decoded picture still reaches the target (SSIM measured for real)."""
+    if isinstance(quality, float):
+        if not 0.0 < quality < 1.0:
+            raise ValueError(f"SSIM target {quality} is outside (0, 1)")
+        start = state if state is not None else DecoderState.initial()
+        low, high = 0, 127
+        best = None
+        while low <= high:
+            middle = (low + high) // 2
+            frame = code(middle)
+            _, _, record = decode_record(start, frame)
+            if ssim(record.image, image) >= quality:
+                best = frame
+                low = middle + 1
+            else:
+                high = middle - 1
+        return best if best is not None else code(0)
+    return code(_check_quantizer(quality))
+
+
 def encode_keyframe(image, quality) -> bytes:
-    """A key frame of `image` at quantizer index `quality` (0 best .. 127 smallest)."""
-    return _code_frame(None, image, _check_quantizer(quality), None, True, False)
+    """A key frame of `image`. `quality`: a quantizer index (int, 0 best .. 127 smallest) or
+    an SSIM target (float in (0, 1)) met with the largest quantizer that reaches it."""
+    return _with_quality(lambda q: _code_frame(None, image, q, None, True, False), None, image,
+                         quality)
 
 
 def encode(DecoderState state not None, image, quality, *, refresh_all=False) -> bytes:
-    """An interframe coding `image` against `state`'s references, quantizer index `quality`.
+    """An interframe coding `image` against `state`'s references (`quality` as for
+    `encode_keyframe`).
 
     With `refresh_all`, the frame replaces all three references, as a key frame would (this is
     how a chunk's first frame continues the previous chunk).
     """
-    return _code_frame(state, image, _check_quantizer(quality), None, False, bool(refresh_all))
+    return _with_quality(
+        lambda q: _code_frame(state, image, q, None, False, bool(refresh_all)), state, image,
+        quality)
 
 
 def rebase(DecoderState state not None, image, frame, DecoderState original_state not None,
@@ -1172,7 +1200,8 @@ def rebase(DecoderState state not None, image, frame, DecoderState original_stat
 
     Modes, vectors, references, segments and header flags are kept; prediction is redone from
     `state`'s references and the residual is coded against `image` (the frame's target: the
-    source picture, or for a hidden frame what the original stream decoded it to).
+    source picture, or for a hidden frame what the original stream decoded it to). The
+    quantizer stays the frame's own unless `quality` gives another index.
     """
     _, _, record = decode_record(original_state, frame)
     return rebase_record(state, image, record, quality)
