@@ -114,6 +114,159 @@ static inline void dsp_simple_edge(uint8_t *s, int stride, const int count, int 
     }
 }
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+/* SSE2 versions: 16 pixels per register in signed saturating 8-bit arithmetic, which is exactly
+ * the clamping the filter defines (libvpx's SIMD does the same). */
+static inline __m128i dsp_abs_diff(__m128i a, __m128i b) {
+    return _mm_or_si128(_mm_subs_epu8(a, b), _mm_subs_epu8(b, a));
+}
+
+/* Arithmetic shift right of each signed byte. */
+static inline __m128i dsp_sra8(__m128i x, int n) {
+    __m128i lo = _mm_srai_epi16(_mm_unpacklo_epi8(x, x), 8 + n);
+    __m128i hi = _mm_srai_epi16(_mm_unpackhi_epi8(x, x), 8 + n);
+    return _mm_packs_epi16(lo, hi);
+}
+
+/* 0xFF where a <= b (unsigned bytes). */
+static inline __m128i dsp_le(__m128i a, __m128i b) {
+    return _mm_cmpeq_epi8(_mm_subs_epu8(a, b), _mm_setzero_si128());
+}
+
+static inline __m128i dsp_edge_ok(__m128i p1, __m128i p0, __m128i q0, __m128i q1, int edge_limit) {
+    __m128i d0 = dsp_abs_diff(p0, q0);
+    __m128i d1 = _mm_and_si128(dsp_abs_diff(p1, q1), _mm_set1_epi8((char)0xFE));
+    __m128i e = _mm_adds_epu8(_mm_adds_epu8(d0, d0), _mm_srli_epi16(d1, 1));
+    return dsp_le(e, _mm_set1_epi8((char)edge_limit));
+}
+
+/* u = clamp((w * k + 63) >> 7) for signed bytes w, computed in 16 bits. */
+static inline __m128i dsp_tap(__m128i w, int k) {
+    __m128i lo = _mm_srai_epi16(_mm_unpacklo_epi8(w, w), 8);
+    __m128i hi = _mm_srai_epi16(_mm_unpackhi_epi8(w, w), 8);
+    __m128i kk = _mm_set1_epi16((short)k), r = _mm_set1_epi16(63);
+    lo = _mm_srai_epi16(_mm_add_epi16(_mm_mullo_epi16(lo, kk), r), 7);
+    hi = _mm_srai_epi16(_mm_add_epi16(_mm_mullo_epi16(hi, kk), r), 7);
+    return _mm_packs_epi16(lo, hi);
+}
+
+/* Filter the edge between rows x[3] and x[4] of x[0..7] (p3..q3) in place. */
+static inline void dsp_filter_vectors(__m128i *x, int edge_limit, int interior, int hev_threshold,
+                                      int kind) {
+    const __m128i sign = _mm_set1_epi8((char)0x80);
+    __m128i p3 = x[0], p2 = x[1], p1 = x[2], p0 = x[3], q0 = x[4], q1 = x[5], q2 = x[6], q3 = x[7];
+    __m128i mask = dsp_edge_ok(p1, p0, q0, q1, edge_limit);
+    __m128i hev = _mm_set1_epi8((char)0xFF);
+    if (kind != 2) {
+        __m128i m = _mm_max_epu8(dsp_abs_diff(p3, p2), dsp_abs_diff(p2, p1));
+        __m128i h = _mm_max_epu8(dsp_abs_diff(p1, p0), dsp_abs_diff(q1, q0));
+        m = _mm_max_epu8(m, _mm_max_epu8(h, _mm_max_epu8(dsp_abs_diff(q2, q1),
+                                                          dsp_abs_diff(q3, q2))));
+        mask = _mm_and_si128(mask, dsp_le(m, _mm_set1_epi8((char)interior)));
+        hev = _mm_xor_si128(dsp_le(h, _mm_set1_epi8((char)hev_threshold)), hev);
+    }
+    __m128i ps1 = _mm_xor_si128(p1, sign), ps0 = _mm_xor_si128(p0, sign);
+    __m128i qs0 = _mm_xor_si128(q0, sign), qs1 = _mm_xor_si128(q1, sign);
+    __m128i d = _mm_subs_epi8(qs0, ps0);
+    __m128i outer = _mm_subs_epi8(ps1, qs1);
+    if (kind == 0) outer = _mm_and_si128(outer, hev);
+    __m128i w = _mm_adds_epi8(_mm_adds_epi8(_mm_adds_epi8(outer, d), d), d);
+    w = _mm_and_si128(w, mask);
+    __m128i f = kind == 1 ? _mm_and_si128(w, hev) : w;
+    __m128i f1 = dsp_sra8(_mm_adds_epi8(f, _mm_set1_epi8(4)), 3);
+    __m128i f2 = dsp_sra8(_mm_adds_epi8(f, _mm_set1_epi8(3)), 3);
+    qs0 = _mm_subs_epi8(qs0, f1);
+    ps0 = _mm_adds_epi8(ps0, f2);
+    if (kind == 0) {
+        __m128i a = _mm_andnot_si128(hev, dsp_sra8(_mm_add_epi8(f1, _mm_set1_epi8(1)), 1));
+        qs1 = _mm_subs_epi8(qs1, a);
+        ps1 = _mm_adds_epi8(ps1, a);
+    } else if (kind == 1) {
+        __m128i qs2 = _mm_xor_si128(q2, sign), ps2 = _mm_xor_si128(p2, sign);
+        __m128i wl = _mm_andnot_si128(hev, w), u;
+        u = dsp_tap(wl, 27);
+        qs0 = _mm_subs_epi8(qs0, u);
+        ps0 = _mm_adds_epi8(ps0, u);
+        u = dsp_tap(wl, 18);
+        qs1 = _mm_subs_epi8(qs1, u);
+        ps1 = _mm_adds_epi8(ps1, u);
+        u = dsp_tap(wl, 9);
+        x[6] = _mm_xor_si128(_mm_subs_epi8(qs2, u), sign);
+        x[1] = _mm_xor_si128(_mm_adds_epi8(ps2, u), sign);
+    }
+    x[2] = _mm_xor_si128(ps1, sign);
+    x[3] = _mm_xor_si128(ps0, sign);
+    x[4] = _mm_xor_si128(qs0, sign);
+    x[5] = _mm_xor_si128(qs1, sign);
+}
+
+static inline void dsp_filter_horizontal_edge(uint8_t *s, int stride, int count, int edge_limit,
+                                              int interior, int hev_threshold, int kind) {
+    __m128i x[8];
+    for (int i = 0; i < 8; ++i)
+        x[i] = count == 16 ? _mm_loadu_si128((const __m128i *)(s + (i - 4) * stride))
+                           : _mm_loadl_epi64((const __m128i *)(s + (i - 4) * stride));
+    dsp_filter_vectors(x, edge_limit, interior, hev_threshold, kind);
+    for (int i = 1; i < 7; ++i) {
+        if (count == 16)
+            _mm_storeu_si128((__m128i *)(s + (i - 4) * stride), x[i]);
+        else
+            _mm_storel_epi64((__m128i *)(s + (i - 4) * stride), x[i]);
+    }
+}
+
+/* Vertical edge: transpose the 8 columns around it (16 or 8 rows) into 8 registers, filter,
+ * transpose back. */
+static inline void dsp_filter_vertical_edge(uint8_t *s, int stride, int count, int edge_limit,
+                                            int interior, int hev_threshold, int kind) {
+    __m128i r[16], a[8], b[8], c[8], x[8];
+    uint8_t *base = s - 4;
+    for (int i = 0; i < 16; ++i)
+        r[i] = i < count ? _mm_loadl_epi64((const __m128i *)(base + i * stride))
+                         : _mm_setzero_si128();
+    for (int i = 0; i < 8; ++i)
+        a[i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+    for (int j = 0; j < 4; ++j) {
+        b[2 * j] = _mm_unpacklo_epi16(a[2 * j], a[2 * j + 1]);      /* columns 0-3 */
+        b[2 * j + 1] = _mm_unpackhi_epi16(a[2 * j], a[2 * j + 1]);  /* columns 4-7 */
+    }
+    for (int h = 0; h < 2; ++h) {        /* h: columns 0-3 or 4-7 */
+        c[4 * h + 0] = _mm_unpacklo_epi32(b[h], b[2 + h]);       /* rows 0-7, cols 4h, 4h+1 */
+        c[4 * h + 1] = _mm_unpackhi_epi32(b[h], b[2 + h]);       /* rows 0-7, cols 4h+2, 4h+3 */
+        c[4 * h + 2] = _mm_unpacklo_epi32(b[4 + h], b[6 + h]);   /* rows 8-15, cols 4h, 4h+1 */
+        c[4 * h + 3] = _mm_unpackhi_epi32(b[4 + h], b[6 + h]);   /* rows 8-15, cols 4h+2, 4h+3 */
+        x[4 * h + 0] = _mm_unpacklo_epi64(c[4 * h + 0], c[4 * h + 2]);
+        x[4 * h + 1] = _mm_unpackhi_epi64(c[4 * h + 0], c[4 * h + 2]);
+        x[4 * h + 2] = _mm_unpacklo_epi64(c[4 * h + 1], c[4 * h + 3]);
+        x[4 * h + 3] = _mm_unpackhi_epi64(c[4 * h + 1], c[4 * h + 3]);
+    }
+    dsp_filter_vectors(x, edge_limit, interior, hev_threshold, kind);
+    /* Back: pairs of columns interleaved, then quads, then whole rows. */
+    __m128i d[8], e[8], g[8];
+    for (int i = 0; i < 4; ++i) {
+        d[2 * i] = _mm_unpacklo_epi8(x[2 * i], x[2 * i + 1]);       /* rows 0-7 */
+        d[2 * i + 1] = _mm_unpackhi_epi8(x[2 * i], x[2 * i + 1]);   /* rows 8-15 */
+    }
+    for (int h = 0; h < 2; ++h) {        /* h: rows 0-7 or 8-15 */
+        e[4 * h + 0] = _mm_unpacklo_epi16(d[h], d[2 + h]);       /* cols 0-3, rows 8h..8h+3 */
+        e[4 * h + 1] = _mm_unpackhi_epi16(d[h], d[2 + h]);       /* cols 0-3, rows 8h+4.. */
+        e[4 * h + 2] = _mm_unpacklo_epi16(d[4 + h], d[6 + h]);   /* cols 4-7, rows 8h..8h+3 */
+        e[4 * h + 3] = _mm_unpackhi_epi16(d[4 + h], d[6 + h]);   /* cols 4-7, rows 8h+4.. */
+        g[4 * h + 0] = _mm_unpacklo_epi32(e[4 * h + 0], e[4 * h + 2]);   /* rows 8h, 8h+1 */
+        g[4 * h + 1] = _mm_unpackhi_epi32(e[4 * h + 0], e[4 * h + 2]);   /* rows 8h+2, +3 */
+        g[4 * h + 2] = _mm_unpacklo_epi32(e[4 * h + 1], e[4 * h + 3]);   /* rows 8h+4, +5 */
+        g[4 * h + 3] = _mm_unpackhi_epi32(e[4 * h + 1], e[4 * h + 3]);   /* rows 8h+6, +7 */
+    }
+    for (int i = 0; i < count; ++i) {
+        __m128i pair = g[(i >> 3) * 4 + ((i & 7) >> 1)];
+        if (i & 1) pair = _mm_srli_si128(pair, 8);
+        _mm_storel_epi64((__m128i *)(base + i * stride), pair);
+    }
+}
+
+#else
 /* A horizontal edge (between two rows) of `count` pixels; kind 0 inner, 1 macroblock edge,
  * 2 simple filter. */
 static inline void dsp_filter_horizontal_edge(uint8_t *s, int stride, int count, int edge_limit,
@@ -156,6 +309,8 @@ static inline void dsp_filter_vertical_edge(uint8_t *s, int stride, int count, i
     else
         dsp_vertical_edge_n(s, stride, 8, edge_limit, interior, hev_threshold, kind);
 }
+
+#endif
 
 /* Six-tap interpolation (section 18.3): horizontal pass into an 8-bit intermediate, then
  * vertical; a pass at phase 0 is the identity and is skipped. W is a compile-time width. */
