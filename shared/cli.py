@@ -1,6 +1,7 @@
 """The `excamera` command line.
 
     excamera decode IN.ivf -o OUT [--frames A:B] [--state-in FILE] [--state-out FILE]
+    excamera encode INPUT -o OUT.ivf|OUT.webm [-n N] [-x X] [--cq-level Q | --ssim S] ...
 
 Each subcommand is one `_add_<name>` function registering its arguments and one `_run_<name>`
 function doing the work; add a command by appending its `_add_` function to `_COMMANDS`.
@@ -21,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from shared.codec.errors import CodecError, ContainerError, MissingKeyFrameError
 from shared.codec.image import Image
@@ -268,9 +269,164 @@ def _run_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- encode
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _cq_level(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 63:
+        raise argparse.ArgumentTypeError(f"expected an integer 0-63, got {text!r}")
+    return value
+
+
+def ssim_target(text: str) -> float:
+    """An SSIM target in dB; a value below 1 is taken as plain SSIM (0.98 -> 16.99 dB)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(
+            f"expected SSIM in dB (0-100], or as a fraction below 1, got {text!r}"
+        )
+    return -10 * math.log10(1 - value) if value < 1 else value
+
+
+def _add_encode(commands: SubParsers) -> None:
+    parser = commands.add_parser(
+        "encode",
+        help="encode a video to VP8 with ExCamera[n,x] on a local process pool",
+        description=(
+            "Encode a video with ExCamera[n,x]: split it into chunks of n frames, encode every "
+            "chunk in parallel with libvpx (vpxenc), then, in groups of x chunks, turn each "
+            "chunk's key frame into an interframe and rebase it onto the end of the chunk "
+            "before, so each group costs one key frame. Every stage runs on a local process "
+            "pool. Prints a summary: size, bitrate, SSIM and PSNR of the output (decoded by "
+            "excamera) against the input, and the time per stage."
+        ),
+    )
+    parser.add_argument("input", metavar="INPUT", help="Y4M, or any video PyAV reads (mp4, ...)")
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="OUTPUT", help="the VP8 stream: .ivf or .webm"
+    )
+    parser.add_argument(
+        "-n",
+        "--frames-per-chunk",
+        type=_positive_int,
+        default=6,
+        metavar="N",
+        help="frames per chunk (default 6)",
+    )
+    parser.add_argument(
+        "-x",
+        "--chunks-per-group",
+        type=_positive_int,
+        default=16,
+        metavar="X",
+        help="chunks per group, i.e. per key frame (default 16; 1 = independent chunks)",
+    )
+    quality = parser.add_mutually_exclusive_group()
+    quality.add_argument(
+        "--cq-level",
+        type=_cq_level,
+        metavar="Q",
+        help="vpxenc's constant quality level, 0 (best) to 63 (default 20)",
+    )
+    quality.add_argument(
+        "--ssim",
+        type=ssim_target,
+        metavar="S",
+        help=(
+            "instead of a fixed level, give each chunk the highest cq level whose libvpx encode "
+            "reaches this SSIM: in dB (e.g. 16), or below 1 as plain SSIM (e.g. 0.975)"
+        ),
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="worker processes (default: the number of cores, here %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--keep-work",
+        metavar="DIR",
+        help=(
+            "keep intermediate files (chunks, libvpx streams, states) in DIR instead of a "
+            "temporary directory; a rerun with the same DIR, input and options reuses them"
+        ),
+    )
+    parser.set_defaults(run=_run_encode)
+
+
+def _run_encode(args: argparse.Namespace) -> int:
+    from shared.pipeline.errors import PipelineError
+    from shared.pipeline.runner import run_job
+    from shared.pipeline.vpx import DEFAULT_CQ_LEVEL, EncodeSettings
+
+    settings = EncodeSettings(
+        cq_level=DEFAULT_CQ_LEVEL if args.cq_level is None else args.cq_level,
+        target_ssim_db=args.ssim,
+    )
+    try:
+        summary = run_job(
+            args.input,
+            args.output,
+            n=args.frames_per_chunk,
+            x=args.chunks_per_group,
+            quality=settings,
+            workers=args.workers,
+            progress=not args.json,
+            work_dir=args.keep_work,
+            log=lambda message: print(f"{PROG} encode: note: {message}", file=sys.stderr),
+        )
+    except PipelineError as exc:
+        raise CommandError(None, str(exc)) from exc
+    if args.json:
+        print(summary.to_json())
+    else:
+        print(_describe_summary(summary))
+    return 0
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _describe_summary(summary: Any) -> str:
+    levels = summary.cq_levels
+    quality = f"cq {levels[0]}" if levels[0] == levels[1] else f"cq {levels[0]}-{levels[1]}"
+    stage_times = ", ".join(f"{name} {t.wall:.2f} s" for name, t in summary.stages.items())
+    return "\n".join(
+        [
+            f"wrote {summary.output}: {summary.frames} frames, {summary.width}x{summary.height} "
+            f"at {summary.fps:.5g} fps, ExCamera[{summary.frames_per_chunk},"
+            f"{summary.chunks_per_group}] ({_plural(summary.chunks, 'chunk')}, "
+            f"{_plural(summary.groups, 'key frame')}), {quality}",
+            f"  {summary.bytes:,} bytes, {summary.bitrate_kbps:.1f} kbit/s; "
+            f"SSIM {summary.ssim_db:.2f} dB, PSNR {summary.psnr_db:.2f} dB (vs the input)",
+            f"  {summary.seconds:.2f} s with {summary.workers} workers: {stage_times}",
+        ]
+    )
+
+
 # --------------------------------------------------------------------------- entry point
 
-_COMMANDS: tuple[Callable[[SubParsers], None], ...] = (_add_decode,)
+_COMMANDS: tuple[Callable[[SubParsers], None], ...] = (_add_decode, _add_encode)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -345,6 +345,76 @@ static inline void dsp_sixtap_w(const uint8_t *src, int src_stride, uint8_t *res
     }
 }
 
+#if defined(__SSE2__)
+/* One group of 8 (or 4) outputs of the six-tap filter from six rows/offsets of 16-bit pixels.
+ * Taps 1 and 4 are never positive, the others never negative (section 18.3), so the positive
+ * and negative parts are summed separately in unsigned 16 bits without overflow; the
+ * saturating subtraction then clamps below at 0 exactly as the filter's own clamp does. */
+static inline __m128i dsp_sixtap_group(__m128i v0, __m128i v1, __m128i v2, __m128i v3,
+                                       __m128i v4, __m128i v5, const int16_t *f) {
+    __m128i pos = _mm_add_epi16(
+        _mm_add_epi16(_mm_mullo_epi16(v0, _mm_set1_epi16(f[0])),
+                      _mm_mullo_epi16(v2, _mm_set1_epi16(f[2]))),
+        _mm_add_epi16(_mm_mullo_epi16(v3, _mm_set1_epi16(f[3])),
+                      _mm_mullo_epi16(v5, _mm_set1_epi16(f[5]))));
+    __m128i neg = _mm_add_epi16(_mm_mullo_epi16(v1, _mm_set1_epi16((short)-f[1])),
+                                _mm_mullo_epi16(v4, _mm_set1_epi16((short)-f[4])));
+    __m128i r = _mm_subs_epu16(_mm_add_epi16(pos, _mm_set1_epi16(64)), neg);
+    return _mm_srli_epi16(r, 7);     /* still 16-bit; packed (saturating at 255) by the caller */
+}
+
+static inline __m128i dsp_load8(const uint8_t *p) {
+    return _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)p), _mm_setzero_si128());
+}
+
+static inline __m128i dsp_load4(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm_unpacklo_epi8(_mm_cvtsi32_si128(v), _mm_setzero_si128());
+}
+
+static inline void dsp_store_group(uint8_t *dst, __m128i v, int n) {
+    __m128i packed = _mm_packus_epi16(v, v);
+    if (n == 8) {
+        _mm_storel_epi64((__m128i *)dst, packed);
+    } else {
+        int32_t w = _mm_cvtsi128_si32(packed);
+        memcpy(dst, &w, 4);
+    }
+}
+
+/* One filter pass over `rows` rows of `width` pixels: taps `step` apart (1 horizontal,
+ * the source stride vertical). */
+static inline void dsp_sixtap_pass(const uint8_t *src, int src_stride, uint8_t *dst,
+                                   int dst_stride, int width, int rows, int step,
+                                   const int16_t *f) {
+    int n = width < 8 ? 4 : 8;
+    for (int r = 0; r < rows; ++r) {
+        const uint8_t *s = src + r * src_stride;
+        for (int c = 0; c < width; c += n) {
+            const uint8_t *p = s + c - 2 * step;
+            __m128i v[6];
+            for (int k = 0; k < 6; ++k)
+                v[k] = n == 8 ? dsp_load8(p + k * step) : dsp_load4(p + k * step);
+            dsp_store_group(dst + r * dst_stride + c, dsp_sixtap_group(v[0], v[1], v[2], v[3],
+                                                                      v[4], v[5], f), n);
+        }
+    }
+}
+
+static inline void dsp_sixtap(const uint8_t *src, int src_stride, uint8_t *dst, int dst_stride,
+                              int width, int height, const int16_t *hf, const int16_t *vf) {
+    uint8_t tmp[21 * 16];
+    if (hf && vf) {
+        dsp_sixtap_pass(src - 2 * src_stride, src_stride, tmp, 16, width, height + 5, 1, hf);
+        dsp_sixtap_pass(tmp + 2 * 16, 16, dst, dst_stride, width, height, 16, vf);
+    } else if (hf) {
+        dsp_sixtap_pass(src, src_stride, dst, dst_stride, width, height, 1, hf);
+    } else {
+        dsp_sixtap_pass(src, src_stride, dst, dst_stride, width, height, src_stride, vf);
+    }
+}
+#else
 static inline void dsp_sixtap(const uint8_t *src, int src_stride, uint8_t *dst, int dst_stride,
                               int width, int height, const int16_t *hf, const int16_t *vf) {
     if (width == 16) dsp_sixtap_w(src, src_stride, dst, dst_stride, 16, height, hf, vf);
@@ -352,4 +422,5 @@ static inline void dsp_sixtap(const uint8_t *src, int src_stride, uint8_t *dst, 
     else dsp_sixtap_w(src, src_stride, dst, dst_stride, 4, height, hf, vf);
 }
 
+#endif
 #endif

@@ -31,7 +31,7 @@ _WEBM_TIME_BASE = Fraction(1, 1000)  # Matroska's usual 1 ms timecode scale
 
 
 def output_format(path: str | Path) -> str:
-    """".ivf" or ".webm" from the path's suffix (any case); ValueError for anything else."""
+    """The container for a path, by suffix (any case): ".ivf" or ".webm"; else ValueError."""
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise ValueError(f"the output must end in .ivf or .webm, not {suffix or 'no suffix'!r}")

@@ -40,8 +40,10 @@ class Progress:
             self._draw(force=self._done[label] == self._totals[label])
 
     def close(self) -> None:
+        """Draw the final state and leave it; later stages are drawn below it."""
         self._draw(force=True)
         self._totals.clear()
+        self._drawn_lines = 0
 
     def _draw(self, force: bool = False) -> None:
         if not self.enabled:

@@ -107,8 +107,9 @@ def _open_with_pyav(name: str) -> Source:
 
 
 def _pyav_source(name: str, container: Any) -> Source:
-    if not container.streams.video:
-        raise InputError(f"{name}: the file has no video stream")
+    # FFmpeg's "tty" demuxer renders any text file as ANSI art: that is not a video.
+    if not container.streams.video or container.format.name == "tty":
+        raise InputError(f"{name}: not a video (the file has no video stream)")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"  # decode with threads: the split is one task, not parallel
     notices = []
@@ -178,4 +179,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(strerror, str) and strerror:
         return strerror
     return str(exc) or type(exc).__name__
-

@@ -333,18 +333,26 @@ def _decode_frames(state: Any, frames: list[bytes], what: str) -> Any:
 
 
 def load_rebase() -> RebaseChunk:
-    """`shared.codec.rebase.rebase_chunk`, or RebaseUnavailableError saying it is not there."""
+    """The codec's `rebase_chunk`, or RebaseUnavailableError saying it is not there.
+
+    Looked up as `shared.codec.rebase_chunk` (the package exports it lazily from its module),
+    falling back to the module path first agreed on, `shared.codec.rebase`.
+    """
+    import shared.codec as codec
+
     try:
-        from shared.codec.rebase import rebase_chunk
-    except ModuleNotFoundError as exc:
-        if exc.name != "shared.codec.rebase":
-            raise RebaseUnavailableError(f"rebase not available yet: {exc}") from exc
-        raise RebaseUnavailableError(
-            "rebase not available yet (shared.codec.rebase is not implemented): "
-            "ExCamera[n,x] with x > 1 needs it; use -x 1"
-        ) from exc
+        return codec.rebase_chunk
+    except AttributeError:
+        pass
     except ImportError as exc:
         raise RebaseUnavailableError(f"rebase not available yet: {exc}") from exc
+    try:
+        from shared.codec.rebase import rebase_chunk
+    except ImportError as exc:
+        raise RebaseUnavailableError(
+            "rebase not available yet (shared.codec has no rebase_chunk): "
+            "ExCamera[n,x] with x > 1 needs it; use -x 1"
+        ) from exc
     return rebase_chunk
 
 
@@ -395,7 +403,9 @@ def rebase_serial(store: Store, job: str, index: int) -> None:
         # Position 0 keeps libvpx's stream; position 1 was encoded against the exact state.
         earlier = "vpx" if position == 0 else "provisional"
         for suffix in (".state", ".ivf") if plan.has_successor(index) else (".ivf",):
-            store.copy(chunk_key(job, index, earlier + suffix), chunk_key(job, index, "final" + suffix))
+            store.copy(
+                chunk_key(job, index, earlier + suffix), chunk_key(job, index, "final" + suffix)
+            )
         return
     rebase_chunk = load_rebase()
     incoming = _load_state(store, chunk_key(job, index - 1, "final.state"))
@@ -431,14 +441,23 @@ def measure_group(store: Store, job: str, group: int) -> GroupQuality:
 
     plan = load_plan(store, job)
     state = DecoderState.initial()
-    totals = {"frames": 0, "packets": 0, "payload_bytes": 0, "ssim_sum": 0.0, "sse": 0, "samples": 0}
+    totals = {
+        "frames": 0,
+        "packets": 0,
+        "payload_bytes": 0,
+        "ssim_sum": 0.0,
+        "sse": 0,
+        "samples": 0,
+    }
     for index in plan.group_chunks(group):
         frames = read_ivf_frames(store.get(chunk_key(job, index, "final.ivf")))
         _check_key_frames(frames, index, plan.position(index) == 0)
         state = _measure_chunk(state, frames, _source_images(store, job, index), index, totals)
         stored = chunk_key(job, index, "final.state")
         if store.exists(stored) and _load_state(store, stored) != state:
-            raise PipelineError(f"chunk {index}: the stored exit state differs from the decoded one")
+            raise PipelineError(
+                f"chunk {index}: the stored exit state differs from the decoded one"
+            )
     return GroupQuality(group=group, **totals)
 
 
@@ -466,7 +485,9 @@ def _measure_chunk(
             raise PipelineError(f"chunk {index}: more shown frames than its {len(pictures)}")
         picture = pictures[shown]
         totals["ssim_sum"] += metrics.ssim(image, picture)
-        totals["sse"] += sum(metrics.sse(a, b) for a, b in zip(image.planes, picture.planes, strict=True))
+        totals["sse"] += sum(
+            metrics.sse(a, b) for a, b in zip(image.planes, picture.planes, strict=True)
+        )
         totals["samples"] += sum(plane.size for plane in picture.planes)
         shown += 1
     if shown != len(pictures):

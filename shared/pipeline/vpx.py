@@ -134,7 +134,9 @@ def run_vpxenc(
     try:
         result = subprocess.run(command, capture_output=True, text=True)
     except OSError as exc:
-        raise ToolError(f"{vpxenc}: cannot run it ({exc.strerror or exc}); {_INSTALL_HINT}") from exc
+        raise ToolError(
+            f"{vpxenc}: cannot run it ({exc.strerror or exc}); {_INSTALL_HINT}"
+        ) from exc
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         detail = lines[-1] if lines else f"exit status {result.returncode}"

@@ -1,0 +1,434 @@
+"""The embedded runner: every stage of ExCamera[n,x] on a local process pool, local storage.
+
+`run_job(input, output)` splits the input, then runs the rest as a dependency graph, each task
+submitted as soon as its inputs exist (a chunk's exit state as soon as its libvpx encode is done,
+not after every encode), at most `workers` at a time, the most urgent first:
+
+    encode[i] -> state[i] (if chunk i+1 is in i's group)
+    encode[i], state[i-1] -> first[i]                  (stage 4, for positions >= 1)
+    first[i], rebase[i-1] -> rebase[i]                 (stage 5; serial within a group)
+    rebase[all of group g] -> measure[g]               (decode with our decoder, SSIM/PSNR)
+    rebase[all] -> join
+
+Urgency: deeper stages first (the serial rebase chain is the critical path), and within a stage
+lower positions in the group first, so chain heads never wait behind chain tails.
+
+Everything goes through the same stage functions the services will call (`stages.py`); the
+store is a temporary directory, or `work_dir` (kept, and reused: an interrupted job resumes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import multiprocessing
+import os
+import re
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import metrics, stages
+from .errors import InputError, OutputError, PipelineError, WorkerDiedError
+from .mux import output_format
+from .progress import Progress
+from .stages import ChunkPlan, GroupQuality
+from .store import LocalStore
+from .vpx import EncodeSettings, find_vpxenc, vpxenc_version
+
+__all__ = ["DIE_ENV", "StageTime", "Summary", "run_job"]
+
+# Test hook: "STAGE" or "STAGE:INDEX" makes the worker running that task exit abruptly, as a
+# killed or crashed worker would. Read in the parent and passed to workers explicitly, since
+# forkserver workers do not see later changes to the parent's environment.
+DIE_ENV = "EXCAMERA_TEST_WORKER_EXIT"
+_DIE_STATUS = 70
+
+_JOB_FORMAT = 1  # bump when stage outputs change meaning, so old work dirs are not reused
+
+# Stage name -> (label shown to the user, urgency: lower runs first), in pipeline order.
+_STAGES: dict[str, tuple[str, int]] = {
+    "split": ("split", 0),
+    "encode": ("libvpx encode", 3),
+    "state": ("exit states", 2),
+    "first": ("encode given state", 1),
+    "rebase": ("rebase (serial)", 0),
+    "measure": ("verify + quality", 5),
+    "join": ("join", 4),
+}
+
+TaskId = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class _Task:
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    deps: tuple[TaskId, ...]
+    priority: tuple[int, int, int]
+
+
+@dataclass
+class StageTime:
+    """`wall`: first task start to last task end; `busy`: summed task time; `tasks`: count."""
+
+    wall: float = 0.0
+    busy: float = 0.0
+    tasks: int = 0
+
+
+@dataclass
+class Summary:
+    input: str
+    output: str
+    job: str
+    width: int
+    height: int
+    fps: float
+    frames: int
+    chunks: int
+    groups: int
+    frames_per_chunk: int
+    chunks_per_group: int
+    quality: str
+    cq_levels: tuple[int, int]  # lowest and highest chunk cq level
+    bytes: int  # output file
+    payload_bytes: int  # VP8 frames only (what the bitrate counts)
+    bitrate_kbps: float
+    ssim: float  # mean per-picture SSIM, libvpx's (0.8 Y + 0.1 U + 0.1 V)
+    ssim_db: float
+    psnr_db: float  # from the squared error pooled over all planes and pictures
+    workers: int
+    seconds: float
+    stages: dict[str, StageTime] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_job(
+    input_path: str | Path,
+    output_path: str | Path,
+    n: int = 6,
+    x: int = 16,
+    quality: EncodeSettings | int | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    work_dir: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Summary:
+    """Encode `input_path` into `output_path` (.ivf or .webm) with ExCamera[n,x].
+
+    `quality`: an int is a cq level (0-63); `EncodeSettings(target_ssim_db=S)` targets an SSIM
+    instead; the default is cq level 20. `log` receives notices about the input (audio ignored,
+    pixels converted). Raises a `PipelineError` subclass, with a one-line message, on any
+    failure; the output is then left untouched.
+    """
+    began = time.time()
+    if isinstance(quality, int):
+        settings = EncodeSettings(cq_level=quality)
+    else:
+        settings = quality or EncodeSettings()
+    workers = workers or os.cpu_count() or 1
+    if n < 1 or x < 1 or workers < 1:
+        raise ValueError("n, x and workers must be at least 1")
+    settings = _preflight(input_path, output_path, x, settings)
+    job = _job_id(Path(input_path), n, x, settings)
+    # join writes here; renamed to the output only once every group has been verified.
+    partial = _partial_path(Path(output_path))
+    try:
+        with _work_store(work_dir) as store, _pool(workers) as pool:
+            scheduler = _Scheduler(pool, workers, Progress(progress), _die_at())
+            split_task = _Task(stages.split, (store, job, str(input_path), n, x), (), (0, 0, 0))
+            plan = scheduler.run({("split", 0): split_task})[("split", 0)]
+            if log is not None:
+                for notice in plan.notices:
+                    log(notice)
+            results = scheduler.run(_graph(store, plan, settings, partial))
+        summary = _summary(plan, settings, results, scheduler, input_path, output_path, workers)
+        os.replace(partial, output_path)
+    except OSError as exc:  # the work directory or the output's file system (full, gone, ...)
+        where = exc.filename or output_path
+        raise PipelineError(f"{where}: {exc.strerror or exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    summary.seconds = round(time.time() - began, 3)
+    return summary
+
+
+def _partial_path(output: Path) -> Path:
+    """A hidden name beside the output, with its suffix (which picks the container)."""
+    return output.with_name(f".{output.stem}.{os.getpid()}.partial{output.suffix}")
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def _preflight(
+    input_path: str | Path, output_path: str | Path, x: int, settings: EncodeSettings
+) -> EncodeSettings:
+    """Fail fast, before any work, on everything that can be checked up front."""
+    try:
+        if not Path(input_path).is_file():
+            os.stat(input_path)  # raises the precise error (missing, no permission, ...)
+            raise InputError(f"{input_path}: not a regular file")
+    except OSError as exc:
+        raise InputError(f"{input_path}: {exc.strerror or exc}") from exc
+    _check_output(Path(output_path))
+    if x > 1:
+        stages.load_rebase()
+    # Workers get vpxenc's absolute path: their PATH is not consulted again.
+    return replace(settings, vpxenc=find_vpxenc(settings.vpxenc))
+
+
+def _check_output(path: Path) -> None:
+    try:
+        output_format(path)
+    except ValueError as exc:
+        raise OutputError(f"{path}: {exc}") from exc
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent or ".", prefix=f".{path.name}."):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write there ({exc.strerror or exc})") from exc
+
+
+def _job_id(input_path: Path, n: int, x: int, settings: EncodeSettings) -> str:
+    """A name for the job's keys, the same exactly when the same work would be done."""
+    info = input_path.stat()
+    identity = {
+        "format": _JOB_FORMAT,
+        "input": [str(input_path.resolve()), info.st_size, info.st_mtime_ns],
+        "n": n,
+        "x": x,
+        "settings": [settings.cq_level, settings.target_ssim_db, settings.lag_in_frames],
+        "vpxenc": vpxenc_version(settings.vpxenc),
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", input_path.stem)[:40].strip("._") or "input"
+    return f"{stem}-{settings.describe().replace('>=', '')}-{n}x{x}-{digest}"
+
+
+def _die_at() -> TaskId | tuple[str, None] | None:
+    spec = os.environ.get(DIE_ENV)
+    if not spec:
+        return None
+    stage, _, index = spec.partition(":")
+    return (stage, int(index)) if index else (stage, None)
+
+
+@contextmanager
+def _work_store(work_dir: str | Path | None) -> Iterator[LocalStore]:
+    if work_dir is not None:
+        try:
+            store = LocalStore(work_dir)
+        except OSError as exc:
+            raise OutputError(
+                f"{work_dir}: cannot keep work there ({exc.strerror or exc})"
+            ) from exc
+        yield store
+        return
+    with tempfile.TemporaryDirectory(prefix="excamera-work-") as directory:
+        yield LocalStore(directory)
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    # forkserver: workers fork from a clean server process (not from a parent that may hold
+    # threads or open files), with the stage modules already imported.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        context.set_forkserver_preload(["shared.pipeline.runner"])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- the task graph
+
+
+def _graph(
+    store: LocalStore, plan: ChunkPlan, settings: EncodeSettings, output: Path
+) -> dict[TaskId, _Task]:
+    job = plan.job
+    graph: dict[TaskId, _Task] = {}
+
+    def add(stage: str, index: int, function: Callable[..., Any], args: tuple, deps: list) -> None:
+        chunk = index if stage != "measure" else index * plan.chunks_per_group
+        order = (_STAGES[stage][1], plan.position(chunk), plan.group_of(chunk))
+        graph[(stage, index)] = _Task(function, args, tuple(deps), order)
+
+    for i in range(plan.chunk_count):
+        position = plan.position(i)
+        add("encode", i, stages.encode_chunk_vpx, (store, job, i, settings), [])
+        if plan.has_successor(i):
+            add("state", i, stages.decode_exit_state, (store, job, i), [("encode", i)])
+        if position >= 1:
+            add("first", i, stages.rebase_first, (store, job, i), [("encode", i), ("state", i - 1)])
+        if position == 0:
+            deps = [("encode", i)] + ([("state", i)] if plan.has_successor(i) else [])
+        elif position == 1:
+            deps = [("first", i)]
+        else:
+            deps = [("first", i), ("rebase", i - 1)]
+        add("rebase", i, stages.rebase_serial, (store, job, i), deps)
+    for g in range(plan.group_count):
+        deps = [("rebase", i) for i in plan.group_chunks(g)]
+        add("measure", g, stages.measure_group, (store, job, g), deps)
+    all_rebased = [("rebase", i) for i in range(plan.chunk_count)]
+    add("join", 0, stages.join, (store, job, plan, str(output)), all_rebased)
+    return graph
+
+
+def _run_task(
+    task_id: TaskId, function: Callable[..., Any], args: tuple, die_at: Any
+) -> tuple[Any, float, float]:
+    """In a worker: run one stage function; returns (result, start, end) wall-clock times."""
+    if die_at is not None and die_at[0] == task_id[0] and die_at[1] in (None, task_id[1]):
+        os._exit(_DIE_STATUS)
+    start = time.time()
+    result = function(*args)
+    return result, start, time.time()
+
+
+class _Scheduler:
+    """Submits ready tasks, most urgent first, keeping at most `workers` in flight."""
+
+    def __init__(self, pool: Executor, workers: int, progress: Progress, die_at: Any) -> None:
+        self.pool = pool
+        self.workers = workers
+        self.progress = progress
+        self.die_at = die_at
+        self.times: dict[str, list[float]] = {}  # stage -> [first start, last end, busy, count]
+
+    def run(self, graph: dict[TaskId, _Task]) -> dict[TaskId, Any]:
+        waiting = {task_id: set(task.deps) for task_id, task in graph.items()}
+        dependents: dict[TaskId, list[TaskId]] = defaultdict(list)
+        for task_id, task in graph.items():
+            for dep in task.deps:
+                dependents[dep].append(task_id)
+        ready = [(task.priority, task_id) for task_id, task in graph.items() if not task.deps]
+        heapq.heapify(ready)
+        self._add_bars(graph)
+        running: dict[Future[Any], TaskId] = {}
+        results: dict[TaskId, Any] = {}
+        try:
+            while ready or running:
+                while ready and len(running) < self.workers:
+                    _, task_id = heapq.heappop(ready)
+                    task = graph[task_id]
+                    future = self.pool.submit(
+                        _run_task, task_id, task.function, task.args, self.die_at
+                    )
+                    running[future] = task_id
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task_id = running.pop(future)
+                    results[task_id] = self._collect(future, task_id, running)
+                    for dependent in dependents[task_id]:
+                        waiting[dependent].discard(task_id)
+                        if not waiting[dependent]:
+                            heapq.heappush(ready, (graph[dependent].priority, dependent))
+        finally:
+            self.progress.close()
+        return results
+
+    def _add_bars(self, graph: dict[TaskId, _Task]) -> None:
+        counts: dict[str, int] = defaultdict(int)
+        for stage, _ in graph:
+            counts[stage] += 1
+        for stage in sorted(counts, key=lambda s: list(_STAGES).index(s)):
+            self.progress.add_stage(_STAGES[stage][0], counts[stage])
+
+    def _collect(self, future: Future[Any], task_id: TaskId, running: dict) -> Any:
+        try:
+            result, start, end = future.result()
+        except BrokenProcessPool:
+            busy = sorted({_STAGES[stage][0] for stage, _ in [task_id, *running.values()]})
+            raise WorkerDiedError(
+                "a worker process died unexpectedly (killed, out of memory or crashed) during: "
+                f"{', '.join(busy)}; the job was abandoned and no output was written"
+            ) from None
+        stage = task_id[0]
+        record = self.times.setdefault(stage, [start, end, 0.0, 0])
+        record[0], record[1] = min(record[0], start), max(record[1], end)
+        record[2] += end - start
+        record[3] += 1
+        self.progress.advance(_STAGES[stage][0])
+        return result
+
+    def stage_times(self) -> dict[str, StageTime]:
+        ordered = sorted(self.times, key=lambda s: list(_STAGES).index(s))
+        return {
+            _STAGES[s][0]: StageTime(
+                wall=round(self.times[s][1] - self.times[s][0], 3),
+                busy=round(self.times[s][2], 3),
+                tasks=int(self.times[s][3]),
+            )
+            for s in ordered
+        }
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _summary(
+    plan: ChunkPlan,
+    settings: EncodeSettings,
+    results: dict[TaskId, Any],
+    scheduler: _Scheduler,
+    input_path: str | Path,
+    output_path: str | Path,
+    workers: int,
+) -> Summary:
+    groups: list[GroupQuality] = [results[("measure", g)] for g in range(plan.group_count)]
+    levels = [results[("encode", i)].cq_level for i in range(plan.chunk_count)]
+    payload = sum(g.payload_bytes for g in groups)
+    frames = sum(g.frames for g in groups)
+    if frames != plan.frame_count:
+        raise PipelineError(f"the output has {frames} frames, the input {plan.frame_count}")
+    fps = plan.fps[0] / plan.fps[1]
+    mean_ssim = sum(g.ssim_sum for g in groups) / frames
+    samples = sum(g.samples for g in groups)
+    return Summary(
+        input=str(input_path),
+        output=str(output_path),
+        job=plan.job,
+        width=plan.width,
+        height=plan.height,
+        fps=round(fps, 6),
+        frames=frames,
+        chunks=plan.chunk_count,
+        groups=plan.group_count,
+        frames_per_chunk=plan.frames_per_chunk,
+        chunks_per_group=plan.chunks_per_group,
+        quality=settings.describe(),
+        cq_levels=(min(levels), max(levels)),
+        bytes=results[("join", 0)].file_bytes,
+        payload_bytes=payload,
+        bitrate_kbps=round(payload * 8 * fps / frames / 1000, 3),
+        ssim=round(mean_ssim, 6),
+        ssim_db=round(metrics.ssim_db(mean_ssim), 3),
+        psnr_db=round(metrics.psnr_from_sse(sum(g.sse for g in groups), samples), 3),
+        workers=workers,
+        seconds=0.0,  # set by run_job once the output is in place
+        stages=scheduler.stage_times(),
+        notices=list(plan.notices),
+    )

@@ -1,0 +1,581 @@
+"""`excamera encode` and the pipeline under it (`shared.pipeline`).
+
+Inputs are kept tiny (64x48 synthetic clips, carphone at 176x144, a few dozen frames) so the
+whole file runs in seconds. Every output is checked against libvpx: it decodes without error,
+shows exactly one frame per input frame, has key frames exactly at the first frame of each group
+of n*x frames, and our decoder's pictures equal libvpx's.
+
+Tests of ExCamera[n,x] with x > 1 need the codec's `rebase_chunk`; they skip while it does not
+import, except under CI=true, where they run (and fail until it exists).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from decoder_support import IN_CI, first_difference, require_decoder, require_tools
+from libvpx_oracle import pyav_frames, read_ivf, vpxdec_frames
+
+from shared import cli
+from shared.codec.image import chroma_size
+from shared.pipeline import runner, stages
+from shared.pipeline.errors import RebaseUnavailableError
+from shared.pipeline.progress import Progress
+from shared.pipeline.store import LocalStore, check_key, open_store
+from shared.pipeline.vpx import EncodeSettings, find_vpxenc, is_key_frame, is_shown
+
+codec = require_decoder()
+require_tools()
+
+
+def _rebase_importable() -> bool:
+    try:
+        stages.load_rebase()
+    except RebaseUnavailableError:
+        return False
+    return True
+
+
+needs_rebase = pytest.mark.skipif(
+    not _rebase_importable() and not IN_CI, reason="rebase not implemented"
+)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _pictures(count: int, width: int, height: int, seed: int = 0):
+    """Raw I420 pictures: a pattern panning diagonally, a bright square moving across it."""
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 256, (2 * height + 64, 2 * width + 64)).astype(np.float32)
+    texture = (texture + np.roll(texture, 1, 0) + np.roll(texture, 1, 1)) / 3  # less noisy
+    cw, ch = chroma_size(width, height)
+    for i in range(count):
+        luma = texture[2 * i : 2 * i + height, 3 * i : 3 * i + width].copy()
+        x0 = (5 * i) % max(1, width - 12)
+        luma[height // 3 : height // 3 + 12, x0 : x0 + 12] = 235
+        u = np.full((ch, cw), 110 + i % 20, np.float32)
+        v = np.full((ch, cw), 140 - i % 15, np.float32)
+        yield b"".join(np.clip(p, 0, 255).astype(np.uint8).tobytes() for p in (luma, u, v))
+
+
+def make_y4m(
+    path: Path, count: int, width: int = 64, height: int = 48, colorspace: str = "420jpeg"
+) -> Path:
+    with open(path, "wb") as file:
+        file.write(f"YUV4MPEG2 W{width} H{height} F25:1 Ip A0:0 C{colorspace}\n".encode())
+        for picture in _pictures(count, width, height):
+            file.write(b"FRAME\n" + picture)
+    return path
+
+
+def make_mkv_with_audio(path: Path, count: int, width: int = 64, height: int = 48) -> Path:
+    """FFV1 4:4:4 video (lossless; converted by split) plus a PCM audio track."""
+    import av
+
+    with av.open(str(path), "w", format="matroska") as container:
+        video = container.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = width, height, "yuv444p"
+        audio = container.add_stream("pcm_s16le", rate=8000)
+        audio.layout = "mono"
+        for index, picture in enumerate(_pictures(count, width, height)):
+            luma = np.frombuffer(picture[: width * height], np.uint8).reshape(height, width)
+            frame = av.VideoFrame.from_ndarray(np.repeat(luma[None], 3, 0), format="yuv444p")
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        sound = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.int16), "s16", "mono")
+        sound.sample_rate, sound.pts = 8000, 0
+        container.mux(audio.encode(sound))
+        container.mux(audio.encode(None))
+    return path
+
+
+@pytest.fixture(scope="session")
+def carphone_y4m(video_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 30 frames of carphone (176x144) as Y4M."""
+    import av
+
+    path = tmp_path_factory.mktemp("carphone") / "carphone30.y4m"
+    clip = video_dir / "clips" / "carphone_pristine.mp4"
+    with av.open(str(clip)) as container, open(path, "wb") as file:
+        file.write(b"YUV4MPEG2 W176 H144 F30000:1001 Ip A0:0 C420jpeg\n")
+        for index, frame in enumerate(container.decode(video=0)):
+            if index == 30:
+                break
+            file.write(b"FRAME\n" + frame.to_ndarray(format="yuv420p").tobytes())
+    return path
+
+
+# --------------------------------------------------------------------------- running the CLI
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def encode(capsys: pytest.CaptureFixture[str], *args: str | Path) -> Result:
+    code = cli.main(["encode", *map(str, args)])
+    out, err = capsys.readouterr()
+    return Result(code, out, err)
+
+
+def encode_json(capsys: pytest.CaptureFixture[str], *args: str | Path) -> dict[str, Any]:
+    result = encode(capsys, *args, "--json")
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    assert result.code == 1, result
+    assert result.stderr.startswith("excamera encode: "), result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def no_stray_files(directory: Path, allowed: set[str]) -> None:
+    assert {p.name for p in directory.iterdir()} <= allowed, list(directory.iterdir())
+
+
+# --------------------------------------------------------------------------- checking outputs
+
+
+def stream_frames(path: Path) -> list[bytes]:
+    """The output's VP8 frames in decode order: from IVF, or demuxed from WebM by PyAV."""
+    if path.suffix == ".ivf":
+        return read_ivf(path).frames
+    import av
+
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.name == "vp8"
+        return [bytes(p) for p in container.demux(video=0) if p.size]
+
+
+def check_output(path: Path, frames: int, group_frames: int) -> list[bytes]:
+    """What every output must satisfy; `group_frames` = n * x, frames per key frame."""
+    packets = stream_frames(path)
+    shown_before = 0
+    key_frames_at = []
+    for packet in packets:
+        if is_key_frame(packet):
+            assert is_shown(packet)
+            key_frames_at.append(shown_before)
+        shown_before += is_shown(packet)
+    assert shown_before == frames
+    assert key_frames_at == list(range(0, frames, group_frames))
+
+    expected = vpxdec_frames(path) if path.suffix == ".ivf" else pyav_frames(packets)
+    assert len(expected) == frames
+    ours = [image for image in _decode_all(packets) if image is not None]
+    assert first_difference(expected, ours) is None, first_difference(expected, ours)
+    return packets
+
+
+def _decode_all(packets: list[bytes]) -> list[Any]:
+    state = codec.DecoderState.initial()
+    images = []
+    for packet in packets:
+        state, image = codec.decode(state, packet)
+        images.append(image)
+    return images
+
+
+def check_summary(summary: dict[str, Any], frames: int, n: int, x: int) -> None:
+    assert summary["frames"] == frames
+    assert summary["chunks"] == -(-frames // n)
+    assert summary["groups"] == -(-summary["chunks"] // x)
+    assert (summary["frames_per_chunk"], summary["chunks_per_group"]) == (n, x)
+    assert summary["payload_bytes"] > 0 and summary["bytes"] > summary["payload_bytes"]
+    assert summary["bitrate_kbps"] > 0
+    assert 0 < summary["ssim"] <= 1 and summary["ssim_db"] > 5 and summary["psnr_db"] > 20
+    assert "libvpx encode" in summary["stages"] and "join" in summary["stages"]
+
+
+# --------------------------------------------------------------------------- ExCamera[n,1]
+
+
+@pytest.mark.parametrize(("frames", "n"), [(13, 4), (12, 4), (5, 6), (1, 6)])
+def test_independent_chunks_ivf(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, frames: int, n: int
+) -> None:
+    """[n,1]: any length, a multiple of n or not, down to one chunk and to one frame."""
+    source = make_y4m(tmp_path / "in.y4m", frames)
+    output = tmp_path / "out.ivf"
+    summary = encode_json(capsys, source, "-o", output, "-n", n, "-x", 1, "--workers", 2)
+    check_summary(summary, frames, n, 1)
+    check_output(output, frames, n)
+    assert summary["bytes"] == output.stat().st_size
+    no_stray_files(tmp_path, {"in.y4m", "out.ivf"})
+
+
+def test_webm_output(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import av
+
+    source = make_y4m(tmp_path / "in.y4m", 10)
+    output = tmp_path / "out.webm"
+    summary = encode_json(capsys, source, "-o", output, "-n", 3, "-x", 1)
+    check_summary(summary, 10, 3, 1)
+    check_output(output, 10, 3)
+    with av.open(str(output)) as container:
+        assert container.format.name.startswith("matroska")  # WebM is read as matroska,webm
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (64, 48)
+        times = [p.pts for p in container.demux(stream) if p.size]
+        assert container.duration == pytest.approx(10 / 25 * 1_000_000, rel=0.01)
+    assert times == sorted(set(times))  # strictly increasing: one block per frame
+
+
+def test_carphone_mp4(capsys: pytest.CaptureFixture[str], video_dir: Path, tmp_path: Path) -> None:
+    """Real video through PyAV: all 120 frames of carphone, ExCamera[6,1]."""
+    source = video_dir / "clips" / "carphone_pristine.mp4"
+    output = tmp_path / "carphone.ivf"
+    summary = encode_json(capsys, source, "-o", output, "-n", 6, "-x", 1)
+    check_summary(summary, 120, 6, 1)
+    assert summary["fps"] == pytest.approx(30000 / 1001)
+    assert (summary["width"], summary["height"]) == (176, 144)
+    check_output(output, 120, 6)
+
+
+def test_conversion_and_audio_notices(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    source = make_mkv_with_audio(tmp_path / "in.mkv", 7)
+    output = tmp_path / "out.ivf"
+    result = encode(capsys, source, "-o", output, "-n", 3, "-x", 1)
+    assert result.code == 0, result.stderr
+    assert "audio ignored" in result.stderr and "yuv444p" in result.stderr
+    assert "wrote" in result.stdout and "7 frames" in result.stdout
+    check_output(output, 7, 3)
+
+
+def test_ssim_target_picks_levels_per_chunk(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    source = make_y4m(tmp_path / "in.y4m", 8)
+    target = 15.0
+    summary = encode_json(capsys, source, "-o", tmp_path / "o.ivf", "-n", 4, "-x", 1, "--ssim", 15)
+    # With x = 1 the output is libvpx's chunks, each at or above the target.
+    assert summary["ssim_db"] >= target
+    assert summary["quality"] == "ssim>=15dB"
+    low, high = summary["cq_levels"]
+    assert 0 <= low <= high <= 63
+    stricter = encode_json(
+        capsys, source, "-o", tmp_path / "p.ivf", "-n", 4, "-x", 1, "--ssim", 0.999
+    )
+    assert stricter["cq_levels"][1] <= low and stricter["ssim_db"] >= 30
+
+
+def test_keep_work_resumes_without_redoing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    source = make_y4m(tmp_path / "in.y4m", 9)
+    work = tmp_path / "work"
+    first = encode_json(
+        capsys, source, "-o", tmp_path / "a.ivf", "-n", 3, "-x", 1, "--keep-work", work
+    )
+    encoded = sorted(work.glob("jobs/*/chunks/*/vpx.ivf"))
+    assert len(encoded) == 3
+    stamps = [p.stat().st_mtime_ns for p in encoded]
+    second = encode_json(
+        capsys, source, "-o", tmp_path / "b.ivf", "-n", 3, "-x", 1, "--keep-work", work
+    )
+    assert [p.stat().st_mtime_ns for p in encoded] == stamps
+    assert first["job"] == second["job"]
+    assert (tmp_path / "a.ivf").read_bytes() == (tmp_path / "b.ivf").read_bytes()
+
+
+def test_human_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    source = make_y4m(tmp_path / "in.y4m", 6)
+    result = encode(capsys, source, "-o", tmp_path / "o.ivf", "-n", 3, "-x", 1, "--cq-level", 30)
+    assert result.code == 0, result.stderr
+    assert result.stderr == ""  # no progress bars when stderr is not a terminal
+    assert "6 frames, 64x48 at 25 fps, ExCamera[3,1]" in result.stdout
+    assert "cq 30" in result.stdout and "kbit/s" in result.stdout and "SSIM" in result.stdout
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
+    good = make_y4m(tmp / "good.y4m", 4)
+    truncated = tmp / "truncated.y4m"
+    truncated.write_bytes(good.read_bytes()[:-100])
+    text = tmp / "notes.txt"
+    text.write_text("not a video\n" * 50)
+    random = tmp / "random.bin"
+    random.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+    empty = make_y4m(tmp / "empty.y4m", 0)
+    return {
+        "text file": (text, "not a video"),
+        "random bytes": (random, "not a video"),
+        "truncated Y4M": (truncated, "frame 3 is truncated"),
+        "4:4:4 Y4M": (make_y4m(tmp / "c444.y4m", 2, colorspace="444"), "4:2:0"),
+        "zero frames": (empty, "no video frames"),
+        "missing": (tmp / "missing.y4m", "No such file"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["text file", "random bytes", "truncated Y4M", "4:4:4 Y4M", "zero frames", "missing"]
+)
+def test_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str) -> None:
+    source, message = _bad_inputs(tmp_path)[case]
+    files_before = {p.name for p in tmp_path.iterdir()}
+    result = encode(capsys, source, "-o", tmp_path / "out.ivf", "-x", 1)
+    assert_one_line_error(result, source.name, message)
+    no_stray_files(tmp_path, files_before)
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("missing-dir/out.ivf", "cannot write there"),
+        ("out.mp4", "must end in .ivf or .webm"),
+        (".", "must end in .ivf or .webm"),
+        ("adir.ivf", "is a directory"),
+    ],
+)
+def test_bad_output(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, output: str, message: str
+) -> None:
+    source = make_y4m(tmp_path / "in.y4m", 3)
+    (tmp_path / "adir.ivf").mkdir()
+    result = encode(capsys, source, "-o", tmp_path / output, "-x", 1)
+    assert_one_line_error(result, message)
+    no_stray_files(tmp_path, {"in.y4m", "adir.ivf"})
+
+
+def test_unusable_work_dir(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    source = make_y4m(tmp_path / "in.y4m", 3)
+    (tmp_path / "afile").write_text("")
+    result = encode(
+        capsys, source, "-o", tmp_path / "o.ivf", "-x", 1, "--keep-work", tmp_path / "afile/w"
+    )
+    assert_one_line_error(result, "cannot keep work there")
+    no_stray_files(tmp_path, {"in.y4m", "afile"})
+
+
+def test_vpxenc_missing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = make_y4m(tmp_path / "in.y4m", 3)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools-here"))
+    result = encode(capsys, source, "-o", tmp_path / "out.ivf", "-x", 1)
+    assert_one_line_error(result, "vpxenc not found", "vpx-tools")
+    no_stray_files(tmp_path, {"in.y4m"})
+
+
+@pytest.mark.parametrize("stage", ["split", "encode:1", "rebase", "measure", "join"])
+def test_worker_that_dies(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stage: str,
+) -> None:
+    """A worker process exiting abruptly mid-stage fails the command cleanly, leaving no output
+    (not even after join has written the stream, which is renamed into place last)."""
+    source = make_y4m(tmp_path / "in.y4m", 7)
+    monkeypatch.setenv(runner.DIE_ENV, stage)
+    result = encode(capsys, source, "-o", tmp_path / "out.webm", "-n", 3, "-x", 1)
+    assert_one_line_error(result, "worker process died", "no output was written")
+    no_stray_files(tmp_path, {"in.y4m"})
+
+
+def test_subprocess_exit_status_and_no_traceback(tmp_path: Path) -> None:
+    """The installed-command path: a real process, its exit status and stderr."""
+    import subprocess
+    import sys
+
+    source = make_y4m(tmp_path / "in.y4m", 3, colorspace="444")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    completed = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "encode", str(source), "-o", str(tmp_path / "o.ivf")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for args in (
+        ["-n", "0"],
+        ["-x", "-1"],
+        ["--cq-level", "64"],
+        ["--ssim", "0"],
+        ["--workers", "0"],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["encode", "in.y4m", "-o", str(tmp_path / "o.ivf"), *args])
+        assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        cli.main(["encode", "in.y4m", "-o", "o.ivf", "--cq-level", "3", "--ssim", "15"])
+    capsys.readouterr()
+
+
+def test_ssim_target_parsing() -> None:
+    assert cli.ssim_target("16") == 16.0
+    assert cli.ssim_target("0.99") == pytest.approx(20.0)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def test_local_store_round_trip(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "root")
+    key = "jobs/j1/chunks/00003/source.y4m"
+    assert not store.exists(key)
+    with pytest.raises(KeyError):
+        store.get(key)
+    store.put(key, b"one")
+    store.put(key, b"two")  # replaced atomically
+    assert store.get(key) == b"two" and store.exists(key)
+    assert store.path_for(key) == (tmp_path / "root" / key).resolve()
+    store.copy(key, "jobs/j1/copy")
+    assert store.get("jobs/j1/copy") == b"two"
+    with store.local_file(key) as path:
+        assert path.read_bytes() == b"two"
+    leftovers = [p for p in (tmp_path / "root").rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == []
+    assert isinstance(open_store(f"file://{tmp_path}/other"), LocalStore)
+    with pytest.raises(NotImplementedError):
+        open_store("s3://bucket/prefix")
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a//b", "a/../b", "a/./b", "sp ace", "a\\b", "é"])
+def test_store_refuses_bad_keys(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ValueError):
+        check_key(key)
+    with pytest.raises(ValueError):
+        LocalStore(tmp_path).put(key, b"")
+
+
+# --------------------------------------------------------------------------- stage plumbing
+
+
+def test_stages_skip_work_whose_output_exists(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "work")
+    source = make_y4m(tmp_path / "in.y4m", 7)
+    plan = stages.split(store, "job", source, 3, chunks_per_group=2)
+    assert plan.chunk_frames == (3, 3, 1) and plan.group_count == 2
+    assert [plan.has_successor(i) for i in range(3)] == [True, False, False]
+    assert stages.split(store, "job", tmp_path / "ignored.y4m", 3) == plan  # plan exists
+    settings = EncodeSettings(vpxenc=find_vpxenc())
+    first = stages.encode_chunk_vpx(store, "job", 0, settings)
+    ivf = store.path_for(stages.chunk_key("job", 0, "vpx.ivf"))
+    stamp = ivf.stat().st_mtime_ns
+    assert stages.encode_chunk_vpx(store, "job", 0, settings) == first
+    assert ivf.stat().st_mtime_ns == stamp
+    stages.decode_exit_state(store, "job", 0)
+    state = codec.DecoderState.from_bytes(store.get(stages.chunk_key("job", 0, "vpx.state")))
+    assert state == _decode_state(read_ivf(ivf).frames)
+
+
+def _decode_state(frames: list[bytes]) -> Any:
+    state = codec.DecoderState.initial()
+    for frame in frames:
+        state, _ = codec.decode(state, frame)
+    return state
+
+
+def test_rebase_stages_pass_the_right_states(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dependency graph and stages 4 and 5 with a stand-in for `rebase_chunk` (identity on
+    the frames), run on threads so the stand-in is seen: which state, frames and original state
+    each call gets, and which outputs exist afterwards."""
+    store = LocalStore(tmp_path / "work")
+    source = make_y4m(tmp_path / "in.y4m", 10)
+    plan = stages.split(store, "job", source, 2, chunks_per_group=3)  # groups [0 1 2] [3 4]
+    calls: list[tuple[int, Any, Any]] = []
+
+    def fake_rebase(incoming: Any, frames: list[bytes], sources: list, original_state: Any = None):
+        assert len(sources) == sum(map(is_shown, frames))
+        calls.append((len(calls), incoming, original_state))
+        return frames, _decode_state_from(incoming, frames)
+
+    monkeypatch.setattr(stages, "load_rebase", lambda: fake_rebase)
+    graph = runner._graph(store, plan, EncodeSettings(vpxenc=find_vpxenc()), tmp_path / "o.ivf")
+    graph = {
+        task_id: task for task_id, task in graph.items() if task_id[0] not in ("measure", "join")
+    }
+    with ThreadPoolExecutor(2) as pool:
+        runner._Scheduler(pool, 2, Progress(False), None).run(graph)
+
+    def state(index: int, name: str) -> Any:
+        return codec.DecoderState.from_bytes(store.get(stages.chunk_key("job", index, name)))
+
+    def exists(index: int, name: str) -> bool:
+        return store.exists(stages.chunk_key("job", index, name))
+
+    # Stage 4 for chunks 1, 2, 4 (against libvpx states); stage 5 only for chunk 2.
+    firsts = [(incoming, original) for _, incoming, original in calls if original is None]
+    serials = [(incoming, original) for _, incoming, original in calls if original is not None]
+    assert len(firsts) == 3 and len(serials) == 1
+    libvpx_states = [state(i, "vpx.state") for i in (0, 1, 3)]
+    assert sorted(s.digest() for s, _ in firsts) == sorted(s.digest() for s in libvpx_states)
+    assert serials[0][0] == state(1, "final.state") and serials[0][1] == state(1, "vpx.state")
+    assert [exists(i, "final.ivf") for i in range(5)] == [True] * 5
+    assert [exists(i, "final.state") for i in range(5)] == [True, True, False, True, False]
+    assert [exists(i, "vpx.state") for i in range(5)] == [True, True, False, True, False]
+    assert store.get(stages.chunk_key("job", 0, "final.ivf")) == store.get(
+        stages.chunk_key("job", 0, "vpx.ivf")
+    )
+    assert store.get(stages.chunk_key("job", 1, "final.ivf")) == store.get(
+        stages.chunk_key("job", 1, "provisional.ivf")
+    )
+
+
+def _decode_state_from(state: Any, frames: list[bytes]) -> Any:
+    for frame in frames:
+        state, _ = codec.decode(state, frame)
+    return state
+
+
+# --------------------------------------------------------------------------- ExCamera[n,x], x > 1
+
+
+@pytest.mark.skipif(_rebase_importable(), reason="the codec has rebase_chunk")
+def test_groups_need_rebase_until_it_exists(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    source = make_y4m(tmp_path / "in.y4m", 6)
+    result = encode(capsys, source, "-o", tmp_path / "out.ivf", "-n", 2, "-x", 3)
+    assert_one_line_error(result, "rebase not available yet", "-x 1")
+    no_stray_files(tmp_path, {"in.y4m"})
+
+
+@needs_rebase
+@pytest.mark.parametrize(("frames", "n", "x"), [(25, 3, 4), (12, 3, 2), (9, 3, 16)])
+def test_groups_synthetic(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, frames: int, n: int, x: int
+) -> None:
+    """One key frame per group of n*x frames (a short last group too); libvpx agrees."""
+    source = make_y4m(tmp_path / "in.y4m", frames)
+    output = tmp_path / "out.ivf"
+    summary = encode_json(capsys, source, "-o", output, "-n", n, "-x", x)
+    check_summary(summary, frames, n, x)
+    check_output(output, frames, n * x)
+
+
+@needs_rebase
+def test_groups_carphone_webm_and_fewer_bits(
+    capsys: pytest.CaptureFixture[str], carphone_y4m: Path, tmp_path: Path
+) -> None:
+    """ExCamera[6,5] on 30 frames of carphone: one key frame, and smaller than [6,1]."""
+    grouped = encode_json(capsys, carphone_y4m, "-o", tmp_path / "g.webm", "-n", 6, "-x", 5)
+    check_summary(grouped, 30, 6, 5)
+    check_output(tmp_path / "g.webm", 30, 30)
+    independent = encode_json(capsys, carphone_y4m, "-o", tmp_path / "i.ivf", "-n", 6, "-x", 1)
+    assert grouped["payload_bytes"] < independent["payload_bytes"]
