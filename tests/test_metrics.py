@@ -1,4 +1,4 @@
-"""`shared.pipeline.metrics`: libvpx's SSIM and PSNR, vectorized.
+"""`shared.codec.metrics`: libvpx's SSIM and PSNR, vectorized.
 
 The SSIM is checked against a direct transcription of libvpx's `vpx_ssim2` (one 8x8 window at
 a time, in Python integers), so the vectorized version is known to compute the same windows
@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
+from shared.codec import metrics
 from shared.codec.image import Image, chroma_size
-from shared.pipeline import metrics
 
 
 def _libvpx_ssim2(a: np.ndarray, b: np.ndarray) -> float:

@@ -546,16 +546,6 @@ def _decode_state_from(state: Any, frames: list[bytes]) -> Any:
 # --------------------------------------------------------------------------- ExCamera[n,x], x > 1
 
 
-@pytest.mark.skipif(_rebase_importable(), reason="the codec has rebase_chunk")
-def test_groups_need_rebase_until_it_exists(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    source = make_y4m(tmp_path / "in.y4m", 6)
-    result = encode(capsys, source, "-o", tmp_path / "out.ivf", "-n", 2, "-x", 3)
-    assert_one_line_error(result, "rebase not available yet", "-x 1")
-    no_stray_files(tmp_path, {"in.y4m"})
-
-
 @needs_rebase
 @pytest.mark.parametrize(("frames", "n", "x"), [(25, 3, 4), (12, 3, 2), (9, 3, 16)])
 def test_groups_synthetic(

@@ -68,7 +68,7 @@ from .transform cimport dc_only_add, idct_add, inverse_walsh
 from .decoder import decode, decode_record
 from .errors import CodecError
 from .image import Image
-from .ssim import ssim
+from .metrics import ssim
 
 cnp.import_array()
 

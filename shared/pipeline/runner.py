@@ -36,7 +36,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import metrics, stages
+from shared.codec import metrics
+
+from . import stages
 from .errors import InputError, OutputError, PipelineError, WorkerDiedError
 from .mux import output_format
 from .progress import Progress

@@ -33,11 +33,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.codec import metrics
 from shared.codec.errors import CodecError
 from shared.codec.image import Image
 from shared.codec.y4m import Y4mReader, Y4mWriter
 
-from . import metrics
 from .errors import InputError, OutputError, PipelineError, RebaseUnavailableError
 from .mux import ivf_bytes, read_ivf_frames, write_output
 from .sources import open_source
@@ -333,26 +333,12 @@ def _decode_frames(state: Any, frames: list[bytes], what: str) -> Any:
 
 
 def load_rebase() -> RebaseChunk:
-    """The codec's `rebase_chunk`, or RebaseUnavailableError saying it is not there.
-
-    Looked up as `shared.codec.rebase_chunk` (the package exports it lazily from its module),
-    falling back to the module path first agreed on, `shared.codec.rebase`.
-    """
-    import shared.codec as codec
-
+    """The codec's `rebase_chunk` (one place to look it up, so tests can substitute it), or
+    RebaseUnavailableError when the compiled codec cannot be loaded."""
     try:
-        return codec.rebase_chunk
-    except AttributeError:
-        pass
+        from shared.codec import rebase_chunk
     except ImportError as exc:
-        raise RebaseUnavailableError(f"rebase not available yet: {exc}") from exc
-    try:
-        from shared.codec.rebase import rebase_chunk
-    except ImportError as exc:
-        raise RebaseUnavailableError(
-            "rebase not available yet (shared.codec has no rebase_chunk): "
-            "ExCamera[n,x] with x > 1 needs it; use -x 1"
-        ) from exc
+        raise RebaseUnavailableError(f"the compiled codec is not available: {exc}") from exc
     return rebase_chunk
 
 

@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from shared.codec.image import Image
+from .image import Image
 
 __all__ = [
     "MAX_PSNR",

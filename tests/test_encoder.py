@@ -1,0 +1,303 @@
+"""The encoder: every frame it writes is decoded by libvpx exactly as by our decoder, quality
+follows the quantizer, and encoding is a pure function of its inputs.
+
+- libvpx agreement: key frames and interframes at quantizers 0, 20, 60, 127 on Sintel, the
+  carphone clip and synthetic pictures, including odd sizes (175x143, 33x17) and 1x1; a longer
+  sequence with per-frame quantizers and a refresh-all frame, checked with vpxdec; interframes
+  coded against the states of libvpx streams (hidden alt-ref, segmentation, error resilience,
+  token partitions, bitstream versions 1-3), appended to those streams.
+- rate and quality: on real content PSNR does not rise and size falls as the quantizer rises.
+- purity: the same inputs give the same bytes, whatever was encoded in between, and the input
+  state, image and a state restored from its serialization all behave as values.
+- errors: mismatched sizes, missing key frames, bad quantizers and corrupt states raise clear
+  CodecError subclasses (or ValueError/TypeError for bad arguments).
+- the frame writer reproduces our own frames exactly from their parsed records.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from encoder_support import codec, decode_chain, images, libvpx_difference, mean_psnr, psnr
+from libvpx_oracle import peek_header, read_ivf
+from vp8_streams import STREAMS, Clip, Sintel, Source, Synthetic
+
+from shared.codec.frame_writer import serialize
+
+CodecError = codec.CodecError
+DecoderState = codec.DecoderState
+Image = codec.Image
+decode, decode_record = codec.decode, codec.decode_record
+encode, encode_keyframe, rebase = codec.encode, codec.encode_keyframe, codec.rebase
+
+SOURCES: dict[str, Source] = {
+    "sintel-176x144": Sintel(176, 144, 3),
+    "sintel-175x143": Sintel(175, 143, 3),
+    "carphone-176x144": Clip("carphone_pristine", 176, 144, 3),
+    "synthetic-33x17": Synthetic(33, 17, 3, seed=11),
+    "synthetic-1x1": Synthetic(1, 1, 3, seed=12),
+}
+REAL = ["sintel-176x144", "carphone-176x144"]
+
+
+def encode_sequence(pictures: list[Any], qs: list[int], refresh_all_at: int = -1) -> list[bytes]:
+    """A key frame, then interframes each against the state the previous frames left."""
+    frames = [encode_keyframe(pictures[0], qs[0])]
+    state = decode(DecoderState.initial(), frames[0])[0]
+    for index, (picture, q) in enumerate(zip(pictures[1:], qs[1:], strict=True), 1):
+        frames.append(encode(state, picture, q, refresh_all=index == refresh_all_at))
+        state = decode(state, frames[-1])[0]
+    return frames
+
+
+# --- libvpx decodes what we write exactly as we do -----------------------------------------------
+
+
+@pytest.mark.parametrize("q", [0, 20, 60, 127])
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_libvpx_decodes_our_frames_exactly(
+    request: pytest.FixtureRequest, name: str, q: int
+) -> None:
+    pictures = images(SOURCES[name], request)
+    frames = encode_sequence(pictures, [q] * len(pictures))
+    _, shown = decode_chain(frames)
+    assert len(shown) == len(pictures)
+    assert [peek_header(f).key_frame for f in frames] == [True, False, False]
+    assert all(peek_header(f).q_index == q for f in frames)
+    problem = libvpx_difference(frames, shown)
+    assert problem is None, f"{name} q={q}: {problem}"
+    if name in REAL and q in (20, 60):  # real content: the interframes really predict
+        for frame, state in zip(frames[1:], decode_chain(frames)[0], strict=False):
+            ref_frame = decode_record(state, frame)[2].macroblocks()["ref_frame"]
+            assert (ref_frame > 0).mean() > 0.5, f"{name} q={q}: mostly intra interframe"
+
+
+def test_libvpx_decodes_longer_sequence(request: pytest.FixtureRequest) -> None:
+    """Changing quantizers frame to frame and a refresh-all frame mid-stream; vpxdec."""
+    pictures = images(Clip("carphone_pristine", 176, 144, 8), request)
+    frames = encode_sequence(pictures, [30, 5, 90, 40, 127, 0, 60, 25], refresh_all_at=4)
+    headers = [peek_header(f) for f in frames]
+    assert headers[4].refresh_golden and headers[4].refresh_altref and headers[4].refresh_last
+    _, shown = decode_chain(frames)
+    assert libvpx_difference(frames, shown, vpxdec=True) is None
+    assert mean_psnr(shown, pictures) > 30
+
+
+# Interframes coded against states libvpx streams leave, then appended to those streams.
+STATE_STREAMS = [
+    "altref-2pass",  # hidden alt-ref frame, three distinct references
+    "cbr-rt-segmentation",  # segmentation map and features in force
+    "error-resilient",  # probabilities not persisted
+    "partitions-8",
+    "profile1",  # bilinear prediction, simple loop filter
+    "profile2",
+    "profile3",  # full-pixel chroma vectors
+]
+
+
+@pytest.mark.parametrize("name", STATE_STREAMS)
+def test_interframe_against_libvpx_stream_state(
+    request: pytest.FixtureRequest, vp8_stream: Callable[[str], Path], name: str
+) -> None:
+    frames = read_ivf(vp8_stream(name)).frames
+    pictures = images(STREAMS[name].source, request)
+    states, shown = decode_chain(frames)
+    middle = len(frames) // 2
+    shown_before = sum(peek_header(f).show_frame for f in frames[: middle + 1])
+    # The next source picture, then the one before again (a jump backwards in content).
+    ours = []
+    state = states[middle]
+    for picture in (pictures[shown_before], pictures[shown_before - 1]):
+        ours.append(encode(state, picture, 40))
+        state = decode(state, ours[-1])[0]
+    stream = [*frames[: middle + 1], *ours]
+    _, stream_shown = decode_chain(stream)
+    problem = libvpx_difference(stream, stream_shown, vpxdec=True)
+    assert problem is None, f"{name}: {problem}"
+    assert psnr(stream_shown[-2], pictures[shown_before]) > 30
+
+
+# --- rate and quality ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_quality_follows_quantizer(
+    request: pytest.FixtureRequest, record_property: Callable[[str, object], None], name: str
+) -> None:
+    pictures = images(SOURCES[name], request)
+    rows = []
+    for q in (10, 40, 80, 120):
+        frames = encode_sequence(pictures, [q] * len(pictures))
+        _, shown = decode_chain(frames)
+        rows.append((q, sum(map(len, frames)), [psnr(a, b) for a, b in zip(shown, pictures)]))
+    record_property(
+        f"{name} q: bytes, PSNR dB per frame",
+        "; ".join(f"{q}: {n} B, " + "/".join(f"{p:.2f}" for p in ps) for q, n, ps in rows),
+    )
+    for (q0, size0, psnr0), (q1, size1, psnr1) in zip(rows, rows[1:]):
+        assert size1 < size0, f"q {q1} gives {size1} bytes, q {q0} only {size0}"
+        for index, (better, worse) in enumerate(zip(psnr0, psnr1, strict=True)):
+            assert worse <= better, f"frame {index}: q {q1} {worse:.2f} dB > q {q0} {better:.2f}"
+
+
+# --- purity ----------------------------------------------------------------------------------
+
+
+def test_encoding_is_a_pure_function(request: pytest.FixtureRequest) -> None:
+    pictures = images(SOURCES["sintel-176x144"], request)
+    snapshot = [plane.copy() for picture in pictures for plane in picture.planes]
+    key = encode_keyframe(pictures[0], 30)
+    state = decode(DecoderState.initial(), key)[0]
+    digest, serialized = state.digest(), state.to_bytes()
+
+    inter = encode(state, pictures[1], 30)
+    rebased = rebase(state, pictures[2], inter, state)
+    # Unrelated work in between (another size, another state) must not leak into the next call.
+    other = images(SOURCES["synthetic-33x17"], request)
+    encode(decode(DecoderState.initial(), encode_keyframe(other[0], 5))[0], other[1], 5)
+
+    assert encode_keyframe(pictures[0], 30) == key
+    assert encode(state, pictures[1], 30) == inter
+    assert rebase(state, pictures[2], inter, state) == rebased
+    restored = DecoderState.from_bytes(serialized)
+    assert encode(restored, pictures[1], 30) == inter
+    assert rebase(restored, pictures[2], inter, restored) == rebased
+    assert state.digest() == digest and state.to_bytes() == serialized
+    current = [plane for picture in pictures for plane in picture.planes]
+    assert all(np.array_equal(a, b) for a, b in zip(snapshot, current, strict=True))
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_state() -> tuple[Any, list[Any]]:
+    pictures = [Image(*p) for p in Synthetic(48, 32, 2, seed=13).render(None)]
+    return decode(DecoderState.initial(), encode_keyframe(pictures[0], 20))[0], pictures
+
+
+def test_image_size_must_match_state(small_state: tuple[Any, list[Any]]) -> None:
+    state, _ = small_state
+    with pytest.raises(CodecError, match=r"47x32.*48x32"):
+        encode(state, Image.blank(47, 32), 20)
+
+
+def test_interframe_needs_a_key_frame(small_state: tuple[Any, list[Any]]) -> None:
+    _, pictures = small_state
+    with pytest.raises(CodecError, match="key frame"):
+        encode(DecoderState.initial(), pictures[1], 20)
+
+
+def test_rebase_refuses_frames_of_another_size(small_state: tuple[Any, list[Any]]) -> None:
+    state, pictures = small_state
+    other = [Image(*p) for p in Synthetic(80, 64, 2, seed=14).render(None)]
+    other_state = decode(DecoderState.initial(), encode_keyframe(other[0], 20))[0]
+    frame = encode(other_state, other[1], 20)
+    with pytest.raises(CodecError, match="another size"):
+        rebase(state, pictures[1], frame, other_state)
+    with pytest.raises(CodecError, match="80x64"):  # the image of the other stream
+        rebase(state, other[1], frame, other_state)
+
+
+def test_rebase_refuses_key_and_damaged_frames(small_state: tuple[Any, list[Any]]) -> None:
+    state, pictures = small_state
+    with pytest.raises(CodecError, match="key frame"):
+        rebase(state, pictures[1], encode_keyframe(pictures[1], 20), state)
+    frame = encode(state, pictures[1], 20)
+    with pytest.raises(codec.CorruptFrameError, match="truncated"):
+        rebase(state, pictures[1], frame[:5], state)
+    with pytest.raises(codec.MissingKeyFrameError):
+        rebase(state, pictures[1], frame, DecoderState.initial())
+
+
+def _with_body(serialized: bytes, edit: Callable[[bytes], bytes]) -> bytes:
+    """A serialized state with its body edited and the checksum made right again."""
+    magic, version, flags, _ = struct.unpack_from("<4sHHI", serialized)
+    body = zlib.compress(edit(zlib.decompress(serialized[12:])))
+    crc = zlib.crc32(body, zlib.crc32(struct.pack("<HH", version, flags)))
+    return struct.pack("<4sHHI", magic, version, flags, crc) + body
+
+
+def test_corrupt_state_is_refused(small_state: tuple[Any, list[Any]]) -> None:
+    state, _ = small_state
+    data = state.to_bytes()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    corrupt = {
+        "flipped bit": (bytes(flipped), "checksum"),
+        "truncated": (data[:-7], "checksum|truncated"),
+        "empty": (b"", "truncated"),
+        "not a state": (b"DKIF" + data[4:], "magic"),
+        "short body, right checksum": (_with_body(data, lambda b: b[:-100]), "length"),
+    }
+    for what, (blob, message) in corrupt.items():
+        with pytest.raises(codec.StateFormatError, match=message):
+            DecoderState.from_bytes(blob)
+            pytest.fail(f"{what}: accepted")
+    with pytest.raises(TypeError):
+        encode(data, Image.blank(48, 32), 20)  # serialized bytes are not a state
+
+
+@pytest.mark.parametrize(
+    ("quality", "error"),
+    [(128, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), ("9", TypeError)],
+)
+def test_bad_quantizer(small_state: tuple[Any, list[Any]], quality: Any, error: type) -> None:
+    state, pictures = small_state
+    frame = encode(state, pictures[1], 20)
+    calls = {
+        "encode_keyframe": lambda: encode_keyframe(pictures[0], quality),
+        "encode": lambda: encode(state, pictures[1], quality),
+        "rebase": lambda: rebase(state, pictures[1], frame, state, quality),
+    }
+    for name, call in calls.items():
+        with pytest.raises(error, match="quantizer"):
+            call()
+            pytest.fail(f"{name} accepted quantizer {quality!r}")
+
+
+def test_numpy_integer_quantizer(small_state: tuple[Any, list[Any]]) -> None:
+    _, pictures = small_state
+    assert encode_keyframe(pictures[0], np.int64(20)) == encode_keyframe(pictures[0], 20)
+
+
+def test_image_must_be_an_image(small_state: tuple[Any, list[Any]]) -> None:
+    state, pictures = small_state
+    with pytest.raises(TypeError, match="Image"):
+        encode_keyframe(np.zeros((32, 48), np.uint8), 20)
+    with pytest.raises(TypeError, match="Image"):
+        encode(state, pictures[1].y, 20)
+
+
+def test_key_frame_size_limit() -> None:
+    """VP8 codes 14-bit dimensions: 16383 is the widest frame, 16384 cannot be written."""
+    frame = encode_keyframe(Image.blank(16383, 1), 127)
+    assert (peek_header(frame).width, peek_header(frame).height) == (16383, 1)
+    with pytest.raises(codec.FrameSizeError, match="16384"):
+        encode_keyframe(Image.blank(16384, 1), 127)
+
+
+# --- the writer reproduces our frames --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["sintel-175x143", "synthetic-33x17"])
+def test_records_of_our_frames_serialize_identically(
+    request: pytest.FixtureRequest, name: str
+) -> None:
+    pictures = images(SOURCES[name], request)
+    for q in (0, 60, 127):
+        frames = encode_sequence(pictures, [q] * len(pictures), refresh_all_at=2)
+        state = DecoderState.initial()
+        for index, frame in enumerate(frames):
+            new_state, _, record = decode_record(state, frame)
+            assert serialize(record) == frame, f"q={q} frame {index}"
+            if index:  # and so do rebased frames
+                rebased = rebase(state, pictures[index], frame, state, 127 - q)
+                assert serialize(decode_record(state, rebased)[2]) == rebased
+            state = new_state
