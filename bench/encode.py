@@ -32,7 +32,6 @@ are timed against the `encode` calls alone for the same interframes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import math
@@ -43,7 +42,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -59,6 +58,11 @@ from decode import (  # noqa: E402
     read_ivf,
     require_tool,
 )
+
+from shared.codec.image import Image  # noqa: E402  (pure Python; found through decode.py's path)
+
+if TYPE_CHECKING:
+    from shared.codec import DecoderState
 
 GOAL_BD_RATE = 10.0  # percent, excamera vs vpxenc, at equal PSNR and at equal SSIM
 GOAL_FPS_RATIO = 0.25  # excamera fps / vpxenc fps
@@ -123,7 +127,7 @@ def source_y4m(clip: Clip, shared: Path) -> Path:
     return out
 
 
-def read_pictures(path: Path, frames: int) -> tuple[list[Any], tuple[int, int]]:
+def read_pictures(path: Path, frames: int) -> tuple[list[Image], tuple[int, int]]:
     """The first `frames` pictures of a Y4M file, and its frame rate."""
     from shared.codec.y4m import Y4mReader
 
@@ -211,29 +215,21 @@ class ClipResult:
 # Encoders.
 
 
-def load_ours() -> dict[str, Any]:
+def load_ours() -> None:
+    """Fail early, and clearly, when the compiled codec is missing."""
     try:
-        from shared.codec import DecoderState, decode, decode_record, encode, encode_keyframe
-        from shared.codec import rebase as rebase_frame
+        from shared.codec import decode, decode_record, encode, encode_keyframe, rebase  # noqa: F401
     except (ImportError, AttributeError) as exc:
         raise BenchError(
             "excamera's codec is not available (importing encode, rebase and decode from "
             f"shared.codec failed: {exc}).\nBuild it with `bash scripts/setup.sh` and run this "
             "script with `.venv/bin/python bench/encode.py`."
         ) from exc
-    return {
-        "DecoderState": DecoderState,
-        "decode": decode,
-        "decode_record": decode_record,
-        "encode": encode,
-        "encode_keyframe": encode_keyframe,
-        "rebase": rebase_frame,
-    }
 
 
-def measure(pictures: list[Any], decoded: list[Any]) -> tuple[float, float]:
+def measure(pictures: list[Image], decoded: list[Image]) -> tuple[float, float]:
     """(mean per-frame PSNR, mean per-frame SSIM) of decoded pictures against the sources."""
-    from shared.codec.ssim import psnr, ssim
+    from shared.codec.metrics import psnr, ssim
 
     if len(decoded) != len(pictures):
         raise BenchError(f"{len(decoded)} pictures decoded for {len(pictures)} frames")
@@ -243,11 +239,14 @@ def measure(pictures: list[Any], decoded: list[Any]) -> tuple[float, float]:
     )
 
 
-def q_range(codec: dict[str, Any], frames: list[bytes]) -> tuple[int, int]:
-    state = codec["DecoderState"].initial()
+def q_range(frames: list[bytes]) -> tuple[int, int]:
+    """Lowest and highest frame quantizer index of a stream."""
+    from shared.codec import DecoderState, decode_record
+
+    state = DecoderState.initial()
     used = []
     for frame in frames:
-        state, _, record = codec["decode_record"](state, frame)
+        state, _, record = decode_record(state, frame)
         used.append(record.q_index)
     return min(used), max(used)
 
@@ -261,17 +260,16 @@ def make_point(
     seconds: float,
     wall: float,
     frame_rate: float,
-    codec: dict[str, Any],
 ) -> Point:
     from shared.codec import peek_frame_info
-    from shared.codec.ssim import ssim_db
+    from shared.codec.metrics import ssim_db
 
     size = sum(map(len, frames))
     return Point(
         encoder,
         q,
         level,
-        q_range(codec, frames),
+        q_range(frames),
         len(frames),
         size,
         size * 8 * frame_rate / len(frames) / 1000,
@@ -286,28 +284,24 @@ def make_point(
 
 
 def encode_ours(
-    codec: dict[str, Any],
-    pictures: list[Any],
+    pictures: list[Image],
     q: int,
     frame_rate: float,
     tmp: Path,
 ) -> tuple[Point, Rebase | None]:
+    from shared.codec import DecoderState, decode, encode, encode_keyframe
     from shared.codec.ivf import IvfWriter
 
-    decode, encode = codec["decode"], codec["encode"]
     frames: list[bytes] = []
-    decoded: list[Any] = []
-    states = []  # states[i]: what frame i was encoded against
+    decoded: list[Image] = []
+    states: list[DecoderState] = []  # states[i]: what frame i was encoded against
     inter_seconds = 0.0
     seconds = 0.0
-    state = codec["DecoderState"].initial()
+    state = DecoderState.initial()
     for index, picture in enumerate(pictures):
         states.append(state)
         started = time.perf_counter()
-        if index == 0:
-            frame = codec["encode_keyframe"](picture, q)
-        else:
-            frame = encode(state, picture, q)
+        frame = encode_keyframe(picture, q) if index == 0 else encode(state, picture, q)
         coded = time.perf_counter()
         state, image = decode(state, frame)
         seconds += time.perf_counter() - started
@@ -316,7 +310,7 @@ def encode_ours(
         frames.append(frame)
         decoded.append(image)
     quality = measure(pictures, decoded)
-    point = make_point("excamera", q, None, frames, quality, seconds, seconds, frame_rate, codec)
+    point = make_point("excamera", q, None, frames, quality, seconds, seconds, frame_rate)
 
     # Does libvpx decode our stream to the pictures we measured?
     ivf = tmp / f"excamera-q{q}.ivf"
@@ -324,30 +318,28 @@ def encode_ours(
     with IvfWriter(ivf, width, height) as writer:
         for frame in frames:
             writer.write(frame)
-    ours = b"".join(image.to_i420() for image in decoded)
-    point.libvpx_match = hashlib.sha1(vpxdec_i420(ivf)).digest() == hashlib.sha1(ours).digest()
+    point.libvpx_match = vpxdec_i420(ivf) == b"".join(image.to_i420() for image in decoded)
 
     if len(pictures) < 2:
         return point, None
-    return point, rebase_ours(codec, pictures, q, frames, states, decoded, inter_seconds)
+    return point, rebase_ours(pictures, q, frames, states, decoded, inter_seconds)
 
 
 def rebase_ours(
-    codec: dict[str, Any],
-    pictures: list[Any],
+    pictures: list[Image],
     q: int,
     frames: list[bytes],
-    states: list[Any],
-    decoded: list[Any],
+    states: list[DecoderState],
+    decoded: list[Image],
     encode_seconds: float,
 ) -> Rebase:
     """Rebase frames[1:] onto the state after frame 0 coded at another quantizer."""
-    from shared.codec.ssim import psnr
+    from shared.codec import DecoderState, decode, encode_keyframe, rebase
+    from shared.codec.metrics import psnr
 
-    decode, rebase = codec["decode"], codec["rebase"]
     key_q = q + REBASE_KEY_OFFSET if q + REBASE_KEY_OFFSET <= 127 else q - REBASE_KEY_OFFSET
-    key = codec["encode_keyframe"](pictures[0], key_q)
-    state, _ = decode(codec["DecoderState"].initial(), key)
+    key = encode_keyframe(pictures[0], key_q)
+    state, _ = decode(DecoderState.initial(), key)
     seconds = 0.0
     rebased: list[bytes] = []
     rebased_psnr = []
@@ -377,9 +369,8 @@ VPXENC_TIME = re.compile(r"(\d+) us \(([\d.]+) fps\)")
 
 
 def encode_vpxenc(
-    codec: dict[str, Any],
     y4m: Path,
-    pictures: list[Any],
+    pictures: list[Image],
     q: int,
     frame_rate: float,
     tmp: Path,
@@ -403,9 +394,7 @@ def encode_vpxenc(
     width, height = pictures[0].size
     decoded = list(read_raw_i420(io.BytesIO(vpxdec_i420(out)), width, height))
     quality = measure(pictures, decoded)
-    return make_point(
-        "vpxenc", Q_TRANS[level], level, frames, quality, seconds, wall, frame_rate, codec
-    )
+    return make_point("vpxenc", Q_TRANS[level], level, frames, quality, seconds, wall, frame_rate)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,9 +422,7 @@ def bd_rate(
 # The run.
 
 
-def bench_clip(
-    clip: Clip, args: argparse.Namespace, codec: dict[str, Any], log: Any
-) -> ClipResult:
+def bench_clip(clip: Clip, args: argparse.Namespace) -> ClipResult:
     y4m = source_y4m(clip, args.shared)
     pictures, (num, den) = read_pictures(y4m, args.frames or DEFAULT_FRAMES[clip.name])
     if not pictures:
@@ -445,14 +432,12 @@ def bench_clip(
     result = ClipResult(clip.label, width, height, len(pictures), frame_rate)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         for q in args.quantizers:
-            print(f"{clip.name}: q {q} ...", file=log, flush=True)
-            point, rebased = encode_ours(codec, pictures, q, frame_rate, Path(tmp))
+            print(f"{clip.name}: q {q} ...", file=sys.stderr, flush=True)
+            point, rebased = encode_ours(pictures, q, frame_rate, Path(tmp))
             result.points.append(point)
             if rebased is not None:
                 result.rebases.append(rebased)
-            result.points.append(
-                encode_vpxenc(codec, y4m, pictures, q, frame_rate, Path(tmp))
-            )
+            result.points.append(encode_vpxenc(y4m, pictures, q, frame_rate, Path(tmp)))
 
     ours = [p for p in result.points if p.encoder == "excamera"]
     vpx = [p for p in result.points if p.encoder == "vpxenc"]
@@ -567,8 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--clips",
-        default="sintel,bbb",
-        help=f"comma-separated, from {', '.join(CLIPS)} (default: all)",
+        default=None,
+        help=f"comma-separated, from {', '.join(CLIPS)} (default: all; sintel with --quick)",
     )
     parser.add_argument(
         "--quick",
@@ -583,10 +568,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the reference folder (default: ../shared beside the repository)",
     )
     args = parser.parse_args(argv)
-    if args.quick:
-        args.frames = args.frames or QUICK_FRAMES
-        if "--clips" not in " ".join(argv if argv is not None else sys.argv):
-            args.clips = "sintel"
+    if args.quick and args.frames is None:
+        args.frames = QUICK_FRAMES
+    if args.clips is None:
+        args.clips = "sintel" if args.quick else ",".join(CLIPS)
     if args.frames is not None and args.frames < 1:
         parser.error("--frames must be at least 1")
     names = [name.strip() for name in args.clips.split(",") if name.strip()]
@@ -594,15 +579,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown clip(s) {unknown}; choose from {list(CLIPS)}")
 
-    log = sys.stderr
     try:
-        codec = load_ours()  # fail before any work if the codec is missing
+        load_ours()  # fail before any work if the codec is missing
         require_tool("vpxenc")
         require_tool("vpxdec")
         started = time.perf_counter()
         results = []
         for name in names:
-            result = bench_clip(CLIPS[name], args, codec, log)
+            result = bench_clip(CLIPS[name], args)
             results.append(result)
             if not args.json:
                 print_tables(result)

@@ -2,6 +2,8 @@
 
     excamera decode IN.ivf -o OUT [--frames A:B] [--state-in FILE] [--state-out FILE]
     excamera encode INPUT -o OUT.ivf|OUT.webm [-n N] [-x X] [--cq-level Q | --ssim S] ...
+    excamera encode-frames IN.y4m -o OUT.ivf [--quantizer Q | --ssim S] [--state-in F] ...
+    excamera rebase IN.ivf --source IN.y4m --state-in F [--original-state G] -o OUT.ivf ...
 
 Each subcommand is one `_add_<name>` function registering its arguments and one `_run_<name>`
 function doing the work; add a command by appending its `_add_` function to `_COMMANDS`.
@@ -26,8 +28,8 @@ from typing import Any, BinaryIO
 
 from shared.codec.errors import CodecError, ContainerError, MissingKeyFrameError
 from shared.codec.image import Image
-from shared.codec.ivf import IvfHeader, IvfReader, OutputSink
-from shared.codec.y4m import Y4mWriter
+from shared.codec.ivf import IvfHeader, IvfReader, IvfWriter, OutputSink
+from shared.codec.y4m import Y4mReader, Y4mWriter
 
 PROG = "excamera"
 
@@ -426,7 +428,144 @@ def _describe_summary(summary: Any) -> str:
 
 # --------------------------------------------------------------------------- entry point
 
-_COMMANDS: tuple[Callable[[SubParsers], None], ...] = (_add_decode, _add_encode)
+# --------------------------------------------------------------------------- encode-frames, rebase
+
+
+def _quantizer(text: str) -> int:
+    value = int(text) if text.strip().lstrip("-").isdigit() else -1
+    if not 0 <= value <= 127:
+        raise argparse.ArgumentTypeError(f"quantizer index must be 0..127, got {text!r}")
+    return value
+
+
+def _read_state(codec: ModuleType, path: str) -> Any:
+    try:
+        with open(path, "rb") as file:
+            return codec.DecoderState.from_bytes(file.read())
+    except (CodecError, OSError) as exc:
+        raise CommandError(path, _describe(exc)) from exc
+
+
+def _read_y4m(path: str) -> tuple[list[Image], tuple[int, int]]:
+    try:
+        with Y4mReader(path) as reader:
+            images = list(reader)
+            return images, reader.header.fps
+    except (CodecError, OSError) as exc:
+        raise CommandError(path, _describe(exc)) from exc
+
+
+def _write_ivf(path: str, frames: list[bytes], width: int, height: int,
+               fps: tuple[int, int]) -> None:
+    try:
+        with IvfWriter(path, width, height, timebase=(fps[1], fps[0])) as writer:
+            for frame in frames:
+                writer.write(frame)
+    except OSError as exc:
+        raise CommandError(path, _describe(exc)) from exc
+
+
+def _add_encode_frames(commands: SubParsers) -> None:
+    parser = commands.add_parser(
+        "encode-frames",
+        help="encode a Y4M clip with excamera's own VP8 encoder",
+        description=(
+            "Encode every picture of IN.y4m with the state-passing encoder: the first as a key "
+            "frame, unless --state-in gives a state to continue from, the rest as interframes."
+        ),
+    )
+    parser.add_argument("input", metavar="IN.y4m")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.ivf")
+    quality = parser.add_mutually_exclusive_group()
+    quality.add_argument("--quantizer", type=_quantizer, metavar="Q",
+                         help="quantizer index 0 (best) .. 127 (smallest); default 40")
+    quality.add_argument("--ssim", type=ssim_target, metavar="S",
+                         help="per-frame SSIM target in (0, 1), met with the largest quantizer")
+    parser.add_argument("--state-in", metavar="FILE", help="continue from this decoder state")
+    parser.add_argument("--state-out", metavar="FILE", help="store the state after the last frame")
+    parser.add_argument("-v", "--verbose", action="store_true", help="report each frame")
+    parser.set_defaults(run=_run_encode_frames)
+
+
+def _run_encode_frames(args: argparse.Namespace) -> int:
+    codec = _load_codec()
+    quality: int | float = args.ssim if args.ssim is not None else (
+        40 if args.quantizer is None else args.quantizer)
+    state = _read_state(codec, args.state_in) if args.state_in else None
+    images, fps = _read_y4m(args.input)
+    if not images:
+        raise CommandError(args.input, "the clip has no frames")
+    frames: list[bytes] = []
+    began = time.perf_counter()
+    for index, image in enumerate(images):
+        try:
+            if state is None:
+                frame = codec.encode_keyframe(image, quality)
+                state = codec.DecoderState.initial()
+            else:
+                frame = codec.encode(state, image, quality)
+            state, _ = codec.decode(state, frame)
+        except CodecError as exc:
+            raise CommandError(args.input, f"frame {index}: {exc}") from exc
+        frames.append(frame)
+        if args.verbose:
+            print(f"{PROG} encode-frames: frame {index}: {len(frame)} bytes", file=sys.stderr)
+    if args.state_out is not None:
+        _write_state(args.state_out, state.to_bytes())
+    _write_ivf(args.output, frames, images[0].width, images[0].height, fps)
+    if args.verbose:
+        seconds = time.perf_counter() - began
+        print(f"{PROG} encode-frames: {len(frames)} frames, "
+              f"{sum(len(f) for f in frames)} bytes in {seconds:.2f} s", file=sys.stderr)
+    return 0
+
+
+def _add_rebase(commands: SubParsers) -> None:
+    parser = commands.add_parser(
+        "rebase",
+        help="re-encode an IVF stream so it continues from another decoder state",
+        description=(
+            "Rebase every frame of IN.ivf onto --state-in: a stream starting with a key frame "
+            "(a libvpx chunk) gets that frame re-encoded as an interframe against the state and "
+            "the rest rebased onto it, so the output continues the stream the state came from. "
+            "Frames made against another state name it with --original-state."
+        ),
+    )
+    parser.add_argument("input", metavar="IN.ivf")
+    parser.add_argument("--source", required=True, metavar="IN.y4m",
+                        help="the source pictures, one per shown frame")
+    parser.add_argument("--state-in", required=True, metavar="FILE",
+                        help="the state the output continues from")
+    parser.add_argument("--original-state", metavar="FILE",
+                        help="the state IN.ivf was encoded against (default: it starts with a "
+                             "key frame)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.ivf")
+    parser.add_argument("--state-out", metavar="FILE", help="store the state after the last frame")
+    parser.set_defaults(run=_run_rebase)
+
+
+def _run_rebase(args: argparse.Namespace) -> int:
+    codec = _load_codec()
+    state = _read_state(codec, args.state_in)
+    original = _read_state(codec, args.original_state) if args.original_state else None
+    images, fps = _read_y4m(args.source)
+    try:
+        with IvfReader(args.input) as reader:
+            frames = [frame.data for frame in reader]
+    except (CodecError, OSError) as exc:
+        raise CommandError(args.input, _describe(exc)) from exc
+    try:
+        rebased, exit_state = codec.rebase_chunk(state, frames, images, original)
+    except CodecError as exc:
+        raise CommandError(args.input, str(exc)) from exc
+    if args.state_out is not None:
+        _write_state(args.state_out, exit_state.to_bytes())
+    _write_ivf(args.output, rebased, exit_state.width, exit_state.height, fps)
+    return 0
+
+
+_COMMANDS: tuple[Callable[[SubParsers], None], ...] = (
+    _add_decode, _add_encode, _add_encode_frames, _add_rebase)
 
 
 def build_parser() -> argparse.ArgumentParser:
