@@ -8,7 +8,6 @@ when it is absent).
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,11 +15,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from decoder_support import first_difference, require_decoder
+from decoder_support import first_difference, require_decoder, unavailable
 from libvpx_oracle import join_ivf, pyav_frames, vpxdec_frames
 from vp8_streams import Noise, Source, Synthetic
 
+from shared.codec.metrics import psnr, ssim  # noqa: F401 - re-exported for the tests
+
 codec = require_decoder()
+try:
+    import shared.codec.encoder  # noqa: F401 - the compiled encoder itself
+except ImportError as exc:
+    unavailable(f"the compiled encoder is not available ({exc}); build the extensions in place")
 Image = codec.Image
 
 
@@ -28,16 +33,6 @@ def images(source: Source, request: pytest.FixtureRequest) -> list[Any]:
     """The source's pictures as `Image`s (real video only through the `video_dir` fixture)."""
     video = None if isinstance(source, Synthetic | Noise) else request.getfixturevalue("video_dir")
     return [Image(*planes) for planes in source.render(video)]
-
-
-def psnr(a: Any, b: Any) -> float:
-    """PSNR over all three planes (sample-weighted), as libvpx's `--psnr` "overall" sums it."""
-    sse = sum(
-        int(((x.astype(np.int64) - y.astype(np.int64)) ** 2).sum())
-        for x, y in zip(a.planes, b.planes, strict=True)
-    )
-    samples = sum(plane.size for plane in a.planes)
-    return math.inf if sse == 0 else 10 * math.log10(255**2 * samples / sse)
 
 
 def mean_psnr(decoded: Sequence[Any], sources: Sequence[Any]) -> float:

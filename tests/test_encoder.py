@@ -6,16 +6,19 @@ follows the quantizer, and encoding is a pure function of its inputs.
   sequence with per-frame quantizers and a refresh-all frame, checked with vpxdec; interframes
   coded against the states of libvpx streams (hidden alt-ref, segmentation, error resilience,
   token partitions, bitstream versions 1-3), appended to those streams.
-- rate and quality: on real content PSNR does not rise and size falls as the quantizer rises.
+- rate and quality: on real content PSNR does not rise and size falls as the quantizer rises;
+  an SSIM target (a float quality) is met with the largest quantizer that meets it.
 - purity: the same inputs give the same bytes, whatever was encoded in between, and the input
   state, image and a state restored from its serialization all behave as values.
-- errors: mismatched sizes, missing key frames, bad quantizers and corrupt states raise clear
-  CodecError subclasses (or ValueError/TypeError for bad arguments).
+- errors: mismatched sizes, missing key frames, frames of another stream and corrupt states
+  raise clear CodecError subclasses; bad quantizers, SSIM targets and non-images raise
+  ValueError/TypeError; a key frame wider than VP8's 14 bits is refused.
 - the frame writer reproduces our own frames exactly from their parsed records.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from collections.abc import Callable
@@ -24,11 +27,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from encoder_support import codec, decode_chain, images, libvpx_difference, mean_psnr, psnr
+from encoder_support import codec, decode_chain, images, libvpx_difference, mean_psnr, psnr, ssim
 from libvpx_oracle import peek_header, read_ivf
-from vp8_streams import STREAMS, Clip, Sintel, Source, Synthetic
-
 from shared.codec.frame_writer import serialize
+from vp8_streams import STREAMS, Clip, Sintel, Source, Synthetic
 
 CodecError = codec.CodecError
 DecoderState = codec.DecoderState
@@ -135,12 +137,14 @@ def test_quality_follows_quantizer(
     for q in (10, 40, 80, 120):
         frames = encode_sequence(pictures, [q] * len(pictures))
         _, shown = decode_chain(frames)
-        rows.append((q, sum(map(len, frames)), [psnr(a, b) for a, b in zip(shown, pictures)]))
+        rows.append(
+            (q, sum(map(len, frames)), [psnr(a, b) for a, b in zip(shown, pictures, strict=True)])
+        )
     record_property(
         f"{name} q: bytes, PSNR dB per frame",
         "; ".join(f"{q}: {n} B, " + "/".join(f"{p:.2f}" for p in ps) for q, n, ps in rows),
     )
-    for (q0, size0, psnr0), (q1, size1, psnr1) in zip(rows, rows[1:]):
+    for (q0, size0, psnr0), (q1, size1, psnr1) in zip(rows, rows[1:], strict=False):
         assert size1 < size0, f"q {q1} gives {size1} bytes, q {q0} only {size0}"
         for index, (better, worse) in enumerate(zip(psnr0, psnr1, strict=True)):
             assert worse <= better, f"frame {index}: q {q1} {worse:.2f} dB > q {q0} {better:.2f}"
@@ -246,7 +250,7 @@ def test_corrupt_state_is_refused(small_state: tuple[Any, list[Any]]) -> None:
 
 @pytest.mark.parametrize(
     ("quality", "error"),
-    [(128, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError), ("9", TypeError)],
+    [(128, ValueError), (-1, ValueError), (True, TypeError), ("9", TypeError), (None, TypeError)],
 )
 def test_bad_quantizer(small_state: tuple[Any, list[Any]], quality: Any, error: type) -> None:
     state, pictures = small_state
@@ -256,10 +260,41 @@ def test_bad_quantizer(small_state: tuple[Any, list[Any]], quality: Any, error: 
         "encode": lambda: encode(state, pictures[1], quality),
         "rebase": lambda: rebase(state, pictures[1], frame, state, quality),
     }
+    if quality is None:  # rebase's default: keep the frame's own quantizer
+        del calls["rebase"]
     for name, call in calls.items():
         with pytest.raises(error, match="quantizer"):
             call()
             pytest.fail(f"{name} accepted quantizer {quality!r}")
+
+
+@pytest.mark.parametrize("quality", [1.5, 0.0, 1.0, -0.5, math.nan])
+def test_bad_float_quality(small_state: tuple[Any, list[Any]], quality: float) -> None:
+    """A float is an SSIM target for encode and encode_keyframe (in (0, 1)); rebase takes
+    quantizer indices only."""
+    state, pictures = small_state
+    with pytest.raises(ValueError, match="SSIM target"):
+        encode_keyframe(pictures[0], quality)
+    with pytest.raises(ValueError, match="SSIM target"):
+        encode(state, pictures[1], quality)
+    frame = encode(state, pictures[1], 20)
+    with pytest.raises(TypeError, match="quantizer"):
+        rebase(state, pictures[1], frame, state, quality)
+
+
+def test_ssim_target(request: pytest.FixtureRequest) -> None:
+    """The largest quantizer whose decoded picture reaches the SSIM target."""
+    pictures = images(SOURCES["sintel-176x144"], request)
+    start = DecoderState.initial()
+    for target in (0.9, 0.97):
+        key = encode_keyframe(pictures[0], target)
+        state, image, record = decode_record(start, key)
+        assert ssim(image, pictures[0]) >= target
+        if record.q_index < 127:
+            coarser = decode(start, encode_keyframe(pictures[0], record.q_index + 1))[1]
+            assert ssim(coarser, pictures[0]) < target
+        inter = encode(state, pictures[1], target)
+        assert ssim(decode(state, inter)[1], pictures[1]) >= target
 
 
 def test_numpy_integer_quantizer(small_state: tuple[Any, list[Any]]) -> None:
