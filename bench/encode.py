@@ -206,9 +206,9 @@ class ClipResult:
     ours_fps: float = 0.0
     vpxenc_fps: float = 0.0
     fps_ratio: float = 0.0
-    encode_fps: float = 0.0  # interframe `encode` calls alone
-    rebase_fps: float = 0.0
-    rebase_speedup: float = 0.0
+    encode_fps: float | None = None  # interframe `encode` calls alone (None: one frame only)
+    rebase_fps: float | None = None
+    rebase_speedup: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,9 +456,10 @@ def bench_clip(clip: Clip, args: argparse.Namespace) -> ClipResult:
     result.fps_ratio = result.ours_fps / result.vpxenc_fps
     if result.rebases:
         frames = sum(r.frames for r in result.rebases)
-        result.encode_fps = frames / sum(r.encode_seconds for r in result.rebases)
-        result.rebase_fps = frames / sum(r.rebase_seconds for r in result.rebases)
-        result.rebase_speedup = result.rebase_fps / result.encode_fps
+        encode_fps = frames / sum(r.encode_seconds for r in result.rebases)
+        rebase_fps = frames / sum(r.rebase_seconds for r in result.rebases)
+        result.encode_fps, result.rebase_fps = encode_fps, rebase_fps
+        result.rebase_speedup = rebase_fps / encode_fps
     return result
 
 
@@ -512,7 +513,7 @@ def print_tables(result: ClipResult) -> None:
         f"ratio {result.fps_ratio:.3f}x (goal >= {GOAL_FPS_RATIO}x: "
         f"{verdict(result.fps_ratio, GOAL_FPS_RATIO)})"
     )
-    if result.rebases:
+    if result.rebase_speedup is not None:
         print(
             f"  rebase: {result.rebase_fps:.2f} fps vs encode {result.encode_fps:.2f} fps, "
             f"{result.rebase_speedup:.1f}x (goal >= {GOAL_REBASE_SPEEDUP:g}x: "
@@ -613,10 +614,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{b.metric} {b.percent:+.1f} %" if b.percent is not None else f"{b.metric} n/a"
             for b in r.bd_rates
         )
-        print(
-            f"  {r.clip}: BD-rate vs vpxenc {bd}; speed {r.fps_ratio:.3f}x vpxenc; "
-            f"rebase {r.rebase_speedup:.1f}x encode"
-        )
+        rebased = f"; rebase {r.rebase_speedup:.1f}x encode" if r.rebase_speedup else ""
+        print(f"  {r.clip}: BD-rate vs vpxenc {bd}; speed {r.fps_ratio:.3f}x vpxenc{rebased}")
     return 0
 
 

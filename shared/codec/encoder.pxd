@@ -17,3 +17,4 @@ ctypedef struct Encoder:
     int prob_last
     int prob_golden
     int key_frame
+    int prune

@@ -66,7 +66,8 @@ from .tokens cimport build_dequant_table
 from .transform cimport dc_only_add, idct_add, inverse_walsh
 
 from .decoder import decode, decode_record
-from .errors import CodecError
+from .errors import CodecError, FrameSizeError
+from .frame_header import MAX_FRAME_AREA
 from .image import Image
 from .metrics import ssim
 
@@ -204,29 +205,31 @@ cdef inline uint32_t mv_cost(Encoder* enc, MotionVector mv, MotionVector base) n
 
 # --- transforms and quantization ----------------------------------------------------------
 
-cdef double DCT_BASIS[4][4]
+# The orthonormal 4-point DCT basis in fixed point (x 2^12); facts of the transform.
+cdef int64_t DCT_BASIS[4][4]
 for _k in range(4):
     for _n in range(4):
-        DCT_BASIS[_k][_n] = (0.5 if _k == 0 else sqrt(0.5)) * cos((2 * _n + 1) * _k * 3.141592653589793 / 8)
+        DCT_BASIS[_k][_n] = lround(4096 * (0.5 if _k == 0 else sqrt(0.5))
+                                   * cos((2 * _n + 1) * _k * 3.141592653589793 / 8))
 
 
 cdef void forward_dct(const int16_t* residual, int16_t* out) noexcept nogil:
-    """4x4 DCT scaled to VP8's coefficient domain (twice the orthonormal transform), rounded."""
-    cdef double tmp[4][4]
-    cdef double s
-    cdef int k, n, r, c
+    """4x4 DCT scaled to VP8's coefficient domain (twice the orthonormal transform), rounded;
+    integer arithmetic with 2^24 fixed point."""
+    cdef int64_t tmp[4][4]
+    cdef int64_t acc
+    cdef int k, r, c
     for r in range(4):
         for k in range(4):
-            s = 0
-            for n in range(4):
-                s += DCT_BASIS[k][n] * residual[r * 4 + n]
-            tmp[r][k] = s
+            tmp[r][k] = (DCT_BASIS[k][0] * residual[r * 4] + DCT_BASIS[k][1] * residual[r * 4 + 1]
+                         + DCT_BASIS[k][2] * residual[r * 4 + 2]
+                         + DCT_BASIS[k][3] * residual[r * 4 + 3])
     for k in range(4):
         for c in range(4):
-            s = 0
-            for n in range(4):
-                s += DCT_BASIS[k][n] * tmp[n][c]
-            out[k * 4 + c] = <int16_t>lround(2.0 * s)
+            acc = (DCT_BASIS[k][0] * tmp[0][c] + DCT_BASIS[k][1] * tmp[1][c]
+                   + DCT_BASIS[k][2] * tmp[2][c] + DCT_BASIS[k][3] * tmp[3][c])
+            # x2 for VP8's scale, then round to nearest: (2 acc + 2^23) >> 24.
+            out[k * 4 + c] = <int16_t>((2 * acc + (1 << 23)) >> 24)
 
 
 cdef void forward_walsh(const int16_t* dc, int16_t* out) noexcept nogil:
@@ -286,7 +289,7 @@ cdef int prune_block(Encoder* enc, int block_type, int context, int first,
     cdef int n, i, c, new_eob
     cdef int64_t added, saved
     cdef uint32_t rate = block_rate(enc, block_type, context, first, levels, eob), new_rate
-    while eob > first:
+    while eob > first and enc.prune:
         i = VP8_ZIGZAG[eob - 1]
         if levels[i] != 1 and levels[i] != -1:
             break
@@ -555,6 +558,32 @@ cdef uint32_t bmode_cost(Encoder* enc, const MacroblockInfo* mb, int b, int mode
     return tree_cost(VP8_BMODE_TREE, 18, VP8_KF_BMODE_PROBS[above_mode][left_mode], mode)
 
 
+# Subblock modes fully coded per 4x4 (the rest are ruled out by their prediction error alone).
+DEF SUBBLOCK_SHORTLIST = 3
+
+
+cdef void shortlist_subblock_modes(Encoder* enc, const MacroblockInfo* mb, int b,
+                                   const uint8_t* src, int src_stride, const uint8_t* above,
+                                   const uint8_t* left, int* out) noexcept nogil:
+    """The SUBBLOCK_SHORTLIST modes of lowest SSE + lambda x mode bits, best first."""
+    cdef uint8_t pred[16]
+    cdef int64_t costs[10]
+    cdef int mode, i, j, tmp
+    cdef int order[10]
+    for mode in range(10):
+        predict_subblock(pred, 4, mode, above, left)
+        costs[mode] = block_sse(src, src_stride, pred, 4, 4) * 256 \
+            + enc.lambda_ * bmode_cost(enc, mb, b, mode) // 256
+        order[mode] = mode
+    for i in range(SUBBLOCK_SHORTLIST):
+        for j in range(i + 1, 10):
+            if costs[order[j]] < costs[order[i]]:
+                tmp = order[i]
+                order[i] = order[j]
+                order[j] = tmp
+        out[i] = order[i]
+
+
 cdef void code_luma_subblocks(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
                               MacroblockCoding* out, const uint8_t* above_ctx,
                               const uint8_t* left_ctx, bint choose_modes) noexcept nogil:
@@ -577,7 +606,8 @@ cdef void code_luma_subblocks(Encoder* enc, MacroblockInfo* mb, int mb_row, int 
     cdef int16_t levels[16]
     cdef uint8_t above[9]
     cdef uint8_t left[9]
-    cdef int b, mode, eob, best_mode, best_eob, first_mode, last_mode, r
+    cdef int b, mode, eob, best_mode, best_eob, r, k, count
+    cdef int candidates[SUBBLOCK_SHORTLIST]
     cdef int64_t cost, best_cost, sse
     cdef uint32_t rate, best_rate
     cdef uint8_t* dst
@@ -590,10 +620,15 @@ cdef void code_luma_subblocks(Encoder* enc, MacroblockInfo* mb, int mb_row, int 
         dst = cur.data + (mb_row * 16 + 4 * (b >> 2)) * cur.stride + mb_col * 16 + 4 * (b & 3)
         s = src.data + (mb_row * 16 + 4 * (b >> 2)) * src.stride + mb_col * 16 + 4 * (b & 3)
         subblock_edges(dst, cur.stride, b, &mb_above_buf[1], mb_left, &edge[1], sub_left)
-        first_mode = 0 if choose_modes else mb.b_modes[b]
-        last_mode = 9 if choose_modes else mb.b_modes[b]
+        if choose_modes:
+            shortlist_subblock_modes(enc, mb, b, s, src.stride, &edge[1], sub_left, candidates)
+            count = SUBBLOCK_SHORTLIST
+        else:
+            candidates[0] = mb.b_modes[b]
+            count = 1
         best_cost = -1
-        for mode in range(first_mode, last_mode + 1):
+        for k in range(count):
+            mode = candidates[k]
             predict_subblock(pred, 4, mode, &edge[1], sub_left)
             subtract_block(s, src.stride, pred, 4, residual)
             forward_dct(residual, coeffs)
@@ -914,6 +949,11 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
     memcpy(mb, &best_mb, sizeof(MacroblockInfo))
 
 
+# Lagrange multiplier per bit as a multiple of the squared AC quantizer step. High-rate theory
+# suggests about 0.03 for VP8's coefficient scale; 0.008 measured best on real video (BD-rate vs
+# libvpx, bench/encode.py). Motion search uses its square root, in SAD units.
+LAMBDA_FACTOR = 0.008
+
 # --- frames --------------------------------------------------------------------------------
 
 cdef int probability_of_zero(uint32_t zeros, uint32_t total) noexcept nogil:
@@ -996,8 +1036,14 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
     try:
         if fc == NULL or enc == NULL or trial == NULL or best == NULL or counts == NULL:
             raise MemoryError()
+        if not isinstance(image, Image):
+            raise TypeError(f"expected an Image, not {type(image).__name__}")
         if key_frame:
             width, height = image.width, image.height
+            if width > 16383 or height > 16383 or width * height > MAX_FRAME_AREA:
+                raise FrameSizeError(
+                    f"frame size {width}x{height} is beyond VP8's 16383x16383 or the limit of "
+                    f"{MAX_FRAME_AREA} pixels")
         else:
             if not state.has_keyframe:
                 raise CodecError("an interframe needs a state that has decoded a key frame")
@@ -1037,7 +1083,6 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
             rec.tag.version = original.tag.version
             rec.tag.show_frame = original.tag.show_frame
             rec.hdr = original.hdr
-            rec.hdr.log2_partitions = 0
             rec.hdr.ymode_update = rec.hdr.uvmode_update = 0
             memset(rec.hdr.mv_update, 0, sizeof(rec.hdr.mv_update))
             rec.hdr.q_index = q_index
@@ -1097,9 +1142,10 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         build_dequant_table(fc)
         enc.fc = fc
         enc.key_frame = key_frame
+        enc.prune = 1
         step = fc.dequant[0][0][1]
-        enc.lambda_ = <int64_t>(256 * 0.03 * step * step)
-        enc.lambda_sad = <int>(256 * 0.17 * step)
+        enc.lambda_ = <int64_t>(256 * LAMBDA_FACTOR * step * step)
+        enc.lambda_sad = <int>(256 * sqrt(LAMBDA_FACTOR) * step)
         enc.prob_intra = 230
         enc.prob_last = 220
         enc.prob_golden = 128

@@ -1,0 +1,911 @@
+"""ExCamera[n,x] against single-stream libvpx on real video: bitrate, quality, time, latency.
+
+    python bench/excamera.py [--clips bbb,sintel] [--cq 10,20,30,40] [--workers 2]
+                             [--configs 6x1,6x16,12x1,12x8,24x1,24x4] [--quick] [--json]
+                             [--no-check] [--plots DIR] [--save FILE] [--replot FILE]
+
+Clips (converted once to Y4M and cached under bench/.cache/):
+  bbb     Big Buck Bunny 1280x720, the first 96 frames (16 chunks of 6, as the original measured)
+  sintel  Sintel 1024x436, the 24 frames of ../shared/video/sintel/chunk1..4.y4m
+
+For every clip and cq level:
+  libvpx      the whole clip as one stream: the exact vpxenc command line the pipeline uses for a
+              chunk (shared/pipeline/vpx.py: 2-pass, good, cpu-used 0, cq, tune ssim, alt-refs,
+              one thread, one key frame), timed as the wall time of the vpxenc process
+  [n,x]       ExCamera[n,x]: the pipeline's stage functions (shared/pipeline/stages.py) on a
+              LocalStore, run as the embedded runner runs them (same task graph and urgency) on
+              a pool of --workers processes; every task is timed. x is capped at the chunk count
+              ([6,16] on 24 frames is [6,4]); configs with a single chunk are skipped.
+
+Every stream is decoded by vpxdec (libvpx, the oracle) and compared with the source: SSIM is
+libvpx's (shared.codec.metrics), the mean over pictures, in dB; PSNR pools the squared error
+over all planes and pictures (as the runner's Summary does). Bitrate counts VP8 frames only.
+
+BD-rate (Bjontegaard): per encoder a cubic fit of log bitrate against quality (dB), integrated
+over the quality range both encoders cover; the result is how many more bits ExCamera spends
+than the single stream at equal quality. With fewer than 4 levels the fit degree drops.
+
+Projected latency with one worker per chunk (each figure measured per chunk):
+  max over chunks of (split / chunks + libvpx encode + exit-state decode + encode given state)
+  + the longest serial rebase chain (sum of a group's stage-5 times) + join.
+"DAG" is the same model solved exactly: chunk i's encode given state waits for chunk i-1's exit
+state, and its rebase for chunk i-1's rebase.
+
+--check also runs the embedded runner itself (shared.pipeline.runner.run_job, which verifies the
+output with our decoder) once per clip, for the goal config at the reference cq, and compares its
+Summary with this benchmark's figures. Results are saved as JSON (--save) so that --replot can
+redraw the tables and plots without encoding. matplotlib is needed for the plots only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import math
+import multiprocessing
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# bench/ is not a package: make decode.py importable however this file is run.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from decode import CACHE, DEFAULT_SHARED, REPO, BenchError, require_tool, sintel_y4m  # noqa: E402
+
+from shared.codec import metrics  # noqa: E402
+from shared.codec.y4m import Y4mReader, Y4mWriter, read_raw_i420  # noqa: E402
+from shared.pipeline import stages  # noqa: E402
+from shared.pipeline.mux import read_ivf_frames  # noqa: E402
+from shared.pipeline.store import LocalStore  # noqa: E402
+from shared.pipeline.vpx import MAX_LAG_IN_FRAMES, EncodeSettings, vpxenc_command  # noqa: E402
+
+GOAL_CONFIG = (6, 16)  # ExCamera[6,16] (x capped at the chunk count)
+GOAL_BD_RATE = 10.0  # percent over single-stream libvpx at equal SSIM, at most
+GOAL_CHAIN_SHARE = 40.0  # percent of the projected one-worker-per-chunk latency, under
+
+DEFAULT_CQ = (10, 20, 30, 40)
+QUICK_CQ = (20, 40)
+DEFAULT_CONFIGS = "6x1,6x16,12x1,12x8,24x1,24x4"
+REFERENCE_CQ = 20  # per-stage tables, latency bars and --check use the level nearest this
+PLOTS = REPO / "bench" / "plots"
+
+# Stage -> (label, urgency: lower runs first), as the embedded runner schedules them.
+STAGES: dict[str, tuple[str, int]] = {
+    "split": ("split", 0),
+    "encode": ("libvpx encode", 3),
+    "state": ("exit states", 2),
+    "first": ("encode given state", 1),
+    "rebase": ("rebase (serial)", 0),
+    "join": ("join", 4),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources.
+
+
+@dataclass(frozen=True)
+class Clip:
+    name: str
+    label: str
+    source: str  # path inside ../shared
+    frames: int | None  # None: all
+
+
+CLIPS = {
+    "bbb": Clip("bbb", "Big Buck Bunny", "video/clips/bigbuckbunny.mp4", 96),
+    "sintel": Clip("sintel", "Sintel", "video/sintel", None),
+}
+
+
+def source_y4m(clip: Clip, shared: Path) -> Path:
+    """The clip as 4:2:0 Y4M, from bench/.cache/ or converted now."""
+    out = CACHE / f"excamera-{clip.name}-{clip.frames or 'all'}.y4m"
+    if out.exists():
+        return out
+    source = shared / clip.source
+    if not source.exists():
+        raise BenchError(
+            f"{source} not found: the benchmark reads its input from the reference folder "
+            "(../shared beside the repository, or --shared DIR)"
+        )
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    if source.is_dir():
+        sintel_y4m(source, partial)
+    else:
+        from shared.pipeline.sources import open_source  # PyAV; converts to 8-bit 4:2:0
+
+        with open_source(source) as video, partial.open("wb") as file:
+            writer = Y4mWriter(file, video.width, video.height, video.fps)
+            for count, image in enumerate(video.images):
+                if clip.frames is not None and count == clip.frames:
+                    break
+                writer.write(image)
+            writer.close()
+    partial.replace(out)
+    return out
+
+
+def y4m_info(path: Path) -> tuple[int, int, tuple[int, int], int]:
+    """(width, height, fps, frames) of a Y4M file."""
+    with Y4mReader(path) as reader:
+        header = reader.header
+        frames = sum(1 for _ in reader)
+    return header.width, header.height, header.fps, frames
+
+
+# ---------------------------------------------------------------------------------------------
+# Results.
+
+
+@dataclass
+class Latency:
+    """Projected latency with one worker per chunk (seconds), from per-chunk stage times."""
+
+    split_share: float
+    encode: float  # the parts of the slowest chunk's parallel path
+    state: float
+    first: float
+    chain: float  # the longest group's summed rebase times
+    join: float
+    total: float
+    chain_share: float  # percent of total
+    dag: float  # the exact critical path of the same model
+
+
+@dataclass
+class Point:
+    """One encode of a clip: the single stream (n = x = 0) or ExCamera[n,x]."""
+
+    config: str
+    n: int
+    x: int
+    cq: int
+    payload_bytes: int = 0
+    packets: int = 0
+    kbps: float = 0.0
+    ssim_db: float = 0.0
+    psnr_db: float = 0.0
+    seconds: float = 0.0  # wall time (ExCamera: on --workers processes)
+    split: float = 0.0
+    join: float = 0.0
+    chunk_times: dict[str, list[float | None]] = field(default_factory=dict)  # stage -> per chunk
+    latency: Latency | None = None
+
+
+@dataclass
+class BdRate:
+    config: str
+    metric: str  # "ssim" or "psnr"
+    percent: float | None  # None: the quality ranges do not overlap
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass
+class Check:
+    """The embedded runner's own Summary for one config, beside this benchmark's point."""
+
+    config: str
+    cq: int
+    kbps: float
+    ssim_db: float
+    psnr_db: float
+    seconds: float
+    stages: dict[str, dict[str, float]]
+    bench_kbps: float
+    bench_ssim_db: float
+    bench_psnr_db: float
+    bench_seconds: float
+
+
+@dataclass
+class ClipResult:
+    clip: str
+    label: str
+    width: int
+    height: int
+    frames: int
+    fps: float
+    workers: int
+    points: list[Point] = field(default_factory=list)
+    bd_rates: list[BdRate] = field(default_factory=list)
+    check: Check | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClipResult:
+        points = []
+        for raw in data["points"]:
+            latency = raw.pop("latency")
+            points.append(Point(**raw, latency=Latency(**latency) if latency else None))
+        check = data.get("check")
+        return cls(
+            **{k: v for k, v in data.items() if k not in ("points", "bd_rates", "check")},
+            points=points,
+            bd_rates=[BdRate(**b) for b in data["bd_rates"]],
+            check=Check(**check) if check else None,
+        )
+
+    def configs(self) -> list[str]:
+        return list(dict.fromkeys(p.config for p in self.points if p.n))
+
+    def series(self, config: str) -> list[Point]:
+        return sorted((p for p in self.points if p.config == config), key=lambda p: p.cq)
+
+
+BASELINE = "libvpx"
+
+
+def label(n: int, x: int) -> str:
+    return f"[{n},{x}]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Work in pool processes.
+
+
+def timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """In a worker: (result, seconds) of one call."""
+    started = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - started
+
+
+def encode_single(vpxenc: str, cq: int, source: str, output: str) -> float:
+    """The whole clip as one libvpx stream; returns vpxenc's wall time."""
+    command = vpxenc_command(vpxenc, cq, MAX_LAG_IN_FRAMES, Path(source), Path(output))
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise BenchError(f"vpxenc failed ({done.returncode}): {done.stderr.strip()}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Quality:
+    payload_bytes: int
+    packets: int
+    frames: int
+    ssim_db: float
+    psnr_db: float
+
+
+def measure_stream(ivf: str, source: str, vpxdec: str) -> Quality:
+    """Decode `ivf` with vpxdec and compare every picture with the source Y4M."""
+    frames = read_ivf_frames(Path(ivf).read_bytes())
+    with tempfile.TemporaryDirectory(prefix="excamera-bench-") as directory:
+        raw = Path(directory) / "decoded.yuv"
+        command = [vpxdec, "--codec=vp8", "--threads=1", "--i420", "--rawvideo", "-o", raw, ivf]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BenchError(f"vpxdec failed on {ivf} ({done.returncode}): {done.stderr.strip()}")
+        ssim_sum, error, samples, count = 0.0, 0, 0, 0
+        with Y4mReader(source) as reader:
+            decoded = read_raw_i420(raw, reader.header.width, reader.header.height)
+            for picture, image in zip(reader, decoded, strict=True):
+                ssim_sum += metrics.ssim(image, picture)
+                error += sum(
+                    metrics.sse(a, b) for a, b in zip(image.planes, picture.planes, strict=True)
+                )
+                samples += sum(plane.size for plane in picture.planes)
+                count += 1
+    return Quality(
+        payload_bytes=sum(map(len, frames)),
+        packets=len(frames),
+        frames=count,
+        ssim_db=metrics.ssim_db(ssim_sum / count),
+        psnr_db=metrics.psnr_from_sse(error, samples),
+    )
+
+
+@contextmanager
+def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Like the embedded runner's pool: forkserver workers with the stages preloaded."""
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        context.set_forkserver_preload(["shared.pipeline.stages"])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# ExCamera[n,x]: the runner's task graph, each task timed.
+
+TaskId = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Task:
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    deps: tuple[TaskId, ...]
+    priority: tuple[int, int, int]
+
+
+def task_graph(
+    store: LocalStore, plan: stages.ChunkPlan, settings: EncodeSettings, output: Path
+) -> dict[TaskId, Task]:
+    """Stages 2-6 with the runner's dependencies and urgency (its verify stage is left out)."""
+    job, graph = plan.job, {}
+
+    def add(stage: str, index: int, function: Callable[..., Any], args: tuple, deps: list) -> None:
+        priority = (STAGES[stage][1], plan.position(index), plan.group_of(index))
+        graph[(stage, index)] = Task(function, args, tuple(deps), priority)
+
+    for i in range(plan.chunk_count):
+        position = plan.position(i)
+        add("encode", i, stages.encode_chunk_vpx, (store, job, i, settings), [])
+        if plan.has_successor(i):
+            add("state", i, stages.decode_exit_state, (store, job, i), [("encode", i)])
+        if position >= 1:
+            add("first", i, stages.rebase_first, (store, job, i), [("encode", i), ("state", i - 1)])
+        if position == 0:
+            deps = [("encode", i)] + ([("state", i)] if plan.has_successor(i) else [])
+        elif position == 1:
+            deps = [("first", i)]
+        else:
+            deps = [("first", i), ("rebase", i - 1)]
+        add("rebase", i, stages.rebase_serial, (store, job, i), deps)
+    all_rebased = [("rebase", i) for i in range(plan.chunk_count)]
+    add("join", 0, stages.join, (store, job, plan, str(output)), all_rebased)
+    return graph
+
+
+def run_graph(
+    pool: ProcessPoolExecutor, workers: int, graph: dict[TaskId, Task]
+) -> dict[TaskId, float]:
+    """Run ready tasks, most urgent first, at most `workers` at a time; returns task seconds."""
+    waiting = {task_id: set(task.deps) for task_id, task in graph.items()}
+    dependents: dict[TaskId, list[TaskId]] = {task_id: [] for task_id in graph}
+    for task_id, task in graph.items():
+        for dep in task.deps:
+            dependents[dep].append(task_id)
+    ready = [(task.priority, task_id) for task_id, task in graph.items() if not task.deps]
+    heapq.heapify(ready)
+    running: dict[Future[tuple[Any, float]], TaskId] = {}
+    seconds: dict[TaskId, float] = {}
+    while ready or running:
+        while ready and len(running) < workers:
+            _, task_id = heapq.heappop(ready)
+            task = graph[task_id]
+            running[pool.submit(timed, task.function, *task.args)] = task_id
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            task_id = running.pop(future)
+            seconds[task_id] = future.result()[1]
+            for dependent in dependents[task_id]:
+                waiting[dependent].discard(task_id)
+                if not waiting[dependent]:
+                    heapq.heappush(ready, (graph[dependent].priority, dependent))
+    return seconds
+
+
+def run_excamera(
+    pool: ProcessPoolExecutor, workers: int, source: Path, n: int, x: int, cq: int, output: Path
+) -> Point:
+    """Encode `source` with ExCamera[n,x] into `output`; the point has times, not quality."""
+    settings = EncodeSettings(cq_level=cq, vpxenc=require_tool("vpxenc"))
+    with tempfile.TemporaryDirectory(prefix="excamera-bench-") as directory:
+        store, job = LocalStore(directory), f"bench-{n}x{x}-cq{cq}"
+        started = time.perf_counter()
+        plan, split = pool.submit(timed, stages.split, store, job, str(source), n, x).result()
+        seconds = run_graph(pool, workers, task_graph(store, plan, settings, output))
+        wall = time.perf_counter() - started
+    chunk_times: dict[str, list[float | None]] = {
+        stage: [seconds.get((stage, i)) for i in range(plan.chunk_count)]
+        for stage in ("encode", "state", "first", "rebase")
+    }
+    point = Point(
+        label(n, x), n, x, cq, seconds=wall, split=split, join=seconds[("join", 0)],
+        chunk_times=chunk_times,
+    )  # fmt: skip
+    point.latency = project_latency(point)
+    return point
+
+
+def project_latency(point: Point) -> Latency:
+    """One worker per chunk: the brief's formula, and the exact critical path (DAG)."""
+    times = {stage: [t or 0.0 for t in values] for stage, values in point.chunk_times.items()}
+    chunks = len(times["encode"])
+    share = point.split / chunks
+    paths = [
+        share + times["encode"][i] + times["state"][i] + times["first"][i] for i in range(chunks)
+    ]
+    slowest = max(range(chunks), key=paths.__getitem__)
+    groups = [range(g, min(g + point.x, chunks)) for g in range(0, chunks, point.x)]
+    chain = max(sum(times["rebase"][i] for i in group) for group in groups)
+    total = paths[slowest] + chain + point.join
+    # Exact: worker i encodes, decodes its exit state, then encodes given chunk i-1's state.
+    state_done = [share + times["encode"][i] + times["state"][i] for i in range(chunks)]
+    rebased: list[float] = []
+    for i in range(chunks):
+        ready = state_done[i]
+        if i % point.x:
+            ready = max(ready, state_done[i - 1]) + times["first"][i]
+            if i % point.x >= 2:
+                ready = max(ready, rebased[i - 1])
+        rebased.append(ready + times["rebase"][i])
+    return Latency(
+        split_share=share,
+        encode=times["encode"][slowest],
+        state=times["state"][slowest],
+        first=times["first"][slowest],
+        chain=chain,
+        join=point.join,
+        total=total,
+        chain_share=100 * chain / total,
+        dag=max(rebased) + point.join,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Bjontegaard delta rate.
+
+
+def bd_rate(
+    anchor: list[tuple[float, float]], test: list[tuple[float, float]]
+) -> tuple[float, float, float] | None:
+    """Percent more bitrate `test` needs than `anchor` at equal quality, from (kbps, dB)
+    points, and the quality range compared: fits of log rate against quality (cubic, or of
+    degree points - 1), their mean over the range both cover."""
+    fits, ranges = [], []
+    for points in (anchor, test):
+        rate, quality = np.log([p[0] for p in points]), np.array([p[1] for p in points])
+        fits.append(np.polyint(np.polyfit(quality, rate, min(3, len(points) - 1))))
+        ranges.append((quality.min(), quality.max()))
+    low, high = max(r[0] for r in ranges), min(r[1] for r in ranges)
+    if not low < high:
+        return None
+    mean = [(np.polyval(f, high) - np.polyval(f, low)) / (high - low) for f in fits]
+    return (math.exp(mean[1] - mean[0]) - 1) * 100, float(low), float(high)
+
+
+def add_bd_rates(result: ClipResult) -> None:
+    anchor = result.series(BASELINE)
+    result.bd_rates = []
+    for config in result.configs():
+        for metric in ("ssim", "psnr"):
+            series = result.series(config)
+            if min(len(anchor), len(series)) < 2:
+                result.bd_rates.append(BdRate(config, metric, None))
+                continue
+            found = bd_rate(
+                [(p.kbps, getattr(p, f"{metric}_db")) for p in anchor],
+                [(p.kbps, getattr(p, f"{metric}_db")) for p in series],
+            )
+            result.bd_rates.append(BdRate(config, metric, *(found or (None, None, None))))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+
+
+def clip_configs(specs: list[tuple[int, int]], frames: int) -> list[tuple[int, int]]:
+    """(n, x) with x capped at the chunk count; single-chunk configs dropped; no duplicates."""
+    configs = []
+    for n, x in specs:
+        chunks = -(-frames // n)
+        if chunks >= 2 and (n, min(x, chunks)) not in configs:
+            configs.append((n, min(x, chunks)))
+    return configs
+
+
+def goal_config(result: ClipResult) -> str | None:
+    n, x = GOAL_CONFIG
+    found = [p for p in result.points if p.n == n and p.x > 1]
+    return label(n, min(x, max(p.x for p in found))) if found else None
+
+
+def reference_cq(cqs: list[int]) -> int:
+    return min(cqs, key=lambda q: (abs(q - REFERENCE_CQ), q))
+
+
+def note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def bench_clip(clip: Clip, args: argparse.Namespace, specs: list[tuple[int, int]]) -> ClipResult:
+    source = source_y4m(clip, args.shared)
+    width, height, (num, den), frames = y4m_info(source)
+    fps = num / den
+    result = ClipResult(clip.name, clip.label, width, height, frames, fps, args.workers)
+    vpxenc, vpxdec = require_tool("vpxenc"), require_tool("vpxdec")
+    configs = clip_configs(specs, frames)
+    note(f"{clip.label}: {frames} frames; configs {', '.join(label(*c) for c in configs)}")
+    with (
+        tempfile.TemporaryDirectory(prefix="excamera-bench-") as directory,
+        process_pool(args.workers) as pool,
+    ):
+        streams: dict[tuple[str, int], Path] = {}
+        # Single streams: each vpxenc process is single-threaded; --workers of them at once.
+        single = {}
+        for cq in args.cq:
+            streams[(BASELINE, cq)] = Path(directory) / f"single-cq{cq}.ivf"
+            single[cq] = pool.submit(
+                encode_single, vpxenc, cq, str(source), str(streams[(BASELINE, cq)])
+            )
+        for cq, future in single.items():
+            result.points.append(Point(BASELINE, 0, 0, cq, seconds=future.result()))
+            note(f"  cq {cq:2d} libvpx single stream: {future.result():6.1f} s")
+        # ExCamera configs one at a time, each with the whole pool.
+        for cq in args.cq:
+            for n, x in configs:
+                output = Path(directory) / f"excamera-{n}x{x}-cq{cq}.ivf"
+                point = run_excamera(pool, args.workers, source, n, x, cq, output)
+                streams[(point.config, cq)] = output
+                result.points.append(point)
+                assert point.latency is not None
+                note(
+                    f"  cq {cq:2d} ExCamera{point.config}: {point.seconds:6.1f} s on "
+                    f"{args.workers} workers; projected {point.latency.total:5.1f} s "
+                    f"(chain {point.latency.chain_share:.0f} %)"
+                )
+        note(f"  measuring {len(streams)} streams with vpxdec ...")
+        quality = {
+            key: pool.submit(measure_stream, str(path), str(source), vpxdec)
+            for key, path in streams.items()
+        }
+        for point in result.points:
+            found = quality[(point.config, point.cq)].result()
+            if found.frames != frames:
+                raise BenchError(f"{point.config} cq {point.cq}: {found.frames} frames decoded")
+            point.payload_bytes, point.packets = found.payload_bytes, found.packets
+            point.kbps = found.payload_bytes * 8 * fps / frames / 1000
+            point.ssim_db, point.psnr_db = found.ssim_db, found.psnr_db
+    add_bd_rates(result)
+    if args.check:
+        result.check = runner_check(result, source, args.workers)
+    return result
+
+
+def runner_check(result: ClipResult, source: Path, workers: int) -> Check | None:
+    """The embedded runner on the goal config at the reference cq, for comparison."""
+    from shared.pipeline.runner import run_job
+
+    config = goal_config(result)
+    if config is None:
+        return None
+    cq = reference_cq(sorted({p.cq for p in result.points}))
+    point = next(p for p in result.points if p.config == config and p.cq == cq)
+    note(f"  check: the embedded runner, ExCamera{config} cq {cq} ...")
+    with tempfile.TemporaryDirectory(prefix="excamera-bench-") as directory:
+        summary = run_job(
+            source, Path(directory) / "out.ivf", n=point.n, x=point.x, quality=cq,
+            workers=workers, progress=False,
+        )  # fmt: skip
+    return Check(
+        config=config,
+        cq=cq,
+        kbps=summary.bitrate_kbps,
+        ssim_db=summary.ssim_db,
+        psnr_db=summary.psnr_db,
+        seconds=summary.seconds,
+        stages={name: asdict(times) for name, times in summary.stages.items()},
+        bench_kbps=point.kbps,
+        bench_ssim_db=point.ssim_db,
+        bench_psnr_db=point.psnr_db,
+        bench_seconds=point.seconds,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables.
+
+
+def percent(value: float | None) -> str:
+    return f"{value:+.1f} %" if value is not None else "n/a"
+
+
+def print_tables(result: ClipResult) -> None:
+    print(
+        f"\n## {result.label}: {result.width}x{result.height}, {result.frames} frames at "
+        f"{result.fps:g} fps, {result.workers} workers\n"
+    )
+    print("| encoder | cq | kbit/s | SSIM dB | PSNR dB | wall s | projected s | chain % |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for config in [BASELINE, *result.configs()]:
+        for p in result.series(config):
+            lat = p.latency
+            projected = f"{lat.total:.2f}" if lat else "-"
+            chain = f"{lat.chain_share:.0f}" if lat and p.x > 1 else "-"
+            name = "libvpx, one stream" if config == BASELINE else f"ExCamera{config}"
+            print(
+                f"| {name} | {p.cq} | {p.kbps:.0f} | {p.ssim_db:.3f} | {p.psnr_db:.3f} | "
+                f"{p.seconds:.1f} | {projected} | {chain} |"
+            )
+
+    print("\nBD-rate against the single libvpx stream (positive: ExCamera spends more bits):\n")
+    print("| ExCamera | at equal SSIM | SSIM range dB | at equal PSNR | PSNR range dB |")
+    print("|---|---:|---:|---:|---:|")
+    for config in result.configs():
+        found = {b.metric: b for b in result.bd_rates if b.config == config}
+        cells = []
+        for metric in ("ssim", "psnr"):
+            b = found[metric]
+            span = f"{b.low:.2f}-{b.high:.2f}" if b.low is not None else "-"
+            cells += [percent(b.percent), span]
+        print(f"| {config} | {' | '.join(cells)} |")
+
+    cq = reference_cq(sorted({p.cq for p in result.points}))
+    print(f"\nTime per stage at cq {cq} (seconds; per chunk: mean / max):\n")
+    print("| encoder | wall | split | libvpx encode | exit state | encode given state | "
+          "rebase (serial) | join |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for p in result.points:
+        if p.cq != cq:
+            continue
+        if not p.n:
+            print(f"| libvpx, one stream | {p.seconds:.1f} | | {p.seconds:.1f} | | | | |")
+            continue
+        cells = []
+        for stage in ("encode", "state", "first", "rebase"):
+            values = [t for t in p.chunk_times[stage] if t is not None]
+            cells.append(f"{np.mean(values):.2f} / {max(values):.2f}" if values else "-")
+        print(
+            f"| ExCamera{p.config} | {p.seconds:.1f} | {p.split:.2f} | {' | '.join(cells)} | "
+            f"{p.join:.2f} |"
+        )
+
+    print(f"\nProjected latency with one worker per chunk (seconds), cq {cq}:\n")
+    print("| ExCamera | split share | libvpx encode | exit state | encode given state | "
+          "serial chain | join | total | chain % | DAG |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for p in result.points:
+        if p.cq != cq or p.latency is None:
+            continue
+        lat = p.latency
+        print(
+            f"| {p.config} | {lat.split_share:.2f} | {lat.encode:.2f} | {lat.state:.2f} | "
+            f"{lat.first:.2f} | {lat.chain:.2f} | {lat.join:.2f} | {lat.total:.2f} | "
+            f"{lat.chain_share:.0f} | {lat.dag:.2f} |"
+        )
+
+    if result.check is not None:
+        c = result.check
+        print(f"\nCheck: the embedded runner (run_job) on ExCamera{c.config}, cq {c.cq}:\n")
+        print("| | kbit/s | SSIM dB | PSNR dB | wall s |")
+        print("|---|---:|---:|---:|---:|")
+        print(f"| run_job Summary | {c.kbps:.1f} | {c.ssim_db:.3f} | {c.psnr_db:.3f} | "
+              f"{c.seconds:.1f} |")  # fmt: skip
+        print(f"| this benchmark | {c.bench_kbps:.1f} | {c.bench_ssim_db:.3f} | "
+              f"{c.bench_psnr_db:.3f} | {c.bench_seconds:.1f} |")  # fmt: skip
+        stage_cells = ", ".join(
+            f"{name} {t['wall']:.1f}/{t['busy']:.1f}" for name, t in c.stages.items()
+        )
+        print(f"\nrun_job stage times (wall/busy s): {stage_cells}")
+    sys.stdout.flush()
+
+
+def verdicts(results: list[ClipResult]) -> list[str]:
+    lines = []
+    for result in results:
+        config = goal_config(result)
+        if config is None:
+            continue
+        bd = next(b for b in result.bd_rates if b.config == config and b.metric == "ssim")
+        ok = bd.percent is not None and bd.percent <= GOAL_BD_RATE
+        lines.append(
+            f"{result.label}: ExCamera{config} BD-rate at equal SSIM {percent(bd.percent)} "
+            f"(goal <= +{GOAL_BD_RATE:g} %: {'met' if ok else 'NOT met'})"
+        )
+        shares = [p.latency.chain_share for p in result.series(config) if p.latency]
+        worst = max(shares)
+        lines.append(
+            f"{result.label}: ExCamera{config} serial chain {min(shares):.0f}-{worst:.0f} % of "
+            f"the projected latency (goal < {GOAL_CHAIN_SHARE:g} %: "
+            f"{'met' if worst < GOAL_CHAIN_SHARE else 'NOT met'})"
+        )
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots.
+
+
+def load_pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise BenchError(
+            f"matplotlib is needed for the plots ({exc}): pip install matplotlib, or --no-plots"
+        ) from exc
+    return plt
+
+
+def plot_rd(result: ClipResult, path: Path) -> None:
+    plt = load_pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    bd = {(b.config, b.metric): b.percent for b in result.bd_rates}
+    for config in [BASELINE, *result.configs()]:
+        series = result.series(config)
+        rates = [p.kbps for p in series]
+        for ax, metric in zip(axes, ("ssim", "psnr"), strict=True):
+            if config == BASELINE:
+                name, style = "libvpx, one stream", {"color": "black", "linewidth": 2.5}
+            else:
+                name, style = f"ExCamera{config} ({percent(bd.get((config, metric)))})", {}
+            values = [getattr(p, f"{metric}_db") for p in series]
+            ax.plot(rates, values, marker="o", label=name, **style)
+    for ax, metric in zip(axes, ("SSIM", "PSNR"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("bitrate (kbit/s, log scale)")
+        ax.set_ylabel(f"{metric} (dB)")
+        ax.set_title(f"{result.label}, {result.frames} frames: bitrate vs {metric}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, title=f"BD-rate at equal {metric}", title_fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+LATENCY_PARTS = (
+    ("split_share", "split (share)"),
+    ("encode", "libvpx encode"),
+    ("state", "exit-state decode"),
+    ("first", "encode given state"),
+    ("chain", "serial rebase chain"),
+    ("join", "join"),
+)
+
+
+def plot_latency(results: list[ClipResult], path: Path) -> None:
+    plt = load_pyplot()
+    figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.8), squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    for ax, result in zip(axes[0], results, strict=True):
+        cq = reference_cq(sorted({p.cq for p in result.points}))
+        points = [p for p in result.points if p.cq == cq and p.latency is not None]
+        single = next(p for p in result.points if p.cq == cq and not p.n)
+        names = ["libvpx\none stream", *(p.config for p in points)]
+        ax.bar(names[0], single.seconds, color="0.6", label="libvpx, one stream (wall)")
+        bottom = np.zeros(len(points))
+        for color, (attribute, name) in zip(colors, LATENCY_PARTS, strict=False):
+            heights = np.array([getattr(p.latency, attribute) for p in points])
+            ax.bar(names[1:], heights, bottom=bottom, label=name, color=color)
+            bottom += heights
+        for position, p in enumerate(points):
+            assert p.latency is not None
+            if p.x > 1:
+                ax.annotate(
+                    f"chain {p.latency.chain_share:.0f} %", (position + 1, bottom[position]),
+                    ha="center", va="bottom", fontsize=8,
+                )  # fmt: skip
+        ax.set_ylabel("seconds")
+        ax.set_title(f"{result.label}, cq {cq}: projected latency, one worker per chunk")
+        ax.legend(fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_plots(results: list[ClipResult], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for result in results:
+        written.append(directory / f"rd-{result.clip}.png")
+        plot_rd(result, written[-1])
+    written.append(directory / "latency.png")
+    plot_latency(results, written[-1])
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def config_list(text: str) -> list[tuple[int, int]]:
+    configs = []
+    for item in text.split(","):
+        n, sep, x = item.strip().partition("x")
+        if not (sep and n.isdigit() and x.isdigit() and int(n) >= 1 and int(x) >= 1):
+            raise argparse.ArgumentTypeError(f"configs are NxX, e.g. 6x16; got {item!r}")
+        configs.append((int(n), int(x)))
+    return configs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", default="bbb,sintel", help="from bbb, sintel (default: both)")
+    parser.add_argument(
+        "--cq", type=int_list, default=None, help="cq levels (default: 10,20,30,40)"
+    )
+    parser.add_argument(
+        "--configs", type=config_list, default=config_list(DEFAULT_CONFIGS),
+        help=f"ExCamera NxX configs (default: {DEFAULT_CONFIGS})",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, default=2, help="pool processes (default: 2)")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"Sintel only, cq {QUICK_CQ[0]} and {QUICK_CQ[1]}"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--no-check", dest="check", action="store_false", help="skip the run_job cross-check"
+    )
+    parser.add_argument("--plots", type=Path, default=None, help=f"default: {PLOTS}")
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument(
+        "--save", type=Path, default=None,
+        help="write the results here (default: bench/.cache/excamera[-quick].json)",
+    )  # fmt: skip
+    parser.add_argument("--replot", type=Path, help="tables and plots from a saved result")
+    parser.add_argument(
+        "--shared", type=Path, default=DEFAULT_SHARED,
+        help="the reference folder (default: ../shared beside the repository)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.clips, args.cq = "sintel", args.cq or list(QUICK_CQ)
+    args.cq = sorted(set(args.cq or DEFAULT_CQ))
+    names = [name.strip() for name in args.clips.split(",") if name.strip()]
+    if unknown := [name for name in names if name not in CLIPS]:
+        parser.error(f"unknown clip(s) {unknown}; choose from {list(CLIPS)}")
+    if args.workers < 1 or not all(0 <= q <= 63 for q in args.cq):
+        parser.error("--workers must be at least 1 and cq levels 0-63")
+    save = args.save or CACHE / ("excamera-quick.json" if args.quick else "excamera.json")
+    plots = args.plots or (CACHE / "plots-quick" if args.quick else PLOTS)
+
+    try:
+        if args.replot:
+            data = json.loads(args.replot.read_text())
+            results = [ClipResult.from_dict(clip) for clip in data["clips"]]
+        else:
+            require_tool("vpxenc")
+            require_tool("vpxdec")
+            started = time.perf_counter()
+            results = []
+            for name in names:
+                results.append(bench_clip(CLIPS[name], args, args.configs))
+                if not args.json:
+                    print_tables(results[-1])
+            note(f"benchmark done in {time.perf_counter() - started:.0f} s")
+            save.parent.mkdir(parents=True, exist_ok=True)
+            report = {"workers": args.workers, "cq": args.cq, "clips": [asdict(r) for r in results]}
+            save.write_text(json.dumps(report, indent=1))
+            note(f"results saved to {save}")
+        if args.json:
+            print(json.dumps({"clips": [asdict(r) for r in results]}, indent=2))
+        else:
+            if args.replot:
+                for result in results:
+                    print_tables(result)
+            print()
+            for line in verdicts(results):
+                print(line)
+        if not args.no_plots:
+            for path in write_plots(results, plots):
+                note(f"wrote {path}")
+    except BenchError as exc:
+        print(f"bench/excamera.py: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
