@@ -40,6 +40,7 @@ redraw the tables and plots without encoding. matplotlib is needed for the plots
 from __future__ import annotations
 
 import argparse
+import hashlib
 import heapq
 import json
 import math
@@ -515,6 +516,23 @@ def reference_cq(cqs: list[int]) -> int:
     return min(cqs, key=lambda q: (abs(q - REFERENCE_CQ), q))
 
 
+def codec_fingerprint() -> str:
+    """A digest of shared/ (sources and compiled modules): results from different builds of the
+    codec must not be mixed, and it is rebuilt in place."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "shared").rglob("*")):
+        if path.suffix in (".py", ".pyx", ".so") and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_commit() -> str:
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True
+    )
+    return done.stdout.strip() or "unknown"
+
+
 def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -830,6 +848,30 @@ def config_list(text: str) -> list[tuple[int, int]]:
     return configs
 
 
+def run(args: argparse.Namespace, names: list[str]) -> tuple[list[ClipResult], dict[str, Any]]:
+    require_tool("vpxenc")
+    require_tool("vpxdec")
+    started, fingerprint = time.perf_counter(), codec_fingerprint()
+    results = []
+    for name in names:
+        results.append(bench_clip(CLIPS[name], args, args.configs))
+        if not args.json:
+            print_tables(results[-1])
+    note(f"benchmark done in {time.perf_counter() - started:.0f} s")
+    if codec_fingerprint() != fingerprint:
+        note("WARNING: shared/ changed during the run: the results mix two codec builds")
+        fingerprint += "+changed"
+    report = {
+        "commit": git_commit(),
+        "codec": fingerprint,
+        "workers": args.workers,
+        "cq": args.cq,
+        "seconds": round(time.perf_counter() - started, 1),
+        "clips": [asdict(r) for r in results],
+    }
+    return results, report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", default="bbb,sintel", help="from bbb, sintel (default: both)")
@@ -873,29 +915,20 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.replot:
-            data = json.loads(args.replot.read_text())
-            results = [ClipResult.from_dict(clip) for clip in data["clips"]]
+            report = json.loads(args.replot.read_text())
+            results = [ClipResult.from_dict(clip) for clip in report["clips"]]
         else:
-            require_tool("vpxenc")
-            require_tool("vpxdec")
-            started = time.perf_counter()
-            results = []
-            for name in names:
-                results.append(bench_clip(CLIPS[name], args, args.configs))
-                if not args.json:
-                    print_tables(results[-1])
-            note(f"benchmark done in {time.perf_counter() - started:.0f} s")
+            results, report = run(args, names)
             save.parent.mkdir(parents=True, exist_ok=True)
-            report = {"workers": args.workers, "cq": args.cq, "clips": [asdict(r) for r in results]}
             save.write_text(json.dumps(report, indent=1))
             note(f"results saved to {save}")
         if args.json:
-            print(json.dumps({"clips": [asdict(r) for r in results]}, indent=2))
+            print(json.dumps(report, indent=2))
         else:
             if args.replot:
                 for result in results:
                     print_tables(result)
-            print()
+            print(f"\ncommit {report['commit']}, codec digest {report['codec']}")
             for line in verdicts(results):
                 print(line)
         if not args.no_plots:
