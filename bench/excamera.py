@@ -420,7 +420,7 @@ def run_excamera(
 
 
 def project_latency(point: Point) -> Latency:
-    """One worker per chunk: the brief's formula, and the exact critical path (DAG)."""
+    """One worker per chunk: the simple projection, and the exact critical path (DAG)."""
     times = {stage: [t or 0.0 for t in values] for stage, values in point.chunk_times.items()}
     chunks = len(times["encode"])
     share = point.split / chunks
@@ -808,9 +808,10 @@ def plot_latency(results: list[ClipResult], path: Path) -> None:
                 )  # fmt: skip
         ax.set_ylabel("seconds")
         ax.set_title(f"{result.label}, cq {cq}: projected latency, one worker per chunk")
-        ax.legend(fontsize=8)
         ax.grid(True, axis="y", alpha=0.3)
-    figure.tight_layout()
+    handles, names = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -915,8 +916,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.replot:
-            report = json.loads(args.replot.read_text())
-            results = [ClipResult.from_dict(clip) for clip in report["clips"]]
+            try:
+                report = json.loads(args.replot.read_text())
+                results = [ClipResult.from_dict(clip) for clip in report["clips"]]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise BenchError(f"{args.replot}: not a saved result ({exc})") from exc
         else:
             results, report = run(args, names)
             save.parent.mkdir(parents=True, exist_ok=True)
