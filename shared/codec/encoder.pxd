@@ -18,3 +18,4 @@ ctypedef struct Encoder:
     int prob_golden
     int key_frame
     int prune
+    int need_rate

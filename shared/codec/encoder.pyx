@@ -215,21 +215,30 @@ for _k in range(4):
 
 cdef void forward_dct(const int16_t* residual, int16_t* out) noexcept nogil:
     """4x4 DCT scaled to VP8's coefficient domain (twice the orthonormal transform), rounded;
-    integer arithmetic with 2^24 fixed point."""
-    cdef int64_t tmp[4][4]
-    cdef int64_t acc
-    cdef int k, r, c
-    for r in range(4):
-        for k in range(4):
-            tmp[r][k] = (DCT_BASIS[k][0] * residual[r * 4] + DCT_BASIS[k][1] * residual[r * 4 + 1]
-                         + DCT_BASIS[k][2] * residual[r * 4 + 2]
-                         + DCT_BASIS[k][3] * residual[r * 4 + 3])
-    for k in range(4):
-        for c in range(4):
-            acc = (DCT_BASIS[k][0] * tmp[0][c] + DCT_BASIS[k][1] * tmp[1][c]
-                   + DCT_BASIS[k][2] * tmp[2][c] + DCT_BASIS[k][3] * tmp[3][c])
-            # x2 for VP8's scale, then round to nearest: (2 acc + 2^23) >> 24.
-            out[k * 4 + c] = <int16_t>((2 * acc + (1 << 23)) >> 24)
+    the basis in 2^12 fixed point applied as butterflies, 2^24 overall."""
+    cdef int64_t tmp[16]
+    cdef int64_t a, b, c, d
+    cdef int i
+    cdef int64_t k0 = DCT_BASIS[0][0], k1 = DCT_BASIS[1][0], k3 = DCT_BASIS[1][1]
+    for i in range(4):
+        a = residual[i * 4] + residual[i * 4 + 3]
+        b = residual[i * 4 + 1] + residual[i * 4 + 2]
+        c = residual[i * 4 + 1] - residual[i * 4 + 2]
+        d = residual[i * 4] - residual[i * 4 + 3]
+        tmp[i * 4] = k0 * (a + b)
+        tmp[i * 4 + 2] = k0 * (a - b)
+        tmp[i * 4 + 1] = k1 * d + k3 * c
+        tmp[i * 4 + 3] = k3 * d - k1 * c
+    for i in range(4):
+        a = tmp[i] + tmp[12 + i]
+        b = tmp[4 + i] + tmp[8 + i]
+        c = tmp[4 + i] - tmp[8 + i]
+        d = tmp[i] - tmp[12 + i]
+        # x2 for VP8's scale, then round to nearest: (2 acc + 2^23) >> 24.
+        out[i] = <int16_t>((2 * k0 * (a + b) + (1 << 23)) >> 24)
+        out[8 + i] = <int16_t>((2 * k0 * (a - b) + (1 << 23)) >> 24)
+        out[4 + i] = <int16_t>((2 * (k1 * d + k3 * c) + (1 << 23)) >> 24)
+        out[12 + i] = <int16_t>((2 * (k3 * d - k1 * c) + (1 << 23)) >> 24)
 
 
 cdef void forward_walsh(const int16_t* dc, int16_t* out) noexcept nogil:
@@ -401,7 +410,8 @@ cdef void code_luma_16x16(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
     forward_walsh(dc, y2)
     eob = quantize_block(y2, out.levels + 24 * 16, dequant + 24 * 16, 0, q[2], q[3], 110, 100)
     out.eobs[24] = eob
-    out.rate += block_rate(enc, 1, above[8] + left[8], 0, out.levels + 24 * 16, eob)
+    if enc.need_rate:
+        out.rate += block_rate(enc, 1, above[8] + left[8], 0, out.levels + 24 * 16, eob)
     above[8] = left[8] = eob > 0
     inverse_walsh(dequant + 24 * 16, dc)
     for b in range(16):
@@ -411,7 +421,8 @@ cdef void code_luma_16x16(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
         eob = prune_block(enc, 0, ctx, 1, coeffs + b * 16, out.levels + b * 16, dequant + b * 16,
                           eob)
         out.eobs[b] = eob
-        out.rate += block_rate(enc, 0, ctx, 1, out.levels + b * 16, eob)
+        if enc.need_rate:
+            out.rate += block_rate(enc, 0, ctx, 1, out.levels + b * 16, eob)
         above[b & 3] = left[b >> 2] = eob > 1
         dequant[b * 16] = dc[b]
         # DC from Y2: the decoder adds a DC-only block whenever its AC is empty.
@@ -453,8 +464,9 @@ cdef void code_chroma(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
             eob = prune_block(enc, 2, above[ctx_index + col] + left[ctx_index + row], 0, coeffs,
                               out.levels + (12 + 4 * p + b) * 16, dequant, eob)
             out.eobs[12 + 4 * p + b] = eob
-            out.rate += block_rate(enc, 2, above[ctx_index + col] + left[ctx_index + row], 0,
-                                   out.levels + (12 + 4 * p + b) * 16, eob)
+            if enc.need_rate:
+                out.rate += block_rate(enc, 2, above[ctx_index + col] + left[ctx_index + row],
+                                       0, out.levels + (12 + 4 * p + b) * 16, eob)
             above[ctx_index + col] = left[ctx_index + row] = eob > 0
             add_block(dequant, eob, dst, fc.cur[p].stride)
         out.distortion += block_sse(
@@ -538,7 +550,9 @@ cdef void code_luma_split(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
         eob = prune_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs, out.levels + b * 16,
                           dequant, eob)
         out.eobs[b] = eob
-        out.rate += block_rate(enc, 3, above[b & 3] + left[b >> 2], 0, out.levels + b * 16, eob)
+        if enc.need_rate:
+            out.rate += block_rate(enc, 3, above[b & 3] + left[b >> 2], 0, out.levels + b * 16,
+                                   eob)
         above[b & 3] = left[b >> 2] = eob > 0
         add_block(dequant, eob, dst, cur.stride)
     out.distortion += block_sse(src.data + mb_row * 16 * src.stride + mb_col * 16, src.stride,
@@ -636,7 +650,8 @@ cdef void code_luma_subblocks(Encoder* enc, MacroblockInfo* mb, int mb_row, int 
             eob = quantize_block(coeffs, levels, dequant, 0, q[0], q[1], 96, 85)
             eob = prune_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs, levels, dequant,
                               eob)
-            rate = block_rate(enc, 3, above[b & 3] + left[b >> 2], 0, levels, eob)
+            rate = block_rate(enc, 3, above[b & 3] + left[b >> 2], 0, levels, eob) \
+                if choose_modes else 0
             add_block(dequant, eob, pred, 4)
             sse = block_sse(s, src.stride, pred, 4, 4)
             cost = sse * 256 + enc.lambda_ * (rate + bmode_cost(enc, mb, b, mode)) // 256
@@ -1143,6 +1158,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         enc.fc = fc
         enc.key_frame = key_frame
         enc.prune = 1
+        enc.need_rate = not rebasing      # rates only inform decisions, which rebase keeps
         step = fc.dequant[0][0][1]
         enc.lambda_ = <int64_t>(256 * LAMBDA_FACTOR * step * step)
         enc.lambda_sad = <int>(256 * sqrt(LAMBDA_FACTOR) * step)
