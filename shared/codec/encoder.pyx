@@ -760,9 +760,10 @@ cdef int64_t motion_cost(Encoder* enc, const Plane* ref, int mb_row, int mb_col,
 
 
 cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int mb_row, int mb_col,
-                                const MotionVector* near_mvs) noexcept nogil:
-    """Integer diamond search from the best of the census vectors and zero, then half- and
-    quarter-pel refinement with the real interpolation filter. Vectors in 1/8 pel."""
+                                const MotionVector* near_mvs, int max_step) noexcept nogil:
+    """Integer diamond search (first step `max_step` pixels) from the best of the census vectors
+    and zero, then half- and quarter-pel refinement with the real interpolation filter. Vectors
+    in 1/8 pel."""
     cdef uint8_t scratch[256]
     cdef MotionVector best = near_mvs[0], centre, trial
     cdef int64_t best_cost, cost
@@ -781,7 +782,7 @@ cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int mb_row, int 
         if cost < best_cost:
             best_cost = cost
             centre = trial
-    step = 16 * 8
+    step = max_step * 8
     while step >= 8:
         improved = 1
         while improved:
@@ -870,6 +871,47 @@ cdef void try_candidate(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col
         memcpy(best_mb, mb, sizeof(MacroblockInfo))
 
 
+# Inter candidates coded in full per macroblock (the others lose on prediction error alone).
+DEF INTER_TRIALS = 3
+
+
+ctypedef struct InterCandidate:
+    int ref_frame
+    int mode
+    MotionVector mv
+    uint32_t rate
+    int64_t score
+
+
+cdef void add_candidate(Encoder* enc, InterCandidate* candidates, int* n, int ref, int mode,
+                        MotionVector mv, uint32_t rate, int mb_row, int mb_col) noexcept nogil:
+    cdef uint8_t pred[256]
+    cdef const Plane* src = &enc.src[0]
+    predict_inter(&enc.fc.refs[ref][0], mb_col * 16, mb_row * 16, 16, 16, mv.row, mv.col, pred,
+                  16, enc.fc.bilinear)
+    candidates[n[0]].ref_frame = ref
+    candidates[n[0]].mode = mode
+    candidates[n[0]].mv = mv
+    candidates[n[0]].rate = rate
+    candidates[n[0]].score = block_sse(src.data + mb_row * 16 * src.stride + mb_col * 16,
+                                       src.stride, pred, 16, 16) * 256 \
+        + enc.lambda_ * rate // 256
+    n[0] += 1
+
+
+cdef void try_subblock_modes(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
+                             const uint8_t* above_ctx, const uint8_t* left_ctx,
+                             uint32_t extra_rate, MacroblockCoding* trial,
+                             MacroblockCoding* best, MacroblockInfo* best_mb,
+                             int64_t* best_cost, int luma_mode) noexcept nogil:
+    """The B_PRED candidate (its subblock mode bits are inside the coding's rate)."""
+    mb.ref_frame = INTRA_FRAME
+    mb.mv.row = mb.mv.col = 0
+    mb.y_mode = B_PRED
+    try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx, extra_rate, trial, best,
+                  best_mb, best_cost)
+
+
 cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
                             const uint8_t* above_ctx, const uint8_t* left_ctx,
                             MacroblockCoding* trial, MacroblockCoding* best) noexcept nogil:
@@ -880,9 +922,12 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
     cdef int64_t best_cost = -1
     cdef MotionVector near_mvs[4]
     cdef int counts[4]
-    cdef int ref, luma_mode, i
+    cdef int ref, luma_mode, i, j, n, best_candidate
+    cdef int64_t intra16_cost
     cdef uint32_t ref_cost, intra_cost
-    cdef MotionVector mv
+    cdef MotionVector mv, zero
+    cdef InterCandidate candidates[12]
+    cdef InterCandidate swap
     cdef const uint8_t* ymode_probs = fc.probs.ymode
     cdef const int8_t* ymode_tree = VP8_YMODE_TREE
     cdef const uint8_t* uv_probs = fc.probs.uvmode
@@ -905,12 +950,15 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
     try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
                   intra_cost + tree_cost(ymode_tree, 8, ymode_probs, luma_mode),
                   trial, best, &best_mb, &best_cost)
-    mb.y_mode = B_PRED
-    # Subblock mode bits are inside the coding's rate.
-    try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
-                  intra_cost + tree_cost(ymode_tree, 8, ymode_probs, B_PRED),
-                  trial, best, &best_mb, &best_cost)
+    intra16_cost = best_cost
+    if enc.key_frame:
+        try_subblock_modes(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
+                           intra_cost + tree_cost(ymode_tree, 8, ymode_probs, B_PRED),
+                           trial, best, &best_mb, &best_cost, luma_mode)
     if not enc.key_frame:
+        # Inter candidates are ranked by their luma prediction error plus mode and vector bits;
+        # only the best INTER_TRIALS are coded in full.
+        n = 0
         for ref in range(LAST_FRAME, ALTREF_FRAME + 1):
             if fc.refs[ref][0].data == NULL:
                 continue
@@ -918,49 +966,56 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
                 continue
             if ref == ALTREF_FRAME and fc.refs[ref][0].data == fc.refs[GOLDEN_FRAME][0].data:
                 continue
-            mb.ref_frame = ref
             ref_cost = bit_cost(1, enc.prob_intra)
             if ref == LAST_FRAME:
                 ref_cost += bit_cost(0, enc.prob_last)
             else:
                 ref_cost += bit_cost(1, enc.prob_last) + bit_cost(ref == ALTREF_FRAME,
                                                                   enc.prob_golden)
+            mb.ref_frame = ref
             find_near_mvs(mb, fc.mb_info_stride, fc.sign_bias, ref, mb_row, mb_col, fc.mb_rows,
                           fc.mb_cols, near_mvs, counts)
-            mb.y_mode = ZEROMV
-            mb.mv.row = mb.mv.col = 0
-            try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
-                          ref_cost + bit_cost(0, VP8_MODE_CONTEXTS[counts[0]][0]),
-                          trial, best, &best_mb, &best_cost)
+            zero.row = zero.col = 0
+            add_candidate(enc, candidates, &n, ref, ZEROMV, zero,
+                          ref_cost + bit_cost(0, VP8_MODE_CONTEXTS[counts[0]][0]), mb_row, mb_col)
             if near_mvs[1].row or near_mvs[1].col:
-                mb.y_mode = NEARESTMV
-                mb.mv = near_mvs[1]
-                try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
+                add_candidate(enc, candidates, &n, ref, NEARESTMV, near_mvs[1],
                               ref_cost + bit_cost(1, VP8_MODE_CONTEXTS[counts[0]][0])
-                              + bit_cost(0, VP8_MODE_CONTEXTS[counts[1]][1]),
-                              trial, best, &best_mb, &best_cost)
+                              + bit_cost(0, VP8_MODE_CONTEXTS[counts[1]][1]), mb_row, mb_col)
             if (near_mvs[2].row or near_mvs[2].col) and not mv_equal(near_mvs[2], near_mvs[1]):
-                mb.y_mode = NEARMV
-                mb.mv = near_mvs[2]
-                try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
+                add_candidate(enc, candidates, &n, ref, NEARMV, near_mvs[2],
                               ref_cost + bit_cost(1, VP8_MODE_CONTEXTS[counts[0]][0])
                               + bit_cost(1, VP8_MODE_CONTEXTS[counts[1]][1])
-                              + bit_cost(0, VP8_MODE_CONTEXTS[counts[2]][2]),
-                              trial, best, &best_mb, &best_cost)
-            if ref != LAST_FRAME:
-                continue
-            mv = motion_search(enc, &fc.refs[ref][0], mb_row, mb_col, near_mvs)
+                              + bit_cost(0, VP8_MODE_CONTEXTS[counts[2]][2]), mb_row, mb_col)
+            # A wide search on the last frame; golden and alt-ref only refine their census vectors.
+            mv = motion_search(enc, &fc.refs[ref][0], mb_row, mb_col, near_mvs,
+                               16 if ref == LAST_FRAME else 2)
             if (mv.row or mv.col) and not mv_equal(mv, near_mvs[1]) \
                     and not mv_equal(mv, near_mvs[2]):
-                mb.y_mode = NEWMV
-                mb.mv = mv
-                try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
+                add_candidate(enc, candidates, &n, ref, NEWMV, mv,
                               ref_cost + bit_cost(1, VP8_MODE_CONTEXTS[counts[0]][0])
                               + bit_cost(1, VP8_MODE_CONTEXTS[counts[1]][1])
                               + bit_cost(1, VP8_MODE_CONTEXTS[counts[2]][2])
                               + bit_cost(0, VP8_MODE_CONTEXTS[counts[3]][3])
-                              + mv_cost(enc, mv, near_mvs[0]),
-                              trial, best, &best_mb, &best_cost)
+                              + mv_cost(enc, mv, near_mvs[0]), mb_row, mb_col)
+        for i in range(n if n < INTER_TRIALS else INTER_TRIALS):
+            best_candidate = i
+            for j in range(i + 1, n):
+                if candidates[j].score < candidates[best_candidate].score:
+                    best_candidate = j
+            swap = candidates[i]
+            candidates[i] = candidates[best_candidate]
+            candidates[best_candidate] = swap
+            mb.ref_frame = candidates[i].ref_frame
+            mb.y_mode = candidates[i].mode
+            mb.mv = candidates[i].mv
+            try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx, candidates[i].rate,
+                          trial, best, &best_mb, &best_cost)
+        # Subblock intra prediction only where 16x16 intra came close to the best inter coding.
+        if intra16_cost <= best_cost + best_cost // 4:
+            try_subblock_modes(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
+                               intra_cost + tree_cost(ymode_tree, 8, ymode_probs, B_PRED),
+                               trial, best, &best_mb, &best_cost, luma_mode)
     memcpy(mb, &best_mb, sizeof(MacroblockInfo))
 
 
