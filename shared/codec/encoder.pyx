@@ -25,7 +25,7 @@ from .frame_header cimport EntropyContext, entropy_context_defaults
 from .frame_record cimport FrameRecord
 from .frame_writer cimport TokenCounts, count_tokens, write_frame
 from .loop_filter cimport loop_filter_frame
-from .modes cimport find_near_mvs, mv_equal
+from .modes cimport above_block_mv, find_near_mvs, left_block_mv, mv_equal, submv_context
 from .picture cimport Picture
 from .predict cimport predict_block_intra, predict_inter, predict_subblock
 from .reconstruct cimport (
@@ -35,7 +35,17 @@ from .reconstruct cimport (
 )
 from .state cimport DecoderState
 from .tables cimport (
+    ABOVE4X4,
     ALTREF_FRAME,
+    LEFT4X4,
+    NEW4X4,
+    SPLIT_QUARTERS,
+    VP8_MBSPLIT_PROBS,
+    VP8_MBSPLIT_TREE,
+    VP8_MBSPLITS,
+    VP8_SUBMV_REF_PROBS,
+    VP8_SUBMV_REF_TREE,
+    ZERO4X4,
     B_DC_PRED,
     B_PRED,
     DC_PRED,
@@ -741,31 +751,33 @@ cdef inline int64_t rd_cost(Encoder* enc, const MacroblockCoding* c, uint32_t ex
     return c.distortion * 256 + enc.lambda_ * (c.rate + extra_rate) // 256
 
 
-cdef int64_t sad16(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride) noexcept nogil:
+cdef int64_t block_sad(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride,
+                       int size) noexcept nogil:
     cdef int64_t total = 0
     cdef int r, c
-    for r in range(16):
-        for c in range(16):
+    for r in range(size):
+        for c in range(size):
             total += abs(a[r * a_stride + c] - b[r * b_stride + c])
     return total
 
 
-cdef int64_t motion_cost(Encoder* enc, const Plane* ref, int mb_row, int mb_col, MotionVector mv,
+cdef int64_t motion_cost(Encoder* enc, const Plane* ref, int x, int y, int size, MotionVector mv,
                          MotionVector base, uint8_t* scratch) noexcept nogil:
+    """SAD of the size x size block at (x, y) predicted with `mv`, plus lambda x vector bits."""
     cdef const Plane* src = &enc.src[0]
-    predict_inter(ref, mb_col * 16, mb_row * 16, 16, 16, mv.row, mv.col, scratch, 16,
-                  enc.fc.bilinear)
-    return sad16(src.data + mb_row * 16 * src.stride + mb_col * 16, src.stride, scratch, 16) \
-        * 256 + enc.lambda_sad * <int64_t>mv_cost(enc, mv, base) // 256
+    predict_inter(ref, x, y, size, size, mv.row, mv.col, scratch, 16, enc.fc.bilinear)
+    return block_sad(src.data + y * src.stride + x, src.stride, scratch, 16, size) * 256 \
+        + enc.lambda_sad * <int64_t>mv_cost(enc, mv, base) // 256
 
 
-cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int mb_row, int mb_col,
-                                const MotionVector* near_mvs, int max_step) noexcept nogil:
-    """Integer diamond search (first step `max_step` pixels) from the best of the census vectors
-    and zero, then half- and quarter-pel refinement with the real interpolation filter. Vectors
-    in 1/8 pel."""
+cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int x, int y, int size,
+                                const MotionVector* starts, int n_starts, MotionVector base,
+                                int max_step) noexcept nogil:
+    """Integer diamond search (first step `max_step` pixels) from the best of zero and the
+    `starts`, then half- and quarter-pel refinement with the real interpolation filter. Costs
+    count vector bits relative to `base` (what NEWMV codes against). Vectors in 1/8 pel."""
     cdef uint8_t scratch[256]
-    cdef MotionVector best = near_mvs[0], centre, trial
+    cdef MotionVector best, centre, trial
     cdef int64_t best_cost, cost
     cdef int i, step, d, improved
     cdef int dr[8]
@@ -774,11 +786,11 @@ cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int mb_row, int 
     dr[4] = -1; dc[4] = -1; dr[5] = -1; dc[5] = 1; dr[6] = 1; dc[6] = -1; dr[7] = 1; dc[7] = 1
     centre.row = 0
     centre.col = 0
-    best_cost = motion_cost(enc, ref, mb_row, mb_col, centre, near_mvs[0], scratch)
-    for i in range(3):
-        trial.row = (near_mvs[i].row + 4) & ~7
-        trial.col = (near_mvs[i].col + 4) & ~7
-        cost = motion_cost(enc, ref, mb_row, mb_col, trial, near_mvs[0], scratch)
+    best_cost = motion_cost(enc, ref, x, y, size, centre, base, scratch)
+    for i in range(n_starts):
+        trial.row = (starts[i].row + 4) & ~7
+        trial.col = (starts[i].col + 4) & ~7
+        cost = motion_cost(enc, ref, x, y, size, trial, base, scratch)
         if cost < best_cost:
             best_cost = cost
             centre = trial
@@ -790,9 +802,9 @@ cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int mb_row, int 
             for d in range(4):
                 trial.row = centre.row + dr[d] * step
                 trial.col = centre.col + dc[d] * step
-                if abs(trial.row - near_mvs[0].row) > 2000 or abs(trial.col - near_mvs[0].col) > 2000:
+                if abs(trial.row - base.row) > 2000 or abs(trial.col - base.col) > 2000:
                     continue
-                cost = motion_cost(enc, ref, mb_row, mb_col, trial, near_mvs[0], scratch)
+                cost = motion_cost(enc, ref, x, y, size, trial, base, scratch)
                 if cost < best_cost:
                     best_cost = cost
                     centre = trial
@@ -804,7 +816,7 @@ cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int mb_row, int 
         for d in range(8):
             trial.row = best.row + dr[d] * step
             trial.col = best.col + dc[d] * step
-            cost = motion_cost(enc, ref, mb_row, mb_col, trial, near_mvs[0], scratch)
+            cost = motion_cost(enc, ref, x, y, size, trial, base, scratch)
             if cost < best_cost:
                 best_cost = cost
                 centre = trial
@@ -881,6 +893,71 @@ ctypedef struct InterCandidate:
     MotionVector mv
     uint32_t rate
     int64_t score
+    int partitioning          # SPLITMV only: quarters, with their vectors and references
+    MotionVector b_mvs[16]
+    uint8_t b_modes[16]
+
+
+cdef void add_split_candidate(Encoder* enc, MacroblockInfo* mb, InterCandidate* candidates,
+                              int* n, int ref, MotionVector mv16, const MotionVector* near_mvs,
+                              const int* counts, uint32_t ref_cost, int mb_row,
+                              int mb_col) noexcept nogil:
+    """SPLITMV in quarters: each 8x8 gets its own vector (a small search around the 16x16 one),
+    coded as LEFT/ABOVE/ZERO when it repeats a neighbour, else NEW4X4 against `best`."""
+    cdef InterCandidate* c = &candidates[n[0]]
+    cdef MotionVector starts[2]
+    cdef MotionVector quarter[4]
+    cdef MotionVector left_mv, above_mv
+    cdef uint8_t scratch[256]
+    cdef const Plane* src = &enc.src[0]
+    cdef int q, b, part, first, context, sub_mode, x, y
+    cdef uint32_t rate
+    cdef int64_t sse = 0
+    starts[0] = mv16
+    starts[1] = near_mvs[0]
+    for q in range(4):
+        x = mb_col * 16 + 8 * (q & 1)
+        y = mb_row * 16 + 8 * (q >> 1)
+        quarter[q] = motion_search(enc, &enc.fc.refs[ref][0], x, y, 8, starts, 2, near_mvs[0], 1)
+        predict_inter(&enc.fc.refs[ref][0], x, y, 8, 8, quarter[q].row, quarter[q].col, scratch,
+                      16, enc.fc.bilinear)
+        sse += block_sse(src.data + y * src.stride + x, src.stride, scratch, 16, 8)
+    rate = ref_cost + bit_cost(1, VP8_MODE_CONTEXTS[counts[0]][0]) \
+        + bit_cost(1, VP8_MODE_CONTEXTS[counts[1]][1]) \
+        + bit_cost(1, VP8_MODE_CONTEXTS[counts[2]][2]) \
+        + bit_cost(1, VP8_MODE_CONTEXTS[counts[3]][3]) \
+        + tree_cost(VP8_MBSPLIT_TREE, 6, VP8_MBSPLIT_PROBS, SPLIT_QUARTERS)
+    # The references of each quarter depend on the quarters before it: fill in order.
+    mb.y_mode = SPLITMV
+    mb.partitioning = SPLIT_QUARTERS
+    for part in range(4):
+        first = (part >> 1) * 8 + (part & 1) * 2
+        left_mv = left_block_mv(mb, mb - 1, first)
+        above_mv = above_block_mv(mb, mb - enc.fc.mb_info_stride, first)
+        if mv_equal(quarter[part], left_mv):
+            sub_mode = LEFT4X4
+        elif mv_equal(quarter[part], above_mv):
+            sub_mode = ABOVE4X4
+        elif quarter[part].row == 0 and quarter[part].col == 0:
+            sub_mode = ZERO4X4
+        else:
+            sub_mode = NEW4X4
+            rate += mv_cost(enc, quarter[part], near_mvs[0])
+        context = submv_context(left_mv, above_mv)
+        rate += tree_cost(VP8_SUBMV_REF_TREE, 6, VP8_SUBMV_REF_PROBS[context], sub_mode)
+        for b in range(16):
+            if VP8_MBSPLITS[SPLIT_QUARTERS][b] == part:
+                mb.b_mvs[b] = quarter[part]
+                mb.b_modes[b] = sub_mode
+    c.ref_frame = ref
+    c.mode = SPLITMV
+    c.mv = mb.b_mvs[15]
+    c.rate = rate
+    c.partitioning = SPLIT_QUARTERS
+    memcpy(c.b_mvs, mb.b_mvs, sizeof(c.b_mvs))
+    memcpy(c.b_modes, mb.b_modes, sizeof(c.b_modes))
+    c.score = sse * 256 + enc.lambda_ * rate // 256
+    n[0] += 1
 
 
 cdef void add_candidate(Encoder* enc, InterCandidate* candidates, int* n, int ref, int mode,
@@ -926,7 +1003,7 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
     cdef int64_t intra16_cost
     cdef uint32_t ref_cost, intra_cost
     cdef MotionVector mv, zero
-    cdef InterCandidate candidates[12]
+    cdef InterCandidate candidates[13]
     cdef InterCandidate swap
     cdef const uint8_t* ymode_probs = fc.probs.ymode
     cdef const int8_t* ymode_tree = VP8_YMODE_TREE
@@ -988,8 +1065,8 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
                               + bit_cost(1, VP8_MODE_CONTEXTS[counts[1]][1])
                               + bit_cost(0, VP8_MODE_CONTEXTS[counts[2]][2]), mb_row, mb_col)
             # A wide search on the last frame; golden and alt-ref only refine their census vectors.
-            mv = motion_search(enc, &fc.refs[ref][0], mb_row, mb_col, near_mvs,
-                               16 if ref == LAST_FRAME else 2)
+            mv = motion_search(enc, &fc.refs[ref][0], mb_col * 16, mb_row * 16, 16, near_mvs, 3,
+                               near_mvs[0], 16 if ref == LAST_FRAME else 2)
             if (mv.row or mv.col) and not mv_equal(mv, near_mvs[1]) \
                     and not mv_equal(mv, near_mvs[2]):
                 add_candidate(enc, candidates, &n, ref, NEWMV, mv,
@@ -998,6 +1075,9 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
                               + bit_cost(1, VP8_MODE_CONTEXTS[counts[2]][2])
                               + bit_cost(0, VP8_MODE_CONTEXTS[counts[3]][3])
                               + mv_cost(enc, mv, near_mvs[0]), mb_row, mb_col)
+            if ref == LAST_FRAME:
+                add_split_candidate(enc, mb, candidates, &n, ref, mv, near_mvs, counts, ref_cost,
+                                    mb_row, mb_col)
         for i in range(n if n < INTER_TRIALS else INTER_TRIALS):
             best_candidate = i
             for j in range(i + 1, n):
@@ -1009,6 +1089,10 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
             mb.ref_frame = candidates[i].ref_frame
             mb.y_mode = candidates[i].mode
             mb.mv = candidates[i].mv
+            if mb.y_mode == SPLITMV:
+                mb.partitioning = candidates[i].partitioning
+                memcpy(mb.b_mvs, candidates[i].b_mvs, sizeof(mb.b_mvs))
+                memcpy(mb.b_modes, candidates[i].b_modes, sizeof(mb.b_modes))
             try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx, candidates[i].rate,
                           trial, best, &best_mb, &best_cost)
         # Subblock intra prediction only where 16x16 intra came close to the best inter coding.
