@@ -28,11 +28,7 @@ from .loop_filter cimport loop_filter_frame
 from .modes cimport above_block_mv, find_near_mvs, left_block_mv, mv_equal, submv_context
 from .picture cimport Picture
 from .predict cimport predict_block_intra, predict_inter, predict_subblock
-from .reconstruct cimport (
-    build_edges,
-    chroma_mv_component,
-    subblock_edges,
-)
+from .reconstruct cimport build_edges, predict_inter_macroblock, subblock_edges
 from .state cimport DecoderState
 from .tables cimport (
     ABOVE4X4,
@@ -497,41 +493,6 @@ cdef void predict_chroma_intra(Encoder* enc, int mode, int mb_row, int mb_col) n
                             8, mode, &above_buf[1], left, mb_row > 0, mb_col > 0)
 
 
-cdef void predict_inter_macroblock(Encoder* enc, const MacroblockInfo* mb, int mb_row,
-                                   int mb_col) noexcept nogil:
-    """Inter prediction of all three planes into fc.cur, exactly as the decoder forms it."""
-    cdef FrameContext* fc = enc.fc
-    cdef const Plane* ref = fc.refs[mb.ref_frame]
-    cdef int x = mb_col * 16, y = mb_row * 16, p, b, i, j, mv_row, mv_col
-    cdef int mask = ~7 if fc.full_pixel else ~0
-    cdef const MotionVector* mvs = mb.b_mvs
-    if mb.y_mode != SPLITMV:
-        predict_inter(&ref[0], x, y, 16, 16, mb.mv.row, mb.mv.col,
-                      fc.cur[0].data + y * fc.cur[0].stride + x, fc.cur[0].stride, fc.bilinear)
-        mv_row = chroma_mv_component(mb.mv.row) & mask
-        mv_col = chroma_mv_component(mb.mv.col) & mask
-        for p in range(1, 3):
-            predict_inter(&ref[p], x >> 1, y >> 1, 8, 8, mv_row, mv_col,
-                          fc.cur[p].data + (y >> 1) * fc.cur[p].stride + (x >> 1),
-                          fc.cur[p].stride, fc.bilinear)
-        return
-    for b in range(16):
-        predict_inter(&ref[0], x + 4 * (b & 3), y + 4 * (b >> 2), 4, 4, mvs[b].row, mvs[b].col,
-                      fc.cur[0].data + (y + 4 * (b >> 2)) * fc.cur[0].stride + x + 4 * (b & 3),
-                      fc.cur[0].stride, fc.bilinear)
-    for i in range(2):
-        for j in range(2):
-            b = i * 8 + j * 2
-            mv_row = mvs[b].row + mvs[b + 1].row + mvs[b + 4].row + mvs[b + 5].row
-            mv_col = mvs[b].col + mvs[b + 1].col + mvs[b + 4].col + mvs[b + 5].col
-            mv_row = ((mv_row + (4 if mv_row >= 0 else -4)) / 8) & mask
-            mv_col = ((mv_col + (4 if mv_col >= 0 else -4)) / 8) & mask
-            for p in range(1, 3):
-                predict_inter(&ref[p], (x >> 1) + 4 * j, (y >> 1) + 4 * i, 4, 4, mv_row, mv_col,
-                              fc.cur[p].data + ((y >> 1) + 4 * i) * fc.cur[p].stride
-                              + (x >> 1) + 4 * j, fc.cur[p].stride, fc.bilinear)
-
-
 cdef void code_luma_split(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
                           MacroblockCoding* out, const uint8_t* above_ctx,
                           const uint8_t* left_ctx) noexcept nogil:
@@ -703,7 +664,7 @@ cdef void code_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
             code_luma_16x16(enc, mb, mb_row, mb_col, out, above_ctx, left_ctx)
         predict_chroma_intra(enc, mb.uv_mode, mb_row, mb_col)
     else:
-        predict_inter_macroblock(enc, mb, mb_row, mb_col)
+        predict_inter_macroblock(fc, mb, mb_row, mb_col)
         if mb.y_mode == SPLITMV:
             code_luma_split(enc, mb, mb_row, mb_col, out, above_ctx, left_ctx)
         else:

@@ -13,6 +13,5 @@ cdef void build_edges(const Plane* plane, int x, int y, int size, bint last_colu
 cdef void subblock_edges(uint8_t* block, int stride, int b, const uint8_t* mb_above,
                          const uint8_t* mb_left, uint8_t* A, uint8_t* left) noexcept nogil
 
-cdef int chroma_mv_component(int luma) noexcept nogil
-
-cdef int split_chroma_mv_component(int total) noexcept nogil
+cdef void predict_inter_macroblock(FrameContext* fc, const MacroblockInfo* mb, int mb_row,
+                                   int mb_col) noexcept nogil

@@ -119,26 +119,27 @@ cdef void reconstruct_intra(FrameContext* fc, MacroblockInfo* mb, int mb_row,
                          dst + 4 * (b >> 1) * plane.stride + 4 * (b & 1), plane.stride)
 
 
-cdef int chroma_mv_component(int luma) noexcept nogil:
+cdef inline int chroma_mv_component(int luma) noexcept nogil:
     # Half the luma vector, rounded away from zero (libvpx).
     luma += 1 if luma >= 0 else -1
     return luma / 2
 
 
-cdef int split_chroma_mv_component(int total) noexcept nogil:
+cdef inline int split_chroma_mv_component(int total) noexcept nogil:
     # Average of four luma vectors, halved: total / 8 rounded half away from zero.
     total += 4 if total >= 0 else -4
     return total / 8
 
 
-cdef void reconstruct_inter(FrameContext* fc, MacroblockInfo* mb, int mb_row,
-                            int mb_col) noexcept nogil:
+cdef void predict_inter_macroblock(FrameContext* fc, const MacroblockInfo* mb, int mb_row,
+                                   int mb_col) noexcept nogil:
+    """Inter prediction of all three planes of a macroblock into fc.cur (section 18): one
+    vector for 16x16 luma and 8x8 chroma, or per 4x4 for SPLITMV (chroma averaging 2x2)."""
     cdef const Plane* ref = fc.refs[mb.ref_frame]
     cdef Plane* plane = &fc.cur[0]
     cdef int x = mb_col * 16, y = mb_row * 16, b, i, j, p, mv_row, mv_col
     cdef int full_pixel_mask = ~7 if fc.full_pixel else ~0
     cdef uint8_t* dst = plane.data + y * plane.stride + x
-    cdef bint has_y2 = mb.y_mode != SPLITMV
     cdef const MotionVector* mvs = mb.b_mvs
     if mb.y_mode != SPLITMV:
         predict_inter(&ref[0], x, y, 16, 16, mb.mv.row, mb.mv.col, dst, plane.stride, fc.bilinear)
@@ -148,24 +149,33 @@ cdef void reconstruct_inter(FrameContext* fc, MacroblockInfo* mb, int mb_row,
             predict_inter(&ref[p], x >> 1, y >> 1, 8, 8, mv_row, mv_col,
                           fc.cur[p].data + (y >> 1) * fc.cur[p].stride + (x >> 1),
                           fc.cur[p].stride, fc.bilinear)
-    else:
-        for b in range(16):
-            predict_inter(&ref[0], x + 4 * (b & 3), y + 4 * (b >> 2), 4, 4, mvs[b].row,
-                          mvs[b].col, dst + 4 * (b >> 2) * plane.stride + 4 * (b & 3),
-                          plane.stride, fc.bilinear)
-        for i in range(2):
-            for j in range(2):
-                b = i * 8 + j * 2
-                mv_row = split_chroma_mv_component(
-                    mvs[b].row + mvs[b + 1].row + mvs[b + 4].row + mvs[b + 5].row)
-                mv_col = split_chroma_mv_component(
-                    mvs[b].col + mvs[b + 1].col + mvs[b + 4].col + mvs[b + 5].col)
-                mv_row &= full_pixel_mask
-                mv_col &= full_pixel_mask
-                for p in range(1, 3):
-                    predict_inter(&ref[p], (x >> 1) + 4 * j, (y >> 1) + 4 * i, 4, 4, mv_row,
-                                  mv_col, fc.cur[p].data + ((y >> 1) + 4 * i) * fc.cur[p].stride
-                                  + (x >> 1) + 4 * j, fc.cur[p].stride, fc.bilinear)
+        return
+    for b in range(16):
+        predict_inter(&ref[0], x + 4 * (b & 3), y + 4 * (b >> 2), 4, 4, mvs[b].row,
+                      mvs[b].col, dst + 4 * (b >> 2) * plane.stride + 4 * (b & 3),
+                      plane.stride, fc.bilinear)
+    for i in range(2):
+        for j in range(2):
+            b = i * 8 + j * 2
+            mv_row = split_chroma_mv_component(
+                mvs[b].row + mvs[b + 1].row + mvs[b + 4].row + mvs[b + 5].row)
+            mv_col = split_chroma_mv_component(
+                mvs[b].col + mvs[b + 1].col + mvs[b + 4].col + mvs[b + 5].col)
+            mv_row &= full_pixel_mask
+            mv_col &= full_pixel_mask
+            for p in range(1, 3):
+                predict_inter(&ref[p], (x >> 1) + 4 * j, (y >> 1) + 4 * i, 4, 4, mv_row,
+                              mv_col, fc.cur[p].data + ((y >> 1) + 4 * i) * fc.cur[p].stride
+                              + (x >> 1) + 4 * j, fc.cur[p].stride, fc.bilinear)
+
+
+cdef void reconstruct_inter(FrameContext* fc, MacroblockInfo* mb, int mb_row,
+                            int mb_col) noexcept nogil:
+    cdef Plane* plane = &fc.cur[0]
+    cdef int x = mb_col * 16, y = mb_row * 16, b, p
+    cdef uint8_t* dst = plane.data + y * plane.stride + x
+    cdef bint has_y2 = mb.y_mode != SPLITMV
+    predict_inter_macroblock(fc, mb, mb_row, mb_col)
     if mb.skip:
         return
     for b in range(16):
