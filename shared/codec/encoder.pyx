@@ -278,13 +278,16 @@ cdef int quantize_block(const int16_t* coeffs, int16_t* levels, int16_t* dequant
     """Quantize a block (raster order); returns the end-of-block scan position. Rounding is in
     1/256 of a step (a dead zone below one half keeps small, costly coefficients at zero)."""
     cdef int n, i, c, a, q, r, level, eob = first
+    # (a + r q / 256) / q with a 16-bit fixed-point reciprocal: a multiply, not a division.
+    cdef int64_t dc_reciprocal = (65536 + dc_q - 1) // dc_q
+    cdef int64_t ac_reciprocal = (65536 + ac_q - 1) // ac_q
     for n in range(first, 16):
         i = VP8_ZIGZAG[n]
         c = coeffs[i]
         q = dc_q if n == 0 else ac_q
         r = dc_round if n == 0 else ac_round
         a = -c if c < 0 else c
-        level = (a * 256 + r * q) // (q * 256)
+        level = <int>(((a * 256 + r * q) * (dc_reciprocal if n == 0 else ac_reciprocal)) >> 24)
         if level > 2047:
             level = 2047
         if c < 0:
@@ -296,6 +299,10 @@ cdef int quantize_block(const int16_t* coeffs, int16_t* levels, int16_t* dequant
     return eob
 
 
+# More bits than dropping one trailing +-1 token can ever save.
+DEF MAX_TOKEN_SAVING = 16
+
+
 cdef int prune_block(Encoder* enc, int block_type, int context, int first,
                      const int16_t* coeffs, int16_t* levels, int16_t* dequantized,
                      int eob) noexcept nogil:
@@ -303,17 +310,23 @@ cdef int prune_block(Encoder* enc, int block_type, int context, int first,
     the distortion added (coefficient-domain error / 4 is the pixel-domain SSE, section 14)."""
     cdef int n, i, c, new_eob
     cdef int64_t added, saved
-    cdef uint32_t rate = block_rate(enc, block_type, context, first, levels, eob), new_rate
+    cdef uint32_t rate = 0, new_rate
+    cdef bint rated = False
     while eob > first and enc.prune:
         i = VP8_ZIGZAG[eob - 1]
         if levels[i] != 1 and levels[i] != -1:
             break
-        new_eob = eob - 1
-        while new_eob > first and levels[VP8_ZIGZAG[new_eob - 1]] == 0:
-            new_eob -= 1
         c = coeffs[i]
         # Distortion added by zeroing, x4 (coefficient domain), against the bits saved.
         added = <int64_t>c * c - (<int64_t>c - dequantized[i]) * (c - dequantized[i])
+        if added * 64 >= enc.lambda_ * MAX_TOKEN_SAVING:
+            break                       # cannot pay even if the token and its EOB were free
+        if not rated:
+            rate = block_rate(enc, block_type, context, first, levels, eob)
+            rated = True
+        new_eob = eob - 1
+        while new_eob > first and levels[VP8_ZIGZAG[new_eob - 1]] == 0:
+            new_eob -= 1
         levels[i] = 0
         new_rate = block_rate(enc, block_type, context, first, levels, new_eob)
         saved = <int64_t>rate - new_rate
@@ -1117,6 +1130,8 @@ cdef int64_t plane_sse(const Plane* a, const Plane* b) noexcept nogil:
 
 cdef _pad_plane(plane, int height, int width):
     plane = np.asarray(plane, dtype=np.uint8)
+    if plane.shape[0] == height and plane.shape[1] == width:
+        return np.ascontiguousarray(plane)       # already macroblock-aligned: no copy
     return np.ascontiguousarray(
         np.pad(plane, ((0, height - plane.shape[0]), (0, width - plane.shape[1])), mode="edge"))
 
@@ -1175,8 +1190,9 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         n_mbs = rec.mb_cols * rec.mb_rows
         rec.mb_info = <MacroblockInfo*>calloc((rec.mb_rows + 1) * rec.mb_info_stride,
                                               sizeof(MacroblockInfo))
-        rec.levels = <int16_t*>calloc(n_mbs * 400, sizeof(int16_t))
-        rec.level_eobs = <uint8_t*>calloc(n_mbs * 25, 1)
+        # Every macroblock writes its levels and end positions: no need to zero them first.
+        rec.levels = <int16_t*>malloc(n_mbs * 400 * sizeof(int16_t))
+        rec.level_eobs = <uint8_t*>malloc(n_mbs * 25)
         fc.above_ctx = <uint8_t*>calloc(rec.mb_cols * 9 + 1, 1)
         if rec.mb_info == NULL or rec.levels == NULL or rec.level_eobs == NULL \
                 or fc.above_ctx == NULL:
