@@ -17,3 +17,4 @@ cdef class DecoderState:
     cdef bytes _payload_cache
 
     cdef bytes _payload(self)
+    cdef bytes _build_payload(self, bint delta_planes)

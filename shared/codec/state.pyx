@@ -5,10 +5,11 @@ segment features and the per-macroblock segment map, loop-filter deltas, the fra
 three references (last, golden, alt-ref). Per-frame header fields (quantizers, sign biases, skip
 and reference probabilities, ...) are not state.
 
-Serialized form (`to_bytes`): magic b"EXCS", u16 format version, u16 flags (0), u32 CRC-32 of
-version, flags and the compressed body, then the zlib-compressed body. References that share pixels are stored once; planes
-are stored as horizontal byte differences, which compress far better than raw pixels; zlib's
-fastest level, since states sit on ExCamera's serial critical path.
+Serialized form (`to_bytes`): magic b"EXCS", u16 format version, u16 flags, u32 CRC-32 of
+version, flags and the body, then the zlib body. References that share pixels are stored once.
+By default planes are stored as horizontal byte differences (which compress far better than raw
+pixels) at zlib's fastest level; flag 1 marks planes stored raw at level 0, for states handed
+along ExCamera's serial critical path on fast local storage.
 """
 
 import hashlib
@@ -27,6 +28,7 @@ from .frame_header import MAX_FRAME_AREA
 
 MAGIC = b"EXCS"
 FORMAT_VERSION = 1
+FLAG_RAW_PLANES = 1       # planes stored as they are (zlib level 0) rather than delta + deflate
 _HEADER = struct.Struct("<4sHHI")
 _FIXED = struct.Struct("<BHHBB")
 # Largest body a valid state can have: three distinct 4:2:0 pictures plus small fields.
@@ -88,8 +90,11 @@ cdef class DecoderState:
     # --- serialization -------------------------------------------------------------------
 
     cdef bytes _payload(self):
-        if self._payload_cache is not None:
-            return self._payload_cache
+        if self._payload_cache is None:
+            self._payload_cache = self._build_payload(True)
+        return self._payload_cache
+
+    cdef bytes _build_payload(self, bint delta_planes):
         parts = [_FIXED.pack(self.has_keyframe, self.width, self.height,
                              self.horizontal_scale, self.vertical_scale)]
         parts.append(bytes((<char*>&self.probs)[:sizeof(self.probs)]))
@@ -110,14 +115,20 @@ cdef class DecoderState:
             parts.append(bytes([len(distinct)] + indices))
             for picture in distinct:
                 for plane in (picture.y, picture.u, picture.v):
-                    parts.append(_delta_encode(plane))
-        self._payload_cache = b"".join(parts)
-        return self._payload_cache
+                    parts.append(_delta_encode(plane) if delta_planes
+                                 else np.ascontiguousarray(plane).tobytes())
+        return b"".join(parts)
 
-    def to_bytes(self) -> bytes:
-        """Versioned, checksummed, compressed serialization; `from_bytes` inverts it."""
-        body = zlib.compress(self._payload(), 1)
-        return _HEADER.pack(MAGIC, FORMAT_VERSION, 0, _checksum(FORMAT_VERSION, 0, body)) + body
+    def to_bytes(self, compress: bool = True) -> bytes:
+        """Versioned, checksummed serialization; `from_bytes` inverts it. Compressed by
+        default; `compress=False` stores the planes raw (several times larger, several times
+        faster both ways: for states handed between pipeline stages on fast storage)."""
+        if compress:
+            flags, body = 0, zlib.compress(self._payload(), 1)
+        else:
+            flags, body = FLAG_RAW_PLANES, zlib.compress(self._build_payload(False), 0)
+        return _HEADER.pack(MAGIC, FORMAT_VERSION, flags,
+                            _checksum(FORMAT_VERSION, flags, body)) + body
 
     @staticmethod
     def from_bytes(data) -> "DecoderState":
@@ -132,7 +143,7 @@ cdef class DecoderState:
             raise StateFormatError(
                 f"state format version {version} is not supported (this build reads "
                 f"version {FORMAT_VERSION})")
-        if flags != 0:
+        if flags & ~FLAG_RAW_PLANES:
             raise StateFormatError(f"state has unknown flags {flags:#06x}")
         body = data[_HEADER.size:]
         if _checksum(version, flags, body) != crc:
@@ -144,7 +155,7 @@ cdef class DecoderState:
                 raise StateFormatError("state body is larger than any valid state")
         except zlib.error as exc:
             raise StateFormatError(f"state body does not decompress: {exc}") from None
-        return _parse_payload(payload)
+        return _parse_payload(payload, bool(flags & FLAG_RAW_PLANES))
 
     def digest(self) -> str:
         """A short hex digest of the whole state, for logs and quick comparisons."""
@@ -180,12 +191,16 @@ def _delta_encode(plane) -> bytes:
     return diff.tobytes()
 
 
+def _raw_plane(buffer, int height, int width):
+    return np.frombuffer(buffer, np.uint8, height * width).reshape(height, width).copy()
+
+
 def _delta_decode(buffer, int height, int width):
     diff = np.frombuffer(buffer, np.uint8, height * width).reshape(height, width)
     return np.cumsum(diff, axis=1, dtype=np.uint8)
 
 
-cdef _parse_payload(bytes payload):
+cdef _parse_payload(bytes payload, bint raw_planes):
     cdef DecoderState state = DecoderState.__new__(DecoderState)
     cdef Py_ssize_t pos = 0, need
     cdef const unsigned char* raw = payload
@@ -231,12 +246,13 @@ cdef _parse_payload(bytes payload):
     if n != pos + count * luma * 3 // 2:
         raise StateFormatError("state body has the wrong length for its frame size")
     pictures = []
+    planes = _raw_plane if raw_planes else _delta_decode
     for _ in range(count):
-        y = _delta_decode(payload[pos:pos + luma], mb_rows * 16, mb_cols * 16)
+        y = planes(payload[pos:pos + luma], mb_rows * 16, mb_cols * 16)
         pos += luma
-        u = _delta_decode(payload[pos:pos + luma // 4], mb_rows * 8, mb_cols * 8)
+        u = planes(payload[pos:pos + luma // 4], mb_rows * 8, mb_cols * 8)
         pos += luma // 4
-        v = _delta_decode(payload[pos:pos + luma // 4], mb_rows * 8, mb_cols * 8)
+        v = planes(payload[pos:pos + luma // 4], mb_rows * 8, mb_cols * 8)
         pos += luma // 4
         picture = Picture(y, u, v, width, height)
         picture.freeze()

@@ -64,6 +64,10 @@ __all__ = [
 
 RebaseChunk = Callable[..., tuple[list[bytes], Any]]
 
+# Decoder states between stages are stored uncompressed: on local storage the time deflate would
+# take sits on the serial rebase chain, and states are deleted with the job.
+STATE_COMPRESSION = False
+
 
 # --------------------------------------------------------------------------- keys and the plan
 
@@ -315,7 +319,7 @@ def decode_exit_state(store: Store, job: str, index: int) -> None:
 
     frames = read_ivf_frames(store.get(chunk_key(job, index, "vpx.ivf")))
     state = _decode_frames(DecoderState.initial(), frames, f"chunk {index} (libvpx)")
-    store.put(output, state.to_bytes())
+    store.put(output, state.to_bytes(compress=STATE_COMPRESSION))
 
 
 def _decode_frames(state: Any, frames: list[bytes], what: str) -> Any:
@@ -354,7 +358,8 @@ def _put_chunk(
     """Store a chunk's frames as `<name>.ivf`, and its exit state as `<name>.state` when the
     next chunk needs it. The IVF is written last: it marks the stage as done."""
     if plan.has_successor(index):
-        store.put(chunk_key(plan.job, index, f"{name}.state"), state.to_bytes())
+        store.put(chunk_key(plan.job, index, f"{name}.state"),
+                  state.to_bytes(compress=STATE_COMPRESSION))
     store.put(chunk_key(plan.job, index, f"{name}.ivf"), ivf_bytes(frames, *_geometry(plan)))
 
 
