@@ -66,6 +66,7 @@ from shared.codec import metrics  # noqa: E402
 from shared.codec.y4m import Y4mReader, Y4mWriter, read_raw_i420  # noqa: E402
 from shared.pipeline import stages  # noqa: E402
 from shared.pipeline.mux import read_ivf_frames  # noqa: E402
+from shared.pipeline.runner import Task, TaskId, task_graph  # noqa: E402
 from shared.pipeline.store import LocalStore  # noqa: E402
 from shared.pipeline.vpx import MAX_LAG_IN_FRAMES, EncodeSettings, vpxenc_command  # noqa: E402
 
@@ -79,15 +80,6 @@ DEFAULT_CONFIGS = "6x1,6x16,12x1,12x8,24x1,24x4"
 REFERENCE_CQ = 20  # per-stage tables, latency bars and --check use the level nearest this
 PLOTS = REPO / "bench" / "plots"
 
-# Stage -> (label, urgency: lower runs first), as the embedded runner schedules them.
-STAGES: dict[str, tuple[str, int]] = {
-    "split": ("split", 0),
-    "encode": ("libvpx encode", 3),
-    "state": ("exit states", 2),
-    "first": ("encode given state", 1),
-    "rebase": ("rebase (serial)", 0),
-    "join": ("join", 4),
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,46 +319,6 @@ def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
 # ---------------------------------------------------------------------------------------------
 # ExCamera[n,x]: the runner's task graph, each task timed.
 
-TaskId = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class Task:
-    function: Callable[..., Any]
-    args: tuple[Any, ...]
-    deps: tuple[TaskId, ...]
-    priority: tuple[int, int, int]
-
-
-def task_graph(
-    store: LocalStore, plan: stages.ChunkPlan, settings: EncodeSettings, output: Path
-) -> dict[TaskId, Task]:
-    """Stages 2-6 with the runner's dependencies and urgency (its verify stage is left out)."""
-    job, graph = plan.job, {}
-
-    def add(stage: str, index: int, function: Callable[..., Any], args: tuple, deps: list) -> None:
-        priority = (STAGES[stage][1], plan.position(index), plan.group_of(index))
-        graph[(stage, index)] = Task(function, args, tuple(deps), priority)
-
-    for i in range(plan.chunk_count):
-        position = plan.position(i)
-        add("encode", i, stages.encode_chunk_vpx, (store, job, i, settings), [])
-        if plan.has_successor(i):
-            add("state", i, stages.decode_exit_state, (store, job, i), [("encode", i)])
-        if position >= 1:
-            add("first", i, stages.rebase_first, (store, job, i), [("encode", i), ("state", i - 1)])
-        if position == 0:
-            deps = [("encode", i)] + ([("state", i)] if plan.has_successor(i) else [])
-        elif position == 1:
-            deps = [("first", i)]
-        else:
-            deps = [("first", i), ("rebase", i - 1)]
-        add("rebase", i, stages.rebase_serial, (store, job, i), deps)
-    all_rebased = [("rebase", i) for i in range(plan.chunk_count)]
-    add("join", 0, stages.join, (store, job, plan, str(output)), all_rebased)
-    return graph
-
-
 def run_graph(
     pool: ProcessPoolExecutor, workers: int, graph: dict[TaskId, Task]
 ) -> dict[TaskId, float]:
@@ -405,7 +357,7 @@ def run_excamera(
         store, job = LocalStore(directory), f"bench-{n}x{x}-cq{cq}"
         started = time.perf_counter()
         plan, split = pool.submit(timed, stages.split, store, job, str(source), n, x).result()
-        seconds = run_graph(pool, workers, task_graph(store, plan, settings, output))
+        seconds = run_graph(pool, workers, task_graph(store, plan, settings, output, verify=False))
         wall = time.perf_counter() - started
     chunk_times: dict[str, list[float | None]] = {
         stage: [seconds.get((stage, i)) for i in range(plan.chunk_count)]

@@ -506,7 +506,7 @@ def test_rebase_stages_pass_the_right_states(
         return frames, _decode_state_from(incoming, frames)
 
     monkeypatch.setattr(stages, "load_rebase", lambda: fake_rebase)
-    graph = runner._graph(store, plan, EncodeSettings(vpxenc=find_vpxenc()), tmp_path / "o.ivf")
+    graph = runner.task_graph(store, plan, EncodeSettings(vpxenc=find_vpxenc()), tmp_path / "o.ivf")
     graph = {
         task_id: task for task_id, task in graph.items() if task_id[0] not in ("measure", "join")
     }

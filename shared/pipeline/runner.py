@@ -57,7 +57,7 @@ _DIE_STATUS = 70
 _JOB_FORMAT = 1  # bump when stage outputs change meaning, so old work dirs are not reused
 
 # Stage name -> (label shown to the user, urgency: lower runs first), in pipeline order.
-_STAGES: dict[str, tuple[str, int]] = {
+STAGES: dict[str, tuple[str, int]] = {
     "split": ("split", 0),
     "encode": ("libvpx encode", 3),
     "state": ("exit states", 2),
@@ -71,7 +71,7 @@ TaskId = tuple[str, int]
 
 
 @dataclass(frozen=True)
-class _Task:
+class Task:
     function: Callable[..., Any]
     args: tuple[Any, ...]
     deps: tuple[TaskId, ...]
@@ -153,12 +153,12 @@ def run_job(
     try:
         with _work_store(work_dir) as store, _pool(workers) as pool:
             scheduler = _Scheduler(pool, workers, Progress(progress), _die_at())
-            split_task = _Task(stages.split, (store, job, str(input_path), n, x), (), (0, 0, 0))
+            split_task = Task(stages.split, (store, job, str(input_path), n, x), (), (0, 0, 0))
             plan = scheduler.run({("split", 0): split_task})[("split", 0)]
             if log is not None:
                 for notice in plan.notices:
                     log(notice)
-            results = scheduler.run(_graph(store, plan, settings, partial))
+            results = scheduler.run(task_graph(store, plan, settings, partial))
         summary = _summary(plan, settings, results, scheduler, input_path, output_path, workers)
         os.replace(partial, output_path)
     except OSError as exc:  # the work directory or the output's file system (full, gone, ...)
@@ -266,16 +266,23 @@ def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
 # --------------------------------------------------------------------------- the task graph
 
 
-def _graph(
-    store: LocalStore, plan: ChunkPlan, settings: EncodeSettings, output: Path
-) -> dict[TaskId, _Task]:
+def task_graph(
+    store: LocalStore,
+    plan: ChunkPlan,
+    settings: EncodeSettings,
+    output: Path,
+    *,
+    verify: bool = True,
+) -> dict[TaskId, Task]:
+    """Stages 2-6 as tasks with their dependencies and urgency (also timed by
+    bench/excamera.py); `verify` adds the per-group check of the output."""
     job = plan.job
-    graph: dict[TaskId, _Task] = {}
+    graph: dict[TaskId, Task] = {}
 
     def add(stage: str, index: int, function: Callable[..., Any], args: tuple, deps: list) -> None:
         chunk = index if stage != "measure" else index * plan.chunks_per_group
-        order = (_STAGES[stage][1], plan.position(chunk), plan.group_of(chunk))
-        graph[(stage, index)] = _Task(function, args, tuple(deps), order)
+        order = (STAGES[stage][1], plan.position(chunk), plan.group_of(chunk))
+        graph[(stage, index)] = Task(function, args, tuple(deps), order)
 
     for i in range(plan.chunk_count):
         position = plan.position(i)
@@ -291,7 +298,7 @@ def _graph(
         else:
             deps = [("first", i), ("rebase", i - 1)]
         add("rebase", i, stages.rebase_serial, (store, job, i), deps)
-    for g in range(plan.group_count):
+    for g in range(plan.group_count if verify else 0):
         deps = [("rebase", i) for i in plan.group_chunks(g)]
         add("measure", g, stages.measure_group, (store, job, g), deps)
     all_rebased = [("rebase", i) for i in range(plan.chunk_count)]
@@ -320,7 +327,7 @@ class _Scheduler:
         self.die_at = die_at
         self.times: dict[str, list[float]] = {}  # stage -> [first start, last end, busy, count]
 
-    def run(self, graph: dict[TaskId, _Task]) -> dict[TaskId, Any]:
+    def run(self, graph: dict[TaskId, Task]) -> dict[TaskId, Any]:
         waiting = {task_id: set(task.deps) for task_id, task in graph.items()}
         dependents: dict[TaskId, list[TaskId]] = defaultdict(list)
         for task_id, task in graph.items():
@@ -352,18 +359,18 @@ class _Scheduler:
             self.progress.close()
         return results
 
-    def _add_bars(self, graph: dict[TaskId, _Task]) -> None:
+    def _add_bars(self, graph: dict[TaskId, Task]) -> None:
         counts: dict[str, int] = defaultdict(int)
         for stage, _ in graph:
             counts[stage] += 1
-        for stage in sorted(counts, key=lambda s: list(_STAGES).index(s)):
-            self.progress.add_stage(_STAGES[stage][0], counts[stage])
+        for stage in sorted(counts, key=lambda s: list(STAGES).index(s)):
+            self.progress.add_stage(STAGES[stage][0], counts[stage])
 
     def _collect(self, future: Future[Any], task_id: TaskId, running: dict) -> Any:
         try:
             result, start, end = future.result()
         except BrokenProcessPool:
-            busy = sorted({_STAGES[stage][0] for stage, _ in [task_id, *running.values()]})
+            busy = sorted({STAGES[stage][0] for stage, _ in [task_id, *running.values()]})
             raise WorkerDiedError(
                 "a worker process died unexpectedly (killed, out of memory or crashed) during: "
                 f"{', '.join(busy)}; the job was abandoned and no output was written"
@@ -373,13 +380,13 @@ class _Scheduler:
         record[0], record[1] = min(record[0], start), max(record[1], end)
         record[2] += end - start
         record[3] += 1
-        self.progress.advance(_STAGES[stage][0])
+        self.progress.advance(STAGES[stage][0])
         return result
 
     def stage_times(self) -> dict[str, StageTime]:
-        ordered = sorted(self.times, key=lambda s: list(_STAGES).index(s))
+        ordered = sorted(self.times, key=lambda s: list(STAGES).index(s))
         return {
-            _STAGES[s][0]: StageTime(
+            STAGES[s][0]: StageTime(
                 wall=round(self.times[s][1] - self.times[s][0], 3),
                 busy=round(self.times[s][2], 3),
                 tasks=int(self.times[s][3]),
