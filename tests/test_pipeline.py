@@ -20,32 +20,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from decoder_support import IN_CI, first_difference, require_decoder, require_tools
+from decoder_support import first_difference, require_decoder, require_tools
 from libvpx_oracle import pyav_frames, read_ivf, vpxdec_frames
 
 from shared import cli
 from shared.codec.image import chroma_size
 from shared.pipeline import runner, stages
-from shared.pipeline.errors import RebaseUnavailableError
 from shared.pipeline.progress import Progress
 from shared.pipeline.store import LocalStore, check_key, open_store
 from shared.pipeline.vpx import EncodeSettings, find_vpxenc, is_key_frame, is_shown
 
 codec = require_decoder()
 require_tools()
-
-
-def _rebase_importable() -> bool:
-    try:
-        stages.load_rebase()
-    except RebaseUnavailableError:
-        return False
-    return True
-
-
-needs_rebase = pytest.mark.skipif(
-    not _rebase_importable() and not IN_CI, reason="rebase not implemented"
-)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -546,7 +532,6 @@ def _decode_state_from(state: Any, frames: list[bytes]) -> Any:
 # --------------------------------------------------------------------------- ExCamera[n,x], x > 1
 
 
-@needs_rebase
 @pytest.mark.parametrize(("frames", "n", "x"), [(25, 3, 4), (12, 3, 2), (9, 3, 16)])
 def test_groups_synthetic(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, frames: int, n: int, x: int
@@ -559,7 +544,6 @@ def test_groups_synthetic(
     check_output(output, frames, n * x)
 
 
-@needs_rebase
 def test_groups_carphone_webm_and_fewer_bits(
     capsys: pytest.CaptureFixture[str], carphone_y4m: Path, tmp_path: Path
 ) -> None:
