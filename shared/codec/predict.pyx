@@ -184,16 +184,24 @@ DEF SOURCE_EXTENT = MAX_BLOCK + 5
 cdef void fetch_replicated(const Plane* ref, int x0, int y0, int width, int height,
                            uint8_t* out, int out_stride) noexcept nogil:
     """Copy a window that may leave the plane, replicating its edge rows and columns."""
-    cdef int r, c, sy, sx
+    cdef int r, sy
     cdef const uint8_t* row
+    cdef uint8_t* dst
+    # Window columns [0, left_end) lie left of the plane, [right_start, width) right of it.
+    cdef int left_end = 0 if x0 >= 0 else (width if -x0 > width else -x0)
+    cdef int right_start = ref.width - x0
+    if right_start > width:
+        right_start = width
+    if right_start < left_end:
+        right_start = left_end
     for r in range(height):
         sy = y0 + r
         sy = 0 if sy < 0 else (ref.height - 1 if sy >= ref.height else sy)
         row = ref.data + sy * ref.stride
-        for c in range(width):
-            sx = x0 + c
-            sx = 0 if sx < 0 else (ref.width - 1 if sx >= ref.width else sx)
-            out[r * out_stride + c] = row[sx]
+        dst = out + r * out_stride
+        memset(dst, row[0], left_end)
+        memcpy(dst + left_end, row + x0 + left_end, right_start - left_end)
+        memset(dst + right_start, row[ref.width - 1], width - right_start)
 
 
 cdef void bilinear_2d(const uint8_t* src, int src_stride, uint8_t* dst, int dst_stride,
