@@ -480,7 +480,8 @@ def _add_encode_frames(commands: SubParsers) -> None:
     quality.add_argument("--quantizer", type=_quantizer, metavar="Q",
                          help="quantizer index 0 (best) .. 127 (smallest); default 40")
     quality.add_argument("--ssim", type=ssim_target, metavar="S",
-                         help="per-frame SSIM target in (0, 1), met with the largest quantizer")
+                         help="per-frame SSIM target, in dB (e.g. 16) or as a fraction below 1 "
+                              "(e.g. 0.975), met with the largest quantizer that reaches it")
     parser.add_argument("--state-in", metavar="FILE", help="continue from this decoder state")
     parser.add_argument("--state-out", metavar="FILE", help="store the state after the last frame")
     parser.add_argument("-v", "--verbose", action="store_true", help="report each frame")
@@ -489,8 +490,11 @@ def _add_encode_frames(commands: SubParsers) -> None:
 
 def _run_encode_frames(args: argparse.Namespace) -> int:
     codec = _load_codec()
-    quality: int | float = args.ssim if args.ssim is not None else (
-        40 if args.quantizer is None else args.quantizer)
+    quality: int | float
+    if args.ssim is not None:
+        quality = 1 - 10 ** (-args.ssim / 10)     # the codec takes SSIM as a fraction
+    else:
+        quality = 40 if args.quantizer is None else args.quantizer
     state = _read_state(codec, args.state_in) if args.state_in else None
     images, fps = _read_y4m(args.input)
     if not images:
