@@ -973,7 +973,7 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
     cdef int64_t best_cost = -1
     cdef MotionVector near_mvs[4]
     cdef int counts[4]
-    cdef int ref, luma_mode, i, j, n, best_candidate
+    cdef int ref, luma_mode, mode, i, j, n, best_candidate
     cdef int64_t intra16_cost
     cdef uint32_t ref_cost, intra_cost
     cdef MotionVector mv, zero
@@ -994,13 +994,17 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
     intra_cost = 0 if enc.key_frame else bit_cost(0, enc.prob_intra)
     intra_cost += tree_cost(VP8_UVMODE_TREE, 6, uv_probs, mb.uv_mode)
     luma_mode = choose_intra16_mode(enc, mb_row, mb_col, ymode_probs, ymode_tree)
-    mb.y_mode = luma_mode
-    for i in range(16):
-        mb.b_modes[i] = B_DC_PRED + (0 if luma_mode == DC_PRED else (
-            2 if luma_mode == 1 else (3 if luma_mode == 2 else 1)))
-    try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
-                  intra_cost + tree_cost(ymode_tree, 8, ymode_probs, luma_mode),
-                  trial, best, &best_mb, &best_cost)
+    # Key frames code every 16x16 mode in full; interframes only the best prediction.
+    for mode in range(4):
+        if not enc.key_frame and mode != luma_mode:
+            continue
+        mb.y_mode = mode
+        for i in range(16):
+            mb.b_modes[i] = B_DC_PRED + (0 if mode == DC_PRED else (
+                2 if mode == 1 else (3 if mode == 2 else 1)))
+        try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
+                      intra_cost + tree_cost(ymode_tree, 8, ymode_probs, mode),
+                      trial, best, &best_mb, &best_cost)
     intra16_cost = best_cost
     if enc.key_frame:
         try_subblock_modes(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
