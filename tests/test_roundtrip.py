@@ -42,3 +42,19 @@ def test_record_exposes_decisions(vectors_dir, name):
         if record.key_frame:
             assert (blocks["ref_frame"] == 0).all()
         assert record.header["q_index"] == record.q_index
+
+
+def test_parsing_without_pictures_gives_the_same_records(vectors_dir):
+    from shared.codec.decoder import parse_records
+
+    for name in ("vp80-03-segmentation-1437.ivf", "vp80-04-partitions-1405.ivf",
+                 "vp80-00-comprehensive-018.ivf"):
+        frames = [frame.data for frame in IvfReader(vectors_dir / name)]
+        parsed = parse_records(DecoderState.initial(), frames)
+        state = DecoderState.initial()
+        for frame, record in zip(frames, parsed, strict=True):
+            state, _, decoded = decode_record(state, frame)
+            assert serialize(record) == frame == serialize(decoded), name
+            assert record.image is None
+            for key, value in record.macroblocks().items():
+                assert (value == decoded.macroblocks()[key]).all(), (name, key)

@@ -38,7 +38,7 @@ from .image import Image
 cnp.import_array()
 
 
-cdef void decode_macroblocks(FrameContext* fc) noexcept nogil:
+cdef void decode_macroblocks(FrameContext* fc, bint reconstruct) noexcept nogil:
     cdef int mb_row, mb_col
     cdef MacroblockInfo* mb
     cdef BoolDecoder* tokens
@@ -60,7 +60,10 @@ cdef void decode_macroblocks(FrameContext* fc) noexcept nogil:
                 mb.skip = 1
             if fc.level_eobs != NULL:
                 memcpy(fc.level_eobs + (mb_row * fc.mb_cols + mb_col) * 25, fc.eobs, 25)
-            reconstruct_macroblock(fc, mb, mb_row, mb_col)
+            if reconstruct:
+                reconstruct_macroblock(fc, mb, mb_row, mb_col)
+            else:
+                memset(fc.coeffs, 0, sizeof(fc.coeffs))
             mb += 1
 
 
@@ -117,7 +120,20 @@ def decode_record(DecoderState state not None, frame):
     return new_state, image, record
 
 
-cdef _decode(DecoderState state, frame, FrameRecord record):
+def parse_records(DecoderState state not None, frames) -> list:
+    """FrameRecords of consecutive frames, parsed without reconstructing any picture: the
+    decisions and coded levels only (`record.image` is None). Several times cheaper than
+    `decode_record` where the pictures are not needed."""
+    records = []
+    for frame in frames:
+        record = FrameRecord()
+        # The intermediate states hold stale references and never leave this function.
+        state, _ = _decode(state, frame, record, False)
+        records.append(record)
+    return records
+
+
+cdef _decode(DecoderState state, frame, FrameRecord record, bint reconstruct=True):
     cdef const unsigned char[:] data = frame
     cdef FrameContext* fc = <FrameContext*>calloc(1, sizeof(FrameContext))
     cdef DecoderState new_state
@@ -166,9 +182,10 @@ cdef _decode(DecoderState state, frame, FrameRecord record):
             segment_map = state.segment_map
         fc.segment_map = <uint8_t*>cnp.PyArray_DATA(segment_map)
 
-        picture = Picture.allocate(width, height)
-        picture.planes(fc.cur)
-        if not fc.tag.key_frame:
+        picture = Picture.allocate(width, height) if reconstruct else None
+        if reconstruct:
+            picture.planes(fc.cur)
+        if reconstruct and not fc.tag.key_frame:
             state.last.planes(fc.refs[LAST_FRAME])
             state.golden.planes(fc.refs[GOLDEN_FRAME])
             state.altref.planes(fc.refs[ALTREF_FRAME])
@@ -186,8 +203,9 @@ cdef _decode(DecoderState state, frame, FrameRecord record):
                 raise MemoryError()
 
         with nogil:
-            decode_macroblocks(fc)
-            loop_filter_frame(fc)
+            decode_macroblocks(fc, reconstruct)
+            if reconstruct:
+                loop_filter_frame(fc)
 
         if bool_decoder_overran(&fc.first_partition):
             raise CorruptFrameError("macroblock headers run past the end of the first "
@@ -198,7 +216,8 @@ cdef _decode(DecoderState state, frame, FrameRecord record):
                     f"DCT partition {i + 1} of {fc.num_partitions} ends before its last "
                     f"macroblock (truncated or corrupt frame)")
 
-        picture.freeze()
+        if reconstruct:
+            picture.freeze()
         if segment_map is not state.segment_map:
             segment_map.flags.writeable = False
 
@@ -253,6 +272,8 @@ cdef _decode(DecoderState state, frame, FrameRecord record):
             record.mb_info, fc.mb_info = fc.mb_info, NULL
             record.levels, fc.levels = fc.levels, NULL
             record.level_eobs, fc.level_eobs = fc.level_eobs, NULL
+        if not reconstruct:
+            return new_state, None
         y, u, v = picture.cropped()
         image = Image(y, u, v)
         if record is not None:
