@@ -346,3 +346,31 @@ def test_excamera_three_chunks_serial_rebase(
         exit2, provisional3, third.pictures, original_state=second.exit_state
     )
     _check_joined(first.frames + final2 + final3, sintel_chunks, [exit2, exit3], record_property)
+
+
+# --- the state returned with the frame ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["altref-2pass", "cbr-rt-segmentation", "error-resilient", "partitions-8", "profile3"]
+)
+def test_with_state_equals_decoding_the_frame(
+    vp8_stream: Callable[[str], Path], name: str
+) -> None:
+    """`with_state` builds the next state from the encoder's reconstruction; it must be exactly
+    the state decoding the written frame gives, for rebased frames and for our own encodes."""
+    frames = read_ivf(vp8_stream(name)).frames
+    state = decode(DecoderState.initial(), frames[0])[0]
+    original = state
+    for frame in frames[1:6]:
+        original, _, record = decode_record(original, frame)
+        if record.key_frame:
+            break
+        written, after = codec.encoder.rebase_record(state, record.image, record, with_state=True)
+        assert decode(state, written)[0] == after
+        state = after
+        if record.image is not None and record.show_frame:
+            written, after = encode(state, record.image, 50, with_state=True)
+            assert decode(state, written)[0] == after
+    key, after = encode_keyframe(record.image, 70, with_state=True)
+    assert decode(DecoderState.initial(), key)[0] == after

@@ -11,15 +11,16 @@ chunk so that it continues from `incoming_state`:
   gets new residuals: against its source picture if shown, or, for a hidden alt-ref frame,
   against the picture the original stream decoded for it.
 
-The state after each output frame is obtained by decoding it, so the returned exit state is
-exactly what a decoder of the joined stream will hold.
+The state after each output frame comes from the encoder's own reconstruction, loop-filtered and
+updated exactly as the decoder does (the tests check it against decoding the output), so the
+returned exit state is what a decoder of the joined stream will hold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .decoder import decode, decode_record, parse_records
+from .decoder import decode_record, parse_records
 from .encoder import encode, rebase_record
 from .errors import CodecError
 from .image import Image
@@ -55,11 +56,11 @@ def rebase_chunk(
     for index, record in enumerate(records):
         target = next(sources) if record.show_frame else record.image
         if record.key_frame:
-            frame = encode(state, target, _key_frame_quantizer(records, index, key_frame_weight),
-                           refresh_all=True)
+            frame, state = encode(state, target,
+                                  _key_frame_quantizer(records, index, key_frame_weight),
+                                  refresh_all=True, with_state=True)
         else:
-            frame = rebase_record(state, target, record)
-        state, _ = decode(state, frame)
+            frame, state = rebase_record(state, target, record, with_state=True)
         output.append(frame)
     return output, state
 

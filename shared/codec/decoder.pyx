@@ -15,7 +15,16 @@ from libc.string cimport memcpy, memset
 
 from .bool_decoder cimport BoolDecoder, bool_decoder_init, bool_decoder_overran
 from .frame_context cimport FrameContext, MacroblockInfo
-from .frame_header cimport entropy_context_defaults, parse_frame_header, parse_frame_tag
+from .frame_header cimport (
+    EntropyContext,
+    FrameHeader,
+    FrameTag,
+    LoopFilterDeltas,
+    SegmentFeatures,
+    entropy_context_defaults,
+    parse_frame_header,
+    parse_frame_tag,
+)
 from .frame_record cimport FrameRecord
 from .loop_filter cimport loop_filter_frame
 from .modes cimport read_macroblock_modes
@@ -120,6 +129,51 @@ def decode_record(DecoderState state not None, frame):
     return new_state, image, record
 
 
+cdef DecoderState next_state(DecoderState state, const FrameTag* tag, const FrameHeader* hdr,
+                             const EntropyContext* probs, const SegmentFeatures* features,
+                             const LoopFilterDeltas* deltas, object segment_map,
+                             Picture picture, int width, int height):
+    """The state after a frame: what persists (section 9.7-9.11 and libvpx's buffer updates)."""
+    cdef DecoderState new_state = DecoderState.__new__(DecoderState)
+    cdef Picture last, golden, altref
+    new_state.has_keyframe = True
+    new_state.width = width
+    new_state.height = height
+    if tag.key_frame:
+        new_state.horizontal_scale = tag.hscale
+        new_state.vertical_scale = tag.vscale
+    else:
+        new_state.horizontal_scale = state.horizontal_scale
+        new_state.vertical_scale = state.vertical_scale
+    if hdr.refresh_entropy:
+        new_state.probs = probs[0]
+    elif tag.key_frame:
+        entropy_context_defaults(&new_state.probs)
+    else:
+        new_state.probs = state.probs
+    new_state.features = features[0]
+    new_state.deltas = deltas[0]
+    new_state.segment_map = segment_map
+    if tag.key_frame:
+        last = golden = altref = picture
+    else:
+        # libvpx's order: copy to alt-ref, copy to golden (seeing the new alt-ref),
+        # then the refreshes with the new frame.
+        altref = choose_copy(hdr.copy_to_altref, state.last, state.golden, state.altref,
+                             state.altref, "altref")
+        golden = choose_copy(hdr.copy_to_golden, state.last, state.golden, altref,
+                             state.golden, "golden")
+        if hdr.refresh_golden:
+            golden = picture
+        if hdr.refresh_altref:
+            altref = picture
+        last = picture if hdr.refresh_last else state.last
+    new_state.last = last
+    new_state.golden = golden
+    new_state.altref = altref
+    return new_state
+
+
 def parse_records(DecoderState state not None, frames) -> list:
     """FrameRecords of consecutive frames, parsed without reconstructing any picture: the
     decisions and coded levels only (`record.image` is None). Several times cheaper than
@@ -221,43 +275,8 @@ cdef _decode(DecoderState state, frame, FrameRecord record, bint reconstruct=Tru
         if segment_map is not state.segment_map:
             segment_map.flags.writeable = False
 
-        new_state = DecoderState.__new__(DecoderState)
-        new_state.has_keyframe = True
-        new_state.width = width
-        new_state.height = height
-        if fc.tag.key_frame:
-            new_state.horizontal_scale = fc.tag.hscale
-            new_state.vertical_scale = fc.tag.vscale
-        else:
-            new_state.horizontal_scale = state.horizontal_scale
-            new_state.vertical_scale = state.vertical_scale
-        if fc.hdr.refresh_entropy:
-            new_state.probs = fc.probs
-        elif fc.tag.key_frame:
-            entropy_context_defaults(&new_state.probs)
-        else:
-            new_state.probs = state.probs
-        new_state.features = fc.features
-        new_state.deltas = fc.deltas
-        new_state.segment_map = segment_map
-
-        if fc.tag.key_frame:
-            last = golden = altref = picture
-        else:
-            # libvpx's order: copy to alt-ref, copy to golden (seeing the new alt-ref),
-            # then the refreshes with the new frame.
-            altref = choose_copy(fc.hdr.copy_to_altref, state.last, state.golden, state.altref,
-                                 state.altref, "altref")
-            golden = choose_copy(fc.hdr.copy_to_golden, state.last, state.golden, altref,
-                                 state.golden, "golden")
-            if fc.hdr.refresh_golden:
-                golden = picture
-            if fc.hdr.refresh_altref:
-                altref = picture
-            last = picture if fc.hdr.refresh_last else state.last
-        new_state.last = last
-        new_state.golden = golden
-        new_state.altref = altref
+        new_state = next_state(state, &fc.tag, &fc.hdr, &fc.probs, &fc.features, &fc.deltas,
+                               segment_map, picture, width, height)
 
         if record is not None:
             record.tag = fc.tag

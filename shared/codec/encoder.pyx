@@ -8,8 +8,9 @@ Every macroblock goes through one path: predict (the decoder's predictors), subt
 target, forward transform, quantize, then reconstruct with the decoder's inverse transforms, so
 the encoder's picture is exactly what a decoder will see. Mode decisions are rate-distortion
 choices (SSE + lambda x bits, with bits from the frame's real probabilities); rebase skips the
-decisions and keeps the original frame's. Frames are written by frame_writer, and the state after
-a frame is always obtained by decoding it (`decode`), so it is exact by construction.
+decisions and keeps the original frame's. Frames are written by frame_writer. With `with_state`
+the state after a frame is built from that same reconstruction, loop-filtered and updated by the
+decoder's own `next_state`, which equals decoding the frame (the tests hold it to that).
 """
 
 import numpy as np
@@ -70,6 +71,8 @@ from .tables cimport (
 )
 from .tokens cimport build_dequant_table
 from .transform cimport dc_only_add, idct_add, inverse_walsh
+
+from .decoder cimport next_state
 
 from .decoder import decode, decode_record
 from .errors import CodecError, FrameSizeError
@@ -1149,8 +1152,9 @@ def _check_quantizer(q_index):
 
 
 cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
-                        bint key_frame, bint refresh_all):
-    """Encode (original is None) or rebase (keep `original`'s decisions) one frame; bytes."""
+                        bint key_frame, bint refresh_all, bint want_state=False):
+    """Encode (original is None) or rebase (keep `original`'s decisions) one frame; returns its
+    bytes, or with `want_state` (bytes, the state a decoder reaches after it)."""
     cdef FrameRecord rec = FrameRecord()
     cdef FrameContext* fc = <FrameContext*>calloc(1, sizeof(FrameContext))
     cdef Encoder* enc = <Encoder*>calloc(1, sizeof(Encoder))
@@ -1347,7 +1351,23 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                     best_sse = sse
                     best_level = level
             rec.hdr.filter_level = best_level
-        return write_frame(rec)
+            np.copyto(recon.y, saved.y)
+            np.copyto(recon.u, saved.u)
+            np.copyto(recon.v, saved.v)
+        frame = write_frame(rec)
+        if not want_state:
+            return frame
+        # The reconstruction is already what a decoder reconstructs; filter it as the header
+        # says and apply the same state update as the decoder (decoder.next_state).
+        fc.hdr = rec.hdr
+        fc.features = rec.features
+        fc.deltas = rec.deltas
+        with nogil:
+            loop_filter_frame(fc)
+        recon.freeze()
+        return frame, next_state(state, &rec.tag, &rec.hdr, &rec.probs, &rec.features,
+                                 &rec.deltas, _segment_map_after(state, rec), recon, width,
+                                 height)
     finally:
         free(fc.above_ctx)
         free(fc)
@@ -1355,6 +1375,23 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         free(trial)
         free(best)
         free(counts)
+
+
+cdef object _segment_map_after(DecoderState state, FrameRecord rec):
+    """The persistent segment map after `rec`, as decoding it leaves it."""
+    cdef int r, c
+    if not (rec.tag.key_frame or rec.hdr.update_segment_map):
+        return state.segment_map
+    if rec.tag.key_frame:
+        segment_map = np.zeros((rec.mb_rows, rec.mb_cols), np.uint8)
+    else:
+        segment_map = np.array(state.segment_map, dtype=np.uint8, copy=True)
+    if rec.hdr.update_segment_map:
+        for r in range(rec.mb_rows):
+            for c in range(rec.mb_cols):
+                segment_map[r, c] = rec.macroblock(r, c).segment_id
+    segment_map.flags.writeable = False
+    return segment_map
 
 
 cdef void _segment_tree_probs(FrameRecord rec):
@@ -1373,9 +1410,10 @@ cdef void _segment_tree_probs(FrameRecord rec):
 
 # --- public API ------------------------------------------------------------------------------
 
-def _with_quality(code, DecoderState state, image, quality):
-    """Run `code(q_index)`; for an SSIM target (a float in (0, 1)), binary-search the largest
-    quantizer index whose decoded picture still reaches the target (SSIM measured for real)."""
+def _with_quality(code, DecoderState state, image, quality, bint with_state):
+    """Run `code(q_index, with_state)`; for an SSIM target (a float in (0, 1)), binary-search the
+    largest quantizer index whose decoded picture still reaches the target (SSIM measured for
+    real)."""
     if isinstance(quality, float):
         if not 0.0 < quality < 1.0:
             raise ValueError(f"SSIM target {quality} is outside (0, 1)")
@@ -1384,34 +1422,36 @@ def _with_quality(code, DecoderState state, image, quality):
         best = None
         while low <= high:
             middle = (low + high) // 2
-            frame = code(middle)
+            frame = code(middle, False)
             _, _, record = decode_record(start, frame)
             if ssim(record.image, image) >= quality:
-                best = frame
+                best = middle
                 low = middle + 1
             else:
                 high = middle - 1
-        return best if best is not None else code(0)
-    return code(_check_quantizer(quality))
+        return code(best if best is not None else 0, with_state)
+    return code(_check_quantizer(quality), with_state)
 
 
-def encode_keyframe(image, quality) -> bytes:
+def encode_keyframe(image, quality, *, with_state=False):
     """A key frame of `image`. `quality`: a quantizer index (int, 0 best .. 127 smallest) or
-    an SSIM target (float in (0, 1)) met with the largest quantizer that reaches it."""
-    return _with_quality(lambda q: _code_frame(None, image, q, None, True, False), None, image,
-                         quality)
+    an SSIM target (float in (0, 1)) met with the largest quantizer that reaches it. With
+    `with_state`, returns (frame, the state after it) without decoding the frame again."""
+    return _with_quality(lambda q, s: _code_frame(None, image, q, None, True, False, s), None,
+                         image, quality, bool(with_state))
 
 
-def encode(DecoderState state not None, image, quality, *, refresh_all=False) -> bytes:
-    """An interframe coding `image` against `state`'s references (`quality` as for
-    `encode_keyframe`).
+def encode(DecoderState state not None, image, quality, *, refresh_all=False,
+           with_state=False):
+    """An interframe coding `image` against `state`'s references (`quality` and `with_state`
+    as for `encode_keyframe`).
 
     With `refresh_all`, the frame replaces all three references, as a key frame would (this is
     how a chunk's first frame continues the previous chunk).
     """
     return _with_quality(
-        lambda q: _code_frame(state, image, q, None, False, bool(refresh_all)), state, image,
-        quality)
+        lambda q, s: _code_frame(state, image, q, None, False, bool(refresh_all), s), state,
+        image, quality, bool(with_state))
 
 
 def rebase(DecoderState state not None, image, frame, DecoderState original_state not None,
@@ -1428,9 +1468,10 @@ def rebase(DecoderState state not None, image, frame, DecoderState original_stat
 
 
 def rebase_record(DecoderState state not None, image, FrameRecord record not None,
-                  quality=None) -> bytes:
-    """`rebase` given the original frame already parsed into a FrameRecord."""
+                  quality=None, *, with_state=False):
+    """`rebase` given the original frame already parsed into a FrameRecord; with `with_state`,
+    returns (frame, the state after it)."""
     if record.tag.key_frame:
         raise CodecError("a key frame does not depend on a state; rebase only interframes")
     q_index = record.hdr.q_index if quality is None else _check_quantizer(quality)
-    return _code_frame(state, image, q_index, record, False, False)
+    return _code_frame(state, image, q_index, record, False, False, bool(with_state))
