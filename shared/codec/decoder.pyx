@@ -25,7 +25,7 @@ from .frame_header cimport (
     parse_frame_header,
     parse_frame_tag,
 )
-from .frame_record cimport FrameRecord
+from .frame_record cimport FrameRecord, set_prediction_options
 from .loop_filter cimport loop_filter_frame
 from .modes cimport read_macroblock_modes
 from .picture cimport Picture
@@ -222,10 +222,7 @@ cdef _decode(DecoderState state, frame, FrameRecord record, bint reconstruct=Tru
         setup_partitions(fc, data)
         if fc.hdr.copy_to_golden == 3 or fc.hdr.copy_to_altref == 3:
             raise CorruptFrameError("invalid reference copy flag 3")
-        fc.bilinear = 1 <= fc.tag.version <= 3
-        fc.full_pixel = fc.tag.version == 3
-        fc.sign_bias[GOLDEN_FRAME] = fc.hdr.sign_bias_golden
-        fc.sign_bias[ALTREF_FRAME] = fc.hdr.sign_bias_altref
+        set_prediction_options(fc)
 
         if fc.tag.key_frame or fc.hdr.update_segment_map:
             if fc.tag.key_frame:
@@ -240,9 +237,7 @@ cdef _decode(DecoderState state, frame, FrameRecord record, bint reconstruct=Tru
         if reconstruct:
             picture.planes(fc.cur)
         if reconstruct and not fc.tag.key_frame:
-            state.last.planes(fc.refs[LAST_FRAME])
-            state.golden.planes(fc.refs[GOLDEN_FRAME])
-            state.altref.planes(fc.refs[ALTREF_FRAME])
+            state.reference_planes(fc)
 
         fc.mb_info = <MacroblockInfo*>calloc((fc.mb_rows + 1) * fc.mb_info_stride,
                                              sizeof(MacroblockInfo))
@@ -279,18 +274,7 @@ cdef _decode(DecoderState state, frame, FrameRecord record, bint reconstruct=Tru
                                segment_map, picture, width, height)
 
         if record is not None:
-            record.tag = fc.tag
-            record.hdr = fc.hdr
-            record.probs = fc.probs
-            record.features = fc.features
-            record.deltas = fc.deltas
-            record.mb_cols = fc.mb_cols
-            record.mb_rows = fc.mb_rows
-            record.mb_info_stride = fc.mb_info_stride
-            record.segment_map = segment_map
-            record.mb_info, fc.mb_info = fc.mb_info, NULL
-            record.levels, fc.levels = fc.levels, NULL
-            record.level_eobs, fc.level_eobs = fc.level_eobs, NULL
+            record.adopt(fc, segment_map)
         if not reconstruct:
             return new_state, None
         y, u, v = picture.cropped()

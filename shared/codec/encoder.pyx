@@ -1262,22 +1262,8 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                          _pad_plane(image.v, mb_h // 2, mb_w // 2), width, height)
         source.planes(enc.src)
         if not key_frame:
-            state.last.planes(fc.refs[LAST_FRAME])
-            state.golden.planes(fc.refs[GOLDEN_FRAME])
-            state.altref.planes(fc.refs[ALTREF_FRAME])
-        fc.tag = rec.tag
-        fc.hdr = rec.hdr
-        fc.features = rec.features
-        fc.deltas = rec.deltas
-        fc.probs = rec.probs
-        fc.mb_cols = rec.mb_cols
-        fc.mb_rows = rec.mb_rows
-        fc.mb_info_stride = rec.mb_info_stride
-        fc.mb_info = rec.mb_info
-        fc.sign_bias[GOLDEN_FRAME] = rec.hdr.sign_bias_golden
-        fc.sign_bias[ALTREF_FRAME] = rec.hdr.sign_bias_altref
-        fc.bilinear = 1 <= rec.tag.version <= 3
-        fc.full_pixel = rec.tag.version == 3
+            state.reference_planes(fc)
+        rec.describe(fc)
         build_dequant_table(fc)
         enc.fc = fc
         enc.key_frame = key_frame

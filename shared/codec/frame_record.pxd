@@ -1,6 +1,6 @@
 from libc.stdint cimport int16_t, uint8_t
 
-from .frame_context cimport MacroblockInfo
+from .frame_context cimport FrameContext, MacroblockInfo
 from .frame_header cimport (
     EntropyContext,
     FrameHeader,
@@ -8,6 +8,9 @@ from .frame_header cimport (
     LoopFilterDeltas,
     SegmentFeatures,
 )
+
+
+cdef void set_prediction_options(FrameContext* fc) noexcept nogil
 
 
 cdef class FrameRecord:
@@ -29,3 +32,5 @@ cdef class FrameRecord:
     cdef readonly object image        # the decoded picture (an Image), shown or not
 
     cdef MacroblockInfo* macroblock(self, int mb_row, int mb_col) noexcept nogil
+    cdef void adopt(self, FrameContext* fc, object segment_map)
+    cdef void describe(self, FrameContext* fc)

@@ -4,7 +4,17 @@ import numpy as np
 
 from libc.stdlib cimport free
 
-from .frame_context cimport MacroblockInfo
+from .frame_context cimport FrameContext, MacroblockInfo
+from .tables cimport ALTREF_FRAME, GOLDEN_FRAME
+
+
+cdef void set_prediction_options(FrameContext* fc) noexcept nogil:
+    """What the frame's version and header say about prediction: filter, whole-pixel chroma,
+    and which references' vectors point the other way (section 9.7 and libvpx)."""
+    fc.bilinear = 1 <= fc.tag.version <= 3
+    fc.full_pixel = fc.tag.version == 3
+    fc.sign_bias[GOLDEN_FRAME] = fc.hdr.sign_bias_golden
+    fc.sign_bias[ALTREF_FRAME] = fc.hdr.sign_bias_altref
 
 
 cdef class FrameRecord:
@@ -20,6 +30,35 @@ cdef class FrameRecord:
 
     cdef MacroblockInfo* macroblock(self, int mb_row, int mb_col) noexcept nogil:
         return self.mb_info + (mb_row + 1) * self.mb_info_stride + mb_col + 1
+
+    cdef void adopt(self, FrameContext* fc, object segment_map):
+        """Keep what a decode of this frame found, taking over its per-macroblock arrays."""
+        self.tag = fc.tag
+        self.hdr = fc.hdr
+        self.probs = fc.probs
+        self.features = fc.features
+        self.deltas = fc.deltas
+        self.mb_cols = fc.mb_cols
+        self.mb_rows = fc.mb_rows
+        self.mb_info_stride = fc.mb_info_stride
+        self.segment_map = segment_map
+        self.mb_info, fc.mb_info = fc.mb_info, NULL
+        self.levels, fc.levels = fc.levels, NULL
+        self.level_eobs, fc.level_eobs = fc.level_eobs, NULL
+
+    cdef void describe(self, FrameContext* fc):
+        """Set up a frame context for coding this record: header, probabilities, geometry and
+        its macroblocks (shared, still owned by the record), and the prediction settings."""
+        fc.tag = self.tag
+        fc.hdr = self.hdr
+        fc.features = self.features
+        fc.deltas = self.deltas
+        fc.probs = self.probs
+        fc.mb_cols = self.mb_cols
+        fc.mb_rows = self.mb_rows
+        fc.mb_info_stride = self.mb_info_stride
+        fc.mb_info = self.mb_info
+        set_prediction_options(fc)
 
     @property
     def key_frame(self):

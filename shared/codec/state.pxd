@@ -1,4 +1,5 @@
 from .frame_header cimport EntropyContext, LoopFilterDeltas, SegmentFeatures
+from .frame_context cimport FrameContext
 from .picture cimport Picture
 
 cdef class DecoderState:
@@ -17,4 +18,5 @@ cdef class DecoderState:
     cdef bytes _payload_cache
 
     cdef bytes _payload(self)
+    cdef void reference_planes(self, FrameContext* fc)
     cdef bytes _build_payload(self, bint delta_planes)

@@ -21,7 +21,9 @@ import numpy as np
 from libc.string cimport memcmp, memcpy
 
 from .frame_header cimport entropy_context_defaults
+from .frame_context cimport FrameContext
 from .picture cimport Picture
+from .tables cimport ALTREF_FRAME, GOLDEN_FRAME, LAST_FRAME
 
 from .errors import StateFormatError
 from .frame_header import MAX_FRAME_AREA
@@ -86,6 +88,12 @@ cdef class DecoderState:
         """(by reference frame, by mode class) loop-filter level deltas in force."""
         return (tuple(self.deltas.ref[i] for i in range(4)),
                 tuple(self.deltas.mode[i] for i in range(4)))
+
+    cdef void reference_planes(self, FrameContext* fc):
+        """Point a frame context's references at this state's last, golden and alt-ref."""
+        self.last.planes(fc.refs[LAST_FRAME])
+        self.golden.planes(fc.refs[GOLDEN_FRAME])
+        self.altref.planes(fc.refs[ALTREF_FRAME])
 
     # --- serialization -------------------------------------------------------------------
 
