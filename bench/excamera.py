@@ -41,17 +41,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import heapq
 import json
 import math
-import multiprocessing
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +63,8 @@ from shared.codec import metrics  # noqa: E402
 from shared.codec.y4m import Y4mReader, Y4mWriter, read_raw_i420  # noqa: E402
 from shared.pipeline import stages  # noqa: E402
 from shared.pipeline.mux import read_ivf_frames  # noqa: E402
-from shared.pipeline.runner import Task, TaskId, task_graph  # noqa: E402
+from shared.pipeline.progress import Progress  # noqa: E402
+from shared.pipeline.runner import Scheduler, process_pool, task_graph  # noqa: E402
 from shared.pipeline.store import LocalStore  # noqa: E402
 from shared.pipeline.vpx import MAX_LAG_IN_FRAMES, EncodeSettings, vpxenc_command  # noqa: E402
 
@@ -302,51 +300,8 @@ def measure_stream(ivf: str, source: str, vpxdec: str) -> Quality:
     )
 
 
-@contextmanager
-def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """Like the embedded runner's pool: forkserver workers with the stages preloaded."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
-        context.set_forkserver_preload(["shared.pipeline.stages"])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # ExCamera[n,x]: the runner's task graph, each task timed.
-
-def run_graph(
-    pool: ProcessPoolExecutor, workers: int, graph: dict[TaskId, Task]
-) -> dict[TaskId, float]:
-    """Run ready tasks, most urgent first, at most `workers` at a time; returns task seconds."""
-    waiting = {task_id: set(task.deps) for task_id, task in graph.items()}
-    dependents: dict[TaskId, list[TaskId]] = {task_id: [] for task_id in graph}
-    for task_id, task in graph.items():
-        for dep in task.deps:
-            dependents[dep].append(task_id)
-    ready = [(task.priority, task_id) for task_id, task in graph.items() if not task.deps]
-    heapq.heapify(ready)
-    running: dict[Future[tuple[Any, float]], TaskId] = {}
-    seconds: dict[TaskId, float] = {}
-    while ready or running:
-        while ready and len(running) < workers:
-            _, task_id = heapq.heappop(ready)
-            task = graph[task_id]
-            running[pool.submit(timed, task.function, *task.args)] = task_id
-        done, _ = wait(running, return_when=FIRST_COMPLETED)
-        for future in done:
-            task_id = running.pop(future)
-            seconds[task_id] = future.result()[1]
-            for dependent in dependents[task_id]:
-                waiting[dependent].discard(task_id)
-                if not waiting[dependent]:
-                    heapq.heappush(ready, (graph[dependent].priority, dependent))
-    return seconds
-
 
 def run_excamera(
     pool: ProcessPoolExecutor, workers: int, source: Path, n: int, x: int, cq: int, output: Path
@@ -357,7 +312,9 @@ def run_excamera(
         store, job = LocalStore(directory), f"bench-{n}x{x}-cq{cq}"
         started = time.perf_counter()
         plan, split = pool.submit(timed, stages.split, store, job, str(source), n, x).result()
-        seconds = run_graph(pool, workers, task_graph(store, plan, settings, output, verify=False))
+        scheduler = Scheduler(pool, workers, Progress(False), None)
+        scheduler.run(task_graph(store, plan, settings, output, verify=False))
+        seconds = scheduler.task_seconds
         wall = time.perf_counter() - started
     chunk_times: dict[str, list[float | None]] = {
         stage: [seconds.get((stage, i)) for i in range(plan.chunk_count)]

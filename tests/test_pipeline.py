@@ -497,7 +497,7 @@ def test_rebase_stages_pass_the_right_states(
         task_id: task for task_id, task in graph.items() if task_id[0] not in ("measure", "join")
     }
     with ThreadPoolExecutor(2) as pool:
-        runner._Scheduler(pool, 2, Progress(False), None).run(graph)
+        runner.Scheduler(pool, 2, Progress(False), None).run(graph)
 
     def state(index: int, name: str) -> Any:
         return codec.DecoderState.from_bytes(store.get(stages.chunk_key("job", index, name)))

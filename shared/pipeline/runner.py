@@ -151,8 +151,8 @@ def run_job(
     # join writes here; renamed to the output only once every group has been verified.
     partial = _partial_path(Path(output_path))
     try:
-        with _work_store(work_dir) as store, _pool(workers) as pool:
-            scheduler = _Scheduler(pool, workers, Progress(progress), _die_at())
+        with _work_store(work_dir) as store, process_pool(workers) as pool:
+            scheduler = Scheduler(pool, workers, Progress(progress), _die_at())
             split_task = Task(stages.split, (store, job, str(input_path), n, x), (), (0, 0, 0))
             plan = scheduler.run({("split", 0): split_task})[("split", 0)]
             if log is not None:
@@ -249,7 +249,7 @@ def _work_store(work_dir: str | Path | None) -> Iterator[LocalStore]:
 
 
 @contextmanager
-def _pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     # forkserver: workers fork from a clean server process (not from a parent that may hold
     # threads or open files), with the stage modules already imported.
     methods = multiprocessing.get_all_start_methods()
@@ -317,7 +317,7 @@ def _run_task(
     return result, start, time.time()
 
 
-class _Scheduler:
+class Scheduler:
     """Submits ready tasks, most urgent first, keeping at most `workers` in flight."""
 
     def __init__(self, pool: Executor, workers: int, progress: Progress, die_at: Any) -> None:
@@ -326,6 +326,7 @@ class _Scheduler:
         self.progress = progress
         self.die_at = die_at
         self.times: dict[str, list[float]] = {}  # stage -> [first start, last end, busy, count]
+        self.task_seconds: dict[TaskId, float] = {}  # each task's own run time
 
     def run(self, graph: dict[TaskId, Task]) -> dict[TaskId, Any]:
         waiting = {task_id: set(task.deps) for task_id, task in graph.items()}
@@ -375,6 +376,7 @@ class _Scheduler:
                 "a worker process died unexpectedly (killed, out of memory or crashed) during: "
                 f"{', '.join(busy)}; the job was abandoned and no output was written"
             ) from None
+        self.task_seconds[task_id] = end - start
         stage = task_id[0]
         record = self.times.setdefault(stage, [start, end, 0.0, 0])
         record[0], record[1] = min(record[0], start), max(record[1], end)
@@ -402,7 +404,7 @@ def _summary(
     plan: ChunkPlan,
     settings: EncodeSettings,
     results: dict[TaskId, Any],
-    scheduler: _Scheduler,
+    scheduler: Scheduler,
     input_path: str | Path,
     output_path: str | Path,
     workers: int,
