@@ -63,6 +63,17 @@ class BenchError(Exception):
     """A problem the user can fix (missing tool, input or build); printed without a traceback."""
 
 
+def require_source(shared: Path, relative: str | Path) -> Path:
+    """A source file in the reference folder, or a BenchError saying where to get it."""
+    source = shared / relative
+    if not source.exists():
+        raise BenchError(
+            f"{source} not found: the benchmark reads its input from the reference folder "
+            f"(../shared beside the repository, or --shared DIR)"
+        )
+    return source
+
+
 def read_ivf(path: Path) -> tuple[int, int, list[bytes]]:
     """(width, height, frames) of a VP8 IVF file, split before any timing starts."""
     from shared.codec.errors import ContainerError
@@ -149,12 +160,7 @@ def encoded_stream(clip: Clip, shared: Path) -> Path:
     out = CACHE / f"{clip.name}-{digest}.ivf"
     if out.exists():
         return out
-    source = shared / clip.source
-    if not source.exists():
-        raise BenchError(
-            f"{source} not found: the benchmark reads its input from the reference folder "
-            f"(../shared beside the repository, or --shared DIR)"
-        )
+    source = require_source(shared, clip.source)
     vpxenc = require_tool("vpxenc")
     CACHE.mkdir(parents=True, exist_ok=True)
     print(f"encoding {clip.label} with vpxenc into {out.relative_to(REPO)} ...", file=sys.stderr)

@@ -56,6 +56,7 @@ from decode import (  # noqa: E402
     BenchError,
     Clip,
     read_ivf,
+    require_source,
     require_tool,
 )
 
@@ -112,12 +113,7 @@ def source_y4m(clip: Clip, shared: Path) -> Path:
     out = CACHE / f"{clip.name}-source.y4m"
     if out.exists():
         return out
-    source = shared / clip.source
-    if not source.exists():
-        raise BenchError(
-            f"{source} not found: the benchmark reads its input from the reference folder "
-            f"(../shared beside the repository, or --shared DIR)"
-        )
+    source = require_source(shared, clip.source)
     CACHE.mkdir(parents=True, exist_ok=True)
     print(f"converting {clip.label} into {out.relative_to(REPO)} ...", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:

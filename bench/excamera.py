@@ -57,7 +57,15 @@ import numpy as np
 
 # bench/ is not a package: make decode.py importable however this file is run.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decode import CACHE, DEFAULT_SHARED, REPO, BenchError, require_tool, sintel_y4m  # noqa: E402
+from decode import (  # noqa: E402
+    CACHE,
+    DEFAULT_SHARED,
+    REPO,
+    BenchError,
+    require_source,
+    require_tool,
+    sintel_y4m,
+)
 
 from shared.codec import metrics  # noqa: E402
 from shared.codec.y4m import Y4mReader, Y4mWriter, read_raw_i420  # noqa: E402
@@ -103,12 +111,7 @@ def source_y4m(clip: Clip, shared: Path) -> Path:
     out = CACHE / f"excamera-{clip.name}-{clip.frames or 'all'}.y4m"
     if out.exists():
         return out
-    source = shared / clip.source
-    if not source.exists():
-        raise BenchError(
-            f"{source} not found: the benchmark reads its input from the reference folder "
-            "(../shared beside the repository, or --shared DIR)"
-        )
+    source = require_source(shared, clip.source)
     CACHE.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")
     if source.is_dir():
