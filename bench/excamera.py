@@ -72,7 +72,7 @@ from shared.codec.y4m import Y4mReader, Y4mWriter, read_raw_i420  # noqa: E402
 from shared.pipeline import stages  # noqa: E402
 from shared.pipeline.mux import read_ivf_frames  # noqa: E402
 from shared.pipeline.progress import Progress  # noqa: E402
-from shared.pipeline.runner import Scheduler, process_pool, task_graph  # noqa: E402
+from shared.pipeline.runner import Lanes, Scheduler, lane_pools, process_pool, task_graph  # noqa: E402,E501
 from shared.pipeline.store import LocalStore  # noqa: E402
 from shared.pipeline.vpx import MAX_LAG_IN_FRAMES, EncodeSettings, vpxenc_command  # noqa: E402
 
@@ -307,15 +307,22 @@ def measure_stream(ivf: str, source: str, vpxdec: str) -> Quality:
 # ExCamera[n,x]: the runner's task graph, each task timed.
 
 def run_excamera(
-    pool: ProcessPoolExecutor, workers: int, source: Path, n: int, x: int, cq: int, output: Path
+    pool: ProcessPoolExecutor,
+    lanes: Lanes,
+    workers: int,
+    source: Path,
+    n: int,
+    x: int,
+    cq: int,
+    output: Path,
 ) -> Point:
     """Encode `source` with ExCamera[n,x] into `output`; the point has times, not quality."""
     settings = EncodeSettings(cq_level=cq, vpxenc=require_tool("vpxenc"))
     with tempfile.TemporaryDirectory(prefix="excamera-bench-") as directory:
-        store, job = LocalStore(directory), f"bench-{n}x{x}-cq{cq}"
+        store, job = LocalStore(directory, durable=False), f"bench-{n}x{x}-cq{cq}"
         started = time.perf_counter()
         plan, split = pool.submit(timed, stages.split, store, job, str(source), n, x).result()
-        scheduler = Scheduler(pool, workers, Progress(False), None)
+        scheduler = Scheduler(pool, workers, Progress(False), None, lanes)
         scheduler.run(task_graph(store, plan, settings, output, verify=False))
         seconds = scheduler.task_seconds
         wall = time.perf_counter() - started
@@ -460,6 +467,7 @@ def bench_clip(clip: Clip, args: argparse.Namespace, specs: list[tuple[int, int]
     with (
         tempfile.TemporaryDirectory(prefix="excamera-bench-") as directory,
         process_pool(args.workers) as pool,
+        lane_pools(args.workers) as lanes,
     ):
         streams: dict[tuple[str, int], Path] = {}
         # Single streams: each vpxenc process is single-threaded; --workers of them at once.
@@ -476,7 +484,7 @@ def bench_clip(clip: Clip, args: argparse.Namespace, specs: list[tuple[int, int]
         for cq in args.cq:
             for n, x in configs:
                 output = Path(directory) / f"excamera-{n}x{x}-cq{cq}.ivf"
-                point = run_excamera(pool, args.workers, source, n, x, cq, output)
+                point = run_excamera(pool, lanes, args.workers, source, n, x, cq, output)
                 streams[(point.config, cq)] = output
                 result.points.append(point)
                 assert point.latency is not None

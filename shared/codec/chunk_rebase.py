@@ -71,7 +71,7 @@ def _records(chunk_frames: Sequence[bytes], original_state: DecoderState | None)
     state = original_state if original_state is not None else DecoderState.initial()
     if not any(frame and not frame[0] & _SHOW_FRAME_BIT for frame in chunk_frames):
         try:
-            return parse_records(state, chunk_frames)
+            return parse_records(state, chunk_frames, levels=False)
         except CodecError:
             pass                  # decode frame by frame below, to say which frame is bad
     records = []

@@ -47,7 +47,7 @@ from .image import Image
 cnp.import_array()
 
 
-cdef void decode_macroblocks(FrameContext* fc, bint reconstruct) noexcept nogil:
+cdef void decode_macroblocks(FrameContext* fc, bint reconstruct, bint read_tokens) noexcept nogil:
     cdef int mb_row, mb_col
     cdef MacroblockInfo* mb
     cdef BoolDecoder* tokens
@@ -58,6 +58,9 @@ cdef void decode_macroblocks(FrameContext* fc, bint reconstruct) noexcept nogil:
         mb = fc.mb_info + (mb_row + 1) * fc.mb_info_stride + 1
         for mb_col in range(fc.mb_cols):
             read_macroblock_modes(fc, mb, mb_row, mb_col)
+            if not read_tokens:
+                mb += 1
+                continue
             above_ctx = fc.above_ctx + mb_col * 9
             if mb.skip:
                 reset_macroblock_token_contexts(fc, mb, above_ctx)
@@ -174,20 +177,23 @@ cdef DecoderState next_state(DecoderState state, const FrameTag* tag, const Fram
     return new_state
 
 
-def parse_records(DecoderState state not None, frames) -> list:
+def parse_records(DecoderState state not None, frames, *, bint levels=True) -> list:
     """FrameRecords of consecutive frames, parsed without reconstructing any picture: the
     decisions and coded levels only (`record.image` is None). Several times cheaper than
-    `decode_record` where the pictures are not needed."""
+    `decode_record` where the pictures are not needed. With `levels=False` the token
+    partitions are not read at all: headers and macroblock decisions only (what a rebase
+    keeps), and the records cannot be serialized again."""
     records = []
     for frame in frames:
         record = FrameRecord()
         # The intermediate states hold stale references and never leave this function.
-        state, _ = _decode(state, frame, record, False)
+        state, _ = _decode(state, frame, record, False, levels)
         records.append(record)
     return records
 
 
-cdef _decode(DecoderState state, frame, FrameRecord record, bint reconstruct=True):
+cdef _decode(DecoderState state, frame, FrameRecord record, bint reconstruct=True,
+             bint read_tokens=True):
     cdef const unsigned char[:] data = frame
     cdef FrameContext* fc = <FrameContext*>calloc(1, sizeof(FrameContext))
     cdef DecoderState new_state
@@ -245,14 +251,14 @@ cdef _decode(DecoderState state, frame, FrameRecord record, bint reconstruct=Tru
         if fc.mb_info == NULL or fc.above_ctx == NULL:
             raise MemoryError()
         build_dequant_table(fc)
-        if record is not None:
+        if record is not None and read_tokens:
             fc.levels = <int16_t*>calloc(fc.mb_rows * fc.mb_cols * 400, sizeof(int16_t))
             fc.level_eobs = <uint8_t*>calloc(fc.mb_rows * fc.mb_cols * 25, 1)
             if fc.levels == NULL or fc.level_eobs == NULL:
                 raise MemoryError()
 
         with nogil:
-            decode_macroblocks(fc, reconstruct)
+            decode_macroblocks(fc, reconstruct, read_tokens)
             if reconstruct:
                 loop_filter_frame(fc)
 

@@ -69,6 +69,7 @@ from .tables cimport (
     VP8_ZIGZAG,
     ZEROMV,
 )
+from .encode_dsp cimport edsp_fdct4x4, edsp_fdct_pair, edsp_quantize, edsp_sse
 from .tokens cimport build_dequant_table
 from .transform cimport dc_only_add, idct_add, inverse_walsh
 
@@ -214,42 +215,6 @@ cdef inline uint32_t mv_cost(Encoder* enc, MotionVector mv, MotionVector base) n
 
 # --- transforms and quantization ----------------------------------------------------------
 
-# The orthonormal 4-point DCT basis in fixed point (x 2^12); facts of the transform.
-cdef int64_t DCT_BASIS[4][4]
-for _k in range(4):
-    for _n in range(4):
-        DCT_BASIS[_k][_n] = lround(4096 * (0.5 if _k == 0 else sqrt(0.5))
-                                   * cos((2 * _n + 1) * _k * 3.141592653589793 / 8))
-
-
-cdef void forward_dct(const int16_t* residual, int16_t* out) noexcept nogil:
-    """4x4 DCT scaled to VP8's coefficient domain (twice the orthonormal transform), rounded;
-    the basis in 2^12 fixed point applied as butterflies, 2^24 overall."""
-    cdef int64_t tmp[16]
-    cdef int64_t a, b, c, d
-    cdef int i
-    cdef int64_t k0 = DCT_BASIS[0][0], k1 = DCT_BASIS[1][0], k3 = DCT_BASIS[1][1]
-    for i in range(4):
-        a = residual[i * 4] + residual[i * 4 + 3]
-        b = residual[i * 4 + 1] + residual[i * 4 + 2]
-        c = residual[i * 4 + 1] - residual[i * 4 + 2]
-        d = residual[i * 4] - residual[i * 4 + 3]
-        tmp[i * 4] = k0 * (a + b)
-        tmp[i * 4 + 2] = k0 * (a - b)
-        tmp[i * 4 + 1] = k1 * d + k3 * c
-        tmp[i * 4 + 3] = k3 * d - k1 * c
-    for i in range(4):
-        a = tmp[i] + tmp[12 + i]
-        b = tmp[4 + i] + tmp[8 + i]
-        c = tmp[4 + i] - tmp[8 + i]
-        d = tmp[i] - tmp[12 + i]
-        # x2 for VP8's scale, then round to nearest: (2 acc + 2^23) >> 24.
-        out[i] = <int16_t>((2 * k0 * (a + b) + (1 << 23)) >> 24)
-        out[8 + i] = <int16_t>((2 * k0 * (a - b) + (1 << 23)) >> 24)
-        out[4 + i] = <int16_t>((2 * (k1 * d + k3 * c) + (1 << 23)) >> 24)
-        out[12 + i] = <int16_t>((2 * (k3 * d - k1 * c) + (1 << 23)) >> 24)
-
-
 cdef void forward_walsh(const int16_t* dc, int16_t* out) noexcept nogil:
     """Inverse of the decoder's second-order transform: Y2 = M^T D M / 2."""
     cdef int M[4][4]
@@ -276,30 +241,12 @@ cdef void forward_walsh(const int16_t* dc, int16_t* out) noexcept nogil:
             out[i * 4 + j] = <int16_t>((s + (1 if s >= 0 else -1)) / 2)
 
 
-cdef int quantize_block(const int16_t* coeffs, int16_t* levels, int16_t* dequantized, int first,
-                        int dc_q, int ac_q, int dc_round, int ac_round) noexcept nogil:
+cdef inline int quantize_block(const int16_t* coeffs, int16_t* levels, int16_t* dequantized,
+                               int first, int dc_q, int ac_q, int dc_round,
+                               int ac_round) noexcept nogil:
     """Quantize a block (raster order); returns the end-of-block scan position. Rounding is in
     1/256 of a step (a dead zone below one half keeps small, costly coefficients at zero)."""
-    cdef int n, i, c, a, q, r, level, eob = first
-    # (a + r q / 256) / q with a 16-bit fixed-point reciprocal: a multiply, not a division.
-    cdef int64_t dc_reciprocal = (65536 + dc_q - 1) // dc_q
-    cdef int64_t ac_reciprocal = (65536 + ac_q - 1) // ac_q
-    for n in range(first, 16):
-        i = VP8_ZIGZAG[n]
-        c = coeffs[i]
-        q = dc_q if n == 0 else ac_q
-        r = dc_round if n == 0 else ac_round
-        a = -c if c < 0 else c
-        level = <int>(((a * 256 + r * q) * (dc_reciprocal if n == 0 else ac_reciprocal)) >> 24)
-        if level > 2047:
-            level = 2047
-        if c < 0:
-            level = -level
-        levels[i] = <int16_t>level
-        dequantized[i] = <int16_t>(level * q)
-        if level:
-            eob = n + 1
-    return eob
+    return edsp_quantize(coeffs, levels, dequantized, first, dc_q, ac_q, dc_round, ac_round)
 
 
 # More bits than dropping one trailing +-1 token can ever save.
@@ -369,21 +316,7 @@ cdef uint32_t block_rate(Encoder* enc, int block_type, int context, int first,
 
 cdef inline int64_t block_sse(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride,
                               int size) noexcept nogil:
-    cdef int64_t total = 0
-    cdef int r, c, d
-    for r in range(size):
-        for c in range(size):
-            d = a[r * a_stride + c] - b[r * b_stride + c]
-            total += d * d
-    return total
-
-
-cdef inline void subtract_block(const uint8_t* src, int src_stride, const uint8_t* pred,
-                                int pred_stride, int16_t* out) noexcept nogil:
-    cdef int r, c
-    for r in range(4):
-        for c in range(4):
-            out[r * 4 + c] = src[r * src_stride + c] - pred[r * pred_stride + c]
+    return edsp_sse(a, a_stride, b, b_stride, size, size)
 
 
 cdef inline void add_block(const int16_t* dequantized, int eob, uint8_t* dst,
@@ -413,7 +346,6 @@ cdef void code_luma_16x16(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
     cdef const int16_t* q = &fc.dequant[mb.segment_id][0][0]
     cdef uint8_t* dst = cur.data + mb_row * 16 * cur.stride + mb_col * 16
     cdef const uint8_t* s = src.data + mb_row * 16 * src.stride + mb_col * 16
-    cdef int16_t residual[16]
     cdef int16_t coeffs[16 * 16]
     cdef int16_t dc[16]
     cdef int16_t y2[16]
@@ -423,12 +355,12 @@ cdef void code_luma_16x16(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
     cdef int b, eob, ctx
     memcpy(above, above_ctx, 9)
     memcpy(left, left_ctx, 9)
-    memset(dequant, 0, sizeof(dequant))
-    for b in range(16):
-        subtract_block(s + 4 * (b >> 2) * src.stride + 4 * (b & 3), src.stride,
-                       dst + 4 * (b >> 2) * cur.stride + 4 * (b & 3), cur.stride, residual)
-        forward_dct(residual, coeffs + b * 16)
+    for b in range(0, 16, 2):
+        edsp_fdct_pair(s + 4 * (b >> 2) * src.stride + 4 * (b & 3), src.stride,
+                       dst + 4 * (b >> 2) * cur.stride + 4 * (b & 3), cur.stride,
+                       coeffs + b * 16, coeffs + b * 16 + 16)
         dc[b] = coeffs[b * 16]
+        dc[b + 1] = coeffs[b * 16 + 16]
     forward_walsh(dc, y2)
     eob = quantize_block(y2, out.levels + 24 * 16, dequant + 24 * 16, 0, q[2], q[3], 110, 100)
     out.eobs[24] = eob
@@ -452,7 +384,8 @@ cdef void code_luma_16x16(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
             idct_add(dequant + b * 16, dst + 4 * (b >> 2) * cur.stride + 4 * (b & 3), cur.stride)
         elif dc[b]:
             dc_only_add(dc[b], dst + 4 * (b >> 2) * cur.stride + 4 * (b & 3), cur.stride)
-    out.distortion += block_sse(s, src.stride, dst, cur.stride, 16)
+    if enc.need_rate:
+        out.distortion += block_sse(s, src.stride, dst, cur.stride, 16)
 
 
 cdef void code_chroma(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
@@ -461,8 +394,7 @@ cdef void code_chroma(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
     """Residual of both chroma planes, whose predictions are already in fc.cur."""
     cdef FrameContext* fc = enc.fc
     cdef const int16_t* q = &fc.dequant[mb.segment_id][2][0]
-    cdef int16_t residual[16]
-    cdef int16_t coeffs[16]
+    cdef int16_t coeffs[4 * 16]
     cdef int16_t dequant[16]
     cdef int p, b, eob, ctx_index, row, col
     cdef uint8_t above[9]
@@ -472,28 +404,31 @@ cdef void code_chroma(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
     memcpy(above, above_ctx, 9)
     memcpy(left, left_ctx, 9)
     for p in range(1, 3):
+        for row in range(2):
+            edsp_fdct_pair(
+                enc.src[p].data + (mb_row * 8 + 4 * row) * enc.src[p].stride + mb_col * 8,
+                enc.src[p].stride,
+                fc.cur[p].data + (mb_row * 8 + 4 * row) * fc.cur[p].stride + mb_col * 8,
+                fc.cur[p].stride, coeffs + 32 * row, coeffs + 32 * row + 16)
         for b in range(4):
             row = b >> 1
             col = b & 1
             dst = fc.cur[p].data + (mb_row * 8 + 4 * row) * fc.cur[p].stride + mb_col * 8 + 4 * col
-            s = enc.src[p].data + (mb_row * 8 + 4 * row) * enc.src[p].stride + mb_col * 8 + 4 * col
-            subtract_block(s, enc.src[p].stride, dst, fc.cur[p].stride, residual)
-            forward_dct(residual, coeffs)
-            memset(dequant, 0, sizeof(dequant))
-            eob = quantize_block(coeffs, out.levels + (12 + 4 * p + b) * 16, dequant, 0,
+            eob = quantize_block(coeffs + 16 * b, out.levels + (12 + 4 * p + b) * 16, dequant, 0,
                                  q[0], q[1], 96, 85)
             ctx_index = 4 + (p - 1) * 2
-            eob = prune_block(enc, 2, above[ctx_index + col] + left[ctx_index + row], 0, coeffs,
-                              out.levels + (12 + 4 * p + b) * 16, dequant, eob)
+            eob = prune_block(enc, 2, above[ctx_index + col] + left[ctx_index + row], 0,
+                              coeffs + 16 * b, out.levels + (12 + 4 * p + b) * 16, dequant, eob)
             out.eobs[12 + 4 * p + b] = eob
             if enc.need_rate:
                 out.rate += block_rate(enc, 2, above[ctx_index + col] + left[ctx_index + row],
                                        0, out.levels + (12 + 4 * p + b) * 16, eob)
             above[ctx_index + col] = left[ctx_index + row] = eob > 0
             add_block(dequant, eob, dst, fc.cur[p].stride)
-        out.distortion += block_sse(
-            enc.src[p].data + mb_row * 8 * enc.src[p].stride + mb_col * 8, enc.src[p].stride,
-            fc.cur[p].data + mb_row * 8 * fc.cur[p].stride + mb_col * 8, fc.cur[p].stride, 8)
+        if enc.need_rate:
+            out.distortion += block_sse(
+                enc.src[p].data + mb_row * 8 * enc.src[p].stride + mb_col * 8, enc.src[p].stride,
+                fc.cur[p].data + mb_row * 8 * fc.cur[p].stride + mb_col * 8, fc.cur[p].stride, 8)
 
 
 cdef void predict_chroma_intra(Encoder* enc, int mode, int mb_row, int mb_col) noexcept nogil:
@@ -517,33 +452,35 @@ cdef void code_luma_split(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
     cdef Plane* cur = &fc.cur[0]
     cdef Plane* src = &enc.src[0]
     cdef const int16_t* q = &fc.dequant[mb.segment_id][0][0]
-    cdef int16_t residual[16]
-    cdef int16_t coeffs[16]
+    cdef int16_t coeffs[16 * 16]
     cdef int16_t dequant[16]
     cdef uint8_t above[9]
     cdef uint8_t left[9]
     cdef int b, eob
     cdef uint8_t* dst
-    cdef const uint8_t* s
     memcpy(above, above_ctx, 9)
     memcpy(left, left_ctx, 9)
+    for b in range(0, 16, 2):
+        edsp_fdct_pair(
+            src.data + (mb_row * 16 + 4 * (b >> 2)) * src.stride + mb_col * 16 + 4 * (b & 3),
+            src.stride,
+            cur.data + (mb_row * 16 + 4 * (b >> 2)) * cur.stride + mb_col * 16 + 4 * (b & 3),
+            cur.stride, coeffs + b * 16, coeffs + b * 16 + 16)
     for b in range(16):
         dst = cur.data + (mb_row * 16 + 4 * (b >> 2)) * cur.stride + mb_col * 16 + 4 * (b & 3)
-        s = src.data + (mb_row * 16 + 4 * (b >> 2)) * src.stride + mb_col * 16 + 4 * (b & 3)
-        subtract_block(s, src.stride, dst, cur.stride, residual)
-        forward_dct(residual, coeffs)
-        memset(dequant, 0, sizeof(dequant))
-        eob = quantize_block(coeffs, out.levels + b * 16, dequant, 0, q[0], q[1], 96, 85)
-        eob = prune_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs, out.levels + b * 16,
-                          dequant, eob)
+        eob = quantize_block(coeffs + b * 16, out.levels + b * 16, dequant, 0, q[0], q[1], 96, 85)
+        eob = prune_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs + b * 16,
+                          out.levels + b * 16, dequant, eob)
         out.eobs[b] = eob
         if enc.need_rate:
             out.rate += block_rate(enc, 3, above[b & 3] + left[b >> 2], 0, out.levels + b * 16,
                                    eob)
         above[b & 3] = left[b >> 2] = eob > 0
         add_block(dequant, eob, dst, cur.stride)
-    out.distortion += block_sse(src.data + mb_row * 16 * src.stride + mb_col * 16, src.stride,
-                                cur.data + mb_row * 16 * cur.stride + mb_col * 16, cur.stride, 16)
+    if enc.need_rate:
+        out.distortion += block_sse(
+            src.data + mb_row * 16 * src.stride + mb_col * 16, src.stride,
+            cur.data + mb_row * 16 * cur.stride + mb_col * 16, cur.stride, 16)
 
 
 cdef uint32_t bmode_cost(Encoder* enc, const MacroblockInfo* mb, int b, int mode) noexcept nogil:
@@ -600,7 +537,6 @@ cdef void code_luma_subblocks(Encoder* enc, MacroblockInfo* mb, int mb_row, int 
     cdef uint8_t sub_left[4]
     cdef uint8_t pred[16]
     cdef uint8_t best_pred[16]
-    cdef int16_t residual[16]
     cdef int16_t coeffs[16]
     cdef int16_t dequant[16]
     cdef int16_t best_dequant[16]
@@ -631,9 +567,7 @@ cdef void code_luma_subblocks(Encoder* enc, MacroblockInfo* mb, int mb_row, int 
         for k in range(count):
             mode = candidates[k]
             predict_subblock(pred, 4, mode, &edge[1], sub_left)
-            subtract_block(s, src.stride, pred, 4, residual)
-            forward_dct(residual, coeffs)
-            memset(dequant, 0, sizeof(dequant))
+            edsp_fdct4x4(s, src.stride, pred, 4, coeffs)
             eob = quantize_block(coeffs, levels, dequant, 0, q[0], q[1], 96, 85)
             eob = prune_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs, levels, dequant,
                               eob)
@@ -655,8 +589,10 @@ cdef void code_luma_subblocks(Encoder* enc, MacroblockInfo* mb, int mb_row, int 
         above[b & 3] = left[b >> 2] = best_eob > 0
         for r in range(4):
             memcpy(dst + r * cur.stride, best_pred + 4 * r, 4)
-    out.distortion += block_sse(src.data + mb_row * 16 * src.stride + mb_col * 16, src.stride,
-                                cur.data + mb_row * 16 * cur.stride + mb_col * 16, cur.stride, 16)
+    if enc.need_rate:
+        out.distortion += block_sse(
+            src.data + mb_row * 16 * src.stride + mb_col * 16, src.stride,
+            cur.data + mb_row * 16 * cur.stride + mb_col * 16, cur.stride, 16)
 
 
 cdef void code_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,

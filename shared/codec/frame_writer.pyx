@@ -461,4 +461,6 @@ cdef bytes write_frame(FrameRecord r):
 
 def serialize(FrameRecord record not None) -> bytes:
     """Write a FrameRecord as a VP8 frame."""
+    if record.levels == NULL:
+        raise ValueError("this record holds no coded levels (parsed with levels=False)")
     return write_frame(record)

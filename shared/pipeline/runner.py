@@ -76,6 +76,7 @@ class Task:
     args: tuple[Any, ...]
     deps: tuple[TaskId, ...]
     priority: tuple[int, int, int]
+    lane: int | None = None  # tasks of one lane run in one process, one after another
 
 
 @dataclass
@@ -151,8 +152,12 @@ def run_job(
     # join writes here; renamed to the output only once every group has been verified.
     partial = _partial_path(Path(output_path))
     try:
-        with _work_store(work_dir) as store, process_pool(workers) as pool:
-            scheduler = Scheduler(pool, workers, Progress(progress), _die_at())
+        with (
+            _work_store(work_dir) as store,
+            process_pool(workers) as pool,
+            lane_pools(workers) as lanes,
+        ):
+            scheduler = Scheduler(pool, workers, Progress(progress), _die_at(), lanes)
             split_task = Task(stages.split, (store, job, str(input_path), n, x), (), (0, 0, 0))
             plan = scheduler.run({("split", 0): split_task})[("split", 0)]
             if log is not None:
@@ -245,22 +250,56 @@ def _work_store(work_dir: str | Path | None) -> Iterator[LocalStore]:
         yield store
         return
     with tempfile.TemporaryDirectory(prefix="excamera-work-") as directory:
-        yield LocalStore(directory)
+        yield LocalStore(directory, durable=False)
 
 
-@contextmanager
-def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+def _process_context() -> Any:
     # forkserver: workers fork from a clean server process (not from a parent that may hold
     # threads or open files), with the stage modules already imported.
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if "forkserver" in methods:
         context.set_forkserver_preload(["shared.pipeline.runner"])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return context
+
+
+@contextmanager
+def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """The pool the parallel stages run on."""
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
     try:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Lanes:
+    """Single-process executors, each started on first use. Tasks given the same lane run one
+    after another in the same process: a group's rebase chain, whose links hand the exit state
+    over in memory (`stages.HELD_STATES`) instead of through the store."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._executors: dict[int, ProcessPoolExecutor] = {}
+
+    def executor(self, lane: int) -> ProcessPoolExecutor:
+        slot = lane % self.count
+        if slot not in self._executors:
+            self._executors[slot] = ProcessPoolExecutor(1, mp_context=_process_context())
+        return self._executors[slot]
+
+    def shutdown(self) -> None:
+        for executor in self._executors.values():
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def lane_pools(count: int) -> Iterator[Lanes]:
+    lanes = Lanes(max(1, count))
+    try:
+        yield lanes
+    finally:
+        lanes.shutdown()
 
 
 # --------------------------------------------------------------------------- the task graph
@@ -282,7 +321,9 @@ def task_graph(
     def add(stage: str, index: int, function: Callable[..., Any], args: tuple, deps: list) -> None:
         chunk = index if stage != "measure" else index * plan.chunks_per_group
         order = (STAGES[stage][1], plan.position(chunk), plan.group_of(chunk))
-        graph[(stage, index)] = Task(function, args, tuple(deps), order)
+        # A group's rebase chain stays in one process: the state passes in memory.
+        lane = plan.group_of(chunk) if stage == "rebase" else None
+        graph[(stage, index)] = Task(function, args, tuple(deps), order, lane)
 
     for i in range(plan.chunk_count):
         position = plan.position(i)
@@ -318,10 +359,19 @@ def _run_task(
 
 
 class Scheduler:
-    """Submits ready tasks, most urgent first, keeping at most `workers` in flight."""
+    """Submits ready tasks, most urgent first, keeping at most `workers` in flight: to `pool`,
+    or for a task with a lane, to that lane's process when `lanes` are given."""
 
-    def __init__(self, pool: Executor, workers: int, progress: Progress, die_at: Any) -> None:
+    def __init__(
+        self,
+        pool: Executor,
+        workers: int,
+        progress: Progress,
+        die_at: Any,
+        lanes: Lanes | None = None,
+    ) -> None:
         self.pool = pool
+        self.lanes = lanes
         self.workers = workers
         self.progress = progress
         self.die_at = die_at
@@ -344,7 +394,10 @@ class Scheduler:
                 while ready and len(running) < self.workers:
                     _, task_id = heapq.heappop(ready)
                     task = graph[task_id]
-                    future = self.pool.submit(
+                    executor = self.pool
+                    if task.lane is not None and self.lanes is not None:
+                        executor = self.lanes.executor(task.lane)
+                    future = executor.submit(
                         _run_task, task_id, task.function, task.args, self.die_at
                     )
                     running[future] = task_id

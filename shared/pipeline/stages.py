@@ -352,15 +352,47 @@ def _load_state(store: Store, key: str) -> Any:
     return DecoderState.from_bytes(store.get(key))
 
 
+class HeldStates:
+    """The exit states a rebaser process keeps in memory (DESIGN.md section 3), so that the
+    next link of a chain starts without reading and decoding a stored state.
+
+    The store stays the source of truth: every held state has been stored first, and a process
+    that does not hold the state it needs (another process ran the previous link, or it was
+    evicted, or the process restarted) loads it. At most `limit` states are held, oldest out.
+    """
+
+    def __init__(self, limit: int = 8) -> None:
+        self.limit = limit
+        self._states: dict[tuple[str, str], Any] = {}
+
+    def take(self, store: Store, key: str) -> Any:
+        """The state stored under `key`, from memory if held (and then no longer held)."""
+        state = self._states.pop((repr(store), key), None)
+        return state if state is not None else _load_state(store, key)
+
+    def keep(self, store: Store, key: str, state: Any) -> None:
+        self._states[(repr(store), key)] = state
+        while len(self._states) > self.limit:
+            del self._states[next(iter(self._states))]
+
+
+# One per process: the rebase chain's consecutive links run in the same process (the embedded
+# runner's lanes; one rebaser per group in the services).
+HELD_STATES = HeldStates()
+
+
 def _put_chunk(
     store: Store, plan: ChunkPlan, index: int, name: str, frames: list[bytes], state: Any
-) -> None:
+) -> str | None:
     """Store a chunk's frames as `<name>.ivf`, and its exit state as `<name>.state` when the
-    next chunk needs it. The IVF is written last: it marks the stage as done."""
+    next chunk needs it (returns that key). The IVF is written last: it marks the stage as
+    done."""
+    state_key = None
     if plan.has_successor(index):
-        store.put(chunk_key(plan.job, index, f"{name}.state"),
-                  state.to_bytes(compress=STATE_COMPRESSION))
+        state_key = chunk_key(plan.job, index, f"{name}.state")
+        store.put(state_key, state.to_bytes(compress=STATE_COMPRESSION))
     store.put(chunk_key(plan.job, index, f"{name}.ivf"), ivf_bytes(frames, *_geometry(plan)))
+    return state_key
 
 
 def _geometry(plan: ChunkPlan) -> tuple[int, int, tuple[int, int]]:
@@ -399,13 +431,15 @@ def rebase_serial(store: Store, job: str, index: int) -> None:
             )
         return
     rebase_chunk = load_rebase()
-    incoming = _load_state(store, chunk_key(job, index - 1, "final.state"))
+    incoming = HELD_STATES.take(store, chunk_key(job, index - 1, "final.state"))
     original = _load_state(store, chunk_key(job, index - 1, "vpx.state"))
     frames = read_ivf_frames(store.get(chunk_key(job, index, "provisional.ivf")))
     new_frames, exit_state = rebase_chunk(
         incoming, frames, _source_images(store, job, index), original_state=original
     )
-    _put_chunk(store, plan, index, "final", list(new_frames), exit_state)
+    state_key = _put_chunk(store, plan, index, "final", list(new_frames), exit_state)
+    if state_key is not None:
+        HELD_STATES.keep(store, state_key, exit_state)
 
 
 # --------------------------------------------------------------------------- checking a group

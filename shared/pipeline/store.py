@@ -72,11 +72,19 @@ class Store(ABC):
 
 
 class LocalStore(Store):
-    """Objects as files under `root` (created if missing); key `a/b/c` is file `root/a/b/c`."""
+    """Objects as files under `root` (created if missing); key `a/b/c` is file `root/a/b/c`.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    Every object is written to a temporary file and renamed into place, so a reader never sees
+    a partial object, even if the writer dies. `durable` also flushes each object to the disk
+    before the rename (it then survives a machine crash too); a scratch directory that is
+    deleted with the job does not need that, and skips the cost (milliseconds per object, on
+    the serial rebase chain among other places).
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.durable = durable
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -94,8 +102,9 @@ class LocalStore(Store):
         try:
             with open(temp, "xb") as file:
                 file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
+                if self.durable:
+                    file.flush()
+                    os.fsync(file.fileno())
             os.replace(temp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
