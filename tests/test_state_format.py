@@ -47,3 +47,34 @@ def test_unknown_flags_are_rejected(state):
     forged = struct.pack("<4sHHI", magic, version, bad_flags, crc) + body
     with pytest.raises(StateFormatError, match="unknown flags"):
         DecoderState.from_bytes(forged)
+
+
+def _forge(version: int, flags: int, body: bytes) -> bytes:
+    crc = zlib.crc32(body, zlib.crc32(struct.pack("<HH", version, flags)))
+    return struct.pack("<4sHHI", b"EXCS", version, flags, crc) + body
+
+
+def test_raw_form_is_stored_without_zlib_and_the_older_deflated_raw_form_still_reads(state):
+    raw = state.to_bytes(compress=False)
+    _, version, flags, _ = struct.unpack_from("<4sHHI", raw)
+    assert flags == 3  # raw planes, stored body
+    # Raw planes wrapped in a level-0 zlib stream (flag 1 alone) is what earlier builds wrote.
+    older = _forge(version, 1, zlib.compress(raw[12:], 0))
+    assert DecoderState.from_bytes(older) == state
+    assert DecoderState.from_bytes(memoryview(raw)) == state
+
+
+@pytest.mark.parametrize("cut", [1, 100, 5000])
+def test_truncated_or_padded_stored_body_is_a_format_error(state, cut):
+    raw = state.to_bytes(compress=False)
+    _, version, flags, _ = struct.unpack_from("<4sHHI", raw)
+    for body in (raw[12:-cut], raw[12:] + bytes(cut)):
+        with pytest.raises(StateFormatError, match="length|truncated"):
+            DecoderState.from_bytes(_forge(version, flags, body))
+
+
+def test_stored_body_flag_without_raw_planes_is_rejected(state):
+    raw = state.to_bytes(compress=False)
+    _, version, _, _ = struct.unpack_from("<4sHHI", raw)
+    with pytest.raises(StateFormatError, match="unknown flags"):
+        DecoderState.from_bytes(_forge(version, 2, raw[12:]))

@@ -52,9 +52,10 @@ static inline void edsp_fdct4x4_c(const uint8_t *src, int src_stride, const uint
     }
 }
 
-/* Quantization of one block in raster order with a dead zone: level = (|c| + bias) / q with
- * bias = round * q / 256, the division done as a multiply by a 16-bit reciprocal (q >= 2 in
- * VP8, so it fits); levels saturate at 2047, the largest a token can carry. With first = 1 the
+/* Quantization of one block in raster order with a dead zone: level = (|c| + bias) / q rounded
+ * down, with bias = round * q / 256. The division is a multiply by the 16-bit reciprocal
+ * ceil(65536 / q) (q >= 2 in VP8, so it fits), which can overshoot by one, then a correction;
+ * levels saturate at 2047, the largest a token can carry. With first = 1 the
  * DC is left out (it travels in Y2) and set to 0. Returns the end of block: one past the last
  * nonzero level in zigzag order, at least `first`. */
 static const uint8_t EDSP_ZIGZAG_POSITION[16] = {  /* raster index -> zigzag position + 1 */
@@ -69,6 +70,7 @@ static inline int edsp_quantize_c(const int16_t *coeffs, int16_t *levels, int16_
         unsigned reciprocal = (65536u + q - 1) / q;
         int c = coeffs[i], a = c < 0 ? -c : c;
         int level = (int)(((unsigned)(a + bias) * reciprocal) >> 16);
+        if (level * q > a + bias) level -= 1;
         if (level > 2047) level = 2047;
         if (i < first) level = 0;
         levels[i] = (int16_t)(c < 0 ? -level : level);
@@ -199,7 +201,10 @@ static inline int edsp_quantize(const int16_t *coeffs, int16_t *levels, int16_t 
         __m128i c = _mm_loadu_si128((const __m128i *)(coeffs + 8 * h));
         __m128i sign = _mm_srai_epi16(c, 15);
         __m128i magnitude = _mm_sub_epi16(_mm_xor_si128(c, sign), sign);
-        __m128i level = _mm_mulhi_epu16(_mm_add_epi16(magnitude, bias[h]), reciprocal[h]);
+        __m128i biased = _mm_add_epi16(magnitude, bias[h]);
+        __m128i level = _mm_mulhi_epu16(biased, reciprocal[h]);
+        /* -1 where level * q overshoots the biased magnitude (all values below 2^15 here). */
+        level = _mm_add_epi16(level, _mm_cmpgt_epi16(_mm_mullo_epi16(level, q[h]), biased));
         level = _mm_min_epi16(level, max_level);
         if (h == 0 && first) level = _mm_insert_epi16(level, 0, 0);
         out[h] = _mm_sub_epi16(_mm_xor_si128(level, sign), sign);

@@ -69,7 +69,14 @@ from .tables cimport (
     VP8_ZIGZAG,
     ZEROMV,
 )
-from .encode_dsp cimport edsp_fdct4x4, edsp_fdct_pair, edsp_quantize, edsp_sse
+from .encode_dsp cimport (
+    edsp_fdct4x4,
+    edsp_fdct4x4_c,
+    edsp_fdct_pair,
+    edsp_quantize,
+    edsp_quantize_c,
+    edsp_sse,
+)
 from .tokens cimport build_dequant_table
 from .transform cimport dc_only_add, idct_add, inverse_walsh
 
@@ -1397,3 +1404,48 @@ def rebase_record(DecoderState state not None, image, FrameRecord record not Non
         raise CodecError("a key frame does not depend on a state; rebase only interframes")
     q_index = record.hdr.q_index if quality is None else _check_quantizer(quality)
     return _code_frame(state, image, q_index, record, False, False, bool(with_state))
+
+
+# --- kernel access for tests ---------------------------------------------------------------
+
+def _kernel_fdct(src, pred):
+    """Test hook: coefficients of the two 4x4 blocks of an 8x4 residual (`src` - `pred`, uint8
+    arrays of shape (4, 8)) from the SIMD pair kernel, the SIMD single-block kernel and the
+    portable definition, as int16 arrays of shape (3, 2, 16)."""
+    cdef const uint8_t[:, ::1] s = np.ascontiguousarray(src, np.uint8)
+    cdef const uint8_t[:, ::1] p = np.ascontiguousarray(pred, np.uint8)
+    if s.shape[0] != 4 or s.shape[1] != 8 or p.shape[0] != 4 or p.shape[1] != 8:
+        raise ValueError("src and pred must be 4x8")
+    out = np.zeros((3, 2, 16), np.int16)
+    cdef int16_t[:, :, ::1] o = out
+    edsp_fdct_pair(&s[0, 0], 8, &p[0, 0], 8, &o[0, 0, 0], &o[0, 1, 0])
+    edsp_fdct4x4(&s[0, 0], 8, &p[0, 0], 8, &o[1, 0, 0])
+    edsp_fdct4x4(&s[0, 4], 8, &p[0, 4], 8, &o[1, 1, 0])
+    edsp_fdct4x4_c(&s[0, 0], 8, &p[0, 0], 8, &o[2, 0, 0])
+    edsp_fdct4x4_c(&s[0, 4], 8, &p[0, 4], 8, &o[2, 1, 0])
+    return out
+
+
+def _kernel_quantize(coeffs, int first, int dc_q, int ac_q, int dc_round, int ac_round):
+    """Test hook: (levels, dequantized, eob) of one raster-order block from the SIMD kernel and
+    from the portable definition."""
+    cdef const int16_t[::1] c = np.ascontiguousarray(coeffs, np.int16)
+    if c.shape[0] != 16 or not (2 <= dc_q <= 32767 and 2 <= ac_q <= 32767):
+        raise ValueError("16 coefficients and quantizers of at least 2")
+    results = []
+    cdef int16_t[::1] levels
+    cdef int16_t[::1] dequantized
+    cdef int eob
+    for portable in (False, True):
+        levels_array = np.zeros(16, np.int16)
+        dequantized_array = np.zeros(16, np.int16)
+        levels = levels_array
+        dequantized = dequantized_array
+        if portable:
+            eob = edsp_quantize_c(&c[0], &levels[0], &dequantized[0], first, dc_q, ac_q,
+                                  dc_round, ac_round)
+        else:
+            eob = edsp_quantize(&c[0], &levels[0], &dequantized[0], first, dc_q, ac_q,
+                                dc_round, ac_round)
+        results.append((levels_array, dequantized_array, eob))
+    return results

@@ -20,3 +20,4 @@ cdef class DecoderState:
     cdef bytes _payload(self)
     cdef void reference_planes(self, FrameContext* fc)
     cdef bytes _build_payload(self, bint delta_planes)
+    cdef list _payload_parts(self, bint delta_planes)

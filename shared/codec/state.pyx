@@ -6,10 +6,12 @@ three references (last, golden, alt-ref). Per-frame header fields (quantizers, s
 and reference probabilities, ...) are not state.
 
 Serialized form (`to_bytes`): magic b"EXCS", u16 format version, u16 flags, u32 CRC-32 of
-version, flags and the body, then the zlib body. References that share pixels are stored once.
+version, flags and the body, then the body. References that share pixels are stored once.
 By default planes are stored as horizontal byte differences (which compress far better than raw
-pixels) at zlib's fastest level; flag 1 marks planes stored raw at level 0, for states handed
-along ExCamera's serial critical path on fast local storage.
+pixels) and the body is deflated at zlib's fastest level. For states handed along ExCamera's
+serial critical path on fast local storage, `compress=False` stores the planes raw (flag 1) and
+the body as it is (flag 2: no zlib wrapper, so writing and reading are little more than copies).
+Flag 1 alone (raw planes inside a level-0 zlib stream) is still read.
 """
 
 import hashlib
@@ -30,7 +32,8 @@ from .frame_header import MAX_FRAME_AREA
 
 MAGIC = b"EXCS"
 FORMAT_VERSION = 1
-FLAG_RAW_PLANES = 1       # planes stored as they are (zlib level 0) rather than delta + deflate
+FLAG_RAW_PLANES = 1       # planes stored as they are rather than as horizontal differences
+FLAG_STORED_BODY = 2      # the body is not a zlib stream
 _HEADER = struct.Struct("<4sHHI")
 _FIXED = struct.Struct("<BHHBB")
 # Largest body a valid state can have: three distinct 4:2:0 pictures plus small fields.
@@ -103,6 +106,9 @@ cdef class DecoderState:
         return self._payload_cache
 
     cdef bytes _build_payload(self, bint delta_planes):
+        return b"".join(self._payload_parts(delta_planes))
+
+    cdef list _payload_parts(self, bint delta_planes):
         parts = [_FIXED.pack(self.has_keyframe, self.width, self.height,
                              self.horizontal_scale, self.vertical_scale)]
         parts.append(bytes((<char*>&self.probs)[:sizeof(self.probs)]))
@@ -124,8 +130,8 @@ cdef class DecoderState:
             for picture in distinct:
                 for plane in (picture.y, picture.u, picture.v):
                     parts.append(_delta_encode(plane) if delta_planes
-                                 else np.ascontiguousarray(plane).tobytes())
-        return b"".join(parts)
+                                 else memoryview(np.ascontiguousarray(plane)).cast("B"))
+        return parts
 
     def to_bytes(self, compress: bool = True) -> bytes:
         """Versioned, checksummed serialization; `from_bytes` inverts it. Compressed by
@@ -133,15 +139,19 @@ cdef class DecoderState:
         faster both ways: for states handed between pipeline stages on fast storage)."""
         if compress:
             flags, body = 0, zlib.compress(self._payload(), 1)
-        else:
-            flags, body = FLAG_RAW_PLANES, zlib.compress(self._build_payload(False), 0)
-        return _HEADER.pack(MAGIC, FORMAT_VERSION, flags,
-                            _checksum(FORMAT_VERSION, flags, body)) + body
+            return _HEADER.pack(MAGIC, FORMAT_VERSION, flags,
+                                _checksum(FORMAT_VERSION, flags, body)) + body
+        # The planes go from the pictures to the output in one copy, checksummed on the way.
+        flags = FLAG_RAW_PLANES | FLAG_STORED_BODY
+        parts = self._payload_parts(False)
+        crc = _checksum(FORMAT_VERSION, flags, b"")
+        for part in parts:
+            crc = zlib.crc32(part, crc)
+        return b"".join([_HEADER.pack(MAGIC, FORMAT_VERSION, flags, crc)] + parts)
 
     @staticmethod
     def from_bytes(data) -> "DecoderState":
         """Rebuild a state from `to_bytes` output; StateFormatError if it is not one."""
-        data = bytes(data)
         if len(data) < _HEADER.size:
             raise StateFormatError(f"state is truncated ({len(data)} bytes)")
         magic, version, flags, crc = _HEADER.unpack_from(data)
@@ -151,11 +161,15 @@ cdef class DecoderState:
             raise StateFormatError(
                 f"state format version {version} is not supported (this build reads "
                 f"version {FORMAT_VERSION})")
-        if flags & ~FLAG_RAW_PLANES:
+        if flags & ~(FLAG_RAW_PLANES | FLAG_STORED_BODY) or flags == FLAG_STORED_BODY:
             raise StateFormatError(f"state has unknown flags {flags:#06x}")
-        body = data[_HEADER.size:]
+        body = memoryview(data).cast("B")[_HEADER.size:]
         if _checksum(version, flags, body) != crc:
             raise StateFormatError("state checksum mismatch (corrupt or truncated state)")
+        if flags & FLAG_STORED_BODY:
+            if len(body) > _MAX_BODY:
+                raise StateFormatError("state body is larger than any valid state")
+            return _parse_payload(body, True)
         try:
             inflater = zlib.decompressobj()
             payload = inflater.decompress(body, _MAX_BODY)
@@ -208,10 +222,11 @@ def _delta_decode(buffer, int height, int width):
     return np.cumsum(diff, axis=1, dtype=np.uint8)
 
 
-cdef _parse_payload(bytes payload, bint raw_planes):
+cdef _parse_payload(payload, bint raw_planes):
     cdef DecoderState state = DecoderState.__new__(DecoderState)
     cdef Py_ssize_t pos = 0, need
-    cdef const unsigned char* raw = payload
+    cdef const unsigned char[::1] view = payload
+    cdef const unsigned char* raw = &view[0] if len(payload) else NULL
     cdef Py_ssize_t n = len(payload)
     if n < _FIXED.size + sizeof(state.probs) + sizeof(state.features) + sizeof(state.deltas):
         raise StateFormatError("state body is truncated")

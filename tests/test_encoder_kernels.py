@@ -1,0 +1,84 @@
+"""The encoder's SIMD kernels (shared/codec/encode_dsp.h) against their portable definitions and
+against the mathematics they implement: the forward DCT against a floating-point DCT, the
+quantizer against what quantization must satisfy. Bit-exactness of the encoder's output with
+libvpx is tested end to end in test_encoder.py; these pin down the kernels themselves."""
+
+import numpy as np
+import pytest
+from decoder_support import require_decoder
+
+require_decoder()
+
+from shared.codec.tables import table  # noqa: E402
+
+from shared.codec import encoder  # noqa: E402
+
+
+def _dct_basis() -> np.ndarray:
+    n = np.arange(4)
+    basis = np.array([np.cos((2 * n + 1) * k * np.pi / 8) for k in range(4)])
+    basis[0] *= 0.5
+    basis[1:] *= np.sqrt(0.5)
+    return basis  # orthonormal rows
+
+
+def _residual_pairs(rng: np.random.Generator, count: int):
+    for k in range(count):
+        if k % 4 == 0:  # extremes: full-scale residuals of both signs
+            src = rng.choice([0, 255], size=(4, 8)).astype(np.uint8)
+            pred = (255 - src).astype(np.uint8)
+        else:
+            src = rng.integers(0, 256, (4, 8), dtype=np.uint8)
+            spread = int(rng.choice([2, 16, 255]))
+            noise = rng.integers(-spread, spread + 1, (4, 8))
+            pred = np.clip(src.astype(int) + noise, 0, 255).astype(np.uint8)
+        yield src, pred
+
+
+def test_forward_dct_simd_equals_portable_and_is_twice_the_orthonormal_dct():
+    rng = np.random.default_rng(1)
+    basis = _dct_basis()
+    worst = 0.0
+    for src, pred in _residual_pairs(rng, 2000):
+        out = encoder._kernel_fdct(src, pred)
+        assert (out[0] == out[2]).all() and (out[1] == out[2]).all()
+        residual = src.astype(float) - pred.astype(float)
+        for block in range(2):
+            exact = 2 * basis @ residual[:, 4 * block:4 * block + 4] @ basis.T
+            worst = max(worst, float(np.abs(out[0, block].reshape(4, 4) - exact).max()))
+    assert worst <= 1.0, f"largest error {worst:.3f} of a coefficient"
+
+
+@pytest.mark.parametrize("q_pair", [(4, 4), (8, 8), (17, 23), (91, 157), (132, 284)])
+def test_quantize_simd_equals_portable_and_quantizes(q_pair):
+    rng = np.random.default_rng(q_pair[1])
+    zigzag = table("zigzag")
+    dc_q, ac_q = q_pair
+    for k in range(500):
+        coeffs = rng.integers(-2048, 2049, 16).astype(np.int16)
+        if k % 3 == 0:
+            coeffs[rng.random(16) < 0.7] = 0
+        first, rounding = k % 2, int(rng.integers(0, 129))
+        (levels, dequantized, eob), (c_levels, c_dequantized, c_eob) = encoder._kernel_quantize(
+            coeffs, first, dc_q, ac_q, rounding, rounding
+        )
+        assert (levels == c_levels).all() and (dequantized == c_dequantized).all()
+        assert eob == c_eob
+        q = np.full(16, ac_q)
+        q[0] = dc_q
+        assert (dequantized == levels.astype(int) * q).all()
+        kept = np.arange(16) >= first
+        # Within one step of the coefficient, never of the opposite sign, saturated at 2047.
+        assert (np.abs(dequantized[kept].astype(int) - coeffs[kept]) < q[kept]).all() | (
+            np.abs(levels[kept]) == 2047
+        ).any()
+        assert (levels[kept].astype(int) * coeffs[kept] >= 0).all()
+        assert not first or levels[0] == 0
+        # Rounds to nearest when the rounding offset is half a step, down with offset 0.
+        if rounding == 128:
+            error = np.abs(np.abs(coeffs[kept]) - np.abs(dequantized[kept]))
+            assert (error <= q[kept] // 2 + 1).all()
+        if rounding == 0:
+            assert (np.abs(dequantized[kept]) <= np.abs(coeffs[kept])).all()
+        nonzero = [n + 1 for n in range(16) if levels[zigzag[n]] != 0]
+        assert eob == max(nonzero + [first])
