@@ -15,6 +15,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from libvpx_oracle import pyav_frames, read_ivf, vpxdec_frames
 from shared import cli
 from shared.codec.image import chroma_size
 from shared.pipeline import runner, stages
+from shared.pipeline.errors import PipelineError
+from shared.pipeline.mux import read_ivf_frames
 from shared.pipeline.progress import Progress
 from shared.pipeline.store import LocalStore, check_key, open_store
 from shared.pipeline.vpx import EncodeSettings, find_vpxenc, is_key_frame, is_shown
@@ -553,3 +556,57 @@ def test_groups_carphone_webm_and_fewer_bits(
     check_output(tmp_path / "g.webm", 30, 30)
     independent = encode_json(capsys, carphone_y4m, "-o", tmp_path / "i.ivf", "-n", 6, "-x", 1)
     assert grouped["payload_bytes"] < independent["payload_bytes"]
+
+
+def test_serial_chain_holds_states_and_rebuilds_them_after_a_crash(
+    carphone_y4m: Path, tmp_path: Path
+) -> None:
+    """Stage 5 hands each exit state to the next link in memory and stores none past position
+    1; a process that does not hold the state (as after a crash) decodes it from the stored
+    final frames instead, and makes exactly the same chunk without re-encoding any other."""
+    store = LocalStore(tmp_path / "work", durable=False)
+    plan = stages.split(store, "job", carphone_y4m, 6, chunks_per_group=5)  # one group of 5
+    settings = EncodeSettings(vpxenc=find_vpxenc())
+    for i in range(plan.chunk_count):
+        stages.encode_chunk_vpx(store, "job", i, settings)
+        stages.decode_exit_state(store, "job", i)
+        if i:
+            stages.rebase_first(store, "job", i)
+    key = partial(stages.chunk_key, "job")
+    stages.HELD_STATES.clear()
+    for i in range(4):
+        stages.rebase_serial(store, "job", i)
+    held = stages.HELD_STATES.take(store, key(3, "final.state"))  # what chunk 4 will start from
+    stages.HELD_STATES.keep(store, key(3, "final.state"), held)
+    stages.rebase_serial(store, "job", 4)
+    assert [store.exists(key(i, "final.state")) for i in range(5)] == [True, True] + [False] * 3
+    finals = [read_ivf_frames(store.get(key(i, "final.ivf"))) for i in range(5)]
+    # The true state after each chunk is what decoding the joined output gives.
+    state = codec.DecoderState.initial()
+    for i in range(4):
+        state = _decode_state_from(state, finals[i])
+        assert stages.final_state(store, plan, i) == state
+    assert held == state
+    # A crash after chunk 3: a fresh process rebuilds chunk 3's state and redoes chunk 4 only.
+    stages.HELD_STATES.clear()
+    store.path_for(key(4, "final.ivf")).unlink()
+    stamps = [store.path_for(key(i, "final.ivf")).stat().st_mtime_ns for i in range(4)]
+    stages.rebase_serial(store, "job", 4)
+    assert read_ivf_frames(store.get(key(4, "final.ivf"))) == finals[4]
+    assert [store.path_for(key(i, "final.ivf")).stat().st_mtime_ns for i in range(4)] == stamps
+    # Without the stored state it would start from, the chain says so.
+    store.path_for(key(1, "final.state")).unlink()
+    with pytest.raises(PipelineError, match="chunk 1: its final state is missing"):
+        stages.final_state(store, plan, 3)
+
+
+def test_held_states_are_bounded_and_keyed_by_store(tmp_path: Path) -> None:
+    held = stages.HeldStates(limit=2)
+    first, second = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    held.keep(first, "k1", "s1")
+    held.keep(second, "k1", "other store")
+    held.keep(first, "k2", "s2")  # evicts the oldest
+    assert held.take(first, "k1") is None
+    assert held.take(second, "k1") == "other store"
+    assert held.take(first, "k2") == "s2"
+    assert held.take(first, "k2") is None  # taken once

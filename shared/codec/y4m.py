@@ -212,7 +212,11 @@ class Y4mReader:
             raise ContainerError(
                 f"Y4M frame {index} is truncated: {self._remaining} of {size} bytes present"
             )
-        data = read_at_most(self._file, size)
+        # With the size left known (and checked above) one read is safe; otherwise read in
+        # bounded pieces, so a lying header cannot make us allocate what never arrives.
+        data = self._file.read(size) if self._remaining is not None else read_at_most(
+            self._file, size
+        )
         if self._remaining is not None:
             self._remaining -= len(data)
         if len(data) < size:

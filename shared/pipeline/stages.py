@@ -13,8 +13,10 @@ Keys, for job J and chunk i (5 digits):
     jobs/J/chunks/i/vpx.state             decoder state after vpx.ivf            (decode_exit_state)
     jobs/J/chunks/i/provisional.ivf/.state  first frame re-encoded onto chunk i-1's libvpx
                                           state, the rest rebased                (rebase_first)
-    jobs/J/chunks/i/final.ivf/.state      the chunk as it goes into the output, and the true
-                                          decoder state after it                 (rebase_serial)
+    jobs/J/chunks/i/final.ivf             the chunk as it goes into the output   (rebase_serial)
+    jobs/J/chunks/i/final.state           the true decoder state after it: stored for positions
+                                          0 and 1 only, later ones are held in memory by the
+                                          process running the chain (or decoded again)
 
 Chunks form groups of x (`chunks_per_group`); each group starts with one real key frame and
 groups are independent. Within a group, position 0 keeps libvpx's output, position 1's
@@ -57,6 +59,7 @@ __all__ = [
     "load_rebase",
     "measure_group",
     "plan_key",
+    "final_state",
     "rebase_first",
     "rebase_serial",
     "split",
@@ -201,7 +204,10 @@ def _y4m_bytes(images: list[Image], fps: tuple[int, int]) -> bytes:
 
 
 def _source_images(store: Store, job: str, index: int) -> list[Image]:
-    with Y4mReader(io.BytesIO(store.get(chunk_key(job, index, "source.y4m")))) as reader:
+    with (
+        store.local_file(chunk_key(job, index, "source.y4m")) as path,
+        Y4mReader(path) as reader,
+    ):
         return list(reader)
 
 
@@ -353,12 +359,13 @@ def _load_state(store: Store, key: str) -> Any:
 
 
 class HeldStates:
-    """The exit states a rebaser process keeps in memory (DESIGN.md section 3), so that the
-    next link of a chain starts without reading and decoding a stored state.
+    """The exit states a rebaser process keeps in memory (DESIGN.md section 3): the next link
+    of a chain starts from the state the previous one left, without any storage.
 
-    The store stays the source of truth: every held state has been stored first, and a process
-    that does not hold the state it needs (another process ran the previous link, or it was
-    evicted, or the process restarted) loads it. At most `limit` states are held, oldest out.
+    A state is held under the name of the chunk it follows; a process asked for a state it
+    does not hold (another process ran the previous link, the state was evicted, the process
+    restarted after a crash) gets None, and the caller rebuilds it from the store. At most
+    `limit` states are held, oldest out.
     """
 
     def __init__(self, limit: int = 8) -> None:
@@ -366,14 +373,16 @@ class HeldStates:
         self._states: dict[tuple[str, str], Any] = {}
 
     def take(self, store: Store, key: str) -> Any:
-        """The state stored under `key`, from memory if held (and then no longer held)."""
-        state = self._states.pop((repr(store), key), None)
-        return state if state is not None else _load_state(store, key)
+        """The state held under `key` (and then no longer held), or None."""
+        return self._states.pop((repr(store), key), None)
 
     def keep(self, store: Store, key: str, state: Any) -> None:
         self._states[(repr(store), key)] = state
         while len(self._states) > self.limit:
             del self._states[next(iter(self._states))]
+
+    def clear(self) -> None:
+        self._states.clear()
 
 
 # One per process: the rebase chain's consecutive links run in the same process (the embedded
@@ -383,16 +392,13 @@ HELD_STATES = HeldStates()
 
 def _put_chunk(
     store: Store, plan: ChunkPlan, index: int, name: str, frames: list[bytes], state: Any
-) -> str | None:
+) -> None:
     """Store a chunk's frames as `<name>.ivf`, and its exit state as `<name>.state` when the
-    next chunk needs it (returns that key). The IVF is written last: it marks the stage as
-    done."""
-    state_key = None
+    next chunk needs it. The IVF is written last: it marks the stage as done."""
     if plan.has_successor(index):
-        state_key = chunk_key(plan.job, index, f"{name}.state")
-        store.put(state_key, state.to_bytes(compress=STATE_COMPRESSION))
+        store.put(chunk_key(plan.job, index, f"{name}.state"),
+                  state.to_bytes(compress=STATE_COMPRESSION))
     store.put(chunk_key(plan.job, index, f"{name}.ivf"), ivf_bytes(frames, *_geometry(plan)))
-    return state_key
 
 
 def _geometry(plan: ChunkPlan) -> tuple[int, int, tuple[int, int]]:
@@ -415,8 +421,14 @@ def rebase_first(store: Store, job: str, index: int) -> None:
 
 
 def rebase_serial(store: Store, job: str, index: int) -> None:
-    """Stage 5 (serial within a group, in chunk order): make chunk `index`'s final frames and
-    true exit state. Needs chunk index-1's final state, so call it for a group's chunks in order.
+    """Stage 5 (serial within a group, in chunk order): make chunk `index`'s final frames.
+
+    Needs the true exit state of chunk index-1, so call it for a group's chunks in order. The
+    final frames are the chain's durable record; its states are not stored but held in memory
+    by the process running the chain (`HELD_STATES`), which hands each to the next link. A
+    process that does not hold the state (after a crash, or when links of one group run in
+    different processes) rebuilds it by decoding the group's final frames from the last state
+    that is stored (position 1's, or position 0's), so no finished chunk is ever re-encoded.
     """
     plan = load_plan(store, job)
     if store.exists(chunk_key(job, index, "final.ivf")):
@@ -432,14 +444,32 @@ def rebase_serial(store: Store, job: str, index: int) -> None:
         return
     rebase_chunk = load_rebase()
     incoming = HELD_STATES.take(store, chunk_key(job, index - 1, "final.state"))
+    if incoming is None:
+        incoming = final_state(store, plan, index - 1)
     original = _load_state(store, chunk_key(job, index - 1, "vpx.state"))
     frames = read_ivf_frames(store.get(chunk_key(job, index, "provisional.ivf")))
     new_frames, exit_state = rebase_chunk(
         incoming, frames, _source_images(store, job, index), original_state=original
     )
-    state_key = _put_chunk(store, plan, index, "final", list(new_frames), exit_state)
-    if state_key is not None:
-        HELD_STATES.keep(store, state_key, exit_state)
+    store.put(chunk_key(job, index, "final.ivf"), ivf_bytes(new_frames, *_geometry(plan)))
+    if plan.has_successor(index):
+        HELD_STATES.keep(store, chunk_key(job, index, "final.state"), exit_state)
+
+
+def final_state(store: Store, plan: ChunkPlan, index: int) -> Any:
+    """The true decoder state after chunk `index` of the output: stored for a group's first
+    two chunks; for later ones, decoded from the nearest stored one through the final frames
+    in between (which stage 5 has already made)."""
+    first = index
+    while not store.exists(chunk_key(plan.job, first, "final.state")):
+        if plan.position(first) <= 1:
+            raise PipelineError(f"chunk {first}: its final state is missing from the store")
+        first -= 1
+    state = _load_state(store, chunk_key(plan.job, first, "final.state"))
+    for later in range(first + 1, index + 1):
+        frames = read_ivf_frames(store.get(chunk_key(plan.job, later, "final.ivf")))
+        state = _decode_frames(state, frames, f"chunk {later} (final)")
+    return state
 
 
 # --------------------------------------------------------------------------- checking a group
