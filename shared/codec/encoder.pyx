@@ -578,11 +578,12 @@ cdef void code_luma_subblocks(Encoder* enc, MacroblockInfo* mb, int mb_row, int 
             eob = quantize_block(coeffs, levels, dequant, 0, q[0], q[1], 96, 85)
             eob = prune_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs, levels, dequant,
                               eob)
-            rate = block_rate(enc, 3, above[b & 3] + left[b >> 2], 0, levels, eob) \
-                if choose_modes else 0
             add_block(dequant, eob, pred, 4)
-            sse = block_sse(s, src.stride, pred, 4, 4)
-            cost = sse * 256 + enc.lambda_ * (rate + bmode_cost(enc, mb, b, mode)) // 256
+            rate = cost = 0
+            if choose_modes:      # otherwise the one mode is kept whatever it costs
+                rate = block_rate(enc, 3, above[b & 3] + left[b >> 2], 0, levels, eob)
+                sse = block_sse(s, src.stride, pred, 4, 4)
+                cost = sse * 256 + enc.lambda_ * (rate + bmode_cost(enc, mb, b, mode)) // 256
             if best_cost < 0 or cost < best_cost:
                 best_cost = cost
                 best_mode = mode
@@ -592,7 +593,8 @@ cdef void code_luma_subblocks(Encoder* enc, MacroblockInfo* mb, int mb_row, int 
                 memcpy(out.levels + b * 16, levels, sizeof(levels))
         mb.b_modes[b] = best_mode
         out.eobs[b] = best_eob
-        out.rate += best_rate + bmode_cost(enc, mb, b, best_mode)
+        if enc.need_rate:
+            out.rate += best_rate + bmode_cost(enc, mb, b, best_mode)
         above[b & 3] = left[b >> 2] = best_eob > 0
         for r in range(4):
             memcpy(dst + r * cur.stride, best_pred + 4 * r, 4)
@@ -610,7 +612,10 @@ cdef void code_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
     cdef Plane* cur = &fc.cur[0]
     cdef uint8_t above_buf[22]
     cdef uint8_t left[16]
-    memset(out, 0, sizeof(MacroblockCoding))
+    # Levels past a block's end are never read: only the end positions need clearing.
+    memset(out.eobs, 0, sizeof(out.eobs))
+    out.rate = 0
+    out.distortion = 0
     if mb.ref_frame == INTRA_FRAME:
         if mb.y_mode == B_PRED:
             code_luma_subblocks(enc, mb, mb_row, mb_col, out, above_ctx, left_ctx,
@@ -1239,7 +1244,10 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                     commit_contexts(mb, best, mb.skip, fc.above_ctx + mb_col * 9, left)
                     index = mb_row * rec.mb_cols + mb_col
                     memcpy(rec.level_eobs + index * 25, best.eobs, 25)
-                    memcpy(rec.levels + index * 400, best.levels, sizeof(best.levels))
+                    for i in range(25):
+                        if best.eobs[i]:
+                            memcpy(rec.levels + index * 400 + i * 16, best.levels + i * 16,
+                                   16 * sizeof(int16_t))
                     if mb.ref_frame == INTRA_FRAME:
                         intra_count += 1
                     else:
