@@ -13,6 +13,10 @@ not after every encode), at most `workers` at a time, the most urgent first:
 Urgency: deeper stages first (the serial rebase chain is the critical path), and within a stage
 lower positions in the group first, so chain heads never wait behind chain tails.
 
+A group's rebase tasks all run in one process (its lane, a single-process pool beside the
+shared one), which hands each link's exit state to the next in memory, as the rebaser service
+does; the count of tasks running at once stays at most `workers` across all pools.
+
 Everything goes through the same stage functions the services will call (`stages.py`); the
 store is a temporary directory, or `work_dir` (kept, and reused: an interrupted job resumes).
 """
@@ -256,6 +260,10 @@ def _work_store(work_dir: str | Path | None) -> Iterator[LocalStore]:
 def _process_context() -> Any:
     # forkserver: workers fork from a clean server process (not from a parent that may hold
     # threads or open files), with the stage modules already imported.
+    # Each worker is one thread on one core: keep numpy's BLAS from starting threads of its
+    # own that would spin on the cores the other workers use. (Read when the forkserver
+    # starts, which is why the parent's environment is set.)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if "forkserver" in methods:
