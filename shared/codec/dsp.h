@@ -346,21 +346,30 @@ static inline void dsp_sixtap_w(const uint8_t *src, int src_stride, uint8_t *res
 }
 
 #if defined(__SSE2__)
-/* One group of 8 (or 4) outputs of the six-tap filter from six rows/offsets of 16-bit pixels.
- * Taps 1 and 4 are never positive, the others never negative (section 18.3), so the positive
- * and negative parts are summed separately in unsigned 16 bits without overflow; the
- * saturating subtraction then clamps below at 0 exactly as the filter's own clamp does. */
+/* The six taps as vectors. Taps 1 and 4 are never positive, the others never negative
+ * (section 18.3), so the positive and negative parts are summed separately in unsigned 16 bits
+ * without overflow; the saturating subtraction then clamps below at 0 exactly as the filter's
+ * own clamp does. */
+typedef struct { __m128i t0, t1, t2, t3, t4, t5; } dsp_taps;
+
+static inline dsp_taps dsp_make_taps(const int16_t *f) {
+    dsp_taps t;
+    t.t0 = _mm_set1_epi16(f[0]); t.t1 = _mm_set1_epi16((short)-f[1]);
+    t.t2 = _mm_set1_epi16(f[2]); t.t3 = _mm_set1_epi16(f[3]);
+    t.t4 = _mm_set1_epi16((short)-f[4]); t.t5 = _mm_set1_epi16(f[5]);
+    return t;
+}
+
+/* One group of 8 outputs from six rows/offsets of 16-bit pixels; still 16-bit, packed
+ * (saturating at 255) by the caller. */
 static inline __m128i dsp_sixtap_group(__m128i v0, __m128i v1, __m128i v2, __m128i v3,
-                                       __m128i v4, __m128i v5, const int16_t *f) {
+                                       __m128i v4, __m128i v5, const dsp_taps *t) {
     __m128i pos = _mm_add_epi16(
-        _mm_add_epi16(_mm_mullo_epi16(v0, _mm_set1_epi16(f[0])),
-                      _mm_mullo_epi16(v2, _mm_set1_epi16(f[2]))),
-        _mm_add_epi16(_mm_mullo_epi16(v3, _mm_set1_epi16(f[3])),
-                      _mm_mullo_epi16(v5, _mm_set1_epi16(f[5]))));
-    __m128i neg = _mm_add_epi16(_mm_mullo_epi16(v1, _mm_set1_epi16((short)-f[1])),
-                                _mm_mullo_epi16(v4, _mm_set1_epi16((short)-f[4])));
+        _mm_add_epi16(_mm_mullo_epi16(v0, t->t0), _mm_mullo_epi16(v2, t->t2)),
+        _mm_add_epi16(_mm_mullo_epi16(v3, t->t3), _mm_mullo_epi16(v5, t->t5)));
+    __m128i neg = _mm_add_epi16(_mm_mullo_epi16(v1, t->t1), _mm_mullo_epi16(v4, t->t4));
     __m128i r = _mm_subs_epu16(_mm_add_epi16(pos, _mm_set1_epi16(64)), neg);
-    return _mm_srli_epi16(r, 7);     /* still 16-bit; packed (saturating at 255) by the caller */
+    return _mm_srli_epi16(r, 7);
 }
 
 static inline __m128i dsp_load8(const uint8_t *p) {
@@ -383,21 +392,61 @@ static inline void dsp_store_group(uint8_t *dst, __m128i v, int n) {
     }
 }
 
-/* One filter pass over `rows` rows of `width` pixels: taps `step` apart (1 horizontal,
- * the source stride vertical). */
-static inline void dsp_sixtap_pass(const uint8_t *src, int src_stride, uint8_t *dst,
-                                   int dst_stride, int width, int rows, int step,
-                                   const int16_t *f) {
-    int n = width < 8 ? 4 : 8;
+/* Horizontal pass over `rows` rows: a 16-wide row from six unaligned 16-byte loads. */
+static inline void dsp_sixtap_horizontal(const uint8_t *src, int src_stride, uint8_t *dst,
+                                         int dst_stride, int width, int rows,
+                                         const int16_t *f) {
+    const dsp_taps t = dsp_make_taps(f);
+    const __m128i zero = _mm_setzero_si128();
     for (int r = 0; r < rows; ++r) {
-        const uint8_t *s = src + r * src_stride;
-        for (int c = 0; c < width; c += n) {
-            const uint8_t *p = s + c - 2 * step;
+        const uint8_t *p = src + r * src_stride - 2;
+        uint8_t *d = dst + r * dst_stride;
+        if (width == 16) {
+            __m128i b[6], lo, hi;
+            for (int k = 0; k < 6; ++k)
+                b[k] = _mm_loadu_si128((const __m128i *)(p + k));
+            lo = dsp_sixtap_group(_mm_unpacklo_epi8(b[0], zero), _mm_unpacklo_epi8(b[1], zero),
+                                  _mm_unpacklo_epi8(b[2], zero), _mm_unpacklo_epi8(b[3], zero),
+                                  _mm_unpacklo_epi8(b[4], zero), _mm_unpacklo_epi8(b[5], zero),
+                                  &t);
+            hi = dsp_sixtap_group(_mm_unpackhi_epi8(b[0], zero), _mm_unpackhi_epi8(b[1], zero),
+                                  _mm_unpackhi_epi8(b[2], zero), _mm_unpackhi_epi8(b[3], zero),
+                                  _mm_unpackhi_epi8(b[4], zero), _mm_unpackhi_epi8(b[5], zero),
+                                  &t);
+            _mm_storeu_si128((__m128i *)d, _mm_packus_epi16(lo, hi));
+        } else {
+            int n = width < 8 ? 4 : 8;
             __m128i v[6];
             for (int k = 0; k < 6; ++k)
-                v[k] = n == 8 ? dsp_load8(p + k * step) : dsp_load4(p + k * step);
-            dsp_store_group(dst + r * dst_stride + c, dsp_sixtap_group(v[0], v[1], v[2], v[3],
-                                                                      v[4], v[5], f), n);
+                v[k] = n == 8 ? dsp_load8(p + k) : dsp_load4(p + k);
+            dsp_store_group(d, dsp_sixtap_group(v[0], v[1], v[2], v[3], v[4], v[5], &t), n);
+        }
+    }
+}
+
+/* Vertical pass: down each column group with the six source rows in a sliding window, so
+ * each output row loads one new row. */
+static inline void dsp_sixtap_vertical(const uint8_t *src, int src_stride, uint8_t *dst,
+                                       int dst_stride, int width, int height,
+                                       const int16_t *f) {
+    const dsp_taps t = dsp_make_taps(f);
+    int n = width < 8 ? 4 : 8;
+    for (int c = 0; c < width; c += n) {
+        const uint8_t *s = src + c - 2 * src_stride;
+        __m128i v0, v1, v2, v3, v4, v5;
+        if (n == 8) {
+            v0 = dsp_load8(s); v1 = dsp_load8(s + src_stride); v2 = dsp_load8(s + 2 * src_stride);
+            v3 = dsp_load8(s + 3 * src_stride); v4 = dsp_load8(s + 4 * src_stride);
+        } else {
+            v0 = dsp_load4(s); v1 = dsp_load4(s + src_stride); v2 = dsp_load4(s + 2 * src_stride);
+            v3 = dsp_load4(s + 3 * src_stride); v4 = dsp_load4(s + 4 * src_stride);
+        }
+        for (int r = 0; r < height; ++r) {
+            const uint8_t *next = s + (r + 5) * src_stride;
+            v5 = n == 8 ? dsp_load8(next) : dsp_load4(next);
+            dsp_store_group(dst + r * dst_stride + c,
+                            dsp_sixtap_group(v0, v1, v2, v3, v4, v5, &t), n);
+            v0 = v1; v1 = v2; v2 = v3; v3 = v4; v4 = v5;
         }
     }
 }
@@ -406,12 +455,12 @@ static inline void dsp_sixtap(const uint8_t *src, int src_stride, uint8_t *dst, 
                               int width, int height, const int16_t *hf, const int16_t *vf) {
     uint8_t tmp[21 * 16];
     if (hf && vf) {
-        dsp_sixtap_pass(src - 2 * src_stride, src_stride, tmp, 16, width, height + 5, 1, hf);
-        dsp_sixtap_pass(tmp + 2 * 16, 16, dst, dst_stride, width, height, 16, vf);
+        dsp_sixtap_horizontal(src - 2 * src_stride, src_stride, tmp, 16, width, height + 5, hf);
+        dsp_sixtap_vertical(tmp + 2 * 16, 16, dst, dst_stride, width, height, vf);
     } else if (hf) {
-        dsp_sixtap_pass(src, src_stride, dst, dst_stride, width, height, 1, hf);
+        dsp_sixtap_horizontal(src, src_stride, dst, dst_stride, width, height, hf);
     } else {
-        dsp_sixtap_pass(src, src_stride, dst, dst_stride, width, height, src_stride, vf);
+        dsp_sixtap_vertical(src, src_stride, dst, dst_stride, width, height, vf);
     }
 }
 #else
