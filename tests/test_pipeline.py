@@ -610,3 +610,21 @@ def test_held_states_are_bounded_and_keyed_by_store(tmp_path: Path) -> None:
     assert held.take(second, "k1") == "other store"
     assert held.take(first, "k2") == "s2"
     assert held.take(first, "k2") is None  # taken once
+
+
+def test_tasks_of_a_lane_run_in_one_process() -> None:
+    """The embedded runner's lanes: a group's rebase chain runs in one process (which is what
+    lets it hand states over in memory), other tasks anywhere, at most `workers` at once."""
+    graph = {}
+    for i in range(6):
+        deps = (("rebase", i - 1),) if i else ()
+        graph[("rebase", i)] = runner.Task(os.getpid, (), deps, (0, i, 0), lane=0)
+        graph[("rebase", 10 + i)] = runner.Task(os.getpid, (), (), (0, i, 1), lane=1)
+        graph[("encode", i)] = runner.Task(os.getpid, (), (), (1, i, 0))
+    with runner.process_pool(2) as pool, runner.lane_pools(2) as lanes:
+        pids = runner.Scheduler(pool, 2, Progress(False), None, lanes).run(graph)
+    lane0 = {pids[("rebase", i)] for i in range(6)}
+    lane1 = {pids[("rebase", 10 + i)] for i in range(6)}
+    shared_pool = {pids[("encode", i)] for i in range(6)}
+    assert len(lane0) == 1 and len(lane1) == 1 and lane0 != lane1
+    assert not (lane0 | lane1) & shared_pool
