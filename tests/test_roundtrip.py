@@ -58,3 +58,33 @@ def test_parsing_without_pictures_gives_the_same_records(vectors_dir):
             assert record.image is None
             for key, value in record.macroblocks().items():
                 assert (value == decoded.macroblocks()[key]).all(), (name, key)
+
+
+def test_token_tallies_give_the_branch_counts_of_walking_every_token(vectors_dir):
+    """The encoder counts tokens once by class and derives each tree node's branches (for
+    probability updates); that must equal walking every token down the tree."""
+    from shared.codec.decoder import parse_records
+    from shared.codec.frame_writer import _branch_counts
+
+    compared = 0
+    for name in _vector_names(vectors_dir)[::3]:
+        frames = [frame.data for frame in IvfReader(vectors_dir / name)]
+        for record in parse_records(DecoderState.initial(), frames)[:8]:
+            walked = _branch_counts(record, by_class=False)
+            assert (_branch_counts(record) == walked).all(), name
+            compared += int(walked.sum() > 0)
+    assert compared > 50
+
+
+def test_records_parsed_without_levels_cannot_be_written(vectors_dir):
+    from shared.codec.decoder import parse_records
+
+    frames = [frame.data for frame in IvfReader(vectors_dir / "vp80-00-comprehensive-001.ivf")]
+    with_levels, without = (parse_records(DecoderState.initial(), frames[:2], levels=flag)
+                            for flag in (True, False))
+    assert serialize(with_levels[1]) == frames[1]
+    with pytest.raises(ValueError, match="no coded levels"):
+        serialize(without[1])
+    for key, value in without[1].macroblocks().items():
+        if key != "skip":  # with levels, an all-empty macroblock also counts as skipped
+            assert (value == with_levels[1].macroblocks()[key]).all(), key

@@ -67,6 +67,8 @@ from .tables cimport (
     ZEROMV,
 )
 
+import numpy as np
+
 from .errors import CodecError
 
 # The frame tag's 19-bit field bounds the first partition.
@@ -354,7 +356,87 @@ cdef void write_block(BoolEncoder* e, TokenCounts* counts, int block_type, const
         token_bit(e, counts, block_type, band, context, 0, 1, p)
 
 
-cdef void write_macroblock_tokens(BoolEncoder* e, TokenCounts* counts, FrameRecord r,
+# Token classes of the coefficient tree, and the class of a level's magnitude.
+DEF TOKEN_ZERO = 0
+DEF TOKEN_ONE = 1
+DEF TOKEN_EOB = 11
+ctypedef uint32_t TokenTally[4][8][3][2][12]   # type, band, context, EOB tested?, class
+
+
+cdef inline int token_class(int magnitude) noexcept nogil:
+    """0 ZERO, 1 ONE, 2-4 TWO..FOUR, 5-10 CAT1..CAT6 (section 13.2)."""
+    if magnitude <= 4:
+        return magnitude
+    if magnitude <= 6:
+        return 5
+    if magnitude <= 10:
+        return 6
+    if magnitude <= 18:
+        return 7
+    if magnitude <= 34:
+        return 8
+    if magnitude <= 66:
+        return 9
+    return 10
+
+
+cdef void tally_block(TokenTally* tally, int block_type, int context, int first,
+                      const int16_t* levels, int eob) noexcept nogil:
+    """Count each token of a block once, by class and whether its EOB branch is coded (not
+    after a ZERO); `tree_counts` turns the tallies into the branch counts of every node."""
+    cdef int n = first, v, token
+    cdef int eob_tested = 1
+    while n < eob:
+        v = levels[VP8_ZIGZAG[n]]
+        token = token_class(v if v >= 0 else -v)
+        tally[0][block_type][VP8_COEF_BANDS[n]][context][eob_tested][token] += 1
+        eob_tested = token != TOKEN_ZERO
+        context = 0 if token == TOKEN_ZERO else (1 if token == TOKEN_ONE else 2)
+        n += 1
+    if n < 16:
+        tally[0][block_type][VP8_COEF_BANDS[n]][context][1][TOKEN_EOB] += 1
+
+
+# Per tree node: the token classes that take its 0 branch and its 1 branch (a class range).
+cdef int NODE_ZERO_FIRST[11]
+cdef int NODE_ZERO_LAST[11]
+cdef int NODE_ONE_LAST[11]
+NODE_ZERO_FIRST[:] = [11, 0, 1, 2, 2, 3, 5, 5, 7, 7, 9]
+NODE_ZERO_LAST[:] = [11, 0, 1, 4, 2, 3, 6, 5, 8, 7, 9]
+NODE_ONE_LAST[:] = [10, 10, 10, 10, 4, 4, 10, 6, 10, 8, 10]
+
+
+cdef void tree_counts(const TokenTally* tally, TokenCounts* counts) noexcept nogil:
+    """Branch counts of every node from per-class tallies: a token takes a node's 0 branch if
+    its class is in the node's 0 range, its 1 branch if in the 1 range (right after it);
+    node 0 (EOB) only sees tokens whose EOB branch is coded."""
+    cdef int i, j, k, node, c, first_class
+    cdef uint32_t zeros, ones, per_class
+    for i in range(4):
+        for j in range(8):
+            for k in range(3):
+                for node in range(11):
+                    zeros = ones = 0
+                    first_class = NODE_ZERO_FIRST[node] if node else 0
+                    for c in range(first_class, 12):
+                        per_class = tally[0][i][j][k][1][c]
+                        if node:
+                            per_class += tally[0][i][j][k][0][c]
+                        if node == 0:
+                            if c == TOKEN_EOB:
+                                zeros += per_class
+                            else:
+                                ones += per_class
+                        elif c <= NODE_ZERO_LAST[node]:
+                            zeros += per_class
+                        elif c <= NODE_ONE_LAST[node]:
+                            ones += per_class
+                    counts[0][i][j][k][node][0] += zeros
+                    counts[0][i][j][k][node][1] += ones
+
+
+cdef void write_macroblock_tokens(BoolEncoder* e, TokenTally* tally, TokenCounts* counts,
+                                  FrameRecord r,
                                   const MacroblockInfo* mb, const int16_t* levels,
                                   const uint8_t* eobs, uint8_t* above, uint8_t* left) noexcept nogil:
     # Block order and contexts exactly as read_macroblock_tokens.
@@ -367,35 +449,51 @@ cdef void write_macroblock_tokens(BoolEncoder* e, TokenCounts* counts, FrameReco
             above[8] = left[8] = 0
         return
     if has_y2:
-        write_block(e, counts, 1, &r.probs.coef[1][0][0][0], above[8] + left[8], 0,
-                    levels + 24 * 16, eobs[24])
+        code_block(e, tally, counts, 1, &r.probs.coef[1][0][0][0], above[8] + left[8], 0,
+                   levels + 24 * 16, eobs[24])
         above[8] = left[8] = eobs[24] > 0
         first = 1
         kind = 0
     for b in range(16):
-        write_block(e, counts, kind, &r.probs.coef[kind][0][0][0],
-                    above[b & 3] + left[b >> 2], first, levels + b * 16, eobs[b])
+        code_block(e, tally, counts, kind, &r.probs.coef[kind][0][0][0],
+                   above[b & 3] + left[b >> 2], first, levels + b * 16, eobs[b])
         above[b & 3] = left[b >> 2] = eobs[b] > first
     for b in range(16, 24):
         ctx_index = 4 + ((b - 16) >> 2) * 2
-        write_block(e, counts, 2, &r.probs.coef[2][0][0][0],
-                    above[ctx_index + (b & 1)] + left[ctx_index + ((b >> 1) & 1)], 0,
-                    levels + b * 16, eobs[b])
+        code_block(e, tally, counts, 2, &r.probs.coef[2][0][0][0],
+                   above[ctx_index + (b & 1)] + left[ctx_index + ((b >> 1) & 1)], 0,
+                   levels + b * 16, eobs[b])
         flag = eobs[b] > 0
         above[ctx_index + (b & 1)] = left[ctx_index + ((b >> 1) & 1)] = flag
 
 
+cdef inline void code_block(BoolEncoder* e, TokenTally* tally, TokenCounts* counts,
+                            int block_type, const uint8_t* probs, int context, int first,
+                            const int16_t* levels, int eob) noexcept nogil:
+    # One of: write the tokens, tally them by class, or count every branch they take.
+    if tally != NULL:
+        tally_block(tally, block_type, context, first, levels, eob)
+    else:
+        write_block(e, counts, block_type, probs, context, first, levels, eob)
+
+
 cdef void count_tokens(FrameRecord r, TokenCounts* counts, uint8_t* above_ctx) noexcept nogil:
-    """Tally the tree branches all of the frame's tokens take (for probability updates)."""
+    """Add the tree branches all of the frame's tokens take to `counts` (for probability
+    updates): each token is tallied once by class, then the classes give the branches."""
     cdef uint8_t left[9]
     cdef int mb_row, mb_col, index
+    cdef TokenTally* tally = <TokenTally*>calloc(1, sizeof(TokenTally))
+    if tally == NULL:
+        return
     for mb_row in range(r.mb_rows):
         memset(left, 0, 9)
         for mb_col in range(r.mb_cols):
             index = mb_row * r.mb_cols + mb_col
-            write_macroblock_tokens(NULL, counts, r, r.macroblock(mb_row, mb_col),
+            write_macroblock_tokens(NULL, tally, NULL, r, r.macroblock(mb_row, mb_col),
                                     r.levels + index * 400, r.level_eobs + index * 25,
                                     above_ctx + mb_col * 9, left)
+    tree_counts(tally, counts)
+    free(tally)
 
 
 cdef bytes write_frame(FrameRecord r):
@@ -425,7 +523,7 @@ cdef bytes write_frame(FrameRecord r):
                     index = mb_row * r.mb_cols + mb_col
                     write_macroblock_modes(&first, r, r.macroblock(mb_row, mb_col), mb_row,
                                            mb_col, sign_bias)
-                    write_macroblock_tokens(&parts[mb_row & (num_parts - 1)], NULL, r,
+                    write_macroblock_tokens(&parts[mb_row & (num_parts - 1)], NULL, NULL, r,
                                             r.macroblock(mb_row, mb_col),
                                             r.levels + index * 400, r.level_eobs + index * 25,
                                             above_ctx + mb_col * 9, left)
@@ -464,3 +562,35 @@ def serialize(FrameRecord record not None) -> bytes:
     if record.levels == NULL:
         raise ValueError("this record holds no coded levels (parsed with levels=False)")
     return write_frame(record)
+
+
+def _branch_counts(FrameRecord record not None, bint by_class=True):
+    """Test hook: the tree-branch counts of a record's tokens (4, 8, 3, 11, 2), tallied by
+    token class (what the encoder uses) or by walking every token down the tree."""
+    if record.levels == NULL:
+        raise ValueError("this record holds no coded levels (parsed with levels=False)")
+    counts_array = np.zeros((4, 8, 3, 11, 2), np.uint32)
+    cdef uint32_t[:, :, :, :, ::1] view = counts_array
+    cdef TokenCounts* counts = <TokenCounts*>&view[0, 0, 0, 0, 0]
+    cdef uint8_t* above_ctx = <uint8_t*>calloc(record.mb_cols * 9 + 1, 1)
+    cdef uint8_t left[9]
+    cdef int mb_row, mb_col, index
+    if above_ctx == NULL:
+        raise MemoryError()
+    try:
+        if by_class:
+            count_tokens(record, counts, above_ctx)
+            return counts_array
+        for mb_row in range(record.mb_rows):
+            memset(left, 0, 9)
+            for mb_col in range(record.mb_cols):
+                index = mb_row * record.mb_cols + mb_col
+                write_macroblock_tokens(NULL, NULL, counts, record,
+                                        record.macroblock(mb_row, mb_col),
+                                        record.levels + index * 400,
+                                        record.level_eobs + index * 25,
+                                        above_ctx + mb_col * 9, left)
+        return counts_array
+    finally:
+        free(above_ctx)
+
