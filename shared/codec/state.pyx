@@ -152,6 +152,8 @@ cdef class DecoderState:
     @staticmethod
     def from_bytes(data) -> "DecoderState":
         """Rebuild a state from `to_bytes` output; StateFormatError if it is not one."""
+        if not isinstance(data, bytes):
+            data = bytes(data)        # immutable: raw planes are read in place, not copied
         if len(data) < _HEADER.size:
             raise StateFormatError(f"state is truncated ({len(data)} bytes)")
         magic, version, flags, crc = _HEADER.unpack_from(data)
@@ -214,7 +216,8 @@ def _delta_encode(plane) -> bytes:
 
 
 def _raw_plane(buffer, int height, int width):
-    return np.frombuffer(buffer, np.uint8, height * width).reshape(height, width).copy()
+    # A read-only view of the serialized bytes (which it keeps alive): no copy.
+    return np.frombuffer(buffer, np.uint8, height * width).reshape(height, width)
 
 
 def _delta_decode(buffer, int height, int width):
