@@ -267,7 +267,8 @@ def _process_context() -> Any:
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if "forkserver" in methods:
-        context.set_forkserver_preload(["shared.pipeline.runner"])
+        # The compiled codec too, so no task pays for importing it (missing: skipped).
+        context.set_forkserver_preload(["shared.pipeline.runner", "shared.codec.chunk_rebase"])
     return context
 
 
