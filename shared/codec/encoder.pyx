@@ -1089,6 +1089,12 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
 # libvpx, bench/encode.py). Motion search uses its square root, in SAD units.
 LAMBDA_FACTOR = 0.008
 
+# Priors (in macroblocks) of the running reference-choice estimates that price the intra/inter,
+# last/other and golden/alt-ref bits while a frame's macroblocks are decided.
+DEF PRIOR_MBS = 32
+DEF PRIOR_INTRA = 1
+DEF PRIOR_LAST = 28
+
 # --- frames --------------------------------------------------------------------------------
 
 cdef int probability_of_zero(uint32_t zeros, uint32_t total) noexcept nogil:
@@ -1272,7 +1278,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         step = fc.dequant[0][0][1]
         enc.lambda_ = <int64_t>(256 * LAMBDA_FACTOR * step * step)
         enc.lambda_sad = <int>(256 * sqrt(LAMBDA_FACTOR) * step)
-        enc.prob_intra = 230
+        enc.prob_intra = 32
         enc.prob_last = 220
         enc.prob_golden = 128
         fill_token_costs(enc, &before)
@@ -1286,6 +1292,15 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                     if rebasing:
                         memcpy(mb, original.macroblock(mb_row, mb_col), sizeof(MacroblockInfo))
                     else:
+                        if not key_frame:
+                            # Reference-choice bit costs from this frame's choices so far (the
+                            # header's probabilities come from the same counts), with a prior.
+                            enc.prob_intra = probability_of_zero(
+                                intra_count + PRIOR_INTRA, intra_count + inter_count + PRIOR_MBS)
+                            enc.prob_last = probability_of_zero(
+                                last_count + PRIOR_LAST, inter_count + PRIOR_MBS)
+                            enc.prob_golden = probability_of_zero(
+                                golden_count + PRIOR_MBS // 2, inter_count - last_count + PRIOR_MBS)
                         decide_macroblock(enc, mb, mb_row, mb_col, fc.above_ctx + mb_col * 9,
                                           left, trial, best)
                     code_macroblock(enc, mb, mb_row, mb_col, best, fc.above_ctx + mb_col * 9,
