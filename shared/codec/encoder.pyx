@@ -1230,8 +1230,8 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
 # Lagrange multiplier per bit as a multiple of the squared AC quantizer step. High-rate theory
 # suggests about 0.03 for VP8's coefficient scale; 0.008 measured best on real video (BD-rate vs
 # libvpx, bench/encode.py). Motion search uses its square root, in SAD units.
-LAMBDA_FACTOR = 0.008
-KEY_LAMBDA_FACTOR = 0.008
+LAMBDA_FACTOR = 0.010
+KEY_LAMBDA_FACTOR = 0.004
 # Trellis quantization (trellis_block) for every block coded, decisions included; 0 falls back
 # to rounding and greedy pruning.
 TRELLIS = 1
