@@ -178,9 +178,10 @@ cdef void fill_token_costs(Encoder* enc, const EntropyContext* probs) noexcept n
                         enc.token_cost[i][j][k][t] += (TOKEN_EXTRA_BITS[t] + (t > 0)) * 256
                         enc.token_cost_no_eob[i][j][k][t] += (TOKEN_EXTRA_BITS[t] + (t > 0)) * 256
                     # The same weighted by lambda, in rd_cost units, for the trellis.
-                    enc.rd_token_cost[i][j][k][t] = enc.lambda_ * enc.token_cost[i][j][k][t] // 256
+                    enc.rd_token_cost[i][j][k][t] = \
+                        enc.lambda_trellis * enc.token_cost[i][j][k][t] // 256
                     enc.rd_token_cost_no_eob[i][j][k][t] = \
-                        enc.lambda_ * enc.token_cost_no_eob[i][j][k][t] // 256
+                        enc.lambda_trellis * enc.token_cost_no_eob[i][j][k][t] // 256
 
 
 cdef uint32_t mv_component_cost(int value, const uint8_t* p) noexcept nogil:
@@ -1227,11 +1228,16 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
     memcpy(mb, &best_mb, sizeof(MacroblockInfo))
 
 
-# Lagrange multiplier per bit as a multiple of the squared AC quantizer step. High-rate theory
-# suggests about 0.03 for VP8's coefficient scale; 0.008 measured best on real video (BD-rate vs
-# libvpx, bench/encode.py). Motion search uses its square root, in SAD units.
+# Lagrange multipliers per bit as multiples of the squared AC quantizer step, measured best on
+# real video (BD-rate vs libvpx, bench/encode.py): LAMBDA_FACTOR for mode decisions, its
+# TRELLIS_ counterpart for the trellis's level choices, lower on key frames (the reference of
+# every later frame). Motion search uses the square root of SAD_LAMBDA_SCALE x LAMBDA_FACTOR,
+# in SAD units.
 LAMBDA_FACTOR = 0.010
-KEY_LAMBDA_FACTOR = 0.004
+KEY_LAMBDA_FACTOR = 0.008
+TRELLIS_LAMBDA_FACTOR = 0.012
+KEY_TRELLIS_LAMBDA_FACTOR = 0.004
+SAD_LAMBDA_SCALE = 1.4
 # Trellis quantization (trellis_block) for every block coded, decisions included; 0 falls back
 # to rounding and greedy pruning.
 TRELLIS = 1
@@ -1426,7 +1432,9 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         step = fc.dequant[0][0][1]
         factor = KEY_LAMBDA_FACTOR if key_frame else LAMBDA_FACTOR
         enc.lambda_ = <int64_t>(256 * factor * step * step)
-        enc.lambda_sad = <int>(256 * sqrt(factor) * step)
+        enc.lambda_sad = <int>(256 * sqrt(factor * SAD_LAMBDA_SCALE) * step)
+        factor = KEY_TRELLIS_LAMBDA_FACTOR if key_frame else TRELLIS_LAMBDA_FACTOR
+        enc.lambda_trellis = <int64_t>(256 * factor * step * step)
         enc.prob_intra = 32
         enc.prob_last = 220
         enc.prob_golden = 128
@@ -1656,6 +1664,7 @@ def _trellis_check(residuals, int q_index, int block_type):
         enc.fc = fc
         enc.prune = 1
         enc.lambda_ = <int64_t>(256 * LAMBDA_FACTOR * step * step)
+        enc.lambda_trellis = enc.lambda_
         entropy_context_defaults(&probs)
         fill_token_costs(enc, &probs)
         for b in range(blocks.shape[0]):
