@@ -336,3 +336,45 @@ def test_records_of_our_frames_serialize_identically(
                 rebased = rebase(state, pictures[index], frame, state, 127 - q)
                 assert serialize(decode_record(state, rebased)[2]) == rebased
             state = new_state
+
+
+# --- trellis quantization ----------------------------------------------------------------------
+
+
+def _residual_blocks(current: np.ndarray, previous: np.ndarray, shift: int) -> np.ndarray:
+    """4x4 blocks (rows of 16) of a real motion residual: a plane minus the previous picture's
+    plane shifted by `shift` pixels."""
+    height, width = (s - s % 4 - 4 for s in current.shape)
+    diff = current[:height, :width].astype(np.int16) - previous[
+        shift : shift + height, shift : shift + width
+    ].astype(np.int16)
+    blocks = diff.reshape(height // 4, 4, width // 4, 4).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(blocks.reshape(-1, 16))
+
+
+@pytest.mark.parametrize("q", [10, 40, 80, 120])
+@pytest.mark.parametrize("block_type", [0, 2, 3])
+def test_trellis_never_costs_more_than_rounding(
+    request: pytest.FixtureRequest, q: int, block_type: int
+) -> None:
+    """On real residuals the trellis's rate-distortion cost is never above rounding + pruning's
+    (its choices include theirs), below it overall, and its levels, end-of-block and dequantized
+    values agree."""
+    from shared.codec.encoder import _trellis_check
+
+    pictures = images(SOURCES["sintel-176x144"], request)
+    plane = "u" if block_type == 2 else "y"
+    blocks = np.concatenate(
+        [
+            _residual_blocks(getattr(pictures[i], plane), getattr(pictures[i - 1], plane), s)
+            for i in (1, 2)
+            for s in (0, 1)
+        ]
+    )
+    result = _trellis_check(blocks, q, block_type)
+    assert result[:, 2].all(), "trellis levels inconsistent with its end-of-block or dequant"
+    assert (result[:, 1] <= result[:, 0]).all(), (
+        f"trellis costs more on {(result[:, 1] > result[:, 0]).sum()} of {len(result)} blocks"
+    )
+    if q <= (10 if block_type == 2 else 40):  # else small residuals may leave no choice
+        assert result[:, 1].sum() < result[:, 0].sum()

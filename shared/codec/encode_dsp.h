@@ -52,6 +52,23 @@ static inline void edsp_fdct4x4_c(const uint8_t *src, int src_stride, const uint
     }
 }
 
+/* The same transform of a residual given directly (16 values, raster order, |r| <= 255). */
+static inline void edsp_fdct4x4_residual(const int16_t *residual, int16_t *out) {
+    int tmp[16], x[4], t[4];
+    for (int r = 0; r < 4; ++r) {
+        for (int c = 0; c < 4; ++c)
+            x[c] = residual[4 * r + c];
+        edsp_fdct_1d_rows(x, tmp + 4 * r);
+    }
+    for (int c = 0; c < 4; ++c) {
+        for (int r = 0; r < 4; ++r)
+            x[r] = tmp[4 * r + c];
+        edsp_fdct_1d_cols(x, t);
+        for (int v = 0; v < 4; ++v)
+            out[4 * v + c] = (int16_t)t[v];
+    }
+}
+
 /* Quantization of one block in raster order with a dead zone: level = (|c| + bias) / q rounded
  * down, with bias = round * q / 256. The division is a multiply by the 16-bit reciprocal
  * ceil(65536 / q) (q >= 2 in VP8, so it fits), which can overshoot by one, then a correction;

@@ -8,6 +8,7 @@ cdef extern from "encode_dsp.h" nogil:
                         int pred_stride, int16_t* out_a, int16_t* out_b)
     void edsp_fdct4x4_c(const uint8_t* src, int src_stride, const uint8_t* pred,
                         int pred_stride, int16_t* out)
+    void edsp_fdct4x4_residual(const int16_t* residual, int16_t* out)
     int edsp_quantize(const int16_t* coeffs, int16_t* levels, int16_t* dequantized, int first,
                       int dc_q, int ac_q, int dc_round, int ac_round)
     int edsp_quantize_c(const int16_t* coeffs, int16_t* levels, int16_t* dequantized,

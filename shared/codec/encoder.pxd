@@ -9,13 +9,17 @@ ctypedef struct Encoder:
     FrameContext* fc          # planes, references, modes (shares the record's mb_info)
     Plane src[3]              # the target picture, macroblock-aligned (edges replicated)
     int64_t lambda_           # RD multiplier: distortion (SSE) units per bit, x256
+    int64_t lambda_trellis    # the same for the trellis's level choices
     int lambda_sad            # motion-search multiplier: SAD units per bit, x256
     uint32_t token_cost[4][8][3][12]        # 1/256 bits; tokens 0-10 then EOB (11)
     uint32_t token_cost_no_eob[4][8][3][12] # the same after a zero (no end-of-block branch)
+    int64_t rd_token_cost[4][8][3][12]      # lambda x token_cost / 256 (fill_token_costs)
+    int64_t rd_token_cost_no_eob[4][8][3][12]
     uint32_t mv_cost[2][2048]               # 1/256 bits of each MV component, +/-1023 qpel
-    int prob_intra
+    int prob_intra            # running estimates of the header's probabilities (decisions)
     int prob_last
     int prob_golden
     int key_frame
     int prune
+    int trellis               # trellis quantization instead of greedy pruning
     int need_rate

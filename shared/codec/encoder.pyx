@@ -72,6 +72,7 @@ from .tables cimport (
 from .encode_dsp cimport (
     edsp_fdct4x4,
     edsp_fdct4x4_c,
+    edsp_fdct4x4_residual,
     edsp_fdct_pair,
     edsp_quantize,
     edsp_quantize_c,
@@ -185,6 +186,11 @@ cdef void fill_token_costs(Encoder* enc, const EntropyContext* probs) noexcept n
                         # Extra bits are close to 1 bit each; the sign is exactly 1 bit.
                         enc.token_cost[i][j][k][t] += (TOKEN_EXTRA_BITS[t] + (t > 0)) * 256
                         enc.token_cost_no_eob[i][j][k][t] += (TOKEN_EXTRA_BITS[t] + (t > 0)) * 256
+                    # The same weighted by lambda, in rd_cost units, for the trellis.
+                    enc.rd_token_cost[i][j][k][t] = \
+                        enc.lambda_trellis * enc.token_cost[i][j][k][t] // 256
+                    enc.rd_token_cost_no_eob[i][j][k][t] = \
+                        enc.lambda_trellis * enc.token_cost_no_eob[i][j][k][t] // 256
 
 
 cdef uint32_t mv_component_cost(int value, const uint8_t* p) noexcept nogil:
@@ -296,6 +302,144 @@ cdef int prune_block(Encoder* enc, int block_type, int context, int first,
     return eob
 
 
+# Trellis quantization: distortion weights turning coefficient-domain squared error into pixel
+# SSE x 256 (a 4x4 block's coefficients carry 4x the pixel energy; a Y2 coefficient 16x).
+DEF TRELLIS_WEIGHT = 64
+DEF TRELLIS_WEIGHT_Y2 = 16
+cdef int64_t TRELLIS_INF = (<int64_t>1) << 62
+
+
+cdef int trellis_block(Encoder* enc, int block_type, int context, int first,
+                       const int16_t* coeffs, int16_t* levels, int16_t* dequantized,
+                       int dc_q, int ac_q, int weight) noexcept nogil:
+    """Rate-distortion optimal levels for one block given its quantizer steps: each scan
+    position chooses among rounding its magnitude down, up, or (for small values) to zero, by
+    dynamic programming over the token-context chain (the context of each token is set by the
+    previous one: 0, 1 or more), with the end-of-block placed where it is cheapest. Rewrites
+    `levels` and `dequantized` (raster order); returns the end-of-block scan position."""
+    cdef int64_t cost[17][3]          # best cost of positions first..n-1, by the next context
+    cdef int16_t from_level[17][3]    # the level chosen at n-1 on that path
+    cdef int8_t from_state[17][3]     # and the context it was coded in
+    cdef int64_t tail[17]             # distortion of leaving positions n..15 all zero
+    cdef int16_t cand[16][3]
+    cdef int64_t cand_dist[16][3]
+    cdef int n_cand[16]
+    cdef int64_t c_cost, total, best_total, err
+    cdef int n, i, s, k, v, a, q, lo, ns, band, best_n, best_s, last
+    cdef const int64_t* costs
+    # Scan positions past the last one reaching a quarter step can only hold zeros.
+    last = first - 1
+    for n in range(first, 16):
+        a = coeffs[VP8_ZIGZAG[n]]
+        if (a if a >= 0 else -a) * 4 >= (dc_q if n == 0 else ac_q):
+            last = n
+    for n in range(first, 16):
+        i = VP8_ZIGZAG[n]
+        levels[i] = 0
+        dequantized[i] = 0
+    if last < first:
+        return first
+    tail[last + 1] = 0
+    for n in range(last, first - 1, -1):
+        i = VP8_ZIGZAG[n]
+        a = coeffs[i]
+        if a < 0:
+            a = -a
+        q = dc_q if n == 0 else ac_q
+        tail[n] = tail[n + 1] + <int64_t>a * a * weight
+        lo = a // q
+        if lo > 2047:
+            lo = 2047
+        k = 0
+        if lo == 0:
+            cand[n][k] = 0
+            k += 1
+            if a * 4 >= q:      # below a quarter step, 1 never pays
+                cand[n][k] = 1
+                k += 1
+        else:
+            cand[n][k] = lo
+            k += 1
+            if lo < 2047 and a > lo * q:
+                cand[n][k] = lo + 1
+                k += 1
+            if lo <= 2:
+                cand[n][k] = 0
+                k += 1
+        n_cand[n] = k
+        for k in range(n_cand[n]):
+            err = a - cand[n][k] * q
+            cand_dist[n][k] = err * err * weight
+    # Trailing distortion beyond `last` is the same for every path: leave it out.
+    cost[first][0] = cost[first][1] = cost[first][2] = TRELLIS_INF
+    cost[first][context] = 0
+    best_total = TRELLIS_INF
+    best_n = first
+    best_s = context
+    for n in range(first, last + 1):
+        band = VP8_COEF_BANDS[n]
+        cost[n + 1][0] = cost[n + 1][1] = cost[n + 1][2] = TRELLIS_INF
+        for s in range(3):
+            c_cost = cost[n][s]
+            if c_cost >= TRELLIS_INF:
+                continue
+            # End of block here (not right after a zero token).
+            if n == first or s != 0:
+                total = c_cost + tail[n] + enc.rd_token_cost[block_type][band][s][11]
+                if total < best_total:
+                    best_total = total
+                    best_n = n
+                    best_s = s
+            if n > first and s == 0:
+                costs = enc.rd_token_cost_no_eob[block_type][band][0]
+            else:
+                costs = enc.rd_token_cost[block_type][band][s]
+            for k in range(n_cand[n]):
+                v = cand[n][k]
+                total = c_cost + cand_dist[n][k] + costs[token_of(v)]
+                ns = 0 if v == 0 else (1 if v == 1 else 2)
+                if total < cost[n + 1][ns]:
+                    cost[n + 1][ns] = total
+                    from_level[n + 1][ns] = v
+                    from_state[n + 1][ns] = s
+    # End after `last` (an end-of-block token unless the block is full).
+    n = last + 1
+    for s in range(1, 3):
+        total = cost[n][s]
+        if total >= TRELLIS_INF:
+            continue
+        if n < 16:
+            total += enc.rd_token_cost[block_type][VP8_COEF_BANDS[n]][s][11]
+        if total < best_total:
+            best_total = total
+            best_n = n
+            best_s = s
+    # Walk back from the best end.
+    s = best_s
+    n = best_n
+    while n > first:
+        v = from_level[n][s]
+        i = VP8_ZIGZAG[n - 1]
+        q = dc_q if n - 1 == 0 else ac_q
+        if coeffs[i] < 0:
+            v = -v
+        levels[i] = <int16_t>v
+        dequantized[i] = <int16_t>(v * q)
+        s = from_state[n][s]
+        n -= 1
+    return best_n
+
+
+cdef inline int refine_block(Encoder* enc, int block_type, int context, int first,
+                             const int16_t* coeffs, int16_t* levels, int16_t* dequantized,
+                             int eob, int dc_q, int ac_q) noexcept nogil:
+    """After quantize_block: the trellis when enabled, else greedy pruning."""
+    if enc.trellis:
+        return trellis_block(enc, block_type, context, first, coeffs, levels, dequantized,
+                             dc_q, ac_q, TRELLIS_WEIGHT)
+    return prune_block(enc, block_type, context, first, coeffs, levels, dequantized, eob)
+
+
 cdef uint32_t block_rate(Encoder* enc, int block_type, int context, int first,
                          const int16_t* levels, int eob) noexcept nogil:
     """Bits (x256) to code a block's tokens with the frame's probabilities."""
@@ -379,8 +523,8 @@ cdef void code_luma_16x16(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
         eob = quantize_block(coeffs + b * 16, out.levels + b * 16, dequant + b * 16, 1,
                              q[0], q[1], 0, 85)
         ctx = above[b & 3] + left[b >> 2]
-        eob = prune_block(enc, 0, ctx, 1, coeffs + b * 16, out.levels + b * 16, dequant + b * 16,
-                          eob)
+        eob = refine_block(enc, 0, ctx, 1, coeffs + b * 16, out.levels + b * 16,
+                           dequant + b * 16, eob, q[0], q[1])
         out.eobs[b] = eob
         if enc.need_rate:
             out.rate += block_rate(enc, 0, ctx, 1, out.levels + b * 16, eob)
@@ -424,8 +568,9 @@ cdef void code_chroma(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
             eob = quantize_block(coeffs + 16 * b, out.levels + (12 + 4 * p + b) * 16, dequant, 0,
                                  q[0], q[1], 96, 85)
             ctx_index = 4 + (p - 1) * 2
-            eob = prune_block(enc, 2, above[ctx_index + col] + left[ctx_index + row], 0,
-                              coeffs + 16 * b, out.levels + (12 + 4 * p + b) * 16, dequant, eob)
+            eob = refine_block(enc, 2, above[ctx_index + col] + left[ctx_index + row], 0,
+                               coeffs + 16 * b, out.levels + (12 + 4 * p + b) * 16, dequant, eob,
+                               q[0], q[1])
             out.eobs[12 + 4 * p + b] = eob
             if enc.need_rate:
                 out.rate += block_rate(enc, 2, above[ctx_index + col] + left[ctx_index + row],
@@ -476,8 +621,8 @@ cdef void code_luma_split(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
     for b in range(16):
         dst = cur.data + (mb_row * 16 + 4 * (b >> 2)) * cur.stride + mb_col * 16 + 4 * (b & 3)
         eob = quantize_block(coeffs + b * 16, out.levels + b * 16, dequant, 0, q[0], q[1], 96, 85)
-        eob = prune_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs + b * 16,
-                          out.levels + b * 16, dequant, eob)
+        eob = refine_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs + b * 16,
+                           out.levels + b * 16, dequant, eob, q[0], q[1])
         out.eobs[b] = eob
         if enc.need_rate:
             out.rate += block_rate(enc, 3, above[b & 3] + left[b >> 2], 0, out.levels + b * 16,
@@ -576,8 +721,8 @@ cdef void code_luma_subblocks(Encoder* enc, MacroblockInfo* mb, int mb_row, int 
             predict_subblock(pred, 4, mode, &edge[1], sub_left)
             edsp_fdct4x4(s, src.stride, pred, 4, coeffs)
             eob = quantize_block(coeffs, levels, dequant, 0, q[0], q[1], 96, 85)
-            eob = prune_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs, levels, dequant,
-                              eob)
+            eob = refine_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs, levels, dequant,
+                               eob, q[0], q[1])
             add_block(dequant, eob, pred, 4)
             rate = cost = 0
             if choose_modes:      # otherwise the one mode is kept whatever it costs
@@ -1032,10 +1177,25 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
     memcpy(mb, &best_mb, sizeof(MacroblockInfo))
 
 
-# Lagrange multiplier per bit as a multiple of the squared AC quantizer step. High-rate theory
-# suggests about 0.03 for VP8's coefficient scale; 0.008 measured best on real video (BD-rate vs
-# libvpx, bench/encode.py). Motion search uses its square root, in SAD units.
-LAMBDA_FACTOR = 0.008
+# Lagrange multipliers per bit as multiples of the squared AC quantizer step, measured best on
+# real video (BD-rate vs libvpx, bench/encode.py): LAMBDA_FACTOR for mode decisions, its
+# TRELLIS_ counterpart for the trellis's level choices, lower on key frames (the reference of
+# every later frame). Motion search uses the square root of SAD_LAMBDA_SCALE x LAMBDA_FACTOR,
+# in SAD units.
+LAMBDA_FACTOR = 0.010
+KEY_LAMBDA_FACTOR = 0.008
+TRELLIS_LAMBDA_FACTOR = 0.012
+KEY_TRELLIS_LAMBDA_FACTOR = 0.004
+SAD_LAMBDA_SCALE = 1.4
+# Trellis quantization (trellis_block) for every block coded, decisions included; 0 falls back
+# to rounding and greedy pruning.
+TRELLIS = 1
+
+# Priors (in macroblocks) of the running reference-choice estimates that price the intra/inter,
+# last/other and golden/alt-ref bits while a frame's macroblocks are decided.
+DEF PRIOR_MBS = 32
+DEF PRIOR_INTRA = 1
+DEF PRIOR_LAST = 28
 
 # --- frames --------------------------------------------------------------------------------
 
@@ -1117,7 +1277,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
     cdef uint8_t left[9]
     cdef uint32_t intra_count = 0, inter_count = 0, last_count = 0, golden_count = 0
     cdef uint32_t skip_count = 0, n_mbs
-    cdef double step
+    cdef double step, factor
     cdef bint rebasing = original is not None
     try:
         if fc == NULL or enc == NULL or trial == NULL or best == NULL or counts == NULL:
@@ -1216,11 +1376,17 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         enc.fc = fc
         enc.key_frame = key_frame
         enc.prune = 1
+        # Not when rebasing: the chain is serial, and there the trellis costs 40 % more time
+        # for 0.4 % fewer bits (bench/excamera.py, Sintel).
+        enc.trellis = TRELLIS and not rebasing
         enc.need_rate = not rebasing      # rates only inform decisions, which rebase keeps
         step = fc.dequant[0][0][1]
-        enc.lambda_ = <int64_t>(256 * LAMBDA_FACTOR * step * step)
-        enc.lambda_sad = <int>(256 * sqrt(LAMBDA_FACTOR) * step)
-        enc.prob_intra = 230
+        factor = KEY_LAMBDA_FACTOR if key_frame else LAMBDA_FACTOR
+        enc.lambda_ = <int64_t>(256 * factor * step * step)
+        enc.lambda_sad = <int>(256 * sqrt(factor * SAD_LAMBDA_SCALE) * step)
+        factor = KEY_TRELLIS_LAMBDA_FACTOR if key_frame else TRELLIS_LAMBDA_FACTOR
+        enc.lambda_trellis = <int64_t>(256 * factor * step * step)
+        enc.prob_intra = 32
         enc.prob_last = 220
         enc.prob_golden = 128
         fill_token_costs(enc, &before)
@@ -1234,6 +1400,15 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                     if rebasing:
                         memcpy(mb, original.macroblock(mb_row, mb_col), sizeof(MacroblockInfo))
                     else:
+                        if not key_frame:
+                            # Reference-choice bit costs from this frame's choices so far (the
+                            # header's probabilities come from the same counts), with a prior.
+                            enc.prob_intra = probability_of_zero(
+                                intra_count + PRIOR_INTRA, intra_count + inter_count + PRIOR_MBS)
+                            enc.prob_last = probability_of_zero(
+                                last_count + PRIOR_LAST, inter_count + PRIOR_MBS)
+                            enc.prob_golden = probability_of_zero(
+                                golden_count + PRIOR_MBS // 2, inter_count - last_count + PRIOR_MBS)
                         decide_macroblock(enc, mb, mb_row, mb_col, fc.above_ctx + mb_col * 9,
                                           left, trial, best)
                     code_macroblock(enc, mb, mb_row, mb_col, best, fc.above_ctx + mb_col * 9,
@@ -1457,3 +1632,84 @@ def _kernel_quantize(coeffs, int first, int dc_q, int ac_q, int dc_round, int ac
                                 dc_round, ac_round)
         results.append((levels_array, dequantized_array, eob))
     return results
+
+
+def _trellis_check(residuals, int q_index, int block_type):
+    """Test hook: each 4x4 residual block (rows of 16, raster order) is transformed and coded at
+    `q_index` with the default probabilities, once by rounding and greedy pruning and once by
+    the trellis. Returns an int64 array of rows (rounded cost, trellis cost, trellis levels
+    consistent with its end-of-block and dequantized values: 1 or 0), costs as the trellis
+    counts them: coefficient-domain distortion x TRELLIS_WEIGHT + lambda x token bits."""
+    cdef cnp.int16_t[:, ::1] blocks = np.ascontiguousarray(residuals, dtype=np.int16)
+    cdef Encoder* enc = <Encoder*>calloc(1, sizeof(Encoder))
+    cdef FrameContext* fc = <FrameContext*>calloc(1, sizeof(FrameContext))
+    cdef EntropyContext probs
+    cdef int16_t coeffs[16]
+    cdef int16_t levels[16]
+    cdef int16_t dequant[16]
+    cdef int b, k, n, i, eob, first = 1 if block_type == 0 else 0, dc_q, ac_q, kind, ok
+    cdef double step
+    out = np.zeros((blocks.shape[0], 3), np.int64)
+    cdef cnp.int64_t[:, ::1] result = out
+    try:
+        if enc == NULL or fc == NULL:
+            raise MemoryError()
+        fc.hdr.q_index = q_index
+        build_dequant_table(fc)
+        kind = 2 if block_type == 2 else 0
+        dc_q = fc.dequant[0][kind][0]
+        ac_q = fc.dequant[0][kind][1]
+        step = fc.dequant[0][0][1]
+        enc.fc = fc
+        enc.prune = 1
+        enc.lambda_ = <int64_t>(256 * LAMBDA_FACTOR * step * step)
+        enc.lambda_trellis = enc.lambda_
+        entropy_context_defaults(&probs)
+        fill_token_costs(enc, &probs)
+        for b in range(blocks.shape[0]):
+            edsp_fdct4x4_residual(&blocks[b, 0], coeffs)
+            for k in range(2):
+                memset(dequant, 0, sizeof(dequant))
+                memset(levels, 0, sizeof(levels))
+                eob = quantize_block(coeffs, levels, dequant, first, dc_q, ac_q,
+                                     0 if first else 96, 85)
+                enc.trellis = k
+                eob = refine_block(enc, block_type, 0, first, coeffs, levels, dequant, eob,
+                                   dc_q, ac_q)
+                result[b, k] = _block_rd(enc, block_type, first, coeffs, levels, dequant, eob)
+            ok = 1
+            for n in range(first, 16):
+                i = VP8_ZIGZAG[n]
+                if dequant[i] != levels[i] * (dc_q if n == 0 else ac_q):
+                    ok = 0
+                if (levels[i] != 0 and n >= eob) or (n == eob - 1 and levels[i] == 0):
+                    ok = 0
+            result[b, 2] = ok
+        return out
+    finally:
+        free(enc)
+        free(fc)
+
+
+cdef int64_t _block_rd(Encoder* enc, int block_type, int first, const int16_t* coeffs,
+                       const int16_t* levels, const int16_t* dequant, int eob) noexcept nogil:
+    """A block's rate-distortion cost as the trellis counts it (context 0)."""
+    cdef int n, i, v, token, context = 0
+    cdef int64_t total = 0, err
+    for n in range(first, 16):
+        i = VP8_ZIGZAG[n]
+        err = coeffs[i] - dequant[i]
+        total += err * err * TRELLIS_WEIGHT
+    if eob == first:
+        return total + enc.rd_token_cost[block_type][VP8_COEF_BANDS[first]][0][11]
+    for n in range(first, eob):
+        v = levels[VP8_ZIGZAG[n]]
+        token = token_of(v if v >= 0 else -v)
+        if n > first and context == 0:
+            total += enc.rd_token_cost_no_eob[block_type][VP8_COEF_BANDS[n]][0][token]
+        else:
+            total += enc.rd_token_cost[block_type][VP8_COEF_BANDS[n]][context][token]
+        context = 0 if token == 0 else (1 if token == 1 else 2)
+    if eob < 16:
+        total += enc.rd_token_cost[block_type][VP8_COEF_BANDS[eob]][context][11]
+    return total

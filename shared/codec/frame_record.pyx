@@ -94,13 +94,15 @@ cdef class FrameRecord:
 
     def macroblocks(self):
         """Per-macroblock decisions as numpy arrays: y_mode, uv_mode, ref_frame, segment_id,
-        skip, mv (rows, cols, 2: row, col in 1/8 pel)."""
-        cdef int r, c
+        skip, mv (rows, cols, 2: row, col in 1/8 pel), b_modes (rows, cols, 16: subblock
+        intra modes, implied ones for 16x16 modes; SPLITMV references for SPLITMV)."""
+        cdef int r, c, b
         cdef MacroblockInfo* mb
         shape = (self.mb_rows, self.mb_cols)
         out = {name: np.zeros(shape, np.uint8)
                for name in ("y_mode", "uv_mode", "ref_frame", "segment_id", "skip")}
         mv = np.zeros(shape + (2,), np.int16)
+        b_modes = np.zeros(shape + (16,), np.uint8)
         for r in range(self.mb_rows):
             for c in range(self.mb_cols):
                 mb = self.macroblock(r, c)
@@ -111,7 +113,10 @@ cdef class FrameRecord:
                 out["skip"][r, c] = mb.skip_coded
                 mv[r, c, 0] = mb.mv.row
                 mv[r, c, 1] = mb.mv.col
+                for b in range(16):
+                    b_modes[r, c, b] = mb.b_modes[b]
         out["mv"] = mv
+        out["b_modes"] = b_modes
         return out
 
     def __repr__(self):
