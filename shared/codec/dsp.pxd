@@ -1,4 +1,5 @@
-# Pixel kernels written in C for vectorization (dsp.h): loop-filter edges, six-tap filter.
+# Pixel kernels written in C for vectorization (dsp.h): loop-filter edges, inverse DCT,
+# six-tap filter.
 from libc.stdint cimport int16_t, uint8_t
 
 cdef extern from "dsp.h" nogil:
@@ -6,5 +7,7 @@ cdef extern from "dsp.h" nogil:
                                     int interior, int hev_threshold, int kind)
     void dsp_filter_vertical_edge(uint8_t* s, int stride, int count, int edge_limit,
                                   int interior, int hev_threshold, int kind)
+    void dsp_idct_add(const int16_t* input, uint8_t* dst, int stride)
+    void dsp_idct_add_c(const int16_t* input, uint8_t* dst, int stride)
     void dsp_sixtap(const uint8_t* src, int src_stride, uint8_t* dst, int dst_stride, int width,
                     int height, const int16_t* hf, const int16_t* vf)

@@ -69,6 +69,7 @@ from .tables cimport (
     VP8_ZIGZAG,
     ZEROMV,
 )
+from .dsp cimport dsp_idct_add, dsp_idct_add_c
 from .encode_dsp cimport (
     edsp_fdct4x4,
     edsp_fdct4x4_c,
@@ -1607,6 +1608,19 @@ def _kernel_fdct(src, pred):
     edsp_fdct4x4_c(&s[0, 0], 8, &p[0, 0], 8, &o[2, 0, 0])
     edsp_fdct4x4_c(&s[0, 4], 8, &p[0, 4], 8, &o[2, 1, 0])
     return out
+
+
+def _kernel_idct(coeffs, pred):
+    """Test hook: a 4x4 prediction (uint8) plus the inverse DCT of 16 raster-order
+    coefficients (int16), by the SIMD kernel and by the portable definition."""
+    cdef const int16_t[::1] c = np.ascontiguousarray(coeffs, np.int16).reshape(16)
+    simd = np.array(pred, np.uint8).reshape(4, 4).copy()
+    portable = simd.copy()
+    cdef uint8_t[:, ::1] a = simd
+    cdef uint8_t[:, ::1] b = portable
+    dsp_idct_add(&c[0], &a[0, 0], 4)
+    dsp_idct_add_c(&c[0], &b[0, 0], 4)
+    return simd, portable
 
 
 def _kernel_quantize(coeffs, int first, int dc_q, int ac_q, int dc_round, int ac_round):

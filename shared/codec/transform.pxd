@@ -2,6 +2,8 @@
 # Intermediate values are kept in int16 exactly where libvpx keeps them in shorts.
 from libc.stdint cimport int16_t, uint8_t
 
+from .dsp cimport dsp_idct_add
+
 
 cdef inline uint8_t clamp255(int v) noexcept nogil:
     return 0 if v < 0 else (255 if v > 255 else v)
@@ -35,41 +37,9 @@ cdef inline void inverse_walsh(const int16_t* input, int16_t* output) noexcept n
         output[4 * i + 3] = <int16_t>((d2 + 3) >> 3)
 
 
-DEF COS_PI8_SQRT2_MINUS1 = 20091
-DEF SIN_PI8_SQRT2 = 35468
-
-
 cdef inline void idct_add(const int16_t* input, uint8_t* dst, int stride) noexcept nogil:
-    """Inverse DCT of a 4x4 block, added to the prediction already in dst."""
-    cdef int16_t tmp[16]
-    cdef int i, a1, b1, c1, d1, t1, t2
-    for i in range(4):
-        a1 = input[i] + input[8 + i]
-        b1 = input[i] - input[8 + i]
-        t1 = (input[4 + i] * SIN_PI8_SQRT2) >> 16
-        t2 = input[12 + i] + ((input[12 + i] * COS_PI8_SQRT2_MINUS1) >> 16)
-        c1 = t1 - t2
-        t1 = input[4 + i] + ((input[4 + i] * COS_PI8_SQRT2_MINUS1) >> 16)
-        t2 = (input[12 + i] * SIN_PI8_SQRT2) >> 16
-        d1 = t1 + t2
-        tmp[i] = <int16_t>(a1 + d1)
-        tmp[12 + i] = <int16_t>(a1 - d1)
-        tmp[4 + i] = <int16_t>(b1 + c1)
-        tmp[8 + i] = <int16_t>(b1 - c1)
-    for i in range(4):
-        a1 = tmp[4 * i] + tmp[4 * i + 2]
-        b1 = tmp[4 * i] - tmp[4 * i + 2]
-        t1 = (tmp[4 * i + 1] * SIN_PI8_SQRT2) >> 16
-        t2 = tmp[4 * i + 3] + ((tmp[4 * i + 3] * COS_PI8_SQRT2_MINUS1) >> 16)
-        c1 = t1 - t2
-        t1 = tmp[4 * i + 1] + ((tmp[4 * i + 1] * COS_PI8_SQRT2_MINUS1) >> 16)
-        t2 = (tmp[4 * i + 3] * SIN_PI8_SQRT2) >> 16
-        d1 = t1 + t2
-        dst[0] = clamp255(dst[0] + <int16_t>((a1 + d1 + 4) >> 3))
-        dst[3] = clamp255(dst[3] + <int16_t>((a1 - d1 + 4) >> 3))
-        dst[1] = clamp255(dst[1] + <int16_t>((b1 + c1 + 4) >> 3))
-        dst[2] = clamp255(dst[2] + <int16_t>((b1 - c1 + 4) >> 3))
-        dst += stride
+    """Inverse DCT of a 4x4 block, added to the prediction already in dst (dsp.h)."""
+    dsp_idct_add(input, dst, stride)
 
 
 cdef inline void dc_only_add(int16_t dc, uint8_t* dst, int stride) noexcept nogil:
