@@ -15,6 +15,7 @@ from shared.codec.errors import ContainerError
 from shared.codec.image import Image, chroma_size
 from shared.codec.y4m import (
     MAX_LINE,
+    BufferFile,
     Y4mHeader,
     Y4mReader,
     Y4mWriter,
@@ -303,3 +304,26 @@ def test_real_files_rewrite_identically(video_dir: Path, tmp_path: Path) -> None
                 for image in reader:
                     writer.write(image)
         assert out.read_bytes() == path.read_bytes(), path.name
+
+
+@pytest.mark.parametrize("cut", [0, 1, 36, 44])
+def test_buffer_file_reads_the_same_pictures_without_copying(cut: int) -> None:
+    """Y4mReader over a BufferFile (how the pipeline reads memory-mapped chunks): the same
+    pictures and the same errors as over a file, as read-only views of the buffer."""
+    images = [_image(6, 4, seed) for seed in range(4)]
+    data = _y4m(b"YUV4MPEG2 W6 H4 F25:1\n", images)
+    data = data[: len(data) - cut]
+    try:
+        expected: list[Image] | str = _read(data)
+    except ContainerError as exc:
+        expected = str(exc)
+    try:
+        with Y4mReader(BufferFile(data)) as reader:
+            got: list[Image] | str = list(reader)
+    except ContainerError as exc:
+        got = str(exc)
+    assert got == expected
+    if cut == 0:
+        assert got == images
+        assert all(not plane.flags.writeable and plane.base is not None
+                   for image in got for plane in image.planes)

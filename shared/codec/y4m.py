@@ -149,6 +149,44 @@ def _show(word: bytes) -> str:
     return repr(word.decode("ascii", "replace")[:40])
 
 
+class BufferFile:
+    """A read-only binary file over a bytes-like buffer whose `read` returns memoryview slices
+    (no copy): a `Y4mReader` over it yields pictures that are views of the buffer, e.g. of a
+    memory-mapped file."""
+
+    def __init__(self, buffer: bytes | memoryview) -> None:
+        self._view = memoryview(buffer).cast("B")
+        self._pos = 0
+
+    def readline(self, limit: int = -1) -> bytes:
+        end = len(self._view) if limit < 0 else min(len(self._view), self._pos + limit)
+        chunk = self._view[self._pos : end].tobytes()
+        newline = chunk.find(b"\n")
+        line = chunk if newline < 0 else chunk[: newline + 1]
+        self._pos += len(line)
+        return line
+
+    def read(self, size: int = -1) -> memoryview:
+        end = len(self._view) if size < 0 else min(len(self._view), self._pos + size)
+        data = self._view[self._pos : end]
+        self._pos = end
+        return data
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self._pos, len(self._view))[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def close(self) -> None:
+        pass
+
+
 def _read_line(file: BinaryIO) -> bytes:
     """One line of at most MAX_LINE bytes including its newline (shorter only at end of file)."""
     return file.readline(MAX_LINE)

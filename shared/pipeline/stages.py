@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,7 +40,7 @@ from typing import Any
 from shared.codec import metrics
 from shared.codec.errors import CodecError
 from shared.codec.image import Image
-from shared.codec.y4m import Y4mReader, Y4mWriter
+from shared.codec.y4m import BufferFile, Y4mReader, Y4mWriter
 
 from .errors import InputError, OutputError, PipelineError, RebaseUnavailableError
 from .mux import ivf_bytes, read_ivf_frames, write_output
@@ -204,11 +206,19 @@ def _y4m_bytes(images: list[Image], fps: tuple[int, int]) -> bytes:
 
 
 def _source_images(store: Store, job: str, index: int) -> list[Image]:
-    with (
-        store.local_file(chunk_key(job, index, "source.y4m")) as path,
-        Y4mReader(path) as reader,
-    ):
-        return list(reader)
+    """The chunk's pictures, as read-only views of the file mapped into memory (no copy: they
+    are read once per frame by the encoder, on the serial chain among other places)."""
+    with store.local_file(chunk_key(job, index, "source.y4m")) as path:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size == 0 or not hasattr(mmap, "MAP_SHARED"):
+                buffer: Any = file.read()
+            else:
+                populate = getattr(mmap, "MAP_POPULATE", 0)  # map every page now, in one call
+                buffer = mmap.mmap(file.fileno(), size, flags=mmap.MAP_SHARED | populate,
+                                   prot=mmap.PROT_READ)
+        with Y4mReader(BufferFile(buffer)) as reader:
+            return list(reader)
 
 
 # --------------------------------------------------------------------------- stage 2: libvpx
