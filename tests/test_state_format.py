@@ -78,3 +78,36 @@ def test_stored_body_flag_without_raw_planes_is_rejected(state):
     _, version, _, _ = struct.unpack_from("<4sHHI", raw)
     with pytest.raises(StateFormatError, match="unknown flags"):
         DecoderState.from_bytes(_forge(version, 2, raw[12:]))
+
+
+def test_a_state_without_references_parses_but_does_not_decode(state, vectors_dir):
+    """`without_references()`: the few kilobytes parsing needs; decoding or encoding against it
+    is a clear error, and both serialized forms keep it reference-free."""
+    from shared.codec.decoder import parse_records
+
+    from shared.codec import CodecError, encode
+
+    frames = [f.data for f in IvfReader(vectors_dir / "vp80-05-sharpness-1438.ivf")]
+    context = state.without_references()
+    assert state.has_references and not context.has_references
+    assert context != state and repr(context).startswith("<DecoderState parse context")
+    for compress in (True, False):
+        data = context.to_bytes(compress=compress)
+        assert len(data) < 20_000
+        restored = DecoderState.from_bytes(data)
+        assert restored == context and not restored.has_references
+    parsed = parse_records(context, frames[-1:], levels=False)[0]
+    full = parse_records(state, frames[-1:], levels=False)[0]
+    for key, value in parsed.macroblocks().items():
+        assert (value == full.macroblocks()[key]).all(), key
+    with pytest.raises(CodecError, match="parse context"):
+        decode(context, frames[-1])
+    with pytest.raises(CodecError, match="parse context"):
+        encode(context, decode(state, frames[-1])[1], 40)
+
+
+def test_reference_data_in_a_reference_free_state_is_rejected(state):
+    raw = state.to_bytes(compress=False)
+    _, version, flags, _ = struct.unpack_from("<4sHHI", raw)
+    with pytest.raises(StateFormatError, match="without references carries reference data"):
+        DecoderState.from_bytes(_forge(version, flags | 4, raw[12:]))

@@ -41,7 +41,7 @@ from .tables cimport (
 )
 from .tokens cimport build_dequant_table, read_macroblock_tokens, reset_macroblock_token_contexts
 
-from .errors import CorruptFrameError, MissingKeyFrameError
+from .errors import CodecError, CorruptFrameError, MissingKeyFrameError
 from .image import Image
 
 cnp.import_array()
@@ -211,6 +211,9 @@ cdef _decode(DecoderState state, frame, FrameRecord record, bint reconstruct=Tru
         else:
             if not state.has_keyframe:
                 raise MissingKeyFrameError("interframe without a preceding key frame")
+            if reconstruct and not state.has_references:
+                raise CodecError("the state is a parse context without reference pictures: "
+                                 "it can parse interframes, not decode them")
             width, height = state.width, state.height
             fc.probs = state.probs
             fc.features = state.features

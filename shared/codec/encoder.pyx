@@ -1294,6 +1294,8 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         else:
             if not state.has_keyframe:
                 raise CodecError("an interframe needs a state that has decoded a key frame")
+            if not state.has_references:
+                raise CodecError("the state is a parse context without reference pictures")
             width, height = state.width, state.height
             if (image.width, image.height) != (width, height):
                 raise CodecError(

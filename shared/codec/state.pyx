@@ -11,7 +11,9 @@ By default planes are stored as horizontal byte differences (which compress far 
 pixels) and the body is deflated at zlib's fastest level. For states handed along ExCamera's
 serial critical path on fast local storage, `compress=False` stores the planes raw (flag 1) and
 the body as it is (flag 2: no zlib wrapper, so writing and reading are little more than copies).
-Flag 1 alone (raw planes inside a level-0 zlib stream) is still read.
+Flag 1 alone (raw planes inside a level-0 zlib stream) is still read. A state without its
+reference pictures (`without_references()`: what parsing frames needs, not what decoding them
+needs) is stored with flag 4 and an empty reference table.
 """
 
 import hashlib
@@ -34,6 +36,7 @@ MAGIC = b"EXCS"
 FORMAT_VERSION = 1
 FLAG_RAW_PLANES = 1       # planes stored as they are rather than as horizontal differences
 FLAG_STORED_BODY = 2      # the body is not a zlib stream
+FLAG_NO_REFERENCES = 4    # a parse context: no reference pictures
 _HEADER = struct.Struct("<4sHHI")
 _FIXED = struct.Struct("<BHHBB")
 # Largest body a valid state can have: three distinct 4:2:0 pictures plus small fields.
@@ -63,6 +66,26 @@ cdef class DecoderState:
     @property
     def mb_rows(self):
         return (self.height + 15) >> 4
+
+    @property
+    def has_references(self):
+        """False for a parse context (`without_references`), which cannot decode frames."""
+        return not self.has_keyframe or self.last is not None
+
+    def without_references(self):
+        """This state without its reference pictures: all that parsing frames made against it
+        needs (probabilities, segmentation, loop-filter deltas, frame size), in a few kilobytes
+        instead of megabytes. Decoding or encoding against it raises CodecError."""
+        cdef DecoderState context = DecoderState.__new__(DecoderState)
+        context.has_keyframe = self.has_keyframe
+        context.width, context.height = self.width, self.height
+        context.horizontal_scale = self.horizontal_scale
+        context.vertical_scale = self.vertical_scale
+        context.probs = self.probs
+        context.features = self.features
+        context.deltas = self.deltas
+        context.segment_map = self.segment_map
+        return context
 
     @property
     def references(self):
@@ -115,7 +138,9 @@ cdef class DecoderState:
         parts.append(bytes((<char*>&self.features)[:sizeof(self.features)]))
         parts.append(bytes((<char*>&self.deltas)[:sizeof(self.deltas)]))
         parts.append(np.ascontiguousarray(self.segment_map, np.uint8).tobytes())
-        if self.has_keyframe:
+        if self.has_keyframe and self.last is None:
+            parts.append(bytes(4))              # an empty reference table
+        elif self.has_keyframe:
             distinct = []
             indices = []
             for picture in (self.last, self.golden, self.altref):
@@ -138,11 +163,14 @@ cdef class DecoderState:
         default; `compress=False` stores the planes raw (several times larger, several times
         faster both ways: for states handed between pipeline stages on fast storage)."""
         if compress:
-            flags, body = 0, zlib.compress(self._payload(), 1)
+            flags = 0 if self.has_references else FLAG_NO_REFERENCES
+            body = zlib.compress(self._payload(), 1)
             return _HEADER.pack(MAGIC, FORMAT_VERSION, flags,
                                 _checksum(FORMAT_VERSION, flags, body)) + body
         # The planes go from the pictures to the output in one copy, checksummed on the way.
         flags = FLAG_RAW_PLANES | FLAG_STORED_BODY
+        if not self.has_references:
+            flags |= FLAG_NO_REFERENCES
         parts = self._payload_parts(False)
         crc = _checksum(FORMAT_VERSION, flags, b"")
         for part in parts:
@@ -163,7 +191,8 @@ cdef class DecoderState:
             raise StateFormatError(
                 f"state format version {version} is not supported (this build reads "
                 f"version {FORMAT_VERSION})")
-        if flags & ~(FLAG_RAW_PLANES | FLAG_STORED_BODY) or flags == FLAG_STORED_BODY:
+        known = FLAG_RAW_PLANES | FLAG_STORED_BODY | FLAG_NO_REFERENCES
+        if flags & ~known or (flags & FLAG_STORED_BODY and not flags & FLAG_RAW_PLANES):
             raise StateFormatError(f"state has unknown flags {flags:#06x}")
         body = memoryview(data).cast("B")[_HEADER.size:]
         if _checksum(version, flags, body) != crc:
@@ -171,7 +200,7 @@ cdef class DecoderState:
         if flags & FLAG_STORED_BODY:
             if len(body) > _MAX_BODY:
                 raise StateFormatError("state body is larger than any valid state")
-            return _parse_payload(body, True)
+            return _parse_payload(body, True, bool(flags & FLAG_NO_REFERENCES))
         try:
             inflater = zlib.decompressobj()
             payload = inflater.decompress(body, _MAX_BODY)
@@ -179,7 +208,8 @@ cdef class DecoderState:
                 raise StateFormatError("state body is larger than any valid state")
         except zlib.error as exc:
             raise StateFormatError(f"state body does not decompress: {exc}") from None
-        return _parse_payload(payload, bool(flags & FLAG_RAW_PLANES))
+        return _parse_payload(payload, bool(flags & FLAG_RAW_PLANES),
+                              bool(flags & FLAG_NO_REFERENCES))
 
     def digest(self) -> str:
         """A short hex digest of the whole state, for logs and quick comparisons."""
@@ -196,7 +226,8 @@ cdef class DecoderState:
     def __repr__(self):
         if not self.has_keyframe:
             return "<DecoderState initial>"
-        return f"<DecoderState {self.width}x{self.height} {self.digest()}>"
+        kind = "" if self.has_references else " parse context"
+        return f"<DecoderState{kind} {self.width}x{self.height} {self.digest()}>"
 
     def __reduce__(self):
         return (DecoderState.from_bytes, (self.to_bytes(),))
@@ -225,7 +256,7 @@ def _delta_decode(buffer, int height, int width):
     return np.cumsum(diff, axis=1, dtype=np.uint8)
 
 
-cdef _parse_payload(payload, bint raw_planes):
+cdef _parse_payload(payload, bint raw_planes, bint no_references=False):
     cdef DecoderState state = DecoderState.__new__(DecoderState)
     cdef Py_ssize_t pos = 0, need
     cdef const unsigned char[::1] view = payload
@@ -266,6 +297,10 @@ cdef _parse_payload(payload, bint raw_planes):
     count = raw[pos]
     indices = [raw[pos + 1], raw[pos + 2], raw[pos + 3]]
     pos += 4
+    if no_references:
+        if count or any(indices) or pos != n:
+            raise StateFormatError("a state without references carries reference data")
+        return state
     if not 1 <= count <= 3 or any(i >= count for i in indices):
         raise StateFormatError("state reference table is invalid")
     luma = mb_rows * 16 * mb_cols * 16

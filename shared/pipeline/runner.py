@@ -58,7 +58,7 @@ __all__ = ["DIE_ENV", "StageTime", "Summary", "run_job"]
 DIE_ENV = "EXCAMERA_TEST_WORKER_EXIT"
 _DIE_STATUS = 70
 
-_JOB_FORMAT = 1  # bump when stage outputs change meaning, so old work dirs are not reused
+_JOB_FORMAT = 2  # bump when stage outputs change meaning, so old work dirs are not reused
 
 # Stage name -> (label shown to the user, urgency: lower runs first), in pipeline order.
 STAGES: dict[str, tuple[str, int]] = {

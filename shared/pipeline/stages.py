@@ -13,6 +13,9 @@ Keys, for job J and chunk i (5 digits):
     jobs/J/chunks/i/vpx.state             decoder state after vpx.ivf            (decode_exit_state)
     jobs/J/chunks/i/provisional.ivf/.state  first frame re-encoded onto chunk i-1's libvpx
                                           state, the rest rebased                (rebase_first)
+    jobs/J/chunks/i/provisional.context   chunk i-1's libvpx state without its pictures: what
+                                          parsing provisional.ivf needs (when it has no hidden
+                                          frames; else stage 5 reads vpx.state)  (rebase_first)
     jobs/J/chunks/i/final.ivf             the chunk as it goes into the output   (rebase_serial)
     jobs/J/chunks/i/final.state           the true decoder state after it: stored for positions
                                           0 and 1 only, later ones are held in memory by the
@@ -427,6 +430,10 @@ def rebase_first(store: Store, job: str, index: int) -> None:
     incoming = _load_state(store, chunk_key(job, index - 1, "vpx.state"))
     frames = read_ivf_frames(store.get(chunk_key(job, index, "vpx.ivf")))
     new_frames, exit_state = rebase_chunk(incoming, frames, _source_images(store, job, index))
+    if all(is_shown(frame) for frame in new_frames):
+        # Stage 5 parses these frames; with no hidden frame to decode, this is all it needs.
+        store.put(chunk_key(job, index, "provisional.context"),
+                  incoming.without_references().to_bytes(compress=False))
     _put_chunk(store, plan, index, "provisional", list(new_frames), exit_state)
 
 
@@ -456,7 +463,10 @@ def rebase_serial(store: Store, job: str, index: int) -> None:
     incoming = HELD_STATES.take(store, chunk_key(job, index - 1, "final.state"))
     if incoming is None:
         incoming = final_state(store, plan, index - 1)
-    original = _load_state(store, chunk_key(job, index - 1, "vpx.state"))
+    context = chunk_key(job, index, "provisional.context")
+    original = _load_state(
+        store, context if store.exists(context) else chunk_key(job, index - 1, "vpx.state")
+    )
     frames = read_ivf_frames(store.get(chunk_key(job, index, "provisional.ivf")))
     new_frames, exit_state = rebase_chunk(
         incoming, frames, _source_images(store, job, index), original_state=original
