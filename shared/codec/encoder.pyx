@@ -1140,6 +1140,8 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
     mb.uv_mode = choose_chroma_mode(enc, mb_row, mb_col)
     intra_cost = 0 if enc.key_frame else bit_cost(0, enc.prob_intra)
     intra_cost += tree_cost(VP8_UVMODE_TREE, 6, uv_probs, mb.uv_mode)
+    if not enc.key_frame:
+        intra_cost += enc.intra_penalty
     luma_mode = choose_intra16_mode(enc, mb_row, mb_col, ymode_probs, ymode_tree)
     # Key frames code every 16x16 mode in full; interframes only the best prediction.
     for mode in range(4):
@@ -1241,6 +1243,7 @@ SAD_LAMBDA_SCALE = 1.4
 # Trellis quantization (trellis_block) for every block coded, decisions included; 0 falls back
 # to rounding and greedy pruning.
 TRELLIS = 1
+INTRA_PENALTY = 0
 
 # Priors (in macroblocks) of the running reference-choice estimates that price the intra/inter,
 # last/other and golden/alt-ref bits while a frame's macroblocks are decided.
@@ -1310,6 +1313,22 @@ def _check_quantizer(q_index):
     return int(q_index)
 
 
+cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Picture saved,
+                           int level):
+    """Luma SSE against the source of the unfiltered reconstruction `saved` loop-filtered at
+    `level` (filtered in `recon`, which is left filtered)."""
+    cdef int64_t sse
+    np.copyto(recon.y, saved.y)
+    np.copyto(recon.u, saved.u)
+    np.copyto(recon.v, saved.v)
+    fc.hdr.filter_level = level
+    fc.hdr.sharpness = 0
+    with nogil:
+        loop_filter_frame(fc)
+        sse = plane_sse(&fc.cur[0], &enc.src[0])
+    return sse
+
+
 cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
                         bint key_frame, bint refresh_all, bint want_state=False):
     """Encode (original is None) or rebase (keep `original`'s decisions) one frame; returns its
@@ -1322,7 +1341,9 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
     cdef TokenCounts* counts = <TokenCounts*>calloc(1, sizeof(TokenCounts))
     cdef EntropyContext before
     cdef Picture recon, source, saved
-    cdef int width, height, mb_row, mb_col, index, level, best_level, i
+    cdef int width, height, mb_row, mb_col, index, level, best_level, i, centre, n_coarse
+    cdef int64_t coarse[7]
+    cdef int64_t curvature
     cdef int64_t sse, best_sse
     cdef MacroblockInfo* mb
     cdef uint8_t left[9]
@@ -1428,6 +1449,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         enc.key_frame = key_frame
         enc.prune = 1
         enc.trellis = TRELLIS
+        enc.intra_penalty = INTRA_PENALTY
         enc.need_rate = not rebasing      # rates only inform decisions, which rebase keeps
         step = fc.dequant[0][0][1]
         factor = KEY_LAMBDA_FACTOR if key_frame else LAMBDA_FACTOR
@@ -1490,22 +1512,34 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
             _segment_tree_probs(rec)
 
         if not rebasing:
-            # Loop-filter level: the one whose filtered picture is closest to the source.
+            # Loop-filter level: the one whose filtered picture is closest to the source; a
+            # coarse pass in steps of 8, then the minimum of the parabola through the best and
+            # its coarse neighbours, and the levels 2 either side of it.
             saved = Picture(recon.y.copy(), recon.u.copy(), recon.v.copy(), width, height)
-            best_level = 0
-            best_sse = -1
-            for level in (0, 8, 16, 24, 32, 40, 48):
+            n_coarse = 0
+            for level in range(0, 49, 8):
                 if level > 4 * (q_index // 8 + 2):
                     break
-                np.copyto(recon.y, saved.y)
-                np.copyto(recon.u, saved.u)
-                np.copyto(recon.v, saved.v)
-                fc.hdr.filter_level = level
-                fc.hdr.sharpness = 0
-                with nogil:
-                    loop_filter_frame(fc)
-                    sse = plane_sse(&fc.cur[0], &enc.src[0])
-                if best_sse < 0 or sse < best_sse:
+                coarse[n_coarse] = _filtered_sse(fc, enc, recon, saved, level)
+                n_coarse += 1
+            i = 0
+            for index in range(1, n_coarse):
+                if coarse[index] < coarse[i]:
+                    i = index
+            best_level = 8 * i
+            best_sse = coarse[i]
+            if 0 < i < n_coarse - 1:
+                # Vertex of the parabola through (-8, a), (0, b), (8, c): 4 (a - c) / (a - 2b + c).
+                curvature = coarse[i - 1] - 2 * coarse[i] + coarse[i + 1]
+                centre = best_level + (<int>lround(4.0 * (coarse[i - 1] - coarse[i + 1])
+                                                   / curvature) if curvature > 0 else 0)
+            else:
+                centre = best_level + (4 if i == n_coarse - 1 and i > 0 else 0)
+            for level in (centre - 2, centre, centre + 2):
+                if level < 0 or level > 63 or level % 8 == 0 and level <= 8 * (n_coarse - 1):
+                    continue
+                sse = _filtered_sse(fc, enc, recon, saved, level)
+                if sse < best_sse:
                     best_sse = sse
                     best_level = level
             rec.hdr.filter_level = best_level
