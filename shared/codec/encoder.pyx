@@ -351,6 +351,7 @@ cdef int prune_block(Encoder* enc, int block_type, int context, int first,
 # SSE x 256 (a 4x4 block's coefficients carry 4x the pixel energy; a Y2 coefficient 16x).
 DEF TRELLIS_WEIGHT = 64
 DEF TRELLIS_WEIGHT_Y2 = 16
+DEF Y2_TRELLIS = 0
 cdef int64_t TRELLIS_INF = (<int64_t>1) << 62
 
 
@@ -1244,6 +1245,10 @@ SAD_LAMBDA_SCALE = 1.4
 # to rounding and greedy pruning.
 TRELLIS = 1
 INTRA_PENALTY = 0
+# Loop-filter level deltas by reference (intra, last, golden, alt-ref) and by mode class
+# (B_PRED, ZEROMV, other whole-macroblock vectors, SPLITMV).
+LF_REF_DELTAS = (0, 0, 0, 0)
+LF_MODE_DELTAS = (4, -2, 2, 4)
 
 # Priors (in macroblocks) of the running reference-choice estimates that price the intra/inter,
 # last/other and golden/alt-ref bits while a frame's macroblocks are decided.
@@ -1343,6 +1348,8 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
     cdef Picture recon, source, saved
     cdef int width, height, mb_row, mb_col, index, level, best_level, i, centre, n_coarse
     cdef int64_t coarse[7]
+    cdef int lf_ref[4]
+    cdef int lf_mode[4]
     cdef int64_t curvature
     cdef int64_t sse, best_sse
     cdef MacroblockInfo* mb
@@ -1431,6 +1438,23 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
             rec.hdr.refresh_entropy = 1
             rec.hdr.refresh_last = 1
             rec.hdr.refresh_golden = rec.hdr.refresh_altref = 1 if (key_frame or refresh_all) else 0
+            # Loop-filter deltas by reference and mode (sent when the state's differ, and on
+            # every key frame): static zero-vector macroblocks are filtered less, so that their
+            # edges are not smoothed again in every frame.
+            rec.hdr.lf_deltas_enabled = 1
+            rec.hdr.lf_delta_update = key_frame
+            for i in range(4):
+                lf_ref[i] = LF_REF_DELTAS[i]
+                lf_mode[i] = LF_MODE_DELTAS[i]
+            for i in range(4):
+                if rec.deltas.ref[i] != lf_ref[i] or rec.deltas.mode[i] != lf_mode[i]:
+                    rec.hdr.lf_delta_update = 1
+            if rec.hdr.lf_delta_update:
+                for i in range(4):
+                    rec.deltas.ref[i] = lf_ref[i]
+                    rec.deltas.mode[i] = lf_mode[i]
+                    rec.hdr.ref_delta_present[i] = 1
+                    rec.hdr.mode_delta_present[i] = 1
         rec.hdr.mb_no_coeff_skip = 1
 
         # Working context: reconstruction target, references, dequantizers, costs.
