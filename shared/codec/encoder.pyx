@@ -37,9 +37,11 @@ from .tables cimport (
     LEFT4X4,
     NEW4X4,
     SPLIT_QUARTERS,
+    VP8_MBSPLIT_COUNT,
     VP8_MBSPLIT_PROBS,
     VP8_MBSPLIT_TREE,
     VP8_MBSPLITS,
+    VP8_MV_UPDATE_PROBS,
     VP8_SUBMV_REF_PROBS,
     VP8_SUBMV_REF_TREE,
     ZERO4X4,
@@ -1291,6 +1293,95 @@ cdef void choose_coefficient_updates(FrameRecord rec, const EntropyContext* befo
                         rec.hdr.coef_update[i][j][k][t] = 1
 
 
+DEF MV_UPDATES = 1
+
+
+cdef void count_mv_component(uint32_t counts[19][2], int value) noexcept nogil:
+    """Tally the branches write_mv_component takes for `value` (quarter pel), by probability."""
+    cdef int x = -value if value < 0 else value, i, j, k, node
+    if x < 8:
+        counts[0][0] += 1
+        # The short tree, leaf to root as tree_cost walks it.
+        j = 0
+        while not (VP8_SMALL_MV_TREE[j] <= 0 and VP8_SMALL_MV_TREE[j] == -x):
+            j += 1
+        while True:
+            node = j & ~1
+            counts[2 + (node >> 1)][j & 1] += 1
+            if node == 0:
+                break
+            k = 0
+            while VP8_SMALL_MV_TREE[k] != node:
+                k += 1
+            j = k
+    else:
+        counts[0][1] += 1
+        for i in range(3):
+            counts[9 + i][(x >> i) & 1] += 1
+        for i in range(9, 3, -1):
+            counts[9 + i][(x >> i) & 1] += 1
+        if x & 0xFFF0:
+            counts[9 + 3][(x >> 3) & 1] += 1
+    if x:
+        counts[1][value < 0] += 1
+
+
+cdef void choose_mv_updates(FrameRecord rec, const EntropyContext* before) noexcept nogil:
+    """Count the frame's coded vectors (NEWMV and SPLITMV's NEW4X4, against the macroblock's
+    best reference vector) and send a new 7-bit vector probability wherever the bits it saves
+    pay for the update (section 17.2)."""
+    cdef uint32_t counts[2][19][2]
+    cdef MotionVector near_mvs[4]
+    cdef int near_counts[4]
+    cdef int sign_bias[4]
+    cdef int mb_row, mb_col, part, first, i, j, p_new, p_old, u
+    cdef uint32_t c0, c1
+    cdef int64_t old_bits, new_bits, update_bits
+    cdef MacroblockInfo* mb
+    memset(counts, 0, sizeof(counts))
+    sign_bias[0] = sign_bias[1] = 0
+    sign_bias[2] = rec.hdr.sign_bias_golden
+    sign_bias[3] = rec.hdr.sign_bias_altref
+    for mb_row in range(rec.mb_rows):
+        for mb_col in range(rec.mb_cols):
+            mb = rec.macroblock(mb_row, mb_col)
+            if mb.ref_frame == INTRA_FRAME or (mb.y_mode != NEWMV and mb.y_mode != SPLITMV):
+                continue
+            find_near_mvs(mb, rec.mb_info_stride, sign_bias, mb.ref_frame, mb_row, mb_col,
+                          rec.mb_rows, rec.mb_cols, near_mvs, near_counts)
+            if mb.y_mode == NEWMV:
+                count_mv_component(counts[0], (mb.mv.row - near_mvs[0].row) >> 1)
+                count_mv_component(counts[1], (mb.mv.col - near_mvs[0].col) >> 1)
+                continue
+            for part in range(VP8_MBSPLIT_COUNT[mb.partitioning]):
+                first = 0
+                while VP8_MBSPLITS[mb.partitioning][first] != part:
+                    first += 1
+                if mb.b_modes[first] == NEW4X4:
+                    count_mv_component(counts[0], (mb.b_mvs[first].row - near_mvs[0].row) >> 1)
+                    count_mv_component(counts[1], (mb.b_mvs[first].col - near_mvs[0].col) >> 1)
+    for i in range(2):
+        for j in range(19):
+            rec.hdr.mv_update[i][j] = 0
+            rec.probs.mv[i][j] = before.mv[i][j]
+            c0 = counts[i][j][0]
+            c1 = counts[i][j][1]
+            if c0 + c1 == 0:
+                continue
+            p_new = probability_of_zero(c0, c0 + c1) >> 1
+            p_new = (p_new << 1) if p_new else 1
+            p_old = before.mv[i][j]
+            if p_new == p_old:
+                continue
+            u = VP8_MV_UPDATE_PROBS[i][j]
+            old_bits = c0 * <int64_t>bit_cost(0, p_old) + c1 * <int64_t>bit_cost(1, p_old)
+            new_bits = c0 * <int64_t>bit_cost(0, p_new) + c1 * <int64_t>bit_cost(1, p_new)
+            update_bits = <int64_t>bit_cost(1, u) + 7 * 256 - bit_cost(0, u)
+            if old_bits - new_bits > update_bits:
+                rec.probs.mv[i][j] = p_new
+                rec.hdr.mv_update[i][j] = 1
+
+
 cdef int64_t plane_sse(const Plane* a, const Plane* b) noexcept nogil:
     cdef int64_t total = 0
     cdef int r, c, d
@@ -1525,6 +1616,8 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
             memset(fc.above_ctx, 0, rec.mb_cols * 9)
             count_tokens(rec, counts, fc.above_ctx)
             choose_coefficient_updates(rec, &before, counts)
+            if not key_frame and MV_UPDATES:
+                choose_mv_updates(rec, &before)
 
         rec.hdr.prob_skip_false = probability_of_zero(n_mbs - skip_count, n_mbs)
         if not key_frame:
@@ -1673,7 +1766,8 @@ def rebase(DecoderState state not None, image, frame, DecoderState original_stat
            quality=None) -> bytes:
     """Re-encode interframe `frame`, made against `original_state`, so it applies to `state`.
 
-    Modes, vectors, references, segments and header flags are kept; prediction is redone from
+    Modes, vectors, references, segments and header flags are kept (coefficient and vector
+    probability updates are chosen again for the new state); prediction is redone from
     `state`'s references and the residual is coded against `image` (the frame's target: the
     source picture, or for a hidden frame what the original stream decoded it to). The
     quantizer stays the frame's own unless `quality` gives another index.
