@@ -876,11 +876,18 @@ cdef inline int64_t rd_cost(Encoder* enc, const MacroblockCoding* c, uint32_t ex
 
 cdef int64_t block_sad(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride,
                        int size) noexcept nogil:
-    cdef int64_t total = 0
-    cdef int r, c
+    # 32-bit sums (at most 16 x 16 x 255) of one row at a time: the compiler vectorizes these.
+    cdef int total = 0, row, r, c, d
+    cdef const uint8_t* pa
+    cdef const uint8_t* pb
     for r in range(size):
+        pa = a + r * a_stride
+        pb = b + r * b_stride
+        row = 0
         for c in range(size):
-            total += abs(a[r * a_stride + c] - b[r * b_stride + c])
+            d = <int>pa[c] - <int>pb[c]
+            row += d if d >= 0 else -d
+        total += row
     return total
 
 
@@ -888,6 +895,13 @@ cdef int64_t motion_cost(Encoder* enc, const Plane* ref, int x, int y, int size,
                          MotionVector base, uint8_t* scratch) noexcept nogil:
     """SAD of the size x size block at (x, y) predicted with `mv`, plus lambda x vector bits."""
     cdef const Plane* src = &enc.src[0]
+    cdef int sx = x + (mv.col >> 3), sy = y + (mv.row >> 3)
+    if (mv.row & 7) == 0 and (mv.col & 7) == 0 and sx >= 0 and sy >= 0 \
+            and sx + size <= ref.width and sy + size <= ref.height:
+        # A whole-pixel vector inside the picture: the prediction is the reference itself.
+        return block_sad(src.data + y * src.stride + x, src.stride,
+                         ref.data + sy * ref.stride + sx, ref.stride, size) * 256 \
+            + enc.lambda_sad * <int64_t>mv_cost(enc, mv, base) // 256
     predict_inter(ref, x, y, size, size, mv.row, mv.col, scratch, 16, enc.fc.bilinear)
     return block_sad(src.data + y * src.stride + x, src.stride, scratch, 16, size) * 256 \
         + enc.lambda_sad * <int64_t>mv_cost(enc, mv, base) // 256
@@ -896,8 +910,8 @@ cdef int64_t motion_cost(Encoder* enc, const Plane* ref, int x, int y, int size,
 cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int x, int y, int size,
                                 const MotionVector* starts, int n_starts, MotionVector base,
                                 int max_step) noexcept nogil:
-    """Integer diamond search (first step `max_step` pixels) from the best of zero and the
-    `starts`, then half- and quarter-pel refinement with the real interpolation filter. Costs
+    """Integer diamond search (first step `max_step` pixels; the last, 1-pixel step also tries
+    the diagonals) from the best of zero and the `starts`, then half- and quarter-pel refinement with the real interpolation filter. Costs
     count vector bits relative to `base` (what NEWMV codes against). Vectors in 1/8 pel."""
     cdef uint8_t scratch[256]
     cdef MotionVector best, centre, trial
@@ -922,7 +936,7 @@ cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int x, int y, in
         improved = 1
         while improved:
             improved = 0
-            for d in range(4):
+            for d in range(8 if step == 8 else 4):
                 trial.row = centre.row + dr[d] * step
                 trial.col = centre.col + dc[d] * step
                 if abs(trial.row - base.row) > 2000 or abs(trial.col - base.col) > 2000:
