@@ -378,3 +378,23 @@ def test_trellis_never_costs_more_than_rounding(
     )
     if q <= (10 if block_type == 2 else 40):  # else small residuals may leave no choice
         assert result[:, 1].sum() < result[:, 0].sum()
+
+
+# --- motion vector probability updates ---------------------------------------------------------
+
+
+def test_mv_probability_updates_decode_identically_with_libvpx(
+    request: pytest.FixtureRequest,
+) -> None:
+    """On real motion the encoder sends new vector probabilities (which then persist in the
+    state), and libvpx decodes those frames, and the ones after them, exactly as we do."""
+    pictures = images(Sintel(320, 176, 8, shrink=2, x=40, y=20), request)
+    frames = encode_sequence(pictures, [40] * len(pictures))
+    states, shown = decode_chain(frames)
+    updates = [
+        sum(map(sum, decode_record(state, frame)[2].header["mv_update"]))
+        for state, frame in zip(states, frames[1:], strict=False)
+    ]
+    assert sum(updates) > 0, f"no vector probability updates in {updates}"
+    problem = libvpx_difference(frames, shown, vpxdec=True)
+    assert problem is None, problem

@@ -23,3 +23,4 @@ ctypedef struct Encoder:
     int prune
     int trellis               # trellis quantization instead of greedy pruning
     int need_rate
+    int intra_penalty

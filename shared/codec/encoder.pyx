@@ -37,9 +37,11 @@ from .tables cimport (
     LEFT4X4,
     NEW4X4,
     SPLIT_QUARTERS,
+    VP8_MBSPLIT_COUNT,
     VP8_MBSPLIT_PROBS,
     VP8_MBSPLIT_TREE,
     VP8_MBSPLITS,
+    VP8_MV_UPDATE_PROBS,
     VP8_SUBMV_REF_PROBS,
     VP8_SUBMV_REF_TREE,
     ZERO4X4,
@@ -303,10 +305,10 @@ cdef int prune_block(Encoder* enc, int block_type, int context, int first,
     return eob
 
 
-# Trellis quantization: distortion weights turning coefficient-domain squared error into pixel
-# SSE x 256 (a 4x4 block's coefficients carry 4x the pixel energy; a Y2 coefficient 16x).
+# Trellis quantization: the distortion weight turning coefficient-domain squared error into
+# pixel SSE x 256 (a 4x4 block's coefficients carry 4x the pixel energy). Y2 keeps rounding: a
+# trellis there (weight 16: Y2 carries 16x) measured worse on the benchmark clips.
 DEF TRELLIS_WEIGHT = 64
-DEF TRELLIS_WEIGHT_Y2 = 16
 cdef int64_t TRELLIS_INF = (<int64_t>1) << 62
 
 
@@ -824,11 +826,18 @@ cdef inline int64_t rd_cost(Encoder* enc, const MacroblockCoding* c, uint32_t ex
 
 cdef int64_t block_sad(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride,
                        int size) noexcept nogil:
-    cdef int64_t total = 0
-    cdef int r, c
+    # 32-bit sums (at most 16 x 16 x 255) of one row at a time: the compiler vectorizes these.
+    cdef int total = 0, row, r, c, d
+    cdef const uint8_t* pa
+    cdef const uint8_t* pb
     for r in range(size):
+        pa = a + r * a_stride
+        pb = b + r * b_stride
+        row = 0
         for c in range(size):
-            total += abs(a[r * a_stride + c] - b[r * b_stride + c])
+            d = <int>pa[c] - <int>pb[c]
+            row += d if d >= 0 else -d
+        total += row
     return total
 
 
@@ -836,6 +845,13 @@ cdef int64_t motion_cost(Encoder* enc, const Plane* ref, int x, int y, int size,
                          MotionVector base, uint8_t* scratch) noexcept nogil:
     """SAD of the size x size block at (x, y) predicted with `mv`, plus lambda x vector bits."""
     cdef const Plane* src = &enc.src[0]
+    cdef int sx = x + (mv.col >> 3), sy = y + (mv.row >> 3)
+    if (mv.row & 7) == 0 and (mv.col & 7) == 0 and sx >= 0 and sy >= 0 \
+            and sx + size <= ref.width and sy + size <= ref.height:
+        # A whole-pixel vector inside the picture: the prediction is the reference itself.
+        return block_sad(src.data + y * src.stride + x, src.stride,
+                         ref.data + sy * ref.stride + sx, ref.stride, size) * 256 \
+            + enc.lambda_sad * <int64_t>mv_cost(enc, mv, base) // 256
     predict_inter(ref, x, y, size, size, mv.row, mv.col, scratch, 16, enc.fc.bilinear)
     return block_sad(src.data + y * src.stride + x, src.stride, scratch, 16, size) * 256 \
         + enc.lambda_sad * <int64_t>mv_cost(enc, mv, base) // 256
@@ -844,8 +860,8 @@ cdef int64_t motion_cost(Encoder* enc, const Plane* ref, int x, int y, int size,
 cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int x, int y, int size,
                                 const MotionVector* starts, int n_starts, MotionVector base,
                                 int max_step) noexcept nogil:
-    """Integer diamond search (first step `max_step` pixels) from the best of zero and the
-    `starts`, then half- and quarter-pel refinement with the real interpolation filter. Costs
+    """Integer diamond search (first step `max_step` pixels; the last, 1-pixel step also tries
+    the diagonals) from the best of zero and the `starts`, then half- and quarter-pel refinement with the real interpolation filter. Costs
     count vector bits relative to `base` (what NEWMV codes against). Vectors in 1/8 pel."""
     cdef uint8_t scratch[256]
     cdef MotionVector best, centre, trial
@@ -870,7 +886,7 @@ cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int x, int y, in
         improved = 1
         while improved:
             improved = 0
-            for d in range(4):
+            for d in range(8 if step == 8 else 4):
                 trial.row = centre.row + dr[d] * step
                 trial.col = centre.col + dc[d] * step
                 if abs(trial.row - base.row) > 2000 or abs(trial.col - base.col) > 2000:
@@ -1090,6 +1106,8 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
     mb.uv_mode = choose_chroma_mode(enc, mb_row, mb_col)
     intra_cost = 0 if enc.key_frame else bit_cost(0, enc.prob_intra)
     intra_cost += tree_cost(VP8_UVMODE_TREE, 6, uv_probs, mb.uv_mode)
+    if not enc.key_frame:
+        intra_cost += enc.intra_penalty
     luma_mode = choose_intra16_mode(enc, mb_row, mb_col, ymode_probs, ymode_tree)
     # Key frames code every 16x16 mode in full; interframes only the best prediction.
     for mode in range(4):
@@ -1191,6 +1209,11 @@ SAD_LAMBDA_SCALE = 1.4
 # Trellis quantization (trellis_block) for every block coded, decisions included; 0 falls back
 # to rounding and greedy pruning.
 TRELLIS = 1
+INTRA_PENALTY = 0
+# Loop-filter level deltas by reference (intra, last, golden, alt-ref) and by mode class
+# (B_PRED, ZEROMV, other whole-macroblock vectors, SPLITMV).
+LF_REF_DELTAS = (0, 0, 0, 0)
+LF_MODE_DELTAS = (4, -2, 2, 4)
 
 # Priors (in macroblocks) of the running reference-choice estimates that price the intra/inter,
 # last/other and golden/alt-ref bits while a frame's macroblocks are decided.
@@ -1234,6 +1257,95 @@ cdef void choose_coefficient_updates(FrameRecord rec, const EntropyContext* befo
                         rec.hdr.coef_update[i][j][k][t] = 1
 
 
+DEF MV_UPDATES = 1
+
+
+cdef void count_mv_component(uint32_t counts[19][2], int value) noexcept nogil:
+    """Tally the branches write_mv_component takes for `value` (quarter pel), by probability."""
+    cdef int x = -value if value < 0 else value, i, j, k, node
+    if x < 8:
+        counts[0][0] += 1
+        # The short tree, leaf to root as tree_cost walks it.
+        j = 0
+        while not (VP8_SMALL_MV_TREE[j] <= 0 and VP8_SMALL_MV_TREE[j] == -x):
+            j += 1
+        while True:
+            node = j & ~1
+            counts[2 + (node >> 1)][j & 1] += 1
+            if node == 0:
+                break
+            k = 0
+            while VP8_SMALL_MV_TREE[k] != node:
+                k += 1
+            j = k
+    else:
+        counts[0][1] += 1
+        for i in range(3):
+            counts[9 + i][(x >> i) & 1] += 1
+        for i in range(9, 3, -1):
+            counts[9 + i][(x >> i) & 1] += 1
+        if x & 0xFFF0:
+            counts[9 + 3][(x >> 3) & 1] += 1
+    if x:
+        counts[1][value < 0] += 1
+
+
+cdef void choose_mv_updates(FrameRecord rec, const EntropyContext* before) noexcept nogil:
+    """Count the frame's coded vectors (NEWMV and SPLITMV's NEW4X4, against the macroblock's
+    best reference vector) and send a new 7-bit vector probability wherever the bits it saves
+    pay for the update (section 17.2)."""
+    cdef uint32_t counts[2][19][2]
+    cdef MotionVector near_mvs[4]
+    cdef int near_counts[4]
+    cdef int sign_bias[4]
+    cdef int mb_row, mb_col, part, first, i, j, p_new, p_old, u
+    cdef uint32_t c0, c1
+    cdef int64_t old_bits, new_bits, update_bits
+    cdef MacroblockInfo* mb
+    memset(counts, 0, sizeof(counts))
+    sign_bias[0] = sign_bias[1] = 0
+    sign_bias[2] = rec.hdr.sign_bias_golden
+    sign_bias[3] = rec.hdr.sign_bias_altref
+    for mb_row in range(rec.mb_rows):
+        for mb_col in range(rec.mb_cols):
+            mb = rec.macroblock(mb_row, mb_col)
+            if mb.ref_frame == INTRA_FRAME or (mb.y_mode != NEWMV and mb.y_mode != SPLITMV):
+                continue
+            find_near_mvs(mb, rec.mb_info_stride, sign_bias, mb.ref_frame, mb_row, mb_col,
+                          rec.mb_rows, rec.mb_cols, near_mvs, near_counts)
+            if mb.y_mode == NEWMV:
+                count_mv_component(counts[0], (mb.mv.row - near_mvs[0].row) >> 1)
+                count_mv_component(counts[1], (mb.mv.col - near_mvs[0].col) >> 1)
+                continue
+            for part in range(VP8_MBSPLIT_COUNT[mb.partitioning]):
+                first = 0
+                while VP8_MBSPLITS[mb.partitioning][first] != part:
+                    first += 1
+                if mb.b_modes[first] == NEW4X4:
+                    count_mv_component(counts[0], (mb.b_mvs[first].row - near_mvs[0].row) >> 1)
+                    count_mv_component(counts[1], (mb.b_mvs[first].col - near_mvs[0].col) >> 1)
+    for i in range(2):
+        for j in range(19):
+            rec.hdr.mv_update[i][j] = 0
+            rec.probs.mv[i][j] = before.mv[i][j]
+            c0 = counts[i][j][0]
+            c1 = counts[i][j][1]
+            if c0 + c1 == 0:
+                continue
+            p_new = probability_of_zero(c0, c0 + c1) >> 1
+            p_new = (p_new << 1) if p_new else 1
+            p_old = before.mv[i][j]
+            if p_new == p_old:
+                continue
+            u = VP8_MV_UPDATE_PROBS[i][j]
+            old_bits = c0 * <int64_t>bit_cost(0, p_old) + c1 * <int64_t>bit_cost(1, p_old)
+            new_bits = c0 * <int64_t>bit_cost(0, p_new) + c1 * <int64_t>bit_cost(1, p_new)
+            update_bits = <int64_t>bit_cost(1, u) + 7 * 256 - bit_cost(0, u)
+            if old_bits - new_bits > update_bits:
+                rec.probs.mv[i][j] = p_new
+                rec.hdr.mv_update[i][j] = 1
+
+
 cdef int64_t plane_sse(const Plane* a, const Plane* b) noexcept nogil:
     cdef int64_t total = 0
     cdef int r, c, d
@@ -1260,6 +1372,22 @@ def _check_quantizer(q_index):
     return int(q_index)
 
 
+cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Picture saved,
+                           int level):
+    """Luma SSE against the source of the unfiltered reconstruction `saved` loop-filtered at
+    `level` (filtered in `recon`, which is left filtered)."""
+    cdef int64_t sse
+    np.copyto(recon.y, saved.y)
+    np.copyto(recon.u, saved.u)
+    np.copyto(recon.v, saved.v)
+    fc.hdr.filter_level = level
+    fc.hdr.sharpness = 0
+    with nogil:
+        loop_filter_frame(fc)
+        sse = plane_sse(&fc.cur[0], &enc.src[0])
+    return sse
+
+
 cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
                         bint key_frame, bint refresh_all, bint want_state=False):
     """Encode (original is None) or rebase (keep `original`'s decisions) one frame; returns its
@@ -1272,7 +1400,11 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
     cdef TokenCounts* counts = <TokenCounts*>calloc(1, sizeof(TokenCounts))
     cdef EntropyContext before
     cdef Picture recon, source, saved
-    cdef int width, height, mb_row, mb_col, index, level, best_level, i
+    cdef int width, height, mb_row, mb_col, index, level, best_level, i, centre, n_coarse
+    cdef int64_t coarse[7]
+    cdef int lf_ref[4]
+    cdef int lf_mode[4]
+    cdef int64_t curvature
     cdef int64_t sse, best_sse
     cdef MacroblockInfo* mb
     cdef uint8_t left[9]
@@ -1362,6 +1494,23 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
             rec.hdr.refresh_entropy = 1
             rec.hdr.refresh_last = 1
             rec.hdr.refresh_golden = rec.hdr.refresh_altref = 1 if (key_frame or refresh_all) else 0
+            # Loop-filter deltas by reference and mode (sent when the state's differ, and on
+            # every key frame): static zero-vector macroblocks are filtered less, so that their
+            # edges are not smoothed again in every frame.
+            rec.hdr.lf_deltas_enabled = 1
+            rec.hdr.lf_delta_update = key_frame
+            for i in range(4):
+                lf_ref[i] = LF_REF_DELTAS[i]
+                lf_mode[i] = LF_MODE_DELTAS[i]
+            for i in range(4):
+                if rec.deltas.ref[i] != lf_ref[i] or rec.deltas.mode[i] != lf_mode[i]:
+                    rec.hdr.lf_delta_update = 1
+            if rec.hdr.lf_delta_update:
+                for i in range(4):
+                    rec.deltas.ref[i] = lf_ref[i]
+                    rec.deltas.mode[i] = lf_mode[i]
+                    rec.hdr.ref_delta_present[i] = 1
+                    rec.hdr.mode_delta_present[i] = 1
         rec.hdr.mb_no_coeff_skip = 1
 
         # Working context: reconstruction target, references, dequantizers, costs.
@@ -1382,6 +1531,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         # Not when rebasing: the chain is serial, and there the trellis costs 40 % more time
         # for 0.4 % fewer bits (bench/excamera.py, Sintel).
         enc.trellis = TRELLIS and not rebasing
+        enc.intra_penalty = INTRA_PENALTY
         enc.need_rate = not rebasing      # rates only inform decisions, which rebase keeps
         step = fc.dequant[0][0][1]
         factor = KEY_LAMBDA_FACTOR if key_frame else LAMBDA_FACTOR
@@ -1437,6 +1587,8 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
             memset(fc.above_ctx, 0, rec.mb_cols * 9)
             count_tokens(rec, counts, fc.above_ctx)
             choose_coefficient_updates(rec, &before, counts)
+            if not key_frame and MV_UPDATES:
+                choose_mv_updates(rec, &before)
 
         rec.hdr.prob_skip_false = probability_of_zero(n_mbs - skip_count, n_mbs)
         if not key_frame:
@@ -1447,22 +1599,34 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
             _segment_tree_probs(rec)
 
         if not rebasing:
-            # Loop-filter level: the one whose filtered picture is closest to the source.
+            # Loop-filter level: the one whose filtered picture is closest to the source; a
+            # coarse pass in steps of 8, then the minimum of the parabola through the best and
+            # its coarse neighbours, and the levels 2 either side of it.
             saved = Picture(recon.y.copy(), recon.u.copy(), recon.v.copy(), width, height)
-            best_level = 0
-            best_sse = -1
-            for level in (0, 8, 16, 24, 32, 40, 48):
+            n_coarse = 0
+            for level in range(0, 49, 8):
                 if level > 4 * (q_index // 8 + 2):
                     break
-                np.copyto(recon.y, saved.y)
-                np.copyto(recon.u, saved.u)
-                np.copyto(recon.v, saved.v)
-                fc.hdr.filter_level = level
-                fc.hdr.sharpness = 0
-                with nogil:
-                    loop_filter_frame(fc)
-                    sse = plane_sse(&fc.cur[0], &enc.src[0])
-                if best_sse < 0 or sse < best_sse:
+                coarse[n_coarse] = _filtered_sse(fc, enc, recon, saved, level)
+                n_coarse += 1
+            i = 0
+            for index in range(1, n_coarse):
+                if coarse[index] < coarse[i]:
+                    i = index
+            best_level = 8 * i
+            best_sse = coarse[i]
+            if 0 < i < n_coarse - 1:
+                # Vertex of the parabola through (-8, a), (0, b), (8, c): 4 (a - c) / (a - 2b + c).
+                curvature = coarse[i - 1] - 2 * coarse[i] + coarse[i + 1]
+                centre = best_level + (<int>lround(4.0 * (coarse[i - 1] - coarse[i + 1])
+                                                   / curvature) if curvature > 0 else 0)
+            else:
+                centre = best_level + (4 if i == n_coarse - 1 and i > 0 else 0)
+            for level in (centre - 2, centre, centre + 2):
+                if level < 0 or level > 63 or level % 8 == 0 and level <= 8 * (n_coarse - 1):
+                    continue
+                sse = _filtered_sse(fc, enc, recon, saved, level)
+                if sse < best_sse:
                     best_sse = sse
                     best_level = level
             rec.hdr.filter_level = best_level
@@ -1573,7 +1737,8 @@ def rebase(DecoderState state not None, image, frame, DecoderState original_stat
            quality=None) -> bytes:
     """Re-encode interframe `frame`, made against `original_state`, so it applies to `state`.
 
-    Modes, vectors, references, segments and header flags are kept; prediction is redone from
+    Modes, vectors, references, segments and header flags are kept (coefficient and vector
+    probability updates are chosen again for the new state); prediction is redone from
     `state`'s references and the residual is coded against `image` (the frame's target: the
     source picture, or for a hidden frame what the original stream decoded it to). The
     quantizer stays the frame's own unless `quality` gives another index.
