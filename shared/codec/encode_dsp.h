@@ -34,25 +34,7 @@ static inline void edsp_fdct_1d_cols(const int *x, int *t) {
     t[3] = (EDSP_K3 * d - EDSP_K1 * c + 8192) >> 14;
 }
 
-/* The definition: residual = src - pred over a 4x4 block, out = its coefficients (raster). */
-static inline void edsp_fdct4x4_c(const uint8_t *src, int src_stride, const uint8_t *pred,
-                                  int pred_stride, int16_t *out) {
-    int tmp[16], x[4], t[4];
-    for (int r = 0; r < 4; ++r) {
-        for (int c = 0; c < 4; ++c)
-            x[c] = src[r * src_stride + c] - pred[r * pred_stride + c];
-        edsp_fdct_1d_rows(x, tmp + 4 * r);
-    }
-    for (int c = 0; c < 4; ++c) {
-        for (int r = 0; r < 4; ++r)
-            x[r] = tmp[4 * r + c];
-        edsp_fdct_1d_cols(x, t);
-        for (int v = 0; v < 4; ++v)
-            out[4 * v + c] = (int16_t)t[v];
-    }
-}
-
-/* The same transform of a residual given directly (16 values, raster order, |r| <= 255). */
+/* The definition, on a residual given directly (16 values, raster order, |r| <= 255). */
 static inline void edsp_fdct4x4_residual(const int16_t *residual, int16_t *out) {
     int tmp[16], x[4], t[4];
     for (int r = 0; r < 4; ++r) {
@@ -67,6 +49,16 @@ static inline void edsp_fdct4x4_residual(const int16_t *residual, int16_t *out) 
         for (int v = 0; v < 4; ++v)
             out[4 * v + c] = (int16_t)t[v];
     }
+}
+
+/* The same of residual = src - pred over a 4x4 block. */
+static inline void edsp_fdct4x4_c(const uint8_t *src, int src_stride, const uint8_t *pred,
+                                  int pred_stride, int16_t *out) {
+    int16_t residual[16];
+    for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 4; ++c)
+            residual[4 * r + c] = (int16_t)(src[r * src_stride + c] - pred[r * pred_stride + c]);
+    edsp_fdct4x4_residual(residual, out);
 }
 
 /* Quantization of one block in raster order with a dead zone: level = (|c| + bias) / q rounded

@@ -24,7 +24,7 @@ from libc.string cimport memcpy, memset
 from .frame_context cimport FrameContext, MacroblockInfo, MotionVector, Plane
 from .frame_header cimport EntropyContext, entropy_context_defaults
 from .frame_record cimport FrameRecord
-from .frame_writer cimport TokenCounts, count_tokens, write_frame
+from .frame_writer cimport TokenCounts, count_tokens, token_class, write_frame
 from .loop_filter cimport loop_filter_frame
 from .modes cimport above_block_mv, find_near_mvs, left_block_mv, mv_equal, submv_context
 from .picture cimport Picture
@@ -153,22 +153,6 @@ for _t, (_base, _bits) in enumerate([(0, 0), (1, 0), (2, 0), (3, 0), (4, 0), (5,
                                      (11, 3), (19, 4), (35, 5), (67, 11)]):
     TOKEN_BASE[_t] = _base
     TOKEN_EXTRA_BITS[_t] = _bits
-
-
-cdef inline int token_of(int magnitude) noexcept nogil:
-    if magnitude <= 4:
-        return magnitude
-    if magnitude <= 6:
-        return 5
-    if magnitude <= 10:
-        return 6
-    if magnitude <= 18:
-        return 7
-    if magnitude <= 34:
-        return 8
-    if magnitude <= 66:
-        return 9
-    return 10
 
 
 cdef void fill_token_costs(Encoder* enc, const EntropyContext* probs) noexcept nogil:
@@ -399,7 +383,7 @@ cdef int trellis_block(Encoder* enc, int block_type, int context, int first,
                 costs = enc.rd_token_cost[block_type][band][s]
             for k in range(n_cand[n]):
                 v = cand[n][k]
-                total = c_cost + cand_dist[n][k] + costs[token_of(v)]
+                total = c_cost + cand_dist[n][k] + costs[token_class(v)]
                 ns = 0 if v == 0 else (1 if v == 1 else 2)
                 if total < cost[n + 1][ns]:
                     cost[n + 1][ns] = total
@@ -453,7 +437,7 @@ cdef uint32_t block_rate(Encoder* enc, int block_type, int context, int first,
         return enc.token_cost[block_type][VP8_COEF_BANDS[first]][context][11]
     while n < eob:
         v = levels[VP8_ZIGZAG[n]]
-        token = token_of(v if v >= 0 else -v)
+        token = token_class(v if v >= 0 else -v)
         if after_zero:
             cost += enc.token_cost_no_eob[block_type][VP8_COEF_BANDS[n]][context][token]
         else:
@@ -1885,7 +1869,7 @@ cdef int64_t _block_rd(Encoder* enc, int block_type, int first, const int16_t* c
         return total + enc.rd_token_cost[block_type][VP8_COEF_BANDS[first]][0][11]
     for n in range(first, eob):
         v = levels[VP8_ZIGZAG[n]]
-        token = token_of(v if v >= 0 else -v)
+        token = token_class(v if v >= 0 else -v)
         if n > first and context == 0:
             total += enc.rd_token_cost_no_eob[block_type][VP8_COEF_BANDS[n]][0][token]
         else:

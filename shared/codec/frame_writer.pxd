@@ -11,3 +11,21 @@ cdef void write_block(BoolEncoder* e, TokenCounts* counts, int block_type, const
 cdef bytes write_frame(FrameRecord record)
 
 cdef void count_tokens(FrameRecord r, TokenCounts* counts, uint8_t* above_ctx) noexcept nogil
+
+
+cdef inline int token_class(int magnitude) noexcept nogil:
+    """The token of a coefficient magnitude: 0 ZERO, 1 ONE, 2-4 TWO..FOUR, 5-10 CAT1..CAT6
+    (section 13.2)."""
+    if magnitude <= 4:
+        return magnitude
+    if magnitude <= 6:
+        return 5
+    if magnitude <= 10:
+        return 6
+    if magnitude <= 18:
+        return 7
+    if magnitude <= 34:
+        return 8
+    if magnitude <= 66:
+        return 9
+    return 10

@@ -363,23 +363,6 @@ DEF TOKEN_EOB = 11
 ctypedef uint32_t TokenTally[4][8][3][2][12]   # type, band, context, EOB tested?, class
 
 
-cdef inline int token_class(int magnitude) noexcept nogil:
-    """0 ZERO, 1 ONE, 2-4 TWO..FOUR, 5-10 CAT1..CAT6 (section 13.2)."""
-    if magnitude <= 4:
-        return magnitude
-    if magnitude <= 6:
-        return 5
-    if magnitude <= 10:
-        return 6
-    if magnitude <= 18:
-        return 7
-    if magnitude <= 34:
-        return 8
-    if magnitude <= 66:
-        return 9
-    return 10
-
-
 cdef void tally_block(TokenTally* tally, int block_type, int context, int first,
                       const int16_t* levels, int eob) noexcept nogil:
     """Count each token of a block once, by class and whether its EOB branch is coded (not
