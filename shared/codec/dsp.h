@@ -219,12 +219,11 @@ static inline void dsp_filter_horizontal_edge(uint8_t *s, int stride, int count,
 
 /* Vertical edge: transpose the 8 columns around it (16 or 8 rows) into 8 registers, filter,
  * transpose back. */
-static inline void dsp_filter_vertical_edge(uint8_t *s, int stride, int count, int edge_limit,
-                                            int interior, int hev_threshold, int kind) {
+static inline void dsp_filter_vertical_rows(uint8_t **rows, int count, int edge_limit,
+                                           int interior, int hev_threshold, int kind) {
     __m128i r[16], a[8], b[8], c[8], x[8];
-    uint8_t *base = s - 4;
     for (int i = 0; i < 16; ++i)
-        r[i] = i < count ? _mm_loadl_epi64((const __m128i *)(base + i * stride))
+        r[i] = i < count ? _mm_loadl_epi64((const __m128i *)(rows[i] - 4))
                          : _mm_setzero_si128();
     for (int i = 0; i < 8; ++i)
         a[i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
@@ -262,7 +261,42 @@ static inline void dsp_filter_vertical_edge(uint8_t *s, int stride, int count, i
     for (int i = 0; i < count; ++i) {
         __m128i pair = g[(i >> 3) * 4 + ((i & 7) >> 1)];
         if (i & 1) pair = _mm_srli_si128(pair, 8);
-        _mm_storel_epi64((__m128i *)(base + i * stride), pair);
+        _mm_storel_epi64((__m128i *)(rows[i] - 4), pair);
+    }
+}
+
+static inline void dsp_filter_vertical_edge(uint8_t *s, int stride, int count, int edge_limit,
+                                            int interior, int hev_threshold, int kind) {
+    uint8_t *rows[16];
+    for (int i = 0; i < 16; ++i)
+        rows[i] = s + (i < count ? i : 0) * stride;
+    dsp_filter_vertical_rows(rows, count, edge_limit, interior, hev_threshold, kind);
+}
+
+/* The same edge of both chroma planes at once: U's 8 rows or columns in the low half of each
+ * register, V's in the high half (the planes' edges share their thresholds). */
+static inline void dsp_filter_vertical_edge_uv(uint8_t *u, uint8_t *v, int stride,
+                                               int edge_limit, int interior, int hev_threshold,
+                                               int kind) {
+    uint8_t *rows[16];
+    for (int i = 0; i < 8; ++i) {
+        rows[i] = u + i * stride;
+        rows[8 + i] = v + i * stride;
+    }
+    dsp_filter_vertical_rows(rows, 16, edge_limit, interior, hev_threshold, kind);
+}
+
+static inline void dsp_filter_horizontal_edge_uv(uint8_t *u, uint8_t *v, int stride,
+                                                 int edge_limit, int interior, int hev_threshold,
+                                                 int kind) {
+    __m128i x[8];
+    for (int i = 0; i < 8; ++i)
+        x[i] = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(u + (i - 4) * stride)),
+                                  _mm_loadl_epi64((const __m128i *)(v + (i - 4) * stride)));
+    dsp_filter_vectors(x, edge_limit, interior, hev_threshold, kind);
+    for (int i = 1; i < 7; ++i) {
+        _mm_storel_epi64((__m128i *)(u + (i - 4) * stride), x[i]);
+        _mm_storel_epi64((__m128i *)(v + (i - 4) * stride), _mm_unpackhi_epi64(x[i], x[i]));
     }
 }
 
@@ -308,6 +342,20 @@ static inline void dsp_filter_vertical_edge(uint8_t *s, int stride, int count, i
         dsp_vertical_edge_n(s, stride, 16, edge_limit, interior, hev_threshold, kind);
     else
         dsp_vertical_edge_n(s, stride, 8, edge_limit, interior, hev_threshold, kind);
+}
+
+static inline void dsp_filter_vertical_edge_uv(uint8_t *u, uint8_t *v, int stride,
+                                               int edge_limit, int interior, int hev_threshold,
+                                               int kind) {
+    dsp_filter_vertical_edge(u, stride, 8, edge_limit, interior, hev_threshold, kind);
+    dsp_filter_vertical_edge(v, stride, 8, edge_limit, interior, hev_threshold, kind);
+}
+
+static inline void dsp_filter_horizontal_edge_uv(uint8_t *u, uint8_t *v, int stride,
+                                                 int edge_limit, int interior, int hev_threshold,
+                                                 int kind) {
+    dsp_filter_horizontal_edge(u, stride, 8, edge_limit, interior, hev_threshold, kind);
+    dsp_filter_horizontal_edge(v, stride, 8, edge_limit, interior, hev_threshold, kind);
 }
 
 #endif

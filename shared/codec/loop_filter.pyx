@@ -7,7 +7,12 @@ clamped the way libvpx clamps them.
 
 from libc.stdint cimport uint8_t
 
-from .dsp cimport dsp_filter_horizontal_edge, dsp_filter_vertical_edge
+from .dsp cimport (
+    dsp_filter_horizontal_edge,
+    dsp_filter_horizontal_edge_uv,
+    dsp_filter_vertical_edge,
+    dsp_filter_vertical_edge_uv,
+)
 from .frame_context cimport FrameContext, MacroblockInfo, Plane
 from .tables cimport B_PRED, NEARESTMV, NEARMV, NEWMV, SPLITMV
 
@@ -56,10 +61,12 @@ cdef void level_table(FrameContext* fc, uint8_t levels[4][4][4]) noexcept nogil:
 cdef void loop_filter_frame(FrameContext* fc) noexcept nogil:
     cdef uint8_t levels[4][4][4]
     cdef int mb_row, mb_col, level, interior, hev_threshold, sharpness = fc.hdr.sharpness
-    cdef int p, i, size, stride, edge_limit, inner_limit, kind
+    cdef int i, stride, edge_limit, inner_limit, kind
     cdef bint filter_inner
     cdef MacroblockInfo* mb
     cdef uint8_t* s
+    cdef uint8_t* u
+    cdef uint8_t* v
     if fc.hdr.filter_level == 0:
         return
     level_table(fc, levels)
@@ -84,22 +91,37 @@ cdef void loop_filter_frame(FrameContext* fc) noexcept nogil:
             inner_limit = level * 2 + interior
             filter_inner = not (mb.skip and mb.y_mode != B_PRED and mb.y_mode != SPLITMV)
             kind = 2 if fc.hdr.filter_type else 1
-            # The simple filter (type 1) touches luma only.
-            for p in range(1 if fc.hdr.filter_type else 3):
-                size = 16 if p == 0 else 8
-                stride = fc.cur[p].stride
-                s = fc.cur[p].data + mb_row * size * stride + mb_col * size
-                if mb_col > 0:
-                    dsp_filter_vertical_edge(s, stride, size, edge_limit, interior,
-                                             hev_threshold, kind)
-                if filter_inner:
-                    for i in range(4, size, 4):
-                        dsp_filter_vertical_edge(s + i, stride, size, inner_limit, interior,
-                                                 hev_threshold, kind & 2)
-                if mb_row > 0:
-                    dsp_filter_horizontal_edge(s, stride, size, edge_limit, interior,
-                                               hev_threshold, kind)
-                if filter_inner:
-                    for i in range(4, size, 4):
-                        dsp_filter_horizontal_edge(s + i * stride, stride, size, inner_limit,
-                                                   interior, hev_threshold, kind & 2)
+            stride = fc.cur[0].stride
+            s = fc.cur[0].data + mb_row * 16 * stride + mb_col * 16
+            if mb_col > 0:
+                dsp_filter_vertical_edge(s, stride, 16, edge_limit, interior, hev_threshold,
+                                         kind)
+            if filter_inner:
+                for i in range(4, 16, 4):
+                    dsp_filter_vertical_edge(s + i, stride, 16, inner_limit, interior,
+                                             hev_threshold, kind & 2)
+            if mb_row > 0:
+                dsp_filter_horizontal_edge(s, stride, 16, edge_limit, interior, hev_threshold,
+                                           kind)
+            if filter_inner:
+                for i in range(4, 16, 4):
+                    dsp_filter_horizontal_edge(s + i * stride, stride, 16, inner_limit,
+                                               interior, hev_threshold, kind & 2)
+            if fc.hdr.filter_type:
+                continue                  # the simple filter touches luma only
+            # Both chroma planes at once (same edges, same thresholds).
+            stride = fc.cur[1].stride
+            u = fc.cur[1].data + mb_row * 8 * stride + mb_col * 8
+            v = fc.cur[2].data + mb_row * 8 * fc.cur[2].stride + mb_col * 8
+            if mb_col > 0:
+                dsp_filter_vertical_edge_uv(u, v, stride, edge_limit, interior, hev_threshold,
+                                            kind)
+            if filter_inner:
+                dsp_filter_vertical_edge_uv(u + 4, v + 4, stride, inner_limit, interior,
+                                            hev_threshold, 0)
+            if mb_row > 0:
+                dsp_filter_horizontal_edge_uv(u, v, stride, edge_limit, interior,
+                                              hev_threshold, kind)
+            if filter_inner:
+                dsp_filter_horizontal_edge_uv(u + 4 * stride, v + 4 * stride, stride,
+                                              inner_limit, interior, hev_threshold, 0)
