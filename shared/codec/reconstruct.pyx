@@ -10,6 +10,7 @@ from libc.stdint cimport int16_t, uint8_t
 from libc.string cimport memcpy, memset
 
 from .frame_context cimport FrameContext, MacroblockInfo, MotionVector, Plane
+from .modes cimport mv_equal
 from .predict cimport predict_block_intra, predict_inter, predict_subblock
 from .tables cimport B_PRED, INTRA_FRAME, SPLITMV
 from .transform cimport dc_only_add, idct_add, inverse_walsh
@@ -137,7 +138,7 @@ cdef void predict_inter_macroblock(FrameContext* fc, const MacroblockInfo* mb, i
     vector for 16x16 luma and 8x8 chroma, or per 4x4 for SPLITMV (chroma averaging 2x2)."""
     cdef const Plane* ref = fc.refs[mb.ref_frame]
     cdef Plane* plane = &fc.cur[0]
-    cdef int x = mb_col * 16, y = mb_row * 16, b, i, j, p, mv_row, mv_col
+    cdef int x = mb_col * 16, y = mb_row * 16, b, i, j, k, p, q, mv_row, mv_col
     cdef int full_pixel_mask = ~7 if fc.full_pixel else ~0
     cdef uint8_t* dst = plane.data + y * plane.stride + x
     cdef const MotionVector* mvs = mb.b_mvs
@@ -150,10 +151,22 @@ cdef void predict_inter_macroblock(FrameContext* fc, const MacroblockInfo* mb, i
                           fc.cur[p].data + (y >> 1) * fc.cur[p].stride + (x >> 1),
                           fc.cur[p].stride, fc.bilinear)
         return
-    for b in range(16):
-        predict_inter(&ref[0], x + 4 * (b & 3), y + 4 * (b >> 2), 4, 4, mvs[b].row,
-                      mvs[b].col, dst + 4 * (b >> 2) * plane.stride + 4 * (b & 3),
-                      plane.stride, fc.bilinear)
+    # Luma by 8x8 quadrant when its four subblocks share a vector (the 16x8, 8x16 and 8x8
+    # partitions always do): the filter is per pixel, so one 8x8 prediction is exactly the
+    # four 4x4 ones.
+    for q in range(4):
+        b = (q >> 1) * 8 + (q & 1) * 2          # the quadrant's top-left subblock
+        if mv_equal(mvs[b], mvs[b + 1]) and mv_equal(mvs[b], mvs[b + 4]) \
+                and mv_equal(mvs[b], mvs[b + 5]):
+            predict_inter(&ref[0], x + 4 * (b & 3), y + 4 * (b >> 2), 8, 8, mvs[b].row,
+                          mvs[b].col, dst + 4 * (b >> 2) * plane.stride + 4 * (b & 3),
+                          plane.stride, fc.bilinear)
+            continue
+        for k in range(4):
+            j = b + (k & 1) + (k >> 1) * 4
+            predict_inter(&ref[0], x + 4 * (j & 3), y + 4 * (j >> 2), 4, 4, mvs[j].row,
+                          mvs[j].col, dst + 4 * (j >> 2) * plane.stride + 4 * (j & 3),
+                          plane.stride, fc.bilinear)
     for i in range(2):
         for j in range(2):
             b = i * 8 + j * 2
