@@ -24,3 +24,4 @@ ctypedef struct Encoder:
     int trellis               # trellis quantization instead of greedy pruning
     int need_rate
     int intra_penalty
+    int split_min_bits

@@ -874,20 +874,32 @@ cdef inline int64_t rd_cost(Encoder* enc, const MacroblockCoding* c, uint32_t ex
     return c.distortion * 256 + enc.lambda_ * (c.rate + extra_rate) // 256
 
 
+cdef inline int row_sad16(const uint8_t* a, const uint8_t* b) noexcept nogil:
+    # Fixed length and 32-bit sums: the compiler turns this into SAD instructions.
+    cdef int total = 0, c, d
+    for c in range(16):
+        d = <int>a[c] - <int>b[c]
+        total += d if d >= 0 else -d
+    return total
+
+
+cdef inline int row_sad8(const uint8_t* a, const uint8_t* b) noexcept nogil:
+    cdef int total = 0, c, d
+    for c in range(8):
+        d = <int>a[c] - <int>b[c]
+        total += d if d >= 0 else -d
+    return total
+
+
 cdef int64_t block_sad(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride,
                        int size) noexcept nogil:
-    # 32-bit sums (at most 16 x 16 x 255) of one row at a time: the compiler vectorizes these.
-    cdef int total = 0, row, r, c, d
-    cdef const uint8_t* pa
-    cdef const uint8_t* pb
-    for r in range(size):
-        pa = a + r * a_stride
-        pb = b + r * b_stride
-        row = 0
-        for c in range(size):
-            d = <int>pa[c] - <int>pb[c]
-            row += d if d >= 0 else -d
-        total += row
+    cdef int total = 0, r
+    if size == 16:
+        for r in range(16):
+            total += row_sad16(a + r * a_stride, b + r * b_stride)
+    else:
+        for r in range(size):
+            total += row_sad8(a + r * a_stride, b + r * b_stride)
     return total
 
 
@@ -936,7 +948,7 @@ cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int x, int y, in
         improved = 1
         while improved:
             improved = 0
-            for d in range(8 if step == 8 else 4):
+            for d in range(8 if step == 8 and size == 16 else 4):
                 trial.row = centre.row + dr[d] * step
                 trial.col = centre.col + dc[d] * step
                 if abs(trial.row - base.row) > 2000 or abs(trial.col - base.col) > 2000:
@@ -1021,7 +1033,7 @@ cdef void try_candidate(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col
 
 
 # Inter candidates coded in full per macroblock (the others lose on prediction error alone).
-DEF INTER_TRIALS = 3
+DEF INTER_TRIALS = 4
 
 
 ctypedef struct InterCandidate:
@@ -1033,6 +1045,16 @@ ctypedef struct InterCandidate:
     int partitioning          # SPLITMV only: quarters, with their vectors and references
     MotionVector b_mvs[16]
     uint8_t b_modes[16]
+
+
+cdef bint split_futile(Encoder* enc, const InterCandidate* candidates, int n) noexcept nogil:
+    """Whether some whole-macroblock candidate already predicts so well (its error worth fewer
+    than enc.split_min_bits bits) that SPLITMV's extra vectors cannot pay."""
+    cdef int i
+    for i in range(n):
+        if candidates[i].score < enc.lambda_ * enc.split_min_bits:
+            return True
+    return False
 
 
 cdef void add_split_candidate(Encoder* enc, MacroblockInfo* mb, InterCandidate* candidates,
@@ -1218,7 +1240,7 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
                               + bit_cost(1, VP8_MODE_CONTEXTS[counts[2]][2])
                               + bit_cost(0, VP8_MODE_CONTEXTS[counts[3]][3])
                               + mv_cost(enc, mv, near_mvs[0]), mb_row, mb_col)
-            if ref == LAST_FRAME:
+            if ref == LAST_FRAME and not split_futile(enc, candidates, n):
                 add_split_candidate(enc, mb, candidates, &n, ref, mv, near_mvs, counts, ref_cost,
                                     mb_row, mb_col)
         for i in range(n if n < INTER_TRIALS else INTER_TRIALS):
@@ -1260,6 +1282,9 @@ SAD_LAMBDA_SCALE = 1.4
 # to rounding and greedy pruning.
 TRELLIS = 1
 INTRA_PENALTY = 0
+# SPLITMV is searched only where no whole-macroblock candidate's prediction error (SSE x 256) is
+# below this many bits' worth (lambda x bits).
+SPLIT_MIN_BITS = 0
 # Loop-filter level deltas by reference (intra, last, golden, alt-ref) and by mode class
 # (B_PRED, ZEROMV, other whole-macroblock vectors, SPLITMV).
 LF_REF_DELTAS = (0, 0, 0, 0)
@@ -1578,6 +1603,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         enc.prune = 1
         enc.trellis = TRELLIS
         enc.intra_penalty = INTRA_PENALTY
+        enc.split_min_bits = SPLIT_MIN_BITS
         enc.need_rate = not rebasing      # rates only inform decisions, which rebase keeps
         step = fc.dequant[0][0][1]
         factor = KEY_LAMBDA_FACTOR if key_frame else LAMBDA_FACTOR
