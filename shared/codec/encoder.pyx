@@ -1020,6 +1020,22 @@ cdef int choose_chroma_mode(Encoder* enc, int mb_row, int mb_col) noexcept nogil
     return best_mode
 
 
+cdef void copy_macroblock_pixels(FrameContext* fc, int mb_row, int mb_col, uint8_t* saved,
+                                 bint save) noexcept nogil:
+    """Save (or restore) a macroblock's reconstructed pixels in fc.cur: 256 Y, 64 U, 64 V."""
+    cdef int p, r, size
+    cdef uint8_t* at
+    for p in range(3):
+        size = 16 if p == 0 else 8
+        at = fc.cur[p].data + mb_row * size * fc.cur[p].stride + mb_col * size
+        for r in range(size):
+            if save:
+                memcpy(saved, at + r * fc.cur[p].stride, size)
+            else:
+                memcpy(at + r * fc.cur[p].stride, saved, size)
+            saved += size
+
+
 cdef void try_candidate(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
                         const uint8_t* above_ctx, const uint8_t* left_ctx, uint32_t extra_rate,
                         MacroblockCoding* trial, MacroblockCoding* best, MacroblockInfo* best_mb,
@@ -1031,6 +1047,7 @@ cdef void try_candidate(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col
         best_cost[0] = cost
         memcpy(best, trial, sizeof(MacroblockCoding))
         memcpy(best_mb, mb, sizeof(MacroblockInfo))
+        copy_macroblock_pixels(enc.fc, mb_row, mb_col, enc.best_pixels, True)
 
 
 # Inter candidates coded in full per macroblock (the others lose on prediction error alone).
@@ -1641,8 +1658,13 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                                 golden_count + PRIOR_MBS // 2, inter_count - last_count + PRIOR_MBS)
                         decide_macroblock(enc, mb, mb_row, mb_col, fc.above_ctx + mb_col * 9,
                                           left, trial, best)
-                    code_macroblock(enc, mb, mb_row, mb_col, best, fc.above_ctx + mb_col * 9,
-                                    left, False)
+                    if rebasing:
+                        code_macroblock(enc, mb, mb_row, mb_col, best,
+                                        fc.above_ctx + mb_col * 9, left, False)
+                    else:
+                        # The winner's coding is in `best`; its pixels were saved when it won
+                        # (coding it again with its modes gives exactly these).
+                        copy_macroblock_pixels(fc, mb_row, mb_col, enc.best_pixels, False)
                     mb.skip = coding_is_empty(mb, best)
                     mb.skip_coded = mb.skip
                     skip_count += mb.skip
