@@ -1445,11 +1445,18 @@ cdef void choose_mv_updates(FrameRecord rec, const EntropyContext* before) noexc
 
 cdef int64_t plane_sse(const Plane* a, const Plane* b) noexcept nogil:
     cdef int64_t total = 0
-    cdef int r, c, d
+    cdef int r, c, d, row
+    cdef const uint8_t* pa
+    cdef const uint8_t* pb
     for r in range(a.height):
+        # 32-bit row sums (at most 16384 x 255^2) vectorize.
+        pa = a.data + r * a.stride
+        pb = b.data + r * b.stride
+        row = 0
         for c in range(a.width):
-            d = a.data[r * a.stride + c] - b.data[r * b.stride + c]
-            total += d * d
+            d = <int>pa[c] - <int>pb[c]
+            row += d * d
+        total += row
     return total
 
 
@@ -1474,9 +1481,9 @@ cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Pictur
     """Luma SSE against the source of the unfiltered reconstruction `saved` loop-filtered at
     `level` (filtered in `recon`, which is left filtered)."""
     cdef int64_t sse
+    # Chroma is filtered too but not measured, and does not affect luma: only luma is restored
+    # (the caller restores all planes at the end).
     np.copyto(recon.y, saved.y)
-    np.copyto(recon.u, saved.u)
-    np.copyto(recon.v, saved.v)
     fc.hdr.filter_level = level
     fc.hdr.sharpness = 0
     with nogil:
