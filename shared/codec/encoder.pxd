@@ -23,4 +23,6 @@ ctypedef struct Encoder:
     int prune
     int trellis               # trellis quantization instead of greedy pruning
     int need_rate
+    uint8_t best_pixels[384]  # the reconstruction of the best candidate so far (Y, U, V)
     int intra_penalty
+    int split_min_bits

@@ -808,20 +808,32 @@ cdef inline int64_t rd_cost(Encoder* enc, const MacroblockCoding* c, uint32_t ex
     return c.distortion * 256 + enc.lambda_ * (c.rate + extra_rate) // 256
 
 
+cdef inline int row_sad16(const uint8_t* a, const uint8_t* b) noexcept nogil:
+    # Fixed length and 32-bit sums: the compiler turns this into SAD instructions.
+    cdef int total = 0, c, d
+    for c in range(16):
+        d = <int>a[c] - <int>b[c]
+        total += d if d >= 0 else -d
+    return total
+
+
+cdef inline int row_sad8(const uint8_t* a, const uint8_t* b) noexcept nogil:
+    cdef int total = 0, c, d
+    for c in range(8):
+        d = <int>a[c] - <int>b[c]
+        total += d if d >= 0 else -d
+    return total
+
+
 cdef int64_t block_sad(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride,
                        int size) noexcept nogil:
-    # 32-bit sums (at most 16 x 16 x 255) of one row at a time: the compiler vectorizes these.
-    cdef int total = 0, row, r, c, d
-    cdef const uint8_t* pa
-    cdef const uint8_t* pb
-    for r in range(size):
-        pa = a + r * a_stride
-        pb = b + r * b_stride
-        row = 0
-        for c in range(size):
-            d = <int>pa[c] - <int>pb[c]
-            row += d if d >= 0 else -d
-        total += row
+    cdef int total = 0, r
+    if size == 16:
+        for r in range(16):
+            total += row_sad16(a + r * a_stride, b + r * b_stride)
+    else:
+        for r in range(size):
+            total += row_sad8(a + r * a_stride, b + r * b_stride)
     return total
 
 
@@ -845,7 +857,8 @@ cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int x, int y, in
                                 const MotionVector* starts, int n_starts, MotionVector base,
                                 int max_step) noexcept nogil:
     """Integer diamond search (first step `max_step` pixels; the last, 1-pixel step also tries
-    the diagonals) from the best of zero and the `starts`, then half- and quarter-pel refinement with the real interpolation filter. Costs
+    the diagonals) from the best of zero and the `starts`, then half- and quarter-pel
+    refinement with the real interpolation filter. Costs
     count vector bits relative to `base` (what NEWMV codes against). Vectors in 1/8 pel."""
     cdef uint8_t scratch[256]
     cdef MotionVector best, centre, trial
@@ -870,7 +883,7 @@ cdef MotionVector motion_search(Encoder* enc, const Plane* ref, int x, int y, in
         improved = 1
         while improved:
             improved = 0
-            for d in range(8 if step == 8 else 4):
+            for d in range(8 if step == 8 and size == 16 else 4):
                 trial.row = centre.row + dr[d] * step
                 trial.col = centre.col + dc[d] * step
                 if abs(trial.row - base.row) > 2000 or abs(trial.col - base.col) > 2000:
@@ -941,6 +954,22 @@ cdef int choose_chroma_mode(Encoder* enc, int mb_row, int mb_col) noexcept nogil
     return best_mode
 
 
+cdef void copy_macroblock_pixels(FrameContext* fc, int mb_row, int mb_col, uint8_t* saved,
+                                 bint save) noexcept nogil:
+    """Save (or restore) a macroblock's reconstructed pixels in fc.cur: 256 Y, 64 U, 64 V."""
+    cdef int p, r, size
+    cdef uint8_t* at
+    for p in range(3):
+        size = 16 if p == 0 else 8
+        at = fc.cur[p].data + mb_row * size * fc.cur[p].stride + mb_col * size
+        for r in range(size):
+            if save:
+                memcpy(saved, at + r * fc.cur[p].stride, size)
+            else:
+                memcpy(at + r * fc.cur[p].stride, saved, size)
+            saved += size
+
+
 cdef void try_candidate(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
                         const uint8_t* above_ctx, const uint8_t* left_ctx, uint32_t extra_rate,
                         MacroblockCoding* trial, MacroblockCoding* best, MacroblockInfo* best_mb,
@@ -952,10 +981,14 @@ cdef void try_candidate(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col
         best_cost[0] = cost
         memcpy(best, trial, sizeof(MacroblockCoding))
         memcpy(best_mb, mb, sizeof(MacroblockInfo))
+        copy_macroblock_pixels(enc.fc, mb_row, mb_col, enc.best_pixels, True)
 
 
 # Inter candidates coded in full per macroblock (the others lose on prediction error alone).
-DEF INTER_TRIALS = 3
+DEF INTER_TRIALS = 4
+# B_PRED is tried on interframes where the 16x16 intra coding cost at most this many 16ths
+# more than the best inter coding.
+DEF BPRED_MARGIN_16THS = 8
 
 
 ctypedef struct InterCandidate:
@@ -967,6 +1000,16 @@ ctypedef struct InterCandidate:
     int partitioning          # SPLITMV only: quarters, with their vectors and references
     MotionVector b_mvs[16]
     uint8_t b_modes[16]
+
+
+cdef bint split_futile(Encoder* enc, const InterCandidate* candidates, int n) noexcept nogil:
+    """Whether some whole-macroblock candidate already predicts so well (its error worth fewer
+    than enc.split_min_bits bits) that SPLITMV's extra vectors cannot pay."""
+    cdef int i
+    for i in range(n):
+        if candidates[i].score < enc.lambda_ * enc.split_min_bits:
+            return True
+    return False
 
 
 cdef void add_split_candidate(Encoder* enc, MacroblockInfo* mb, InterCandidate* candidates,
@@ -1152,7 +1195,7 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
                               + bit_cost(1, VP8_MODE_CONTEXTS[counts[2]][2])
                               + bit_cost(0, VP8_MODE_CONTEXTS[counts[3]][3])
                               + mv_cost(enc, mv, near_mvs[0]), mb_row, mb_col)
-            if ref == LAST_FRAME:
+            if ref == LAST_FRAME and not split_futile(enc, candidates, n):
                 add_split_candidate(enc, mb, candidates, &n, ref, mv, near_mvs, counts, ref_cost,
                                     mb_row, mb_col)
         for i in range(n if n < INTER_TRIALS else INTER_TRIALS):
@@ -1173,7 +1216,8 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
             try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx, candidates[i].rate,
                           trial, best, &best_mb, &best_cost)
         # Subblock intra prediction only where 16x16 intra came close to the best inter coding.
-        if intra16_cost <= best_cost + best_cost // 4:
+        # (Trying it more often pays on the benchmark clips, at some speed.)
+        if intra16_cost <= best_cost + best_cost * BPRED_MARGIN_16THS // 16:
             try_subblock_modes(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
                                intra_cost + tree_cost(ymode_tree, 8, ymode_probs, B_PRED),
                                trial, best, &best_mb, &best_cost, luma_mode)
@@ -1194,6 +1238,9 @@ SAD_LAMBDA_SCALE = 1.4
 # to rounding and greedy pruning.
 TRELLIS = 1
 INTRA_PENALTY = 0
+# SPLITMV is searched only where no whole-macroblock candidate's prediction error (SSE x 256) is
+# below this many bits' worth (lambda x bits).
+SPLIT_MIN_BITS = 0
 # Loop-filter level deltas by reference (intra, last, golden, alt-ref) and by mode class
 # (B_PRED, ZEROMV, other whole-macroblock vectors, SPLITMV).
 LF_REF_DELTAS = (0, 0, 0, 0)
@@ -1332,11 +1379,18 @@ cdef void choose_mv_updates(FrameRecord rec, const EntropyContext* before) noexc
 
 cdef int64_t plane_sse(const Plane* a, const Plane* b) noexcept nogil:
     cdef int64_t total = 0
-    cdef int r, c, d
+    cdef int r, c, d, row
+    cdef const uint8_t* pa
+    cdef const uint8_t* pb
     for r in range(a.height):
+        # 32-bit row sums (at most 16384 x 255^2) vectorize.
+        pa = a.data + r * a.stride
+        pb = b.data + r * b.stride
+        row = 0
         for c in range(a.width):
-            d = a.data[r * a.stride + c] - b.data[r * b.stride + c]
-            total += d * d
+            d = <int>pa[c] - <int>pb[c]
+            row += d * d
+        total += row
     return total
 
 
@@ -1361,9 +1415,9 @@ cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Pictur
     """Luma SSE against the source of the unfiltered reconstruction `saved` loop-filtered at
     `level` (filtered in `recon`, which is left filtered)."""
     cdef int64_t sse
+    # Chroma is filtered too but not measured, and does not affect luma: only luma is restored
+    # (the caller restores all planes at the end).
     np.copyto(recon.y, saved.y)
-    np.copyto(recon.u, saved.u)
-    np.copyto(recon.v, saved.v)
     fc.hdr.filter_level = level
     fc.hdr.sharpness = 0
     with nogil:
@@ -1516,6 +1570,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         # for 0.4 % fewer bits (bench/excamera.py, Sintel).
         enc.trellis = TRELLIS and not rebasing
         enc.intra_penalty = INTRA_PENALTY
+        enc.split_min_bits = SPLIT_MIN_BITS
         enc.need_rate = not rebasing      # rates only inform decisions, which rebase keeps
         step = fc.dequant[0][0][1]
         factor = KEY_LAMBDA_FACTOR if key_frame else LAMBDA_FACTOR
@@ -1548,8 +1603,13 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                                 golden_count + PRIOR_MBS // 2, inter_count - last_count + PRIOR_MBS)
                         decide_macroblock(enc, mb, mb_row, mb_col, fc.above_ctx + mb_col * 9,
                                           left, trial, best)
-                    code_macroblock(enc, mb, mb_row, mb_col, best, fc.above_ctx + mb_col * 9,
-                                    left, False)
+                    if rebasing:
+                        code_macroblock(enc, mb, mb_row, mb_col, best,
+                                        fc.above_ctx + mb_col * 9, left, False)
+                    else:
+                        # The winner's coding is in `best`; its pixels were saved when it won
+                        # (coding it again with its modes gives exactly these).
+                        copy_macroblock_pixels(fc, mb_row, mb_col, enc.best_pixels, False)
                     mb.skip = coding_is_empty(mb, best)
                     mb.skip_coded = mb.skip
                     skip_count += mb.skip
