@@ -22,6 +22,7 @@ ctypedef struct Encoder:
     int key_frame
     int prune
     int trellis               # trellis quantization instead of greedy pruning
+    int y2_rounding[2]        # Y2's DC and AC rounding, in 1/256 of a step
     int need_rate
     uint8_t best_pixels[384]  # the reconstruction of the best candidate so far (Y, U, V)
     int intra_penalty
