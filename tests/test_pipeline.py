@@ -633,3 +633,16 @@ def test_tasks_of_a_lane_run_in_one_process() -> None:
     shared_pool = {pids[("encode", i)] for i in range(6)}
     assert len(lane0) == 1 and len(lane1) == 1 and lane0 != lane1
     assert not (lane0 | lane1) & shared_pool
+
+
+def test_rebase_chains_are_scheduled_group_by_group(tmp_path: Path) -> None:
+    """Among ready rebase tasks, a lane finishes one group's chain before the next group's, so
+    it holds one exit state at a time (not one per group it serves)."""
+    store = LocalStore(tmp_path / "work")
+    plan = stages.split(store, "job", make_y4m(tmp_path / "in.y4m", 12), 1, chunks_per_group=3)
+    graph = runner.task_graph(store, plan, EncodeSettings(vpxenc=find_vpxenc()), tmp_path / "o")
+    rebases = sorted((task.priority, task_id[1]) for task_id, task in graph.items()
+                     if task_id[0] == "rebase")
+    assert [index for _, index in rebases] == list(range(12))
+    assert {graph[("rebase", i)].lane for i in range(12)} == {0, 1, 2, 3}
+    assert all(graph[("rebase", i)].lane == i // 3 for i in range(12))

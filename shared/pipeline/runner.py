@@ -11,7 +11,8 @@ not after every encode), at most `workers` at a time, the most urgent first:
     rebase[all] -> join
 
 Urgency: deeper stages first (the serial rebase chain is the critical path), and within a stage
-lower positions in the group first, so chain heads never wait behind chain tails.
+lower positions in the group first, so chain heads never wait behind chain tails; rebases go
+group by group (see the lanes below).
 
 A group's rebase tasks all run in one process (its lane, a single-process pool beside the
 shared one), which hands each link's exit state to the next in memory, as the rebaser service
@@ -330,8 +331,14 @@ def task_graph(
     def add(stage: str, index: int, function: Callable[..., Any], args: tuple, deps: list) -> None:
         chunk = index if stage != "measure" else index * plan.chunks_per_group
         order = (STAGES[stage][1], plan.position(chunk), plan.group_of(chunk))
-        # A group's rebase chain stays in one process: the state passes in memory.
-        lane = plan.group_of(chunk) if stage == "rebase" else None
+        lane = None
+        if stage == "rebase":
+            # A group's chain stays in one process, which passes the state on in memory; a
+            # lane runs its groups' chains one after another rather than interleaved, so it
+            # holds one state at a time instead of one per group (HeldStates is bounded, and
+            # a state it dropped must be decoded again).
+            lane = plan.group_of(chunk)
+            order = (STAGES[stage][1], plan.group_of(chunk), plan.position(chunk))
         graph[(stage, index)] = Task(function, args, tuple(deps), order, lane)
 
     for i in range(plan.chunk_count):
