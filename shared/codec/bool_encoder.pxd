@@ -89,12 +89,10 @@ cdef inline void bool_write_signed(BoolEncoder* e, int value, int bits) noexcept
     bool_write(e, value < 0, 128)
 
 
-cdef inline void bool_write_tree(BoolEncoder* e, const int8_t* tree, int tree_size,
-                                 const uint8_t* probs, int value) noexcept nogil:
-    """Write `value` with a tree in array form: find its leaf, walk up to the root, then emit
-    the branch bits from the root down (trees have at most 11 levels)."""
-    cdef int bits[16]
-    cdef int nodes[16]
+cdef inline int tree_path(const int8_t* tree, int tree_size, int value, int* nodes,
+                          int* bits) noexcept nogil:
+    """The branches coding `value` takes in a tree in array form, from its leaf up to the
+    root: node indices and bits, returned count (trees have at most 11 levels)."""
     cdef int n = 0, j = 0, k, node
     while j < tree_size and not (tree[j] <= 0 and tree[j] == -value):
         j += 1
@@ -104,11 +102,19 @@ cdef inline void bool_write_tree(BoolEncoder* e, const int8_t* tree, int tree_si
         nodes[n] = node
         n += 1
         if node == 0:
-            break
+            return n
         k = 0
         while tree[k] != node:
             k += 1
         j = k
+
+
+cdef inline void bool_write_tree(BoolEncoder* e, const int8_t* tree, int tree_size,
+                                 const uint8_t* probs, int value) noexcept nogil:
+    """Write `value` with a tree in array form: its branches from the root down."""
+    cdef int bits[16]
+    cdef int nodes[16]
+    cdef int n = tree_path(tree, tree_size, value, nodes, bits)
     while n > 0:
         n -= 1
         bool_write(e, bits[n], probs[nodes[n] >> 1])

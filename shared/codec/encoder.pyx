@@ -84,6 +84,7 @@ from .encode_dsp cimport (
 from .tokens cimport build_dequant_table
 from .transform cimport dc_only_add, idct_add, inverse_walsh
 
+from .bool_encoder cimport tree_path
 from .decoder cimport next_state
 
 from .decoder import decode, decode_record
@@ -109,20 +110,14 @@ cdef inline uint32_t bit_cost(int bit, int prob) noexcept nogil:
 
 cdef uint32_t tree_cost(const int8_t* tree, int tree_size, const uint8_t* probs,
                         int value) noexcept nogil:
-    # Walk from the leaf up, as bool_write_tree does.
-    cdef int j = 0, k, node
+    cdef int bits[16]
+    cdef int nodes[16]
+    cdef int n = tree_path(tree, tree_size, value, nodes, bits)
     cdef uint32_t cost = 0
-    while j < tree_size and not (tree[j] <= 0 and tree[j] == -value):
-        j += 1
-    while True:
-        node = j & ~1
-        cost += bit_cost(j & 1, probs[node >> 1])
-        if node == 0:
-            return cost
-        k = 0
-        while tree[k] != node:
-            k += 1
-        j = k
+    while n > 0:
+        n -= 1
+        cost += bit_cost(bits[n], probs[nodes[n] >> 1])
+    return cost
 
 
 # Token tree paths: for each token (0 ZERO, 1-4 ONE..FOUR, 5-10 cat1..cat6, 11 EOB) the bits
@@ -1294,22 +1289,14 @@ DEF MV_UPDATES = 1
 
 cdef void count_mv_component(uint32_t counts[19][2], int value) noexcept nogil:
     """Tally the branches write_mv_component takes for `value` (quarter pel), by probability."""
-    cdef int x = -value if value < 0 else value, i, j, k, node
+    cdef int x = -value if value < 0 else value, i, n
+    cdef int bits[16]
+    cdef int nodes[16]
     if x < 8:
         counts[0][0] += 1
-        # The short tree, leaf to root as tree_cost walks it.
-        j = 0
-        while not (VP8_SMALL_MV_TREE[j] <= 0 and VP8_SMALL_MV_TREE[j] == -x):
-            j += 1
-        while True:
-            node = j & ~1
-            counts[2 + (node >> 1)][j & 1] += 1
-            if node == 0:
-                break
-            k = 0
-            while VP8_SMALL_MV_TREE[k] != node:
-                k += 1
-            j = k
+        n = tree_path(VP8_SMALL_MV_TREE, 14, x, nodes, bits)   # the short tree
+        for i in range(n):
+            counts[2 + (nodes[i] >> 1)][bits[i]] += 1
     else:
         counts[0][1] += 1
         for i in range(3):
