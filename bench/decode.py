@@ -154,28 +154,36 @@ def require_tool(name: str) -> str:
     return path
 
 
-def encoded_stream(clip: Clip, shared: Path) -> Path:
-    """The clip encoded with VPXENC_ARGS, from bench/.cache/ or encoded now."""
-    digest = hashlib.sha1(" ".join(VPXENC_ARGS).encode()).hexdigest()[:10]
-    out = CACHE / f"{clip.name}-{digest}.ivf"
+def cached(out: Path, what: str, make: Callable[[Path, Path], None]) -> Path:
+    """`out` in bench/.cache/, made now if missing: `make(partial, scratch)` writes `partial`
+    (scratch is a temporary directory beside it), which then replaces `out` atomically."""
     if out.exists():
         return out
-    source = require_source(shared, clip.source)
-    vpxenc = require_tool("vpxenc")
     CACHE.mkdir(parents=True, exist_ok=True)
-    print(f"encoding {clip.label} with vpxenc into {out.relative_to(REPO)} ...", file=sys.stderr)
+    print(f"{what} into {out.relative_to(REPO)} ...", file=sys.stderr)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        y4m = Path(tmp) / "input.y4m"
-        clip.write_y4m(source, y4m)
-        partial = Path(tmp) / "out.ivf"
-        cmd = [vpxenc, *VPXENC_ARGS, "--ivf", "--quiet", "-o", str(partial), str(y4m)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise BenchError(f"vpxenc failed ({done.returncode}):\n{done.stderr.strip()}")
+        partial = Path(tmp) / out.name
+        make(partial, Path(tmp))
         partial.replace(out)
     print(f"  done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return out
+
+
+def encoded_stream(clip: Clip, shared: Path) -> Path:
+    """The clip encoded with VPXENC_ARGS, from bench/.cache/ or encoded now."""
+    digest = hashlib.sha1(" ".join(VPXENC_ARGS).encode()).hexdigest()[:10]
+
+    def make(partial: Path, scratch: Path) -> None:
+        y4m = scratch / "input.y4m"
+        clip.write_y4m(require_source(shared, clip.source), y4m)
+        cmd = [require_tool("vpxenc"), *VPXENC_ARGS, "--ivf", "--quiet", "-o", str(partial),
+               str(y4m)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BenchError(f"vpxenc failed ({done.returncode}):\n{done.stderr.strip()}")
+
+    return cached(CACHE / f"{clip.name}-{digest}.ivf", f"encoding {clip.label} with vpxenc", make)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,9 +52,9 @@ from decode import (  # noqa: E402
     CACHE,
     CLIPS,
     DEFAULT_SHARED,
-    REPO,
     BenchError,
     Clip,
+    cached,
     read_ivf,
     require_source,
     require_tool,
@@ -110,17 +110,11 @@ def level_for(q_index: int) -> int:
 
 def source_y4m(clip: Clip, shared: Path) -> Path:
     """The clip as Y4M, from bench/.cache/ or written now with decode.py's converters."""
-    out = CACHE / f"{clip.name}-source.y4m"
-    if out.exists():
-        return out
-    source = require_source(shared, clip.source)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    print(f"converting {clip.label} into {out.relative_to(REPO)} ...", file=sys.stderr)
-    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        partial = Path(tmp) / "source.y4m"
-        clip.write_y4m(source, partial)
-        partial.replace(out)
-    return out
+    return cached(
+        CACHE / f"{clip.name}-source.y4m",
+        f"converting {clip.label}",
+        lambda partial, _: clip.write_y4m(require_source(shared, clip.source), partial),
+    )
 
 
 def read_pictures(path: Path, frames: int) -> tuple[list[Image], tuple[int, int]]:

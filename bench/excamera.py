@@ -62,6 +62,7 @@ from decode import (  # noqa: E402
     DEFAULT_SHARED,
     REPO,
     BenchError,
+    cached,
     require_source,
     require_tool,
     sintel_y4m,
@@ -108,15 +109,12 @@ CLIPS = {
 
 def source_y4m(clip: Clip, shared: Path) -> Path:
     """The clip as 4:2:0 Y4M, from bench/.cache/ or converted now."""
-    out = CACHE / f"excamera-{clip.name}-{clip.frames or 'all'}.y4m"
-    if out.exists():
-        return out
-    source = require_source(shared, clip.source)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".partial")
-    if source.is_dir():
-        sintel_y4m(source, partial)
-    else:
+
+    def make(partial: Path, _: Path) -> None:
+        source = require_source(shared, clip.source)
+        if source.is_dir():
+            sintel_y4m(source, partial)
+            return
         from shared.pipeline.sources import open_source  # PyAV; converts to 8-bit 4:2:0
 
         with open_source(source) as video, partial.open("wb") as file:
@@ -126,8 +124,9 @@ def source_y4m(clip: Clip, shared: Path) -> Path:
                     break
                 writer.write(image)
             writer.close()
-    partial.replace(out)
-    return out
+
+    out = CACHE / f"excamera-{clip.name}-{clip.frames or 'all'}.y4m"
+    return cached(out, f"converting {clip.label}", make)
 
 
 def y4m_info(path: Path) -> tuple[int, int, tuple[int, int], int]:
