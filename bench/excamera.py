@@ -26,10 +26,15 @@ over the quality range both encoders cover; the result is how many more bits ExC
 than the single stream at equal quality. With fewer than 4 levels the fit degree drops.
 
 Projected latency with one worker per chunk (each figure measured per chunk):
-  max over chunks of (split / chunks + libvpx encode + exit-state decode + encode given state)
-  + the longest serial rebase chain (sum of a group's stage-5 times) + join.
-"DAG" is the same model solved exactly: chunk i's encode given state waits for chunk i-1's exit
-state, and its rebase for chunk i-1's rebase.
+  max over chunks of (split / chunks + libvpx encode + exit-state decode + encode given state
+                      + preparing the chunk's rebase link: reading and parsing its frames)
+  + the longest serial rebase chain (sum of a group's links, each timed from its incoming state
+    to handing its exit state on: stages.LinkTimes.critical)
+  + writing the last link's frames + join.
+A link's preparing and writing overlap the links before and after it (stage 5 parses its chunk
+before it takes the incoming state, and passes the exit state on before it writes), so they
+are off the chain; both are timed and shown. "DAG" is the same model solved exactly: chunk i's
+encode given state waits for chunk i-1's exit state, and its link for chunk i-1's link.
 
 --check also runs the embedded runner itself (shared.pipeline.runner.run_job, which verifies the
 output with our decoder) once per clip, for the goal config at the reference cq, and compares its
@@ -148,9 +153,9 @@ class Latency:
     split_share: float
     encode: float  # the parts of the slowest chunk's parallel path
     state: float
-    first: float
-    chain: float  # the longest group's summed rebase times
-    join: float
+    first: float  # encode given state, and preparing the chunk's rebase link
+    chain: float  # the longest group's summed rebase times (incoming to exit state)
+    join: float  # writing the last link's frames, and the join
     total: float
     chain_share: float  # percent of total
     dag: float  # the exact critical path of the same model
@@ -322,13 +327,20 @@ def run_excamera(
         started = time.perf_counter()
         plan, split = pool.submit(timed, stages.split, store, job, str(source), n, x).result()
         scheduler = Scheduler(pool, workers, Progress(False), None, lanes)
-        scheduler.run(task_graph(store, plan, settings, output, verify=False))
+        results = scheduler.run(task_graph(store, plan, settings, output, verify=False))
         seconds = scheduler.task_seconds
         wall = time.perf_counter() - started
     chunk_times: dict[str, list[float | None]] = {
         stage: [seconds.get((stage, i)) for i in range(plan.chunk_count)]
-        for stage in ("encode", "state", "first", "rebase")
+        for stage in ("encode", "state", "first")
     }
+    # Stage 5 in its parts (stages.LinkTimes): only "rebase" (incoming state to exit state
+    # handed on) is serial; "rebase_task" is the whole task as the runner ran it.
+    links = [results[("rebase", i)] for i in range(plan.chunk_count)]
+    chunk_times["prepare"] = [link.prepare for link in links]
+    chunk_times["rebase"] = [link.critical for link in links]
+    chunk_times["finish"] = [link.finish for link in links]
+    chunk_times["rebase_task"] = [seconds.get(("rebase", i)) for i in range(plan.chunk_count)]
     point = Point(
         label(n, x), n, x, cq, seconds=wall, split=split, join=seconds[("join", 0)],
         chunk_times=chunk_times,
@@ -338,37 +350,53 @@ def run_excamera(
 
 
 def project_latency(point: Point) -> Latency:
-    """One worker per chunk: the simple projection, and the exact critical path (DAG)."""
-    times = {stage: [t or 0.0 for t in values] for stage, values in point.chunk_times.items()}
-    chunks = len(times["encode"])
+    """One worker per chunk: the simple projection, and the exact critical path (DAG).
+
+    A link of the rebase chain is serial only from its incoming state to its exit state
+    ("rebase"); its worker prepares it ("prepare": reads and parses its chunk) while earlier
+    links run, and writes its frames ("finish") while later ones run. So the chain is the sum of
+    a group's "rebase" times, "prepare" joins each chunk's parallel path, and the last link's
+    "finish" follows the chain. Results saved before the split have whole tasks as "rebase".
+    """
+    chunks = len(point.chunk_times["encode"])
+    times = {
+        stage: [t or 0.0 for t in point.chunk_times.get(stage, [None] * chunks)]
+        for stage in ("encode", "state", "first", "prepare", "rebase", "finish")
+    }
     share = point.split / chunks
     paths = [
-        share + times["encode"][i] + times["state"][i] + times["first"][i] for i in range(chunks)
+        share + times["encode"][i] + times["state"][i] + times["first"][i] + times["prepare"][i]
+        for i in range(chunks)
     ]
     slowest = max(range(chunks), key=paths.__getitem__)
     groups = [range(g, min(g + point.x, chunks)) for g in range(0, chunks, point.x)]
     chain = max(sum(times["rebase"][i] for i in group) for group in groups)
-    total = paths[slowest] + chain + point.join
-    # Exact: worker i encodes, decodes its exit state, then encodes given chunk i-1's state.
+    tail = max(times["finish"][group[-1]] for group in groups)
+    total = paths[slowest] + chain + tail + point.join
+    # Exact: worker i encodes, decodes its exit state, encodes given chunk i-1's state and
+    # prepares its link; the link starts when chunk i-1's link hands its exit state on.
     state_done = [share + times["encode"][i] + times["state"][i] for i in range(chunks)]
-    rebased: list[float] = []
+    handed_on: list[float] = []
+    done: list[float] = []
     for i in range(chunks):
         ready = state_done[i]
         if i % point.x:
             ready = max(ready, state_done[i - 1]) + times["first"][i]
+            ready += times["prepare"][i]
             if i % point.x >= 2:
-                ready = max(ready, rebased[i - 1])
-        rebased.append(ready + times["rebase"][i])
+                ready = max(ready, handed_on[i - 1])
+        handed_on.append(ready + times["rebase"][i])
+        done.append(handed_on[-1] + times["finish"][i])
     return Latency(
         split_share=share,
         encode=times["encode"][slowest],
         state=times["state"][slowest],
-        first=times["first"][slowest],
+        first=times["first"][slowest] + times["prepare"][slowest],
         chain=chain,
-        join=point.join,
+        join=tail + point.join,
         total=total,
         chain_share=100 * chain / total,
-        dag=max(rebased) + point.join,
+        dag=max(done) + point.join,
     )
 
 
@@ -581,17 +609,17 @@ def print_tables(result: ClipResult) -> None:
     cq = reference_cq(sorted({p.cq for p in result.points}))
     print(f"\nTime per stage at cq {cq} (seconds; per chunk: mean / max):\n")
     print("| encoder | wall | split | libvpx encode | exit state | encode given state | "
-          "rebase (serial) | join |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "link: prepare | link: rebase (serial) | link: write | join |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p in result.points:
         if p.cq != cq:
             continue
         if not p.n:
-            print(f"| libvpx, one stream | {p.seconds:.1f} | | {p.seconds:.1f} | | | | |")
+            print(f"| libvpx, one stream | {p.seconds:.1f} | | {p.seconds:.1f} | | | | | | |")
             continue
         cells = []
-        for stage in ("encode", "state", "first", "rebase"):
-            values = [t for t in p.chunk_times[stage] if t is not None]
+        for stage in ("encode", "state", "first", "prepare", "rebase", "finish"):
+            values = [t for t in p.chunk_times.get(stage, []) if t is not None]
             cells.append(f"{np.mean(values):.2f} / {max(values):.2f}" if values else "-")
         print(
             f"| ExCamera{p.config} | {p.seconds:.1f} | {p.split:.2f} | {' | '.join(cells)} | "
@@ -599,8 +627,9 @@ def print_tables(result: ClipResult) -> None:
         )
 
     print(f"\nProjected latency with one worker per chunk (seconds), cq {cq}:\n")
-    print("| ExCamera | split share | libvpx encode | exit state | encode given state | "
-          "serial chain | join | total | chain % | DAG |")  # fmt: skip
+    print("| ExCamera | split share | libvpx encode | exit state | encode given state + "
+          "prepare link | serial chain | write last link + join | total | chain % | "
+          "DAG |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p in result.points:
         if p.cq != cq or p.latency is None:
@@ -697,9 +726,9 @@ LATENCY_PARTS = (
     ("split_share", "split (share)"),
     ("encode", "libvpx encode"),
     ("state", "exit-state decode"),
-    ("first", "encode given state"),
+    ("first", "encode given state, prepare link"),
     ("chain", "serial rebase chain"),
-    ("join", "join"),
+    ("join", "write last link, join"),
 )
 
 

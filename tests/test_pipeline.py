@@ -481,20 +481,25 @@ def _decode_state(frames: list[bytes]) -> Any:
 def test_rebase_stages_pass_the_right_states(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The dependency graph and stages 4 and 5 with a stand-in for `rebase_chunk` (identity on
-    the frames), run on threads so the stand-in is seen: which state, frames and original state
-    each call gets, and which outputs exist afterwards."""
+    """The dependency graph and stages 4 and 5 with a stand-in for the codec's rebase steps
+    (identity on the frames), run on threads so the stand-in is seen: which state, frames and
+    original state each call gets, and which outputs exist afterwards."""
     store = LocalStore(tmp_path / "work")
     source = make_y4m(tmp_path / "in.y4m", 10)
     plan = stages.split(store, "job", source, 2, chunks_per_group=3)  # groups [0 1 2] [3 4]
     calls: list[tuple[int, Any, Any]] = []
 
-    def fake_rebase(incoming: Any, frames: list[bytes], sources: list, original_state: Any = None):
+    def fake_parse(frames: list[bytes], original_state: Any) -> list[tuple[bytes, Any]]:
+        return [(frame, original_state) for frame in frames]
+
+    def fake_rebase(incoming: Any, parsed: list[tuple[bytes, Any]], sources: list):
+        frames = [frame for frame, _ in parsed]
         assert len(sources) == sum(map(is_shown, frames))
-        calls.append((len(calls), incoming, original_state))
+        calls.append((len(calls), incoming, parsed[0][1]))
         return frames, _decode_state_from(incoming, frames)
 
-    monkeypatch.setattr(stages, "load_rebase", lambda: fake_rebase)
+    fake = stages.Rebaser(fake_parse, fake_rebase, list)
+    monkeypatch.setattr(stages, "load_rebase", lambda: fake)
     graph = runner.task_graph(store, plan, EncodeSettings(vpxenc=find_vpxenc()), tmp_path / "o.ivf")
     graph = {
         task_id: task for task_id, task in graph.items() if task_id[0] not in ("measure", "join")
@@ -580,7 +585,10 @@ def test_serial_chain_holds_states_and_rebuilds_them_after_a_crash(
     key = partial(stages.chunk_key, "job")
     stages.HELD_STATES.clear()
     for i in range(4):
-        stages.rebase_serial(store, "job", i)
+        times = stages.rebase_serial(store, "job", i)
+        # Positions 0 and 1 only copy (counted as serial); the others parse, rebase, write.
+        assert times.critical > 0 and (times.prepare > 0, times.finish > 0) == (i >= 2,) * 2
+    assert stages.rebase_serial(store, "job", 3) == stages.LinkTimes()  # done: nothing to do
     held = stages.HELD_STATES.take(store, key(3, "final.state"))  # what chunk 4 will start from
     stages.HELD_STATES.keep(store, key(3, "final.state"), held)
     stages.rebase_serial(store, "job", 4)
@@ -603,6 +611,42 @@ def test_serial_chain_holds_states_and_rebuilds_them_after_a_crash(
     store.path_for(key(1, "final.state")).unlink()
     with pytest.raises(PipelineError, match="chunk 1: its final state is missing"):
         stages.final_state(store, plan, 3)
+
+
+class _FailingStore(LocalStore):
+    """A local store whose writes of final frames fail (a full disk, a lost bucket)."""
+
+    def put(self, key: str, data: bytes) -> None:
+        if key.endswith("final.ivf"):
+            raise OSError(28, "No space left on device")
+        super().put(key, data)
+
+
+def test_a_link_whose_frames_are_lost_passes_no_state_on(
+    carphone_y4m: Path, tmp_path: Path
+) -> None:
+    """A link hands its exit state on before writing its frames; when the write fails, the
+    held state is withdrawn, so no later link can build on frames that were never stored."""
+    store = LocalStore(tmp_path / "work", durable=False)
+    plan = stages.split(store, "job", carphone_y4m, 6, chunks_per_group=5)  # one group of 5
+    assert plan.has_successor(2)
+    settings = EncodeSettings(vpxenc=find_vpxenc())
+    for i in range(3):
+        stages.encode_chunk_vpx(store, "job", i, settings)
+        stages.decode_exit_state(store, "job", i)
+        if i:
+            stages.rebase_first(store, "job", i)
+    stages.HELD_STATES.clear()
+    for i in range(2):
+        stages.rebase_serial(store, "job", i)
+    failing = _FailingStore(tmp_path / "work", durable=False)
+    with pytest.raises(OSError, match="No space left"):
+        stages.rebase_serial(failing, "job", 2)
+    assert not failing.exists(stages.chunk_key("job", 2, "final.ivf"))
+    assert stages.HELD_STATES.take(failing, stages.chunk_key("job", 2, "final.state")) is None
+    # The same link with a working store does hold it.
+    stages.rebase_serial(store, "job", 2)
+    assert stages.HELD_STATES.take(store, stages.chunk_key("job", 2, "final.state")) is not None
 
 
 def test_held_states_are_bounded_and_keyed_by_store(tmp_path: Path) -> None:

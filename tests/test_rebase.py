@@ -379,3 +379,28 @@ def test_with_state_equals_decoding_the_frame(
             assert decode(state, written)[0] == after
     key, after = encode_keyframe(record.image, 70, with_state=True)
     assert decode(DecoderState.initial(), key)[0] == after
+
+
+@pytest.mark.parametrize("name", ["altref-2pass", "partitions-8", "cbr-rt-segmentation"])
+def test_as_record_writes_the_same_frame_later(
+    vp8_stream: Callable[[str], Path], name: str
+) -> None:
+    """`as_record` returns the coded frame unwritten, with the same state: written afterwards
+    (as a serial chain does once it has passed the state on) it is the very same frame."""
+    from shared.codec.frame_writer import serialize
+
+    frames = read_ivf(vp8_stream(name)).frames
+    state, image = decode(DecoderState.initial(), frames[0])
+    original, _, record = decode_record(state, frames[1])
+    written, after = codec.encoder.rebase_record(state, record.image, record, with_state=True)
+    coded, after_record = codec.encoder.rebase_record(
+        state, record.image, record, with_state=True, as_record=True
+    )
+    assert after_record == after
+    assert serialize(coded) == written
+    encoded, encoded_after = encode(state, image, 40, refresh_all=True, with_state=True)
+    coded, coded_after = encode(
+        state, image, 40, refresh_all=True, with_state=True, as_record=True
+    )
+    assert serialize(coded) == encoded and coded_after == encoded_after
+    assert decode(state, serialize(coded))[0] == coded_after

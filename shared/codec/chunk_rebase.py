@@ -14,6 +14,10 @@ chunk so that it continues from `incoming_state`:
 The state after each output frame comes from the encoder's own reconstruction, loop-filtered and
 updated exactly as the decoder does (the tests check it against decoding the output), so the
 returned exit state is what a decoder of the joined stream will hold.
+
+`rebase_chunk` is three steps, which a serial chain runs apart: `parse_chunk` (before the
+incoming state is there), `rebase_records` (the only step that needs it, from it to the exit
+state) and `write_frames` (after the exit state has been passed on).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from collections.abc import Sequence
 from .decoder import decode_record, parse_records
 from .encoder import encode, rebase_record
 from .errors import CodecError
+from .frame_record import FrameRecord
+from .frame_writer import serialize
 from .image import Image
 from .state import DecoderState
 
@@ -42,15 +48,31 @@ def rebase_chunk(
 ) -> tuple[list[bytes], DecoderState]:
     """Re-encode `chunk_frames` (made against `original_state`, or starting with a key frame)
     to continue from `incoming_state`; returns the new frames and the state after them."""
+    records = parse_chunk(chunk_frames, original_state)
+    coded, exit_state = rebase_records(
+        incoming_state, records, source_images, key_frame_weight=key_frame_weight
+    )
+    return write_frames(coded), exit_state
+
+
+def rebase_records(
+    incoming_state: DecoderState,
+    records: Sequence[FrameRecord],
+    source_images: Sequence[Image],
+    *,
+    key_frame_weight: float = KEY_FRAME_QUANTIZER_WEIGHT,
+) -> tuple[list[FrameRecord], DecoderState]:
+    """The part of `rebase_chunk` that needs the incoming state: the chunk's parsed `records`
+    coded again, as FrameRecords not yet written (`write_frames`), and the exit state. The
+    state does not depend on the written bytes, so a serial chain can pass it on first."""
     if not incoming_state.has_keyframe:
         raise CodecError("the incoming state has no decoded key frame to continue from")
-    records = _records(chunk_frames, original_state)
     shown = sum(1 for record in records if record.show_frame)
     if shown != len(source_images):
         raise CodecError(
             f"chunk shows {shown} frames but {len(source_images)} source images were given")
 
-    output: list[bytes] = []
+    coded: list[FrameRecord] = []
     state = incoming_state
     sources = iter(source_images)
     for index, record in enumerate(records):
@@ -58,16 +80,24 @@ def rebase_chunk(
         if record.key_frame:
             frame, state = encode(state, target,
                                   _key_frame_quantizer(records, index, key_frame_weight),
-                                  refresh_all=True, with_state=True)
+                                  refresh_all=True, with_state=True, as_record=True)
         else:
-            frame, state = rebase_record(state, target, record, with_state=True)
-        output.append(frame)
-    return output, state
+            frame, state = rebase_record(state, target, record, with_state=True, as_record=True)
+        coded.append(frame)
+    return coded, state
 
 
-def _records(chunk_frames: Sequence[bytes], original_state: DecoderState | None) -> list:
-    """The chunk's FrameRecords. Pictures are decoded only when a hidden frame needs its decoded
-    picture as a target; otherwise parsing alone is enough (and several times cheaper)."""
+def write_frames(coded: Sequence[FrameRecord]) -> list[bytes]:
+    """The VP8 frames of records coded by `rebase_records`."""
+    return [serialize(record) for record in coded]
+
+
+def parse_chunk(
+    chunk_frames: Sequence[bytes], original_state: DecoderState | None = None
+) -> list[FrameRecord]:
+    """The chunk's FrameRecords: what `rebase_records` needs, no incoming state involved.
+    Pictures are decoded only when a hidden frame needs its decoded picture as a target;
+    otherwise parsing alone is enough (and several times cheaper)."""
     state = original_state if original_state is not None else DecoderState.initial()
     if not any(frame and not frame[0] & _SHOW_FRAME_BIT for frame in chunk_frames):
         try:

@@ -1415,9 +1415,12 @@ cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Pictur
 
 
 cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
-                        bint key_frame, bint refresh_all, bint want_state=False):
+                        bint key_frame, bint refresh_all, bint want_state=False,
+                        bint as_record=False):
     """Encode (original is None) or rebase (keep `original`'s decisions) one frame; returns its
-    bytes, or with `want_state` (bytes, the state a decoder reaches after it)."""
+    bytes, or with `want_state` (bytes, the state a decoder reaches after it). With `as_record`
+    the coded FrameRecord stands in for the bytes: the state does not depend on them, so a
+    caller can hand the state on first and write the frame (frame_writer.serialize) later."""
     cdef FrameRecord rec = FrameRecord()
     cdef FrameContext* fc = <FrameContext*>calloc(1, sizeof(FrameContext))
     cdef Encoder* enc = <Encoder*>calloc(1, sizeof(Encoder))
@@ -1668,7 +1671,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
             np.copyto(recon.y, saved.y)
             np.copyto(recon.u, saved.u)
             np.copyto(recon.v, saved.v)
-        frame = write_frame(rec)
+        frame = rec if as_record else write_frame(rec)
         if not want_state:
             return frame
         # The reconstruction is already what a decoder reconstructs; filter it as the header
@@ -1725,7 +1728,7 @@ cdef void _segment_tree_probs(FrameRecord rec):
 # --- public API ------------------------------------------------------------------------------
 
 def _with_quality(code, DecoderState state, image, quality, bint with_state):
-    """Run `code(q_index, with_state)`; for an SSIM target (a float in (0, 1)), binary-search the
+    """Run `code(q_index, with_state, final)`; for an SSIM target (a float in (0, 1)), binary-search the
     largest quantizer index whose decoded picture still reaches the target (SSIM measured for
     real)."""
     if isinstance(quality, float):
@@ -1736,35 +1739,37 @@ def _with_quality(code, DecoderState state, image, quality, bint with_state):
         best = None
         while low <= high:
             middle = (low + high) // 2
-            frame = code(middle, False)
+            frame = code(middle, False, False)   # a probe: always bytes
             _, _, record = decode_record(start, frame)
             if ssim(record.image, image) >= quality:
                 best = middle
                 low = middle + 1
             else:
                 high = middle - 1
-        return code(best if best is not None else 0, with_state)
-    return code(_check_quantizer(quality), with_state)
+        return code(best if best is not None else 0, with_state, True)
+    return code(_check_quantizer(quality), with_state, True)
 
 
 def encode_keyframe(image, quality, *, with_state=False):
     """A key frame of `image`. `quality`: a quantizer index (int, 0 best .. 127 smallest) or
     an SSIM target (float in (0, 1)) met with the largest quantizer that reaches it. With
     `with_state`, returns (frame, the state after it) without decoding the frame again."""
-    return _with_quality(lambda q, s: _code_frame(None, image, q, None, True, False, s), None,
-                         image, quality, bool(with_state))
+    return _with_quality(lambda q, s, final: _code_frame(None, image, q, None, True, False, s),
+                         None, image, quality, bool(with_state))
 
 
 def encode(DecoderState state not None, image, quality, *, refresh_all=False,
-           with_state=False):
+           with_state=False, as_record=False):
     """An interframe coding `image` against `state`'s references (`quality` and `with_state`
     as for `encode_keyframe`).
 
     With `refresh_all`, the frame replaces all three references, as a key frame would (this is
-    how a chunk's first frame continues the previous chunk).
+    how a chunk's first frame continues the previous chunk). With `as_record`, the coded
+    FrameRecord comes back in place of the bytes, for `frame_writer.serialize` to write later.
     """
     return _with_quality(
-        lambda q, s: _code_frame(state, image, q, None, False, bool(refresh_all), s), state,
+        lambda q, s, final: _code_frame(state, image, q, None, False, bool(refresh_all), s,
+                                        bool(as_record) and final), state,
         image, quality, bool(with_state))
 
 
@@ -1783,13 +1788,15 @@ def rebase(DecoderState state not None, image, frame, DecoderState original_stat
 
 
 def rebase_record(DecoderState state not None, image, FrameRecord record not None,
-                  quality=None, *, with_state=False):
+                  quality=None, *, with_state=False, as_record=False):
     """`rebase` given the original frame already parsed into a FrameRecord; with `with_state`,
-    returns (frame, the state after it)."""
+    returns (frame, the state after it). With `as_record`, the coded FrameRecord comes back in
+    place of the bytes, for `frame_writer.serialize` to write later."""
     if record.tag.key_frame:
         raise CodecError("a key frame does not depend on a state; rebase only interframes")
     q_index = record.hdr.q_index if quality is None else _check_quantizer(quality)
-    return _code_frame(state, image, q_index, record, False, False, bool(with_state))
+    return _code_frame(state, image, q_index, record, False, False, bool(with_state),
+                       bool(as_record))
 
 
 # --- kernel access for tests ---------------------------------------------------------------

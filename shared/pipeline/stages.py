@@ -35,6 +35,7 @@ import json
 import mmap
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ __all__ = [
     "ChunkPlan",
     "GroupQuality",
     "JoinResult",
+    "LinkTimes",
+    "Rebaser",
     "chunk_key",
     "decode_exit_state",
     "encode_chunk_vpx",
@@ -70,7 +73,6 @@ __all__ = [
     "split",
 ]
 
-RebaseChunk = Callable[..., tuple[list[bytes], Any]]
 
 # Decoder states between stages are stored uncompressed: on local storage the time deflate would
 # take sits on the serial rebase chain, and states are deleted with the job.
@@ -355,14 +357,25 @@ def _decode_frames(state: Any, frames: list[bytes], what: str) -> Any:
 # --------------------------------------------------------------------------- stages 4 and 5
 
 
-def load_rebase() -> RebaseChunk:
-    """The codec's `rebase_chunk` (one place to look it up, so tests can substitute it), or
+@dataclass(frozen=True)
+class Rebaser:
+    """The codec's rebase of a chunk (shared.codec.chunk_rebase) in its three steps: `parse`
+    the chunk's frames given the state they were made against, `rebase` the parsed frames onto
+    an incoming state (giving coded frames and the exit state), `write` the coded frames."""
+
+    parse: Callable[[list[bytes], Any], list[Any]]
+    rebase: Callable[[Any, list[Any], list[Image]], tuple[list[Any], Any]]
+    write: Callable[[list[Any]], list[bytes]]
+
+
+def load_rebase() -> Rebaser:
+    """The codec's rebase steps (one place to look them up, so tests can substitute them), or
     RebaseUnavailableError when the compiled codec cannot be loaded."""
     try:
-        from shared.codec import rebase_chunk
+        from shared.codec import chunk_rebase
     except ImportError as exc:
         raise RebaseUnavailableError(f"the compiled codec is not available: {exc}") from exc
-    return rebase_chunk
+    return Rebaser(chunk_rebase.parse_chunk, chunk_rebase.rebase_records, chunk_rebase.write_frames)
 
 
 def _load_state(store: Store, key: str) -> Any:
@@ -426,18 +439,34 @@ def rebase_first(store: Store, job: str, index: int) -> None:
         raise ValueError(f"chunk {index} starts its group: it keeps its key frame")
     if store.exists(chunk_key(job, index, "provisional.ivf")):
         return
-    rebase_chunk = load_rebase()
+    rebaser = load_rebase()
     incoming = _load_state(store, chunk_key(job, index - 1, "vpx.state"))
-    frames = read_ivf_frames(store.get(chunk_key(job, index, "vpx.ivf")))
-    new_frames, exit_state = rebase_chunk(incoming, frames, _source_images(store, job, index))
+    records = rebaser.parse(read_ivf_frames(store.get(chunk_key(job, index, "vpx.ivf"))), None)
+    coded, exit_state = rebaser.rebase(incoming, records, _source_images(store, job, index))
+    new_frames = rebaser.write(coded)
     if all(is_shown(frame) for frame in new_frames):
         # Stage 5 parses these frames; with no hidden frame to decode, this is all it needs.
         store.put(chunk_key(job, index, "provisional.context"),
                   incoming.without_references().to_bytes(compress=False))
-    _put_chunk(store, plan, index, "provisional", list(new_frames), exit_state)
+    _put_chunk(store, plan, index, "provisional", new_frames, exit_state)
 
 
-def rebase_serial(store: Store, job: str, index: int) -> None:
+@dataclass(frozen=True)
+class LinkTimes:
+    """Where a link of the rebase chain (stage 5) spends its time, in seconds.
+
+    Only `critical` is serial: from having the incoming state to handing the exit state on.
+    `prepare` (reading and parsing the chunk's provisional frames) needs only stage 4's output,
+    and `finish` (writing the final frames) only the link's own coded frames, so with one
+    worker per chunk they overlap the links before and after (bench/excamera.py projects so).
+    """
+
+    prepare: float = 0.0
+    critical: float = 0.0
+    finish: float = 0.0
+
+
+def rebase_serial(store: Store, job: str, index: int) -> LinkTimes:
     """Stage 5 (serial within a group, in chunk order): make chunk `index`'s final frames.
 
     Needs the true exit state of chunk index-1, so call it for a group's chunks in order. The
@@ -446,10 +475,14 @@ def rebase_serial(store: Store, job: str, index: int) -> None:
     process that does not hold the state (after a crash, or when links of one group run in
     different processes) rebuilds it by decoding the group's final frames from the last state
     that is stored (position 1's, or position 0's), so no finished chunk is ever re-encoded.
+
+    The link parses its chunk before it takes the incoming state, and passes the exit state on
+    before it writes its frames (`LinkTimes`).
     """
+    started = time.perf_counter()
     plan = load_plan(store, job)
     if store.exists(chunk_key(job, index, "final.ivf")):
-        return
+        return LinkTimes()
     position = plan.position(index)
     if position <= 1:
         # Position 0 keeps libvpx's stream; position 1 was encoded against the exact state.
@@ -458,22 +491,34 @@ def rebase_serial(store: Store, job: str, index: int) -> None:
             store.copy(
                 chunk_key(job, index, earlier + suffix), chunk_key(job, index, "final" + suffix)
             )
-        return
-    rebase_chunk = load_rebase()
-    incoming = HELD_STATES.take(store, chunk_key(job, index - 1, "final.state"))
-    if incoming is None:
-        incoming = final_state(store, plan, index - 1)
+        return LinkTimes(critical=time.perf_counter() - started)
+    rebaser = load_rebase()
     context = chunk_key(job, index, "provisional.context")
     original = _load_state(
         store, context if store.exists(context) else chunk_key(job, index - 1, "vpx.state")
     )
-    frames = read_ivf_frames(store.get(chunk_key(job, index, "provisional.ivf")))
-    new_frames, exit_state = rebase_chunk(
-        incoming, frames, _source_images(store, job, index), original_state=original
+    records = rebaser.parse(
+        read_ivf_frames(store.get(chunk_key(job, index, "provisional.ivf"))), original
     )
-    store.put(chunk_key(job, index, "final.ivf"), ivf_bytes(new_frames, *_geometry(plan)))
+    sources = _source_images(store, job, index)
+    prepared = time.perf_counter()
+
+    incoming = HELD_STATES.take(store, chunk_key(job, index - 1, "final.state"))
+    if incoming is None:
+        incoming = final_state(store, plan, index - 1)
+    coded, exit_state = rebaser.rebase(incoming, records, sources)
+    held = chunk_key(job, index, "final.state")
     if plan.has_successor(index):
-        HELD_STATES.keep(store, chunk_key(job, index, "final.state"), exit_state)
+        HELD_STATES.keep(store, held, exit_state)
+    handed_on = time.perf_counter()
+
+    try:
+        frames = rebaser.write(coded)
+        store.put(chunk_key(job, index, "final.ivf"), ivf_bytes(frames, *_geometry(plan)))
+    except BaseException:
+        HELD_STATES.take(store, held)  # no state may outlive a link whose frames are lost
+        raise
+    return LinkTimes(prepared - started, handed_on - prepared, time.perf_counter() - handed_on)
 
 
 def final_state(store: Store, plan: ChunkPlan, index: int) -> Any:
