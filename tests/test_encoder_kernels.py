@@ -121,3 +121,44 @@ def test_inverse_dct_simd_equals_portable_and_the_spec():
         assert (simd == portable).all(), coeffs
         if scale <= 2048:
             assert (simd == _spec_idct_add(coeffs, pred)).all(), coeffs
+
+
+def test_empty_block_bound_holds_for_every_residual():
+    """Blocks whose coefficient bound is below a quantizer's zero limit skip the transform
+    (encoder.transform_strip), so the bound must hold for every residual: no coefficient of
+    the forward DCT exceeds it, and the DC computed from the residual's sum is the DCT's. The
+    SIMD statistics equal the portable ones, and a block under the limit quantizes to zeros."""
+    rng = np.random.default_rng(7)
+    ratios = []
+    for k in range(3000):
+        src = rng.integers(0, 256, (4, 16), dtype=np.uint8)
+        if k % 5 == 0:  # extremes: full-scale residuals of both signs, and lone peaks
+            src = rng.choice([0, 255], size=(4, 16)).astype(np.uint8)
+            pred = (255 - src).astype(np.uint8)
+        else:
+            spread = int(rng.choice([1, 3, 8, 40, 255]))
+            noise = rng.integers(-spread, spread + 1, (4, 16))
+            if k % 5 == 1:
+                noise = noise * (rng.random((4, 16)) < 0.1)
+            pred = np.clip(src.astype(int) + noise, 0, 255).astype(np.uint8)
+        stats, bounds, dcs = encoder._kernel_block_stats(src, pred)
+        assert (stats[0] == stats[2]).all()
+        assert (stats[1, :, :2] == stats[2, :, :2]).all()
+        residual = src.astype(int) - pred.astype(int)
+        for block in range(4):
+            part = residual[:, 4 * block:4 * block + 4]
+            assert stats[2, 0, block] == np.abs(part).sum() and stats[2, 1, block] == part.sum()
+        coefficients = np.concatenate(
+            [encoder._kernel_fdct(src[:, 8 * h:8 * h + 8], pred[:, 8 * h:8 * h + 8])[2]
+             for h in range(2)])  # fmt: skip
+        largest = np.abs(coefficients).max(axis=1)
+        assert (largest <= bounds).all(), (largest, bounds)
+        assert (coefficients[:, 0] == dcs).all()
+        ratios.extend((bounds[largest > 0] / largest[largest > 0]).tolist())
+        for block in range(4):
+            for q, rounding in ((8, 85), (60, 85), (157, 96)):
+                if bounds[block] < q - (rounding * q >> 8):
+                    (levels, _, eob), _ = encoder._kernel_quantize(
+                        coefficients[block], 0, q, q, rounding, rounding)
+                    assert eob == 0 and not levels.any()
+    assert min(ratios) <= 1.25  # and it is tight for some residuals: not a vacuous bound

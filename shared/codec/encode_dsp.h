@@ -1,4 +1,5 @@
-/* Pixel kernels of the VP8 encoder: forward DCT of a residual, quantization, squared error.
+/* Pixel kernels of the VP8 encoder: forward DCT of a residual, quantization, squared error, and
+ * the block statistics that let a transform be skipped when it would quantize to nothing.
  *
  * Unlike the decoder's kernels these need not match libvpx bit for bit (an encoder may round as
  * it likes; only the reconstruction has to match the decoder's). They do have to give the same
@@ -99,6 +100,37 @@ static inline int64_t edsp_sse_c(const uint8_t *a, int a_stride, const uint8_t *
             total += d * d;
         }
     return total;
+}
+
+/* For skipping the transform of blocks that quantize to nothing: each of `count` (2 or 4)
+ * side-by-side 4x4 blocks' sum of |src - pred| (sad) and of src - pred (sum). */
+static inline void edsp_block_sad_sum_c(const uint8_t *src, int src_stride, const uint8_t *pred,
+                                        int pred_stride, int count, int *sad, int *sum) {
+    for (int b = 0; b < count; ++b) {
+        int absolute = 0, total = 0;
+        for (int r = 0; r < 4; ++r)
+            for (int c = 0; c < 4; ++c) {
+                int d = src[r * src_stride + 4 * b + c] - pred[r * pred_stride + 4 * b + c];
+                absolute += d < 0 ? -d : d;
+                total += d;
+            }
+        sad[b] = absolute;
+        sum[b] = total;
+    }
+}
+
+/* An upper bound on |every coefficient| of the forward DCT above of a block whose residual has
+ * the given sad: 2676^2 / (512 * 16384) * sad (the largest row gain, then column gain) plus
+ * the rounding both passes can add (2676 / 16384 * 4 * 1/2 + 1/2), all in 1/65536 rounded up.
+ * A block whose bound is below q - bias quantizes to all zeros (edsp_quantize_c). */
+static inline int edsp_coefficient_bound(int sad) {
+    return (55946 * sad + 54179) >> 16;
+}
+
+/* The DC coefficient the forward DCT gives a block whose residual sums to `sum`: the rows pass
+ * makes 4 * (row sum), the columns pass (total + 4) >> 3. */
+static inline int edsp_dc_from_sum(int sum) {
+    return (4 * sum + 4) >> 3;
 }
 
 #if defined(__SSE2__)
@@ -251,6 +283,39 @@ static inline int64_t edsp_sse(const uint8_t *a, int a_stride, const uint8_t *b,
     return (int64_t)(uint32_t)_mm_cvtsi128_si32(sum);
 }
 
+static inline void edsp_block_sad_sum(const uint8_t *src, int src_stride, const uint8_t *pred,
+                                      int pred_stride, int count, int *sad, int *sum) {
+    const __m128i zero = _mm_setzero_si128(), ones = _mm_set1_epi16(1);
+    __m128i absolute[2] = {zero, zero}, total[2] = {zero, zero};
+    for (int r = 0; r < 4; ++r) {
+        __m128i x, y;
+        if (count == 4) {
+            x = _mm_loadu_si128((const __m128i *)(src + r * src_stride));
+            y = _mm_loadu_si128((const __m128i *)(pred + r * pred_stride));
+        } else {
+            x = _mm_loadl_epi64((const __m128i *)(src + r * src_stride));
+            y = _mm_loadl_epi64((const __m128i *)(pred + r * pred_stride));
+        }
+        __m128i difference = _mm_or_si128(_mm_subs_epu8(x, y), _mm_subs_epu8(y, x));
+        absolute[0] = _mm_add_epi16(absolute[0], _mm_unpacklo_epi8(difference, zero));
+        absolute[1] = _mm_add_epi16(absolute[1], _mm_unpackhi_epi8(difference, zero));
+        total[0] = _mm_add_epi16(total[0], _mm_sub_epi16(_mm_unpacklo_epi8(x, zero),
+                                                         _mm_unpacklo_epi8(y, zero)));
+        total[1] = _mm_add_epi16(total[1], _mm_sub_epi16(_mm_unpackhi_epi8(x, zero),
+                                                         _mm_unpackhi_epi8(y, zero)));
+    }
+    /* 16-bit lanes hold column sums (|value| <= 1020); add each block's 4 lanes in 32 bits. */
+    for (int h = 0; h < count / 2; ++h) {
+        __m128i a = _mm_madd_epi16(absolute[h], ones), t = _mm_madd_epi16(total[h], ones);
+        a = _mm_add_epi32(a, _mm_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
+        sad[2 * h] = _mm_cvtsi128_si32(a);
+        sad[2 * h + 1] = _mm_cvtsi128_si32(_mm_srli_si128(a, 8));
+        sum[2 * h] = _mm_cvtsi128_si32(t);
+        sum[2 * h + 1] = _mm_cvtsi128_si32(_mm_srli_si128(t, 8));
+    }
+}
+
 #else
 
 static inline void edsp_fdct4x4(const uint8_t *src, int src_stride, const uint8_t *pred,
@@ -272,6 +337,11 @@ static inline int edsp_quantize(const int16_t *coeffs, int16_t *levels, int16_t 
 static inline int64_t edsp_sse(const uint8_t *a, int a_stride, const uint8_t *b, int b_stride,
                                int width, int height) {
     return edsp_sse_c(a, a_stride, b, b_stride, width, height);
+}
+
+static inline void edsp_block_sad_sum(const uint8_t *src, int src_stride, const uint8_t *pred,
+                                      int pred_stride, int count, int *sad, int *sum) {
+    edsp_block_sad_sum_c(src, src_stride, pred, pred_stride, count, sad, sum);
 }
 #endif
 #endif

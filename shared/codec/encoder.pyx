@@ -73,6 +73,10 @@ from .tables cimport (
 )
 from .dsp cimport dsp_idct_add, dsp_idct_add_c
 from .encode_dsp cimport (
+    edsp_block_sad_sum,
+    edsp_block_sad_sum_c,
+    edsp_coefficient_bound,
+    edsp_dc_from_sum,
     edsp_fdct4x4,
     edsp_fdct4x4_c,
     edsp_fdct4x4_residual,
@@ -242,6 +246,37 @@ cdef inline int quantize_block(const int16_t* coeffs, int16_t* levels, int16_t* 
     """Quantize a block (raster order); returns the end-of-block scan position. Rounding is in
     1/256 of a step (a dead zone below one half keeps small, costly coefficients at zero)."""
     return edsp_quantize(coeffs, levels, dequantized, first, dc_q, ac_q, dc_round, ac_round)
+
+
+cdef inline int zero_limit(int q, int rounding) noexcept nogil:
+    """quantize_block makes every coefficient below this magnitude a zero level."""
+    return q - ((rounding * q) >> 8)
+
+
+cdef void transform_strip(Encoder* enc, const uint8_t* src, int src_stride, const uint8_t* pred,
+                          int pred_stride, int count, int limit, int16_t* coeffs,
+                          bint* empty) noexcept nogil:
+    """Forward DCT of `count` (2 or 4) side-by-side 4x4 residual blocks into `coeffs` (16
+    each). A block whose coefficients are all provably below `limit` is `empty`: it quantizes
+    to nothing, so a pair of them is not transformed, only given its exact DC (which Y2 needs).
+    Not with the trellis, which may choose levels the dead zone would zero."""
+    cdef int sad[4]
+    cdef int total[4]
+    cdef int b
+    if enc.trellis:
+        for b in range(count):
+            empty[b] = False
+    else:
+        edsp_block_sad_sum(src, src_stride, pred, pred_stride, count, sad, total)
+        for b in range(count):
+            empty[b] = edsp_coefficient_bound(sad[b]) < limit
+    for b in range(0, count, 2):
+        if empty[b] and empty[b + 1]:
+            coeffs[b * 16] = edsp_dc_from_sum(total[b])
+            coeffs[b * 16 + 16] = edsp_dc_from_sum(total[b + 1])
+        else:
+            edsp_fdct_pair(src + 4 * b, src_stride, pred + 4 * b, pred_stride,
+                           coeffs + b * 16, coeffs + b * 16 + 16)
 
 
 # More bits than dropping one trailing +-1 token can ever save.
@@ -485,15 +520,15 @@ cdef void code_luma_16x16(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
     cdef int16_t dequant[25 * 16]
     cdef uint8_t above[9]
     cdef uint8_t left[9]
+    cdef bint empty[16]
     cdef int b, eob, ctx
     memcpy(above, above_ctx, 9)
     memcpy(left, left_ctx, 9)
-    for b in range(0, 16, 2):
-        edsp_fdct_pair(s + 4 * (b >> 2) * src.stride + 4 * (b & 3), src.stride,
-                       dst + 4 * (b >> 2) * cur.stride + 4 * (b & 3), cur.stride,
-                       coeffs + b * 16, coeffs + b * 16 + 16)
+    for b in range(0, 16, 4):
+        transform_strip(enc, s + b * src.stride, src.stride, dst + b * cur.stride, cur.stride, 4,
+                        zero_limit(q[1], 85), coeffs + b * 16, empty + b)
+    for b in range(16):
         dc[b] = coeffs[b * 16]
-        dc[b + 1] = coeffs[b * 16 + 16]
     forward_walsh(dc, y2)
     eob = quantize_block(y2, out.levels + 24 * 16, dequant + 24 * 16, 0, q[2], q[3],
                          enc.y2_rounding[0], enc.y2_rounding[1])
@@ -503,11 +538,15 @@ cdef void code_luma_16x16(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
     above[8] = left[8] = eob > 0
     inverse_walsh(dequant + 24 * 16, dc)
     for b in range(16):
-        eob = quantize_block(coeffs + b * 16, out.levels + b * 16, dequant + b * 16, 1,
-                             q[0], q[1], 0, 85)
         ctx = above[b & 3] + left[b >> 2]
-        eob = refine_block(enc, 0, ctx, 1, coeffs + b * 16, out.levels + b * 16,
-                           dequant + b * 16, eob, q[0], q[1])
+        if empty[b]:
+            memset(out.levels + b * 16, 0, 16 * sizeof(int16_t))
+            eob = 1
+        else:
+            eob = quantize_block(coeffs + b * 16, out.levels + b * 16, dequant + b * 16, 1,
+                                 q[0], q[1], 0, 85)
+            eob = refine_block(enc, 0, ctx, 1, coeffs + b * 16, out.levels + b * 16,
+                               dequant + b * 16, eob, q[0], q[1])
         out.eobs[b] = eob
         if enc.need_rate:
             out.rate += block_rate(enc, 0, ctx, 1, out.levels + b * 16, eob)
@@ -531,29 +570,36 @@ cdef void code_chroma(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
     cdef int16_t coeffs[4 * 16]
     cdef int16_t dequant[16]
     cdef int p, b, eob, ctx_index, row, col
+    cdef int limit = min(zero_limit(q[0], 96), zero_limit(q[1], 85))
     cdef uint8_t above[9]
     cdef uint8_t left[9]
+    cdef bint empty[4]
     cdef uint8_t* dst
     cdef const uint8_t* s
     memcpy(above, above_ctx, 9)
     memcpy(left, left_ctx, 9)
     for p in range(1, 3):
         for row in range(2):
-            edsp_fdct_pair(
-                enc.src[p].data + (mb_row * 8 + 4 * row) * enc.src[p].stride + mb_col * 8,
+            transform_strip(
+                enc, enc.src[p].data + (mb_row * 8 + 4 * row) * enc.src[p].stride + mb_col * 8,
                 enc.src[p].stride,
                 fc.cur[p].data + (mb_row * 8 + 4 * row) * fc.cur[p].stride + mb_col * 8,
-                fc.cur[p].stride, coeffs + 32 * row, coeffs + 32 * row + 16)
+                fc.cur[p].stride, 2, limit, coeffs + 32 * row, empty + 2 * row)
         for b in range(4):
             row = b >> 1
             col = b & 1
             dst = fc.cur[p].data + (mb_row * 8 + 4 * row) * fc.cur[p].stride + mb_col * 8 + 4 * col
-            eob = quantize_block(coeffs + 16 * b, out.levels + (12 + 4 * p + b) * 16, dequant, 0,
-                                 q[0], q[1], 96, 85)
             ctx_index = 4 + (p - 1) * 2
-            eob = refine_block(enc, 2, above[ctx_index + col] + left[ctx_index + row], 0,
-                               coeffs + 16 * b, out.levels + (12 + 4 * p + b) * 16, dequant, eob,
-                               q[0], q[1])
+            if empty[b]:
+                memset(out.levels + (12 + 4 * p + b) * 16, 0, 16 * sizeof(int16_t))
+                dequant[0] = 0
+                eob = 0
+            else:
+                eob = quantize_block(coeffs + 16 * b, out.levels + (12 + 4 * p + b) * 16,
+                                     dequant, 0, q[0], q[1], 96, 85)
+                eob = refine_block(enc, 2, above[ctx_index + col] + left[ctx_index + row], 0,
+                                   coeffs + 16 * b, out.levels + (12 + 4 * p + b) * 16, dequant,
+                                   eob, q[0], q[1])
             out.eobs[12 + 4 * p + b] = eob
             if enc.need_rate:
                 out.rate += block_rate(enc, 2, above[ctx_index + col] + left[ctx_index + row],
@@ -592,20 +638,26 @@ cdef void code_luma_split(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
     cdef uint8_t above[9]
     cdef uint8_t left[9]
     cdef int b, eob
+    cdef bint empty[16]
     cdef uint8_t* dst
     memcpy(above, above_ctx, 9)
     memcpy(left, left_ctx, 9)
-    for b in range(0, 16, 2):
-        edsp_fdct_pair(
-            src.data + (mb_row * 16 + 4 * (b >> 2)) * src.stride + mb_col * 16 + 4 * (b & 3),
-            src.stride,
-            cur.data + (mb_row * 16 + 4 * (b >> 2)) * cur.stride + mb_col * 16 + 4 * (b & 3),
-            cur.stride, coeffs + b * 16, coeffs + b * 16 + 16)
+    for b in range(0, 16, 4):
+        transform_strip(
+            enc, src.data + (mb_row * 16 + b) * src.stride + mb_col * 16, src.stride,
+            cur.data + (mb_row * 16 + b) * cur.stride + mb_col * 16, cur.stride, 4,
+            min(zero_limit(q[0], 96), zero_limit(q[1], 85)), coeffs + b * 16, empty + b)
     for b in range(16):
         dst = cur.data + (mb_row * 16 + 4 * (b >> 2)) * cur.stride + mb_col * 16 + 4 * (b & 3)
-        eob = quantize_block(coeffs + b * 16, out.levels + b * 16, dequant, 0, q[0], q[1], 96, 85)
-        eob = refine_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs + b * 16,
-                           out.levels + b * 16, dequant, eob, q[0], q[1])
+        if empty[b]:
+            memset(out.levels + b * 16, 0, 16 * sizeof(int16_t))
+            dequant[0] = 0
+            eob = 0
+        else:
+            eob = quantize_block(coeffs + b * 16, out.levels + b * 16, dequant, 0, q[0], q[1],
+                                 96, 85)
+            eob = refine_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs + b * 16,
+                               out.levels + b * 16, dequant, eob, q[0], q[1])
         out.eobs[b] = eob
         if enc.need_rate:
             out.rate += block_rate(enc, 3, above[b & 3] + left[b >> 2], 0, out.levels + b * 16,
@@ -1429,7 +1481,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
     cdef TokenCounts* counts = <TokenCounts*>calloc(1, sizeof(TokenCounts))
     cdef EntropyContext before
     cdef Picture recon, source, saved
-    cdef int width, height, mb_row, mb_col, index, level, best_level, i, centre, n_coarse
+    cdef int width, height, mb_row, mb_col, index, level, best_level, i, centre, n_coarse, first
     cdef int64_t coarse[7]
     cdef int lf_ref[4]
     cdef int lf_mode[4]
@@ -1610,8 +1662,11 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                     commit_contexts(mb, best, mb.skip, fc.above_ctx + mb_col * 9, left)
                     index = mb_row * rec.mb_cols + mb_col
                     memcpy(rec.level_eobs + index * 25, best.eobs, 25)
+                    # Only levels before a block's end are read; a luma block whose DC is in
+                    # Y2 starts at position 1, so an end of 1 means it has none.
+                    first = 1 if mb.y_mode != B_PRED and mb.y_mode != SPLITMV else 0
                     for i in range(25):
-                        if best.eobs[i]:
+                        if best.eobs[i] > (first if i < 16 else 0):
                             memcpy(rec.levels + index * 400 + i * 16, best.levels + i * 16,
                                    16 * sizeof(int16_t))
                     if mb.ref_frame == INTRA_FRAME:
@@ -1817,6 +1872,25 @@ def _kernel_fdct(src, pred):
     edsp_fdct4x4_c(&s[0, 0], 8, &p[0, 0], 8, &o[2, 0, 0])
     edsp_fdct4x4_c(&s[0, 4], 8, &p[0, 4], 8, &o[2, 1, 0])
     return out
+
+
+def _kernel_block_stats(src, pred):
+    """Test hook: per 4x4 block of a 16-wide strip (`src` - `pred`, uint8 arrays of shape
+    (4, 16)): SAD and residual sum from the SIMD kernel over 4 blocks and over 2, and from the
+    portable definition (int arrays of shape (3, 2, 4); the 2-block row fills its first two),
+    with the coefficient bound and the DC each SAD and sum give (arrays of 4)."""
+    cdef const uint8_t[:, ::1] s = np.ascontiguousarray(src, np.uint8)
+    cdef const uint8_t[:, ::1] p = np.ascontiguousarray(pred, np.uint8)
+    if s.shape[0] != 4 or s.shape[1] != 16 or p.shape[0] != 4 or p.shape[1] != 16:
+        raise ValueError("src and pred must be 4x16")
+    out = np.zeros((3, 2, 4), np.intc)
+    cdef int[:, :, ::1] o = out
+    edsp_block_sad_sum(&s[0, 0], 16, &p[0, 0], 16, 4, &o[0, 0, 0], &o[0, 1, 0])
+    edsp_block_sad_sum(&s[0, 0], 16, &p[0, 0], 16, 2, &o[1, 0, 0], &o[1, 1, 0])
+    edsp_block_sad_sum_c(&s[0, 0], 16, &p[0, 0], 16, 4, &o[2, 0, 0], &o[2, 1, 0])
+    bounds = np.array([edsp_coefficient_bound(o[2, 0, b]) for b in range(4)])
+    dcs = np.array([edsp_dc_from_sum(o[2, 1, b]) for b in range(4)])
+    return out, bounds, dcs
 
 
 def _kernel_idct(coeffs, pred):
