@@ -24,7 +24,14 @@ from libc.string cimport memcpy, memset
 from .frame_context cimport FrameContext, MacroblockInfo, MotionVector, Plane
 from .frame_header cimport EntropyContext, entropy_context_defaults
 from .frame_record cimport FrameRecord
-from .frame_writer cimport TokenCounts, count_tokens, token_class, write_frame
+from .frame_writer cimport (
+    TokenCounts,
+    TokenTally,
+    tally_macroblock,
+    token_class,
+    tree_counts,
+    write_frame,
+)
 from .loop_filter cimport loop_filter_frame
 from .modes cimport above_block_mv, find_near_mvs, left_block_mv, mv_equal, submv_context
 from .picture cimport Picture
@@ -829,27 +836,6 @@ cdef bint coding_is_empty(const MacroblockInfo* mb, const MacroblockCoding* c) n
     return True
 
 
-cdef void commit_contexts(const MacroblockInfo* mb, const MacroblockCoding* c, bint skipped,
-                          uint8_t* above, uint8_t* left) noexcept nogil:
-    # The token contexts a decoder is left with after this macroblock.
-    cdef int b, first = 0, ctx_index
-    cdef bint has_y2 = mb.y_mode != B_PRED and mb.y_mode != SPLITMV
-    if skipped:
-        memset(above, 0, 8)
-        memset(left, 0, 8)
-        if has_y2:
-            above[8] = left[8] = 0
-        return
-    if has_y2:
-        above[8] = left[8] = c.eobs[24] > 0
-        first = 1
-    for b in range(16):
-        above[b & 3] = left[b >> 2] = c.eobs[b] > first
-    for b in range(16, 24):
-        ctx_index = 4 + ((b - 16) >> 2) * 2
-        above[ctx_index + (b & 1)] = left[ctx_index + ((b >> 1) & 1)] = c.eobs[b] > 0
-
-
 # --- mode decision -------------------------------------------------------------------------
 
 cdef inline int64_t rd_cost(Encoder* enc, const MacroblockCoding* c, uint32_t extra_rate) noexcept nogil:
@@ -1479,6 +1465,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
     cdef MacroblockCoding* trial = <MacroblockCoding*>malloc(sizeof(MacroblockCoding))
     cdef MacroblockCoding* best = <MacroblockCoding*>malloc(sizeof(MacroblockCoding))
     cdef TokenCounts* counts = <TokenCounts*>calloc(1, sizeof(TokenCounts))
+    cdef TokenTally* tally = <TokenTally*>calloc(1, sizeof(TokenTally))
     cdef EntropyContext before
     cdef Picture recon, source, saved
     cdef int width, height, mb_row, mb_col, index, level, best_level, i, centre, n_coarse, first
@@ -1494,7 +1481,8 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
     cdef double step, factor
     cdef bint rebasing = original is not None
     try:
-        if fc == NULL or enc == NULL or trial == NULL or best == NULL or counts == NULL:
+        if fc == NULL or enc == NULL or trial == NULL or best == NULL or counts == NULL \
+                or tally == NULL:
             raise MemoryError()
         if not isinstance(image, Image):
             raise TypeError(f"expected an Image, not {type(image).__name__}")
@@ -1659,7 +1647,10 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                     mb.skip = coding_is_empty(mb, best)
                     mb.skip_coded = mb.skip
                     skip_count += mb.skip
-                    commit_contexts(mb, best, mb.skip, fc.above_ctx + mb_col * 9, left)
+                    # Tallied now, while the levels are at hand; this also moves the token
+                    # contexts on past the macroblock.
+                    tally_macroblock(tally, rec, mb, best.levels, best.eobs,
+                                     fc.above_ctx + mb_col * 9, left)
                     index = mb_row * rec.mb_cols + mb_col
                     memcpy(rec.level_eobs + index * 25, best.eobs, 25)
                     # Only levels before a block's end are read; a luma block whose DC is in
@@ -1677,8 +1668,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                             last_count += 1
                         elif mb.ref_frame == GOLDEN_FRAME:
                             golden_count += 1
-            memset(fc.above_ctx, 0, rec.mb_cols * 9)
-            count_tokens(rec, counts, fc.above_ctx)
+            tree_counts(tally, counts)
             choose_coefficient_updates(rec, &before, counts)
             if not key_frame and MV_UPDATES:
                 choose_mv_updates(rec, &before)
@@ -1747,6 +1737,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         free(trial)
         free(best)
         free(counts)
+        free(tally)
 
 
 cdef object _segment_map_after(DecoderState state, FrameRecord rec):

@@ -1,9 +1,11 @@
 from libc.stdint cimport int16_t, uint8_t, uint32_t
 
 from .bool_encoder cimport BoolEncoder
+from .frame_context cimport MacroblockInfo
 from .frame_record cimport FrameRecord
 
 ctypedef uint32_t TokenCounts[4][8][3][11][2]
+ctypedef uint32_t TokenTally[4][8][3][2][12]   # type, band, context, EOB tested?, class
 
 cdef void write_block(BoolEncoder* e, TokenCounts* counts, int block_type, const uint8_t* probs,
                       int context, int first, const int16_t* levels, int eob) noexcept nogil
@@ -11,6 +13,12 @@ cdef void write_block(BoolEncoder* e, TokenCounts* counts, int block_type, const
 cdef bytes write_frame(FrameRecord record)
 
 cdef void count_tokens(FrameRecord r, TokenCounts* counts, uint8_t* above_ctx) noexcept nogil
+
+cdef void tally_macroblock(TokenTally* tally, FrameRecord r, const MacroblockInfo* mb,
+                           const int16_t* levels, const uint8_t* eobs, uint8_t* above,
+                           uint8_t* left) noexcept nogil
+
+cdef void tree_counts(const TokenTally* tally, TokenCounts* counts) noexcept nogil
 
 
 cdef inline int token_class(int magnitude) noexcept nogil:

@@ -360,7 +360,6 @@ cdef void write_block(BoolEncoder* e, TokenCounts* counts, int block_type, const
 DEF TOKEN_ZERO = 0
 DEF TOKEN_ONE = 1
 DEF TOKEN_EOB = 11
-ctypedef uint32_t TokenTally[4][8][3][2][12]   # type, band, context, EOB tested?, class
 
 
 cdef void tally_block(TokenTally* tally, int block_type, int context, int first,
@@ -458,6 +457,15 @@ cdef inline void code_block(BoolEncoder* e, TokenTally* tally, TokenCounts* coun
         tally_block(tally, block_type, context, first, levels, eob)
     else:
         write_block(e, counts, block_type, probs, context, first, levels, eob)
+
+
+cdef void tally_macroblock(TokenTally* tally, FrameRecord r, const MacroblockInfo* mb,
+                           const int16_t* levels, const uint8_t* eobs, uint8_t* above,
+                           uint8_t* left) noexcept nogil:
+    """Tally a macroblock's tokens as it is coded (`tree_counts` makes branch counts of the
+    tallies) and leave the token contexts as a decoder of it is left: what `count_tokens` does
+    for a whole record, for an encoder that has the levels at hand."""
+    write_macroblock_tokens(NULL, tally, NULL, r, mb, levels, eobs, above, left)
 
 
 cdef void count_tokens(FrameRecord r, TokenCounts* counts, uint8_t* above_ctx) noexcept nogil:
