@@ -5,6 +5,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 
 import numpy
 from Cython.Build import cythonize
@@ -51,6 +52,7 @@ def codec_extension(name: str) -> Extension:
     )
 
 
+LIBVPX_DIR = os.path.join("shared", "libvpx")
 # Where libvpx's headers may be when pkg-config does not know it.
 LIBVPX_INCLUDE_DIRS = ["/usr/include", "/usr/local/include", "/opt/homebrew/include"]
 
@@ -85,10 +87,33 @@ def libvpx_flags() -> dict[str, list[str]] | None:
     return None
 
 
+def static_libvpx(library_dirs: list[str]) -> str | None:
+    """libvpx.a, to link libvpx into the extension with its allocations wrapped (GNU ld's
+    --wrap, so Linux only), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    for directory in library_dirs:
+        if os.path.isfile(os.path.join(directory, "libvpx.a")):
+            return os.path.join(directory, "libvpx.a")
+    compiler = shlex.split(os.environ.get("CC", "cc"))[0]
+    try:
+        found = subprocess.run(
+            [compiler, "-print-file-name=libvpx.a"], capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return None
+    return os.path.realpath(found) if os.path.isabs(found) and os.path.isfile(found) else None
+
+
 def libvpx_extensions() -> list[Extension]:
     """shared.libvpx.encoder (phase 1 in process), only where libvpx can be compiled against;
     elsewhere the pipeline runs the vpxenc command instead. EXCAMERA_LIBVPX=0 skips it. It is
-    optional: should it fail to compile or link, the codec is still built (with a warning)."""
+    optional: should it fail to compile or link, the codec is still built (with a warning).
+
+    Where libvpx.a is found, libvpx is linked in statically with its malloc and calloc wrapped
+    by shared/libvpx/heap.c (zeroed, padded blocks), which makes its output a function of the
+    input alone (heap.c says why); the module then has ZEROED_HEAP set. Otherwise it links
+    -lvpx, and phase 1 uses it only when asked to (shared.pipeline.vpx)."""
     if os.environ.get("EXCAMERA_LIBVPX") == "0":
         print("note: EXCAMERA_LIBVPX=0: shared.libvpx is not built; phase 1 will run vpxenc")
         return []
@@ -99,15 +124,34 @@ def libvpx_extensions() -> list[Extension]:
             "macOS: brew install libvpx): shared.libvpx is not built; phase 1 will run vpxenc"
         )
         return []
+    sources = [os.path.join(LIBVPX_DIR, "encoder.pyx")]
+    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+    archive = static_libvpx(flags["library_dirs"])
+    if archive is not None:
+        sources.append(os.path.join(LIBVPX_DIR, "heap.c"))
+        macros.append(("EXCAMERA_ZEROED_HEAP", "1"))
+        link = {
+            "extra_objects": [archive],
+            "libraries": ["m", "pthread"],
+            "extra_link_args": [
+                "-Wl,--wrap=malloc", "-Wl,--wrap=calloc", "-Wl,--exclude-libs,ALL"
+            ],
+        }
+        print(f"note: shared.libvpx links {archive} in, its heap zeroed (shared/libvpx/heap.c)")
+    else:
+        link = {"library_dirs": flags["library_dirs"], "libraries": flags["libraries"]}
+        print(
+            "note: libvpx.a was not found: shared.libvpx links libvpx dynamically, without the "
+            "zeroed heap, so phase 1 keeps vpxenc unless EXCAMERA_PHASE1=libvpx"
+        )
     return [
         Extension(
             "shared.libvpx.encoder",
-            [os.path.join("shared", "libvpx", "encoder.pyx")],
+            sources,
             include_dirs=[numpy.get_include(), *flags["include_dirs"]],
-            library_dirs=flags["library_dirs"],
-            libraries=flags["libraries"],
             extra_compile_args=["-O2"],
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            define_macros=macros,
+            **link,
         )
     ]
 

@@ -8,7 +8,9 @@ The clip is cut into chunks of n frames as the pipeline does (stages.split); eac
 encoded one at a time by `shared.pipeline.vpx.encode_chunk` both ways, alternating which goes
 first from round to round: in process (read the chunk's Y4M, both passes through the binding,
 the IVF in memory) and with vpxenc (a process that reads the Y4M and writes the IVF, read back).
-Reported: mean and median seconds per chunk over all rounds, and in-process / vpxenc.
+Reported: mean and median seconds per chunk over all rounds, in-process / vpxenc, and how many
+chunks came out byte-identical: all of them, unless libvpx's read of heap bytes it never wrote
+(shared/libvpx/heap.c) finds there, in vpxenc, a value that changes one of its decisions.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main() -> int:
         "vpxenc": replace(settings, encoder="vpxenc"),
     }
     times: dict[str, list[float]] = {name: [] for name in ways}
+    identical = 0
     with tempfile.TemporaryDirectory(prefix="excamera-bench-binding-") as directory:
         tmp = Path(directory)
         store = LocalStore(tmp / "work", durable=False)
@@ -66,8 +69,8 @@ def main() -> int:
                         started = time.perf_counter()
                         outputs[name] = vpx.encode_chunk(ways[name], args.cq, chunk, tmp)
                         times[name].append(time.perf_counter() - started)
-                    if len(set(outputs.values())) != 1:
-                        sys.exit(f"chunk {index}: the binding's IVF differs from vpxenc's")
+                    if round_ == 0:
+                        identical += len(set(outputs.values())) == 1
 
     result = {
         "source": str(source),
@@ -78,7 +81,8 @@ def main() -> int:
         "rounds": args.rounds,
         "libvpx": binding.version(),
         "vpxenc": vpx.vpxenc_version(vpxenc),
-        "identical": True,
+        "zeroed_heap": binding.ZEROED_HEAP,
+        "identical_chunks": identical,
         "seconds_per_chunk": {
             name: {"mean": statistics.mean(t), "median": statistics.median(t), "min": min(t)}
             for name, t in times.items()
@@ -99,7 +103,7 @@ def main() -> int:
               f"{figures['min']:.3f} |")
     saved = statistics.mean(times["vpxenc"]) - statistics.mean(times["in process"])
     print(f"in process / vpxenc: {ratio:.3f} ({saved * 1000:+.1f} ms per chunk saved); "
-          "every chunk's IVF identical")
+          f"{identical} of {count} chunks' IVF files identical")
     return 0
 
 

@@ -4,7 +4,8 @@ ExCamera's phase 1, with the first pass's statistics kept in memory.
 `encode_two_pass` configures the encoder exactly as `vpxenc` does for the command line of
 `shared.pipeline.vpx.vpxenc_command` (same configuration fields, same codec controls in the same
 order, same deadline, time base, timestamps and end-of-stream flushing), so for the same libvpx
-its frames are byte for byte those of vpxenc's IVF file.
+its frames are byte for byte those of vpxenc's IVF file, provided libvpx sees the heap a fresh
+vpxenc process gives it: see heap.c and ZEROED_HEAP.
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint32_t
@@ -13,6 +14,15 @@ from libc.string cimport memset
 import numpy as np
 
 from shared.pipeline.errors import LibvpxError
+
+
+cdef extern from *:
+    """
+    #ifndef EXCAMERA_ZEROED_HEAP
+    #define EXCAMERA_ZEROED_HEAP 0
+    #endif
+    """
+    int EXCAMERA_ZEROED_HEAP
 
 
 cdef extern from "vpx/vpx_codec.h" nogil:
@@ -151,6 +161,10 @@ cdef extern from "vpx/vp8cx.h" nogil:
         VP8_ONE_TOKENPARTITION
 
 
+# Whether libvpx is linked in with its allocations zeroed and padded (heap.c, setup.py): only
+# then is the output a function of the input alone (with --tune=ssim libvpx reads heap bytes
+# beyond one of its allocations).
+ZEROED_HEAP = bool(EXCAMERA_ZEROED_HEAP)
 FRAME_IS_KEY = VPX_FRAME_IS_KEY
 FRAME_IS_INVISIBLE = VPX_FRAME_IS_INVISIBLE
 MAX_DIMENSION = 16383  # VP8's frame header holds 14 bits of width and height
@@ -385,7 +399,8 @@ def encode_two_pass_packets(pictures, width, height, fps, *, cq_level, lag_in_fr
 
     status = vpx_codec_enc_config_default(vpx_codec_vp8_cx(), &cfg, 0)
     if status != VPX_CODEC_OK:
-        raise LibvpxError(f"libvpx: no default configuration: {_text(vpx_codec_err_to_string(status))}")
+        reason = _text(vpx_codec_err_to_string(status))
+        raise LibvpxError(f"libvpx: no default configuration: {reason}")
     # vpxenc: the input's size, bit depth and frame rate (which replaces its default time base).
     cfg.g_w = w
     cfg.g_h = h

@@ -15,9 +15,10 @@ interframe. The huge target bitrate makes the cap of constant-quality mode irrel
 frame is coded at the cq level (vpxenc's default target, 256 kbit/s, would cap it).
 
 `encode_chunk` runs these settings in process through `shared.libvpx`, a thin Cython binding of
-libvpx's encoder API, when that extension is built (setup.py builds it where libvpx-dev is
-installed): both passes in memory, the same configuration and codec controls as vpxenc, and for
-the same libvpx the same bytes (tests/test_libvpx_binding.py). Otherwise, or with
+libvpx's encoder API, when that extension is built with libvpx linked in and its heap zeroed
+(setup.py does so where libvpx-dev is installed): both passes in memory, the same configuration
+and codec controls as vpxenc, and for the same libvpx the same bytes but where a libvpx bug
+makes vpxenc's own output depend on its heap (shared/libvpx/heap.c; rare). Otherwise, or with
 `EncodeSettings(encoder="vpxenc")` or EXCAMERA_PHASE1=vpxenc, it runs `vpxenc_command`, which
 therefore stays the reference for the exact settings. (The binding takes the samples as they
 are; vpxenc would resample the chroma of a C420mpeg2/C420paldv Y4M, which split never writes.)
@@ -50,6 +51,7 @@ __all__ = [
     "find_vpxenc",
     "is_key_frame",
     "is_shown",
+    "deterministic_libvpx",
     "load_libvpx",
     "prepare",
     "resolve_encoder",
@@ -64,7 +66,8 @@ MAX_CQ_LEVEL = 63
 MAX_LAG_IN_FRAMES = 25  # libvpx's limit for VP8
 _INSTALL_HINT = "install vpx-tools (e.g. apt-get install vpx-tools)"
 # How phase 1 runs libvpx: "libvpx", the in-process binding (shared.libvpx); "vpxenc", the
-# command; "auto", the binding when it is built, else vpxenc (PHASE1_ENV overrides "auto").
+# command; "auto", the binding when it is built with its zeroed heap, else vpxenc (PHASE1_ENV
+# overrides "auto").
 ENCODERS = ("auto", "libvpx", "vpxenc")
 PHASE1_ENV = "EXCAMERA_PHASE1"
 
@@ -76,8 +79,8 @@ class EncodeSettings:
     `cq_level` (0-63, lower is better) is used as is unless `target_ssim_db` is set; then each
     chunk gets the largest cq level whose libvpx encode reaches that SSIM (dB, libvpx's SSIM
     over all planes), found by bisection over 0-63. `encoder` picks how libvpx runs (ENCODERS):
-    "auto" (the default) is the in-process binding when it is built, else `vpxenc`, the command
-    at path `vpxenc`.
+    "auto" (the default) is the in-process binding when it is built with its zeroed heap, else
+    `vpxenc`, the command at path `vpxenc`.
     """
 
     cq_level: int = DEFAULT_CQ_LEVEL
@@ -188,10 +191,17 @@ def load_libvpx() -> ModuleType | None:
     return binding
 
 
+def deterministic_libvpx() -> bool:
+    """Whether the binding is built and links libvpx with its heap zeroed (shared/libvpx/heap.c),
+    so that its output is a function of the input alone: only then does "auto" choose it."""
+    binding = load_libvpx()
+    return binding is not None and bool(binding.ZEROED_HEAP)
+
+
 def resolve_encoder(settings: EncodeSettings) -> EncodeSettings:
-    """`settings` with `encoder` decided: "auto" becomes "libvpx" when the binding loads (or
-    whatever EXCAMERA_PHASE1 names), else "vpxenc". ToolError when the binding is asked for
-    but not built."""
+    """`settings` with `encoder` decided: "auto" becomes whatever EXCAMERA_PHASE1 names, else
+    "libvpx" when the binding is built with its zeroed heap (`deterministic_libvpx`), else
+    "vpxenc". ToolError when the binding is asked for but not built."""
     encoder = settings.encoder
     if encoder == "auto":
         wanted = os.environ.get(PHASE1_ENV, "auto").strip().lower() or "auto"
@@ -199,7 +209,7 @@ def resolve_encoder(settings: EncodeSettings) -> EncodeSettings:
             raise ToolError(f"{PHASE1_ENV}={wanted}: expected one of {', '.join(ENCODERS)}")
         encoder = wanted
     if encoder == "auto":
-        encoder = "libvpx" if load_libvpx() is not None else "vpxenc"
+        encoder = "libvpx" if deterministic_libvpx() else "vpxenc"
     if encoder == "libvpx" and load_libvpx() is None:
         raise ToolError(
             "the libvpx binding (shared.libvpx) is not built: install libvpx-dev and reinstall "
