@@ -9,7 +9,10 @@ returns the frames vpxenc's IVF file would hold; `encode_two_pass_packets` adds 
 timestamps and libvpx flags (`Packet`). Errors raise `LibvpxError` (a `ToolError`).
 
 The extension is built only where libvpx's headers and library are found (setup.py); importing
-this package raises ImportError otherwise, and `shared.pipeline.vpx` falls back to vpxenc.
+this package raises ImportError otherwise, and `shared.pipeline.vpx` falls back to vpxenc. Where
+libvpx.a is found, libvpx is linked in with its allocations zeroed (`ZEROED_HEAP`, heap.c): with
+--tune=ssim libvpx reads heap bytes it never wrote, and only so are the frames a function of the
+input alone.
 """
 
 from shared.pipeline.errors import LibvpxError
