@@ -55,7 +55,8 @@ def excamera_point(source: Path, cq: int, vpxenc: str, vpxdec: str, tmp: Path): 
     hidden frames, phase-1 seconds per chunk)."""
     store = LocalStore(tmp / f"work-cq{cq}", durable=False)
     plan = stages.split(store, "job", str(source), N, X)
-    settings = EncodeSettings(cq_level=cq, vpxenc=vpxenc)
+    # The variants change vpxenc's command line: the in-process binding would ignore them.
+    settings = EncodeSettings(cq_level=cq, vpxenc=vpxenc, encoder="vpxenc")
     phase1, hidden = [], 0
     for i in range(plan.chunk_count):
         started = time.perf_counter()

@@ -3,7 +3,8 @@
 # at .venv, and the project's install into it. The caller sets REPO_ROOT and `set -euo pipefail`.
 #
 # Environment: PYTHON (default python3) picks the interpreter for the virtualenv;
-# EXCAMERA_REBUILD=1 forces `pip install` even when nothing that is compiled has changed.
+# EXCAMERA_REBUILD=1 forces `pip install` even when nothing that is compiled has changed;
+# EXCAMERA_LIBVPX=0 leaves out the libvpx binding (setup.py), even where libvpx-dev is installed.
 
 VENV="$REPO_ROOT/.venv"
 VENV_PY="$VENV/bin/python"
@@ -64,17 +65,32 @@ trap _report_timings EXIT
 
 _is_root() { [[ $(id -u) -eq 0 ]]; }
 
-# Debian packages for what is missing: vpxenc/vpxdec (tests, benchmarks, the sample clip), and for
-# Debian's own python3 its venv module and headers (other Pythons ship both).
+# libvpx's development files (headers, the -lvpx link): setup.py builds the in-process binding
+# of libvpx's encoder (shared.libvpx) only where they are found.
+_have_libvpx_dev() {
+    if command -v pkg-config >/dev/null 2>&1 && pkg-config --exists vpx 2>/dev/null; then
+        return 0
+    fi
+    local dir
+    for dir in /usr/include /usr/local/include /opt/homebrew/include; do
+        [[ -f $dir/vpx/vpx_encoder.h ]] && return 0
+    done
+    return 1
+}
+
+# Debian packages for what is missing: vpxenc/vpxdec (tests, benchmarks, the sample clip),
+# libvpx-dev (phase 1 in process; optional, vpxenc does it otherwise), and for Debian's own
+# python3 its venv module and headers (other Pythons ship both).
 ensure_system_tools() {
     command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (set PYTHON=/path/to/python3)"
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
         || die "$PYTHON is $("$PYTHON" -V 2>&1); excamera needs Python >= 3.10"
 
-    local packages=()
+    local packages=() optional=()
     if ! command -v vpxenc >/dev/null 2>&1 || ! command -v vpxdec >/dev/null 2>&1; then
         packages+=(vpx-tools)
     fi
+    _have_libvpx_dev || optional+=(libvpx-dev)
     if ! command -v "${CC:-cc}" >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
         packages+=(gcc)
     fi
@@ -86,16 +102,23 @@ ensure_system_tools() {
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
             || packages+=(python3-dev)
     fi
-    if [[ ${#packages[@]} -eq 0 ]]; then
-        echo "vpxenc, vpxdec, a C compiler and $PYTHON ($("$PYTHON" -V 2>&1)) are present"
+    if [[ ${#packages[@]} -eq 0 && ${#optional[@]} -eq 0 ]]; then
+        echo "vpxenc, vpxdec, libvpx-dev, a C compiler and $PYTHON ($("$PYTHON" -V 2>&1))" \
+            "are present"
         return
     fi
     if _is_root && command -v apt-get >/dev/null 2>&1; then
+        packages+=(${optional[@]+"${optional[@]}"})
         say "installing ${packages[*]} with apt-get"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${packages[@]}"
+    elif [[ ${#packages[@]} -eq 0 ]]; then
+        echo "note: libvpx's headers are missing, so phase 1 will run vpxenc instead of libvpx in" \
+            "process; for the binding: sudo apt-get install libvpx-dev (macOS: brew install" \
+            "libvpx), then run this again"
     else
+        packages+=(${optional[@]+"${optional[@]}"})
         die "missing system packages: ${packages[*]}.
 Install them and run this again, e.g. on Debian/Ubuntu:
     sudo apt-get install ${packages[*]}
@@ -139,14 +162,19 @@ EOF
     )
 }
 
-# Every .pyx under shared/ has a built extension module next to it.
+# Every .pyx under shared/ has a built extension module next to it (the libvpx binding's only
+# where libvpx's headers are installed: setup.py skips it elsewhere).
 _extensions_built() {
-    (cd "$REPO_ROOT" && "$VENV_PY" - <<'EOF'
+    local libvpx=0
+    [[ ${EXCAMERA_LIBVPX:-1} != 0 ]] && _have_libvpx_dev && libvpx=1
+    (cd "$REPO_ROOT" && "$VENV_PY" - "$libvpx" <<'EOF'
 import importlib.util
 import sys
 from pathlib import Path
 
 for pyx in Path("shared").rglob("*.pyx"):
+    if pyx.parts[:2] == ("shared", "libvpx") and sys.argv[1] != "1":
+        continue
     name = ".".join(pyx.with_suffix("").parts)
     spec = importlib.util.find_spec(name)
     if spec is None:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Set up excamera on this machine:  bash scripts/setup.sh
 #
-# Idempotent: installs vpx-tools (vpxenc, vpxdec) if missing (as root, with apt-get), creates the
-# virtualenv .venv and installs the project into it, compiling the Cython codec. Afterwards the
-# command is .venv/bin/excamera (or `source .venv/bin/activate`, then `excamera`).
+# Idempotent: installs vpx-tools (vpxenc, vpxdec) and libvpx-dev if missing (as root, with
+# apt-get), creates the virtualenv .venv and installs the project into it, compiling the Cython
+# codec (and the libvpx binding where libvpx-dev is installed). Afterwards the command is
+# .venv/bin/excamera (or `source .venv/bin/activate`, then `excamera`).
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command:  bash scripts/test.sh [pytest arguments...]
 #
-# Idempotent, from a fresh machine on: installs vpx-tools if missing (as root, with apt-get),
-# creates .venv, installs the project with its test extra (compiling the Cython codec; skipped
-# when nothing compiled has changed), then runs `ruff check .` and `python -m pytest -q ARGS`.
+# Idempotent, from a fresh machine on: installs vpx-tools and libvpx-dev if missing (as root,
+# with apt-get), creates .venv, installs the project with its test extra (compiling the Cython
+# codec and the libvpx binding; skipped when nothing compiled has changed), then runs
+# `ruff check .` and `python -m pytest -q ARGS`.
 # Fails when pytest collects no tests (its exit code 5). Prints each step's time.
 set -euo pipefail
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "InputError",
+    "LibvpxError",
     "OutputError",
     "PipelineError",
     "RebaseUnavailableError",
@@ -29,7 +30,12 @@ class OutputError(PipelineError):
 
 
 class ToolError(PipelineError):
-    """An external tool (vpxenc) is missing or failed."""
+    """An external tool (vpxenc) or library (libvpx) is missing or failed."""
+
+
+class LibvpxError(ToolError):
+    """libvpx's encoder, called in process (`shared.libvpx`), refused its input or failed; the
+    message carries libvpx's own error detail."""
 
 
 class RebaseUnavailableError(PipelineError):

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from .mux import output_format
 from .progress import Progress
 from .stages import ChunkPlan, GroupQuality
 from .store import LocalStore
-from .vpx import EncodeSettings, find_vpxenc, vpxenc_version
+from .vpx import EncodeSettings, encoder_version, prepare
 
 __all__ = ["DIE_ENV", "StageTime", "Summary", "run_job"]
 
@@ -201,8 +201,8 @@ def _preflight(
     _check_output(Path(output_path))
     if x > 1:
         stages.load_rebase()
-    # Workers get vpxenc's absolute path: their PATH is not consulted again.
-    return replace(settings, vpxenc=find_vpxenc(settings.vpxenc))
+    # Workers get the encoder decided (the libvpx binding or vpxenc) and vpxenc's absolute path.
+    return prepare(settings)
 
 
 def _check_output(path: Path) -> None:
@@ -228,7 +228,7 @@ def _job_id(input_path: Path, n: int, x: int, settings: EncodeSettings) -> str:
         "n": n,
         "x": x,
         "settings": [settings.cq_level, settings.target_ssim_db, settings.lag_in_frames],
-        "vpxenc": vpxenc_version(settings.vpxenc),
+        "vpxenc": encoder_version(settings),
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", input_path.stem)[:40].strip("._") or "input"

@@ -50,7 +50,7 @@ from .errors import InputError, OutputError, PipelineError, RebaseUnavailableErr
 from .mux import ivf_bytes, read_ivf_frames, write_output
 from .sources import open_source
 from .store import Store
-from .vpx import MAX_CQ_LEVEL, EncodeSettings, is_key_frame, is_shown, run_vpxenc
+from .vpx import MAX_CQ_LEVEL, EncodeSettings, encode_chunk, is_key_frame, is_shown
 
 __all__ = [
     "ChunkEncode",
@@ -241,7 +241,8 @@ class ChunkEncode:
 
 
 def encode_chunk_vpx(store: Store, job: str, index: int, settings: EncodeSettings) -> ChunkEncode:
-    """Phase 1: vpxenc encodes chunk `index` on its own (key frame first, then interframes)."""
+    """Phase 1: libvpx encodes chunk `index` on its own (key frame first, then interframes),
+    in process or by vpxenc (`vpx.encode_chunk`)."""
     output, meta = chunk_key(job, index, "vpx.ivf"), chunk_key(job, index, "vpx.json")
     if store.exists(output) and store.exists(meta):
         return ChunkEncode(**json.loads(store.get(meta)))
@@ -276,13 +277,13 @@ def _count_y4m_frames(path: Path) -> int:
 def _encode_checked(
     settings: EncodeSettings, cq_level: int, source: Path, workdir: Path, expected: int
 ) -> bytes:
-    data = run_vpxenc(settings.vpxenc, cq_level, settings.lag_in_frames, source, workdir)
+    data = encode_chunk(settings, cq_level, source, workdir)
     frames = read_ivf_frames(data)
     shown = sum(map(is_shown, frames))
     keys = [k for k, frame in enumerate(frames) if is_key_frame(frame)]
     if shown != expected or keys != [0]:
         raise PipelineError(
-            f"vpxenc made an unusable chunk of {source.name}: {shown} shown frames for "
+            f"libvpx made an unusable chunk of {source.name}: {shown} shown frames for "
             f"{expected} pictures, key frames at {keys} (expected exactly one, at 0)"
         )
     return data

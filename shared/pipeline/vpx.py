@@ -1,5 +1,5 @@
-"""Phase 1 of ExCamera: libvpx (`vpxenc`) encodes one chunk on its own, with the original's
-settings.
+"""Phase 1 of ExCamera: libvpx encodes one chunk on its own, with the original's settings (in
+process through the binding `shared.libvpx`, or by running `vpxenc`).
 
 ExCamera's workers ran (mu / gg / the step-function port, all alike):
 
@@ -13,25 +13,49 @@ silently disable them) and `--disable-kf` with an unbounded key-frame distance, 
 first frame is its only key frame: the rebase stages turn exactly that frame into an
 interframe. The huge target bitrate makes the cap of constant-quality mode irrelevant, so every
 frame is coded at the cq level (vpxenc's default target, 256 kbit/s, would cap it).
+
+`encode_chunk` runs these settings in process through `shared.libvpx`, a thin Cython binding of
+libvpx's encoder API, when that extension is built with libvpx linked in and its heap zeroed
+(setup.py does so where libvpx-dev is installed): both passes in memory, the same configuration
+and codec controls as vpxenc, and for the same libvpx the same bytes but where a libvpx bug
+makes vpxenc's own output depend on its heap (shared/libvpx/heap.c; rare). Otherwise, or with
+`EncodeSettings(encoder="vpxenc")` or EXCAMERA_PHASE1=vpxenc, it runs `vpxenc_command`, which
+therefore stays the reference for the exact settings. (The binding takes the samples as they
+are; vpxenc would resample the chroma of a C420mpeg2/C420paldv Y4M, which split never writes.)
 """
 
 from __future__ import annotations
 
 import functools
+import io
+import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import ModuleType
+
+from shared.codec.ivf import IvfWriter
+from shared.codec.y4m import Y4mReader
 
 from .errors import ToolError
 
 __all__ = [
     "DEFAULT_CQ_LEVEL",
+    "ENCODERS",
+    "PHASE1_ENV",
     "EncodeSettings",
+    "encode_chunk",
+    "encoder_version",
     "find_vpxenc",
     "is_key_frame",
     "is_shown",
+    "deterministic_libvpx",
+    "load_libvpx",
+    "prepare",
+    "resolve_encoder",
+    "run_libvpx",
     "run_vpxenc",
     "vpxenc_command",
     "vpxenc_version",
@@ -41,6 +65,11 @@ DEFAULT_CQ_LEVEL = 20
 MAX_CQ_LEVEL = 63
 MAX_LAG_IN_FRAMES = 25  # libvpx's limit for VP8
 _INSTALL_HINT = "install vpx-tools (e.g. apt-get install vpx-tools)"
+# How phase 1 runs libvpx: "libvpx", the in-process binding (shared.libvpx); "vpxenc", the
+# command; "auto", the binding when it is built with its zeroed heap, else vpxenc (PHASE1_ENV
+# overrides "auto").
+ENCODERS = ("auto", "libvpx", "vpxenc")
+PHASE1_ENV = "EXCAMERA_PHASE1"
 
 
 @dataclass(frozen=True)
@@ -49,13 +78,16 @@ class EncodeSettings:
 
     `cq_level` (0-63, lower is better) is used as is unless `target_ssim_db` is set; then each
     chunk gets the largest cq level whose libvpx encode reaches that SSIM (dB, libvpx's SSIM
-    over all planes), found by bisection over 0-63.
+    over all planes), found by bisection over 0-63. `encoder` picks how libvpx runs (ENCODERS):
+    "auto" (the default) is the in-process binding when it is built with its zeroed heap, else
+    `vpxenc`, the command at path `vpxenc`.
     """
 
     cq_level: int = DEFAULT_CQ_LEVEL
     target_ssim_db: float | None = None
     lag_in_frames: int = MAX_LAG_IN_FRAMES
     vpxenc: str = "vpxenc"
+    encoder: str = "auto"  # one of ENCODERS
 
     def __post_init__(self) -> None:
         if not 0 <= self.cq_level <= MAX_CQ_LEVEL:
@@ -64,6 +96,8 @@ class EncodeSettings:
             raise ValueError(f"target SSIM must be in (0, 100] dB, got {self.target_ssim_db}")
         if not 0 <= self.lag_in_frames <= MAX_LAG_IN_FRAMES:
             raise ValueError(f"lag in frames must be 0-{MAX_LAG_IN_FRAMES}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
 
     def describe(self) -> str:
         if self.target_ssim_db is not None:
@@ -142,6 +176,97 @@ def run_vpxenc(
         detail = lines[-1] if lines else f"exit status {result.returncode}"
         raise ToolError(f"vpxenc failed on {source.name}: {detail}")
     return output.read_bytes()
+
+
+# --------------------------------------------------------------------------- in process or not
+
+
+@functools.cache
+def load_libvpx() -> ModuleType | None:
+    """The binding `shared.libvpx`, or None when its extension is not built (or does not load)."""
+    try:
+        import shared.libvpx as binding
+    except ImportError:
+        return None
+    return binding
+
+
+def deterministic_libvpx() -> bool:
+    """Whether the binding is built and links libvpx with its heap zeroed (shared/libvpx/heap.c),
+    so that its output is a function of the input alone: only then does "auto" choose it."""
+    binding = load_libvpx()
+    return binding is not None and bool(binding.ZEROED_HEAP)
+
+
+def resolve_encoder(settings: EncodeSettings) -> EncodeSettings:
+    """`settings` with `encoder` decided: "auto" becomes whatever EXCAMERA_PHASE1 names, else
+    "libvpx" when the binding is built with its zeroed heap (`deterministic_libvpx`), else
+    "vpxenc". ToolError when the binding is asked for but not built."""
+    encoder = settings.encoder
+    if encoder == "auto":
+        wanted = os.environ.get(PHASE1_ENV, "auto").strip().lower() or "auto"
+        if wanted not in ENCODERS:
+            raise ToolError(f"{PHASE1_ENV}={wanted}: expected one of {', '.join(ENCODERS)}")
+        encoder = wanted
+    if encoder == "auto":
+        encoder = "libvpx" if deterministic_libvpx() else "vpxenc"
+    if encoder == "libvpx" and load_libvpx() is None:
+        raise ToolError(
+            "the libvpx binding (shared.libvpx) is not built: install libvpx-dev and reinstall "
+            "(bash scripts/setup.sh), or use vpxenc"
+        )
+    return settings if encoder == settings.encoder else replace(settings, encoder=encoder)
+
+
+def prepare(settings: EncodeSettings) -> EncodeSettings:
+    """What workers get: the encoder decided and, for vpxenc, its absolute path (their PATH is
+    not consulted again). ToolError, saying how to get it, when the encoder is missing."""
+    settings = resolve_encoder(settings)
+    if settings.encoder == "vpxenc":
+        settings = replace(settings, vpxenc=find_vpxenc(settings.vpxenc))
+    return settings
+
+
+def encoder_version(settings: EncodeSettings) -> str:
+    """The version of the libvpx that phase 1 runs (part of a job's identity): the binding's
+    libvpx, or vpxenc's."""
+    settings = resolve_encoder(settings)
+    if settings.encoder == "libvpx":
+        binding = load_libvpx()
+        assert binding is not None
+        return f"libvpx {binding.version()} in process ({binding.encoder_name()})"
+    return vpxenc_version(settings.vpxenc)
+
+
+def run_libvpx(cq_level: int, lag_in_frames: int, source: Path) -> bytes:
+    """`run_vpxenc` in process: the Y4M file `source` encoded by the binding, returned as the
+    IVF file vpxenc would write (same header, frames and timestamps)."""
+    binding = load_libvpx()
+    if binding is None:
+        raise ToolError("the libvpx binding (shared.libvpx) is not built")
+    with Y4mReader(source) as reader:
+        pictures = list(reader)
+        header = reader.header
+    packets = binding.encode_two_pass_packets(
+        pictures, header.width, header.height, header.fps,
+        cq_level=cq_level, lag_in_frames=lag_in_frames,
+    )
+    buffer = io.BytesIO()
+    fps_num, fps_den = header.fps
+    with IvfWriter(buffer, header.width, header.height, timebase=(fps_den, fps_num)) as writer:
+        for packet in packets:
+            writer.write(packet.data, packet.pts)
+    return buffer.getvalue()
+
+
+def encode_chunk(settings: EncodeSettings, cq_level: int, source: Path, workdir: Path) -> bytes:
+    """Phase 1 on one chunk: the Y4M file `source` encoded at `cq_level` with the settings of
+    `vpxenc_command`, in process through the binding or by vpxenc (`settings.encoder`);
+    returns the IVF file's bytes. `workdir` is where vpxenc writes its output."""
+    settings = resolve_encoder(settings)
+    if settings.encoder == "libvpx":
+        return run_libvpx(cq_level, settings.lag_in_frames, source)
+    return run_vpxenc(settings.vpxenc, cq_level, settings.lag_in_frames, source, workdir)
 
 
 def is_key_frame(frame: bytes) -> bool:
