@@ -29,6 +29,7 @@ CODEC_MODULES = [
     "state",
     "decoder",
     "encoder",
+    "ssim_windows",
 ]
 
 COMPILER_DIRECTIVES = {

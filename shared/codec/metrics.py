@@ -1,4 +1,5 @@
-"""Picture quality: SSIM and PSNR, vectorized with numpy.
+"""Picture quality: SSIM and PSNR (SSIM's window sums compiled in `ssim_windows`, the rest
+numpy).
 
 SSIM is libvpx's (`vpx_ssim2` / `vpx_calc_ssim` in vpx_dsp/ssim.c, the metric `vpxenc
 --tune=ssim` optimises and ExCamera's results report): unweighted 8x8 windows whose corners lie
@@ -47,17 +48,6 @@ Planes = Literal["all", "y"]
 Picture = Image | np.ndarray
 
 
-def _window_sums(plane: np.ndarray) -> np.ndarray:
-    """Sums over every 8x8 window on the 4-pixel grid, from 4x4 block sums (2x2 blocks each).
-
-    A plane of h rows has h // 4 block rows and h // 4 - 1 window rows: exactly libvpx's
-    windows at rows 0, 4, ... <= h - 8; columns likewise.
-    """
-    rows, cols = plane.shape[0] // 4, plane.shape[1] // 4
-    blocks = plane[: rows * 4, : cols * 4].reshape(rows, 4, cols, 4).sum(axis=(1, 3))
-    return blocks[:-1, :-1] + blocks[1:, :-1] + blocks[:-1, 1:] + blocks[1:, 1:]
-
-
 def _similarity(
     s: np.ndarray, r: np.ndarray, ss: np.ndarray, rr: np.ndarray, sr: np.ndarray, count: int
 ) -> np.ndarray:
@@ -75,14 +65,14 @@ def plane_ssim(a: np.ndarray, b: np.ndarray) -> float:
     A plane smaller than 8x8 has no window; it is scored as one window covering all of it.
     """
     _check_planes(a, b)
-    # int32 holds 8x8 sums of products (at most 64 * 255^2); the formula then needs int64.
-    x = np.asarray(a, dtype=np.int32)
-    y = np.asarray(b, dtype=np.int32)
-    if x.shape[0] < 8 or x.shape[1] < 8:
-        sums = [np.array([int(v.sum())], np.int64) for v in (x, y, x * x, y * y, x * y)]
-        return float(_similarity(*sums, count=x.size)[0])
-    sums = [_window_sums(v).astype(np.int64) for v in (x, y, x * x, y * y, x * y)]
-    return float(_similarity(*sums, count=64).mean())
+    if a.shape[0] >= 8 and a.shape[1] >= 8:
+        from .ssim_windows import mean_window_similarity  # compiled; imported when first needed
+
+        return mean_window_similarity(a, b)
+    x = np.asarray(a, dtype=np.int64)
+    y = np.asarray(b, dtype=np.int64)
+    sums = [np.array([int(v.sum())], np.int64) for v in (x, y, x * x, y * y, x * y)]
+    return float(_similarity(*sums, count=x.size)[0])
 
 
 def sse(a: np.ndarray, b: np.ndarray) -> int:
