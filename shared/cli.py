@@ -412,7 +412,8 @@ def _plural(count: int, noun: str) -> str:
 def _describe_summary(summary: Any) -> str:
     levels = summary.cq_levels
     quality = f"cq {levels[0]}" if levels[0] == levels[1] else f"cq {levels[0]}-{levels[1]}"
-    stage_times = ", ".join(f"{name} {t.wall:.2f} s" for name, t in summary.stages.items())
+    # Stages overlap in time, so each is shown by the work it took (summed over workers).
+    stage_times = ", ".join(f"{name} {t.busy:.2f}" for name, t in summary.stages.items())
     return "\n".join(
         [
             f"wrote {summary.output}: {summary.frames} frames, {summary.width}x{summary.height} "
@@ -421,7 +422,8 @@ def _describe_summary(summary: Any) -> str:
             f"{_plural(summary.groups, 'key frame')}), {quality}",
             f"  {summary.bytes:,} bytes, {summary.bitrate_kbps:.1f} kbit/s; "
             f"SSIM {summary.ssim_db:.2f} dB, PSNR {summary.psnr_db:.2f} dB (vs the input)",
-            f"  {summary.seconds:.2f} s with {summary.workers} workers: {stage_times}",
+            f"  {summary.seconds:.2f} s with {summary.workers} workers; work per stage "
+            f"(s, overlapping): {stage_times}",
         ]
     )
 

@@ -285,11 +285,15 @@ def test_keep_work_resumes_without_redoing(
 
 def test_human_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     source = make_y4m(tmp_path / "in.y4m", 6)
-    result = encode(capsys, source, "-o", tmp_path / "o.ivf", "-n", 3, "-x", 1, "--cq-level", 30)
+    result = encode(
+        capsys, source, "-o", tmp_path / "o.ivf", "-n", 3, "-x", 1, "--cq-level", 30,
+        "--workers", 2,
+    )  # fmt: skip
     assert result.code == 0, result.stderr
     assert result.stderr == ""  # no progress bars when stderr is not a terminal
     assert "6 frames, 64x48 at 25 fps, ExCamera[3,1]" in result.stdout
     assert "cq 30" in result.stdout and "kbit/s" in result.stdout and "SSIM" in result.stdout
+    assert "with 2 workers; work per stage (s, overlapping): split " in result.stdout
 
 
 # --------------------------------------------------------------------------- failures
