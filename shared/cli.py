@@ -26,9 +26,10 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, BinaryIO
 
+from shared.codec.container_io import OutputSink
 from shared.codec.errors import CodecError, ContainerError, MissingKeyFrameError
 from shared.codec.image import Image
-from shared.codec.ivf import IvfHeader, IvfReader, IvfWriter, OutputSink
+from shared.codec.ivf import IvfHeader, IvfReader, IvfWriter
 from shared.codec.y4m import Y4mReader, Y4mWriter
 
 PROG = "excamera"

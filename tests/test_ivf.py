@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.codec.container_io import OutputSink
 from shared.codec.errors import CodecError, ContainerError
-from shared.codec.ivf import IvfFrame, IvfHeader, IvfReader, IvfWriter, OutputSink
+from shared.codec.ivf import IvfFrame, IvfHeader, IvfReader, IvfWriter
 
 
 def _ivf(

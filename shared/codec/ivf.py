@@ -8,24 +8,24 @@ Layout, all little-endian: a 32-byte file header
 then per frame a 12-byte header (size u32, pts u64) and `size` bytes of compressed frame.
 
 The reader trusts nothing in the file: every size is checked against the bytes actually present
-before anything is allocated. The writers here (and in `y4m`, and the CLI) share `OutputSink`,
-which writes a path through a temporary file renamed into place only on success, so a failed or
-interrupted run never leaves a partial file that looks finished.
+before anything is allocated. The file plumbing (a path or a stream, atomic output) is in
+`container_io`, shared with `y4m`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-import stat
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO
 
+from .container_io import (
+    AtomicOutput,
+    FrameReader,
+    OutputSink,
+    PathOrFile,
+    open_input,
+    read_at_most,
+    remaining_bytes,
+)
 from .errors import ContainerError
 
 __all__ = [
@@ -35,11 +35,6 @@ __all__ = [
     "IvfHeader",
     "IvfReader",
     "IvfWriter",
-    "OutputSink",
-    "PathOrFile",
-    "open_input",
-    "read_at_most",
-    "remaining_bytes",
 ]
 
 SIGNATURE = b"DKIF"
@@ -49,152 +44,6 @@ FRAME_HEADER_SIZE = 12
 
 _FILE_HEADER = struct.Struct("<4sHH4sHHIII4s")
 _FRAME_HEADER = struct.Struct("<IQ")
-
-# Reads from unsized streams (pipes) grow by at most this much at a time, so a lying size field
-# costs at most one chunk of memory beyond the data really there.
-_READ_CHUNK = 1 << 20
-
-PathOrFile = str | os.PathLike[str] | BinaryIO
-
-
-# --------------------------------------------------------------------------- shared file helpers
-
-
-def remaining_bytes(file: BinaryIO) -> int | None:
-    """Bytes left between the current position and the end, or None for an unsized stream."""
-    try:
-        if not file.seekable():
-            return None
-        here = file.tell()
-        end = file.seek(0, os.SEEK_END)
-        file.seek(here)
-    except (OSError, ValueError):
-        return None
-    return max(end - here, 0)
-
-
-def read_at_most(file: BinaryIO, size: int) -> bytes:
-    """Read `size` bytes, or fewer at end of file, allocating no more than what actually arrives.
-
-    `file.read(n)` allocates n bytes up front, so a corrupt size field could ask for gigabytes;
-    reading in bounded chunks keeps memory proportional to the real data.
-    """
-    if size <= _READ_CHUNK:
-        return file.read(size)
-    parts = bytearray()
-    while len(parts) < size:
-        chunk = file.read(min(_READ_CHUNK, size - len(parts)))
-        if not chunk:
-            break
-        parts += chunk
-    return bytes(parts)
-
-
-class OutputSink:
-    """A binary output: a path written atomically, or a caller's stream written directly.
-
-    For a path, bytes go to a hidden temporary file in the same directory (so the final rename
-    stays on one file system and is atomic); `commit()` renames it over the path, `abort()`
-    deletes it. Special files such as /dev/null or a FIFO are opened directly, since renaming
-    over them would replace the device node rather than write to it. A caller's stream is never
-    closed by the sink.
-    """
-
-    def __init__(self, target: PathOrFile) -> None:
-        self._final: Path | None = None
-        self._temp: Path | None = None
-        self._owned = False
-        self._done = False
-        if isinstance(target, (str, os.PathLike)):
-            path = Path(target)
-            self.name = str(target)
-            if _is_special_file(path):
-                self.file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in commit/abort
-                self._owned = True
-                return
-            temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-            # 'x' refuses to follow a planted file; the mode honours the umask like open(path).
-            self.file = open(temp, "xb")  # noqa: SIM115 - closed in commit/abort
-            self._owned = True
-            self._final = path
-            self._temp = temp
-        else:
-            self.file = target
-            self.name = str(getattr(target, "name", "<stream>"))
-
-    @property
-    def atomic(self) -> bool:
-        """True when output goes through a temporary file (and can therefore be seeked)."""
-        return self._temp is not None
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.file.write(data)
-
-    def commit(self) -> None:
-        """Finish successfully: flush, and move the temporary file into place."""
-        if self._done:
-            return
-        self._done = True
-        try:
-            self.file.flush()
-            if self._temp is not None:
-                os.fsync(self.file.fileno())
-            if self._owned:
-                self.file.close()
-            if self._temp is not None and self._final is not None:
-                os.replace(self._temp, self._final)
-                self._temp = None
-        finally:
-            self._discard_temp()
-
-    def abort(self) -> None:
-        """Finish unsuccessfully: close, and delete the temporary file if there is one."""
-        if self._done:
-            return
-        self._done = True
-        try:
-            # A failed flush on the way out changes nothing: the output is discarded anyway.
-            if self._owned:
-                with contextlib.suppress(OSError):
-                    self.file.close()
-        finally:
-            self._discard_temp()
-
-    def _discard_temp(self) -> None:
-        if self._temp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._temp.unlink()
-            self._temp = None
-
-    def __enter__(self) -> OutputSink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-
-def _is_special_file(path: Path) -> bool:
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False
-    return not stat.S_ISREG(mode)
-
-
-def open_input(source: PathOrFile) -> tuple[BinaryIO, bool, str]:
-    """(file, whether we opened it and must close it, a name for messages)."""
-    if isinstance(source, (str, os.PathLike)):
-        return open(source, "rb"), True, str(source)  # noqa: SIM115 - closed by the reader
-    return source, False, str(getattr(source, "name", "<stream>"))
-
 
 # --------------------------------------------------------------------------- header and frames
 
@@ -289,7 +138,7 @@ class IvfFrame:
 # --------------------------------------------------------------------------- reader
 
 
-class IvfReader:
+class IvfReader(FrameReader[IvfFrame]):
     """Iterate the frames of an IVF file (a path or a binary file positioned at its start).
 
         with IvfReader("in.ivf") as reader:
@@ -350,35 +199,14 @@ class IvfReader:
         self._next_index += 1
         return IvfFrame(index, pts, data)
 
-    def __iter__(self) -> Iterator[IvfFrame]:
-        return self
-
-    def __next__(self) -> IvfFrame:
-        frame = self.read_frame()
-        if frame is None:
-            raise StopIteration
-        return frame
-
-    def close(self) -> None:
-        if self._owned:
-            self._file.close()
-
-    def __enter__(self) -> IvfReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _next_item(self) -> IvfFrame | None:
+        return self.read_frame()
 
 
 # --------------------------------------------------------------------------- writer
 
 
-class IvfWriter:
+class IvfWriter(AtomicOutput):
     """Write an IVF file to a path (atomically) or to a binary stream.
 
         with IvfWriter("out.ivf", 176, 144, timebase=(1, 30)) as writer:
@@ -459,17 +287,3 @@ class IvfWriter:
     def abort(self) -> None:
         """Give up: delete the temporary file (a caller's stream is left as it is)."""
         self._sink.abort()
-
-    def __enter__(self) -> IvfWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

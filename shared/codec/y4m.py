@@ -16,12 +16,19 @@ import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import BinaryIO
 
+from .container_io import (
+    AtomicOutput,
+    FrameReader,
+    OutputSink,
+    PathOrFile,
+    open_input,
+    read_at_most,
+    remaining_bytes,
+)
 from .errors import ContainerError
 from .image import Image, i420_frame_size
-from .ivf import OutputSink, PathOrFile, open_input, read_at_most, remaining_bytes
 
 __all__ = [
     "MAX_PIXELS",
@@ -192,7 +199,7 @@ def _read_line(file: BinaryIO) -> bytes:
     return file.readline(MAX_LINE)
 
 
-class Y4mReader:
+class Y4mReader(FrameReader[Image]):
     """Iterate the pictures of a Y4M file (a path or a binary file at the stream's start) as
     `Image`s. `header` is parsed on construction; each frame is validated as it is read.
 
@@ -265,32 +272,11 @@ class Y4mReader:
         self.frame_index += 1
         return Image.from_i420(data, self.header.width, self.header.height)
 
-    def __iter__(self) -> Iterator[Image]:
-        return self
-
-    def __next__(self) -> Image:
-        image = self.read_image()
-        if image is None:
-            raise StopIteration
-        return image
-
-    def close(self) -> None:
-        if self._owned:
-            self._file.close()
-
-    def __enter__(self) -> Y4mReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _next_item(self) -> Image | None:
+        return self.read_image()
 
 
-class Y4mWriter:
+class Y4mWriter(AtomicOutput):
     """Write a C420jpeg Y4M stream to a path (atomically: a temporary file renamed into place on
     a clean close, deleted on an exception) or to a binary stream.
 
@@ -348,20 +334,6 @@ class Y4mWriter:
 
     def abort(self) -> None:
         self._sink.abort()
-
-    def __enter__(self) -> Y4mWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def read_raw_i420(source: PathOrFile, width: int, height: int) -> Iterator[Image]:
