@@ -162,3 +162,14 @@ def test_empty_block_bound_holds_for_every_residual():
                         coefficients[block], 0, q, q, rounding, rounding)
                     assert eob == 0 and not levels.any()
     assert min(ratios) <= 1.25  # and it is tight for some residuals: not a vacuous bound
+
+
+def test_sad_simd_equals_portable_and_numpy():
+    rng = np.random.default_rng(11)
+    for k in range(300):
+        a = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+        b = (255 - a) if k % 10 == 0 else rng.integers(0, 256, (16, 16), dtype=np.uint8)
+        (simd16, portable16), (simd8, portable8) = encoder._kernel_sad(a, b)
+        difference = np.abs(a.astype(int) - b.astype(int))
+        assert simd16 == portable16 == difference.sum()
+        assert simd8 == portable8 == difference[:8, :8].sum()

@@ -102,6 +102,18 @@ static inline int64_t edsp_sse_c(const uint8_t *a, int a_stride, const uint8_t *
     return total;
 }
 
+/* Sum of absolute differences over a size x size block (size 16 or 8): motion search's cost. */
+static inline int edsp_sad_c(const uint8_t *a, int a_stride, const uint8_t *b, int b_stride,
+                             int size) {
+    int total = 0;
+    for (int r = 0; r < size; ++r)
+        for (int c = 0; c < size; ++c) {
+            int d = a[r * a_stride + c] - b[r * b_stride + c];
+            total += d < 0 ? -d : d;
+        }
+    return total;
+}
+
 /* For skipping the transform of blocks that quantize to nothing: each of `count` (2 or 4)
  * side-by-side 4x4 blocks' sum of |src - pred| (sad) and of src - pred (sum). */
 static inline void edsp_block_sad_sum_c(const uint8_t *src, int src_stride, const uint8_t *pred,
@@ -283,6 +295,26 @@ static inline int64_t edsp_sse(const uint8_t *a, int a_stride, const uint8_t *b,
     return (int64_t)(uint32_t)_mm_cvtsi128_si32(sum);
 }
 
+static inline int edsp_sad(const uint8_t *a, int a_stride, const uint8_t *b, int b_stride,
+                           int size) {
+    __m128i total = _mm_setzero_si128();
+    if (size == 16) {
+        for (int r = 0; r < 16; ++r)
+            total = _mm_add_epi64(total, _mm_sad_epu8(
+                _mm_loadu_si128((const __m128i *)(a + r * a_stride)),
+                _mm_loadu_si128((const __m128i *)(b + r * b_stride))));
+        total = _mm_add_epi64(total, _mm_srli_si128(total, 8));
+    } else if (size == 8) {
+        for (int r = 0; r < 8; ++r)
+            total = _mm_add_epi64(total, _mm_sad_epu8(
+                _mm_loadl_epi64((const __m128i *)(a + r * a_stride)),
+                _mm_loadl_epi64((const __m128i *)(b + r * b_stride))));
+    } else {
+        return edsp_sad_c(a, a_stride, b, b_stride, size);
+    }
+    return _mm_cvtsi128_si32(total);
+}
+
 static inline void edsp_block_sad_sum(const uint8_t *src, int src_stride, const uint8_t *pred,
                                       int pred_stride, int count, int *sad, int *sum) {
     const __m128i zero = _mm_setzero_si128(), ones = _mm_set1_epi16(1);
@@ -337,6 +369,11 @@ static inline int edsp_quantize(const int16_t *coeffs, int16_t *levels, int16_t 
 static inline int64_t edsp_sse(const uint8_t *a, int a_stride, const uint8_t *b, int b_stride,
                                int width, int height) {
     return edsp_sse_c(a, a_stride, b, b_stride, width, height);
+}
+
+static inline int edsp_sad(const uint8_t *a, int a_stride, const uint8_t *b, int b_stride,
+                           int size) {
+    return edsp_sad_c(a, a_stride, b, b_stride, size);
 }
 
 static inline void edsp_block_sad_sum(const uint8_t *src, int src_stride, const uint8_t *pred,

@@ -22,3 +22,5 @@ cdef extern from "encode_dsp.h" nogil:
                               int pred_stride, int count, int* sad, int* sum)
     int edsp_coefficient_bound(int sad)
     int edsp_dc_from_sum(int sum)
+    int edsp_sad(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride, int size)
+    int edsp_sad_c(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride, int size)

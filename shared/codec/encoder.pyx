@@ -90,6 +90,8 @@ from .encode_dsp cimport (
     edsp_fdct_pair,
     edsp_quantize,
     edsp_quantize_c,
+    edsp_sad,
+    edsp_sad_c,
     edsp_sse,
 )
 from .tokens cimport build_dequant_table
@@ -346,6 +348,8 @@ cdef int trellis_block(Encoder* enc, int block_type, int context, int first,
     cdef int8_t from_state[17][3]     # and the context it was coded in
     cdef int64_t tail[17]             # distortion of leaving positions n..15 all zero
     cdef int16_t cand[16][3]
+    cdef int8_t cand_token[16][3]     # the token class of each candidate level
+    cdef int8_t cand_next[16][3]      # and the context it leaves for the next position
     cdef int64_t cand_dist[16][3]
     cdef int n_cand[16]
     cdef int64_t c_cost, total, best_total, err
@@ -392,8 +396,11 @@ cdef int trellis_block(Encoder* enc, int block_type, int context, int first,
                 k += 1
         n_cand[n] = k
         for k in range(n_cand[n]):
-            err = a - cand[n][k] * q
+            v = cand[n][k]
+            err = a - v * q
             cand_dist[n][k] = err * err * weight
+            cand_token[n][k] = token_class(v)
+            cand_next[n][k] = 0 if v == 0 else (1 if v == 1 else 2)
     # Trailing distortion beyond `last` is the same for every path: leave it out.
     cost[first][0] = cost[first][1] = cost[first][2] = TRELLIS_INF
     cost[first][context] = 0
@@ -419,12 +426,11 @@ cdef int trellis_block(Encoder* enc, int block_type, int context, int first,
             else:
                 costs = enc.rd_token_cost[block_type][band][s]
             for k in range(n_cand[n]):
-                v = cand[n][k]
-                total = c_cost + cand_dist[n][k] + costs[token_class(v)]
-                ns = 0 if v == 0 else (1 if v == 1 else 2)
+                total = c_cost + cand_dist[n][k] + costs[cand_token[n][k]]
+                ns = cand_next[n][k]
                 if total < cost[n + 1][ns]:
                     cost[n + 1][ns] = total
-                    from_level[n + 1][ns] = v
+                    from_level[n + 1][ns] = cand[n][k]
                     from_state[n + 1][ns] = s
     # End after `last` (an end-of-block token unless the block is full).
     n = last + 1
@@ -842,33 +848,9 @@ cdef inline int64_t rd_cost(Encoder* enc, const MacroblockCoding* c, uint32_t ex
     return c.distortion * 256 + enc.lambda_ * (c.rate + extra_rate) // 256
 
 
-cdef inline int row_sad16(const uint8_t* a, const uint8_t* b) noexcept nogil:
-    # Fixed length and 32-bit sums: the compiler turns this into SAD instructions.
-    cdef int total = 0, c, d
-    for c in range(16):
-        d = <int>a[c] - <int>b[c]
-        total += d if d >= 0 else -d
-    return total
-
-
-cdef inline int row_sad8(const uint8_t* a, const uint8_t* b) noexcept nogil:
-    cdef int total = 0, c, d
-    for c in range(8):
-        d = <int>a[c] - <int>b[c]
-        total += d if d >= 0 else -d
-    return total
-
-
-cdef int64_t block_sad(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride,
-                       int size) noexcept nogil:
-    cdef int total = 0, r
-    if size == 16:
-        for r in range(16):
-            total += row_sad16(a + r * a_stride, b + r * b_stride)
-    else:
-        for r in range(size):
-            total += row_sad8(a + r * a_stride, b + r * b_stride)
-    return total
+cdef inline int64_t block_sad(const uint8_t* a, int a_stride, const uint8_t* b, int b_stride,
+                              int size) noexcept nogil:
+    return edsp_sad(a, a_stride, b, b_stride, size)
 
 
 cdef int64_t motion_cost(Encoder* enc, const Plane* ref, int x, int y, int size, MotionVector mv,
@@ -1882,6 +1864,17 @@ def _kernel_block_stats(src, pred):
     bounds = np.array([edsp_coefficient_bound(o[2, 0, b]) for b in range(4)])
     dcs = np.array([edsp_dc_from_sum(o[2, 1, b]) for b in range(4)])
     return out, bounds, dcs
+
+
+def _kernel_sad(a, b):
+    """Test hook: SAD of two 16x16 uint8 blocks and of their top-left 8x8 corners, from the
+    SIMD kernel and the portable definition: ((simd 16, portable 16), (simd 8, portable 8))."""
+    cdef const uint8_t[:, ::1] x = np.ascontiguousarray(a, np.uint8)
+    cdef const uint8_t[:, ::1] y = np.ascontiguousarray(b, np.uint8)
+    if x.shape[0] != 16 or x.shape[1] != 16 or y.shape[0] != 16 or y.shape[1] != 16:
+        raise ValueError("a and b must be 16x16")
+    return tuple((edsp_sad(&x[0, 0], 16, &y[0, 0], 16, size),
+                  edsp_sad_c(&x[0, 0], 16, &y[0, 0], 16, size)) for size in (16, 8))
 
 
 def _kernel_idct(coeffs, pred):
