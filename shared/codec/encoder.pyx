@@ -1829,14 +1829,21 @@ def rebase_record(DecoderState state not None, image, FrameRecord record not Non
 
 # --- kernel access for tests ---------------------------------------------------------------
 
+def _uint8_pair(a, b, int rows, int cols):
+    """Two C-contiguous uint8 arrays of shape (rows, cols), for the kernel test hooks."""
+    x, y = np.ascontiguousarray(a, np.uint8), np.ascontiguousarray(b, np.uint8)
+    if x.shape != (rows, cols) or y.shape != (rows, cols):
+        raise ValueError(f"expected two {rows}x{cols} uint8 arrays")
+    return x, y
+
+
 def _kernel_fdct(src, pred):
     """Test hook: coefficients of the two 4x4 blocks of an 8x4 residual (`src` - `pred`, uint8
     arrays of shape (4, 8)) from the SIMD pair kernel, the SIMD single-block kernel and the
     portable definition, as int16 arrays of shape (3, 2, 16)."""
-    cdef const uint8_t[:, ::1] s = np.ascontiguousarray(src, np.uint8)
-    cdef const uint8_t[:, ::1] p = np.ascontiguousarray(pred, np.uint8)
-    if s.shape[0] != 4 or s.shape[1] != 8 or p.shape[0] != 4 or p.shape[1] != 8:
-        raise ValueError("src and pred must be 4x8")
+    src, pred = _uint8_pair(src, pred, 4, 8)
+    cdef const uint8_t[:, ::1] s = src
+    cdef const uint8_t[:, ::1] p = pred
     out = np.zeros((3, 2, 16), np.int16)
     cdef int16_t[:, :, ::1] o = out
     edsp_fdct_pair(&s[0, 0], 8, &p[0, 0], 8, &o[0, 0, 0], &o[0, 1, 0])
@@ -1852,10 +1859,9 @@ def _kernel_block_stats(src, pred):
     (4, 16)): SAD and residual sum from the SIMD kernel over 4 blocks and over 2, and from the
     portable definition (int arrays of shape (3, 2, 4); the 2-block row fills its first two),
     with the coefficient bound and the DC each SAD and sum give (arrays of 4)."""
-    cdef const uint8_t[:, ::1] s = np.ascontiguousarray(src, np.uint8)
-    cdef const uint8_t[:, ::1] p = np.ascontiguousarray(pred, np.uint8)
-    if s.shape[0] != 4 or s.shape[1] != 16 or p.shape[0] != 4 or p.shape[1] != 16:
-        raise ValueError("src and pred must be 4x16")
+    src, pred = _uint8_pair(src, pred, 4, 16)
+    cdef const uint8_t[:, ::1] s = src
+    cdef const uint8_t[:, ::1] p = pred
     out = np.zeros((3, 2, 4), np.intc)
     cdef int[:, :, ::1] o = out
     edsp_block_sad_sum(&s[0, 0], 16, &p[0, 0], 16, 4, &o[0, 0, 0], &o[0, 1, 0])
@@ -1869,10 +1875,9 @@ def _kernel_block_stats(src, pred):
 def _kernel_sad(a, b):
     """Test hook: SAD of two 16x16 uint8 blocks and of their top-left 8x8 corners, from the
     SIMD kernel and the portable definition: ((simd 16, portable 16), (simd 8, portable 8))."""
-    cdef const uint8_t[:, ::1] x = np.ascontiguousarray(a, np.uint8)
-    cdef const uint8_t[:, ::1] y = np.ascontiguousarray(b, np.uint8)
-    if x.shape[0] != 16 or x.shape[1] != 16 or y.shape[0] != 16 or y.shape[1] != 16:
-        raise ValueError("a and b must be 16x16")
+    a, b = _uint8_pair(a, b, 16, 16)
+    cdef const uint8_t[:, ::1] x = a
+    cdef const uint8_t[:, ::1] y = b
     return tuple((edsp_sad(&x[0, 0], 16, &y[0, 0], 16, size),
                   edsp_sad_c(&x[0, 0], 16, &y[0, 0], 16, size)) for size in (16, 8))
 
