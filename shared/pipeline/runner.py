@@ -1,18 +1,10 @@
 """The embedded runner: every stage of ExCamera[n,x] on a local process pool, local storage.
 
-`run_job(input, output)` splits the input, then runs the rest as a dependency graph, each task
-submitted as soon as its inputs exist (a chunk's exit state as soon as its libvpx encode is done,
-not after every encode), at most `workers` at a time, the most urgent first:
-
-    encode[i] -> state[i] (if chunk i+1 is in i's group)
-    encode[i], state[i-1] -> first[i]                  (stage 4, for positions >= 1)
-    first[i], rebase[i-1] -> rebase[i]                 (stage 5; serial within a group)
-    rebase[all of group g] -> measure[g]               (decode with our decoder, SSIM/PSNR)
-    rebase[all] -> join
-
-Urgency: deeper stages first (the serial rebase chain is the critical path), and within a stage
-lower positions in the group first, so chain heads never wait behind chain tails; rebases go
-group by group (see the lanes below).
+`run_job(input, output)` splits the input, then runs the rest as the dependency graph of
+`graph.py` (the same one the services follow), each task submitted as soon as its inputs exist
+(a chunk's exit state as soon as its libvpx encode is done, not after every encode), at most
+`workers` at a time, the most urgent first (`graph.urgency`: the serial rebase chain first, and
+within a stage chain heads before tails).
 
 A group's rebase tasks all run in one process (its lane, a single-process pool beside the
 shared one), which hands each link's exit state to the next in memory, as the rebaser service
@@ -43,8 +35,9 @@ from typing import Any
 
 from shared.codec import metrics
 
-from . import stages
+from . import graph, stages
 from .errors import InputError, OutputError, PipelineError, WorkerDiedError
+from .graph import STAGES, TaskId
 from .mux import output_format
 from .progress import Progress
 from .stages import ChunkPlan, GroupQuality
@@ -61,18 +54,6 @@ _DIE_STATUS = 70
 
 _JOB_FORMAT = 2  # bump when stage outputs change meaning, so old work dirs are not reused
 
-# Stage name -> (label shown to the user, urgency: lower runs first), in pipeline order.
-STAGES: dict[str, tuple[str, int]] = {
-    "split": ("split", 0),
-    "encode": ("libvpx encode", 3),
-    "state": ("exit states", 2),
-    "first": ("encode given state", 1),
-    "rebase": ("rebase (serial)", 0),
-    "measure": ("verify + quality", 5),
-    "join": ("join", 4),
-}
-
-TaskId = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -323,44 +304,18 @@ def task_graph(
     *,
     verify: bool = True,
 ) -> dict[TaskId, Task]:
-    """Stages 2-6 as tasks with their dependencies and urgency (also timed by
-    bench/excamera.py); `verify` adds the per-group check of the output."""
-    job = plan.job
-    graph: dict[TaskId, Task] = {}
-
-    def add(stage: str, index: int, function: Callable[..., Any], args: tuple, deps: list) -> None:
-        chunk = index if stage != "measure" else index * plan.chunks_per_group
-        order = (STAGES[stage][1], plan.position(chunk), plan.group_of(chunk))
-        lane = None
-        if stage == "rebase":
-            # A group's chain stays in one process, which passes the state on in memory; a
-            # lane runs its groups' chains one after another rather than interleaved, so it
-            # holds one state at a time instead of one per group (HeldStates is bounded, and
-            # a state it dropped must be decoded again).
-            lane = plan.group_of(chunk)
-            order = (STAGES[stage][1], plan.group_of(chunk), plan.position(chunk))
-        graph[(stage, index)] = Task(function, args, tuple(deps), order, lane)
-
-    for i in range(plan.chunk_count):
-        position = plan.position(i)
-        add("encode", i, stages.encode_chunk_vpx, (store, job, i, settings), [])
-        if plan.has_successor(i):
-            add("state", i, stages.decode_exit_state, (store, job, i), [("encode", i)])
-        if position >= 1:
-            add("first", i, stages.rebase_first, (store, job, i), [("encode", i), ("state", i - 1)])
-        if position == 0:
-            deps = [("encode", i)] + ([("state", i)] if plan.has_successor(i) else [])
-        elif position == 1:
-            deps = [("first", i)]
-        else:
-            deps = [("first", i), ("rebase", i - 1)]
-        add("rebase", i, stages.rebase_serial, (store, job, i), deps)
-    for g in range(plan.group_count if verify else 0):
-        deps = [("rebase", i) for i in plan.group_chunks(g)]
-        add("measure", g, stages.measure_group, (store, job, g), deps)
-    all_rebased = [("rebase", i) for i in range(plan.chunk_count)]
-    add("join", 0, stages.join, (store, job, plan, str(output)), all_rebased)
-    return graph
+    """Stages 2-6 of `graph` as tasks for the scheduler (also timed by bench/excamera.py);
+    `verify` adds the per-group check of the output."""
+    return {
+        task: Task(
+            graph.run_task,
+            (store, plan, settings, task, str(output)),
+            graph.dependencies(plan, task, verify=verify),
+            graph.urgency(plan, task),
+            graph.lane(plan, task),
+        )
+        for task in graph.tasks(plan, verify=verify)
+    }
 
 
 def _run_task(
