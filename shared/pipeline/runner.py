@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import re
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -246,12 +247,20 @@ def _process_context() -> Any:
     # own that would spin on the cores the other workers use. (Read when the forkserver
     # starts, which is why the parent's environment is set.)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # The forkserver starts as `python -c ...`, which puts the current directory first on
+    # sys.path (and Python 3.11's forkserver ignores the parent's sys.path): run from a
+    # directory holding a `shared/` folder, such as the source tree of an installed copy, it
+    # would import that folder's uncompiled modules instead of the installed package.
+    # PYTHONSAFEPATH (3.11+) keeps the directory off the path; before 3.11, spawn, which
+    # takes the parent's sys.path, is the safe method.
     methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
+    if sys.version_info >= (3, 11) and "forkserver" in methods:
+        os.environ["PYTHONSAFEPATH"] = "1"
+        context = multiprocessing.get_context("forkserver")
         # The compiled codec too, so no task pays for importing it (missing: skipped).
         context.set_forkserver_preload(["shared.pipeline.runner", "shared.codec.chunk_rebase"])
-    return context
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 @contextmanager
@@ -325,7 +334,10 @@ def _run_task(
     if die_at is not None and die_at[0] == task_id[0] and die_at[1] in (None, task_id[1]):
         os._exit(_DIE_STATUS)
     start = time.time()
-    result = function(*args)
+    try:
+        result = function(*args)
+    except ImportError as exc:  # an incomplete install: say so in one line
+        raise PipelineError(f"a worker process could not load {exc.name or exc}: {exc}") from None
     return result, start, time.time()
 
 
