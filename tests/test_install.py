@@ -13,7 +13,6 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from libvpx_oracle import vpxdec_frames
 
 REPO = Path(__file__).resolve().parent.parent
