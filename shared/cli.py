@@ -4,6 +4,8 @@
     excamera encode INPUT -o OUT.ivf|OUT.webm [-n N] [-x X] [--cq-level Q | --ssim S] ...
     excamera encode-frames IN.y4m -o OUT.ivf [--quantizer Q | --ssim S] [--state-in F] ...
     excamera rebase IN.ivf --source IN.y4m --state-in F [--original-state G] -o OUT.ivf ...
+    excamera service api|splitter|encoder|decoder|rebaser [--broker URL] [--store URL] ...
+    excamera up [--broker URL] [--store URL] [--port PORT]
 
 Each subcommand is one `_add_<name>` function registering its arguments and one `_run_<name>`
 function doing the work; add a command by appending its `_add_` function to `_COMMANDS`.
@@ -571,8 +573,39 @@ def _run_rebase(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- services
+
+
+def _services_command(run: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """A services command whose configuration and pipeline errors print as one line."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from services.errors import ConfigError, PipelineError
+
+        try:
+            return run(args)
+        except (ConfigError, PipelineError) as exc:
+            raise CommandError(None, str(exc)) from exc
+
+    return wrapped
+
+
+def _add_service(commands: SubParsers) -> None:
+    from services.cli import add_service_parser, run_service
+
+    add_service_parser(commands)
+    commands.choices["service"].set_defaults(run=_services_command(run_service))
+
+
+def _add_up(commands: SubParsers) -> None:
+    from services.cli import add_up_parser, run_up
+
+    add_up_parser(commands)
+    commands.choices["up"].set_defaults(run=_services_command(run_up))
+
+
 _COMMANDS: tuple[Callable[[SubParsers], None], ...] = (
-    _add_decode, _add_encode, _add_encode_frames, _add_rebase)
+    _add_decode, _add_encode, _add_encode_frames, _add_rebase, _add_service, _add_up)
 
 
 def build_parser() -> argparse.ArgumentParser:

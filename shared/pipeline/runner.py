@@ -34,14 +34,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.codec import metrics
-
 from . import graph, stages
 from .errors import InputError, OutputError, PipelineError, WorkerDiedError
 from .graph import STAGES, TaskId
 from .mux import output_format
 from .progress import Progress
-from .stages import ChunkPlan, GroupQuality
+from .stages import ChunkPlan
 from .store import LocalStore
 from .vpx import EncodeSettings, encoder_version, prepare
 
@@ -445,35 +443,31 @@ def _summary(
     output_path: str | Path,
     workers: int,
 ) -> Summary:
-    groups: list[GroupQuality] = [results[("measure", g)] for g in range(plan.group_count)]
-    levels = [results[("encode", i)].cq_level for i in range(plan.chunk_count)]
-    payload = sum(g.payload_bytes for g in groups)
-    frames = sum(g.frames for g in groups)
-    if frames != plan.frame_count:
-        raise PipelineError(f"the output has {frames} frames, the input {plan.frame_count}")
-    fps = plan.fps[0] / plan.fps[1]
-    mean_ssim = sum(g.ssim_sum for g in groups) / frames
-    samples = sum(g.samples for g in groups)
+    quality = stages.output_quality(
+        plan,
+        [results[("encode", i)] for i in range(plan.chunk_count)],
+        [results[("measure", g)] for g in range(plan.group_count)],
+    )
     return Summary(
         input=str(input_path),
         output=str(output_path),
         job=plan.job,
         width=plan.width,
         height=plan.height,
-        fps=round(fps, 6),
-        frames=frames,
+        fps=round(plan.fps[0] / plan.fps[1], 6),
+        frames=quality.frames,
         chunks=plan.chunk_count,
         groups=plan.group_count,
         frames_per_chunk=plan.frames_per_chunk,
         chunks_per_group=plan.chunks_per_group,
         quality=settings.describe(),
-        cq_levels=(min(levels), max(levels)),
+        cq_levels=quality.cq_levels,
         bytes=results[("join", 0)].file_bytes,
-        payload_bytes=payload,
-        bitrate_kbps=round(payload * 8 * fps / frames / 1000, 3),
-        ssim=round(mean_ssim, 6),
-        ssim_db=round(metrics.ssim_db(mean_ssim), 3),
-        psnr_db=round(metrics.psnr_from_sse(sum(g.sse for g in groups), samples), 3),
+        payload_bytes=quality.payload_bytes,
+        bitrate_kbps=quality.bitrate_kbps,
+        ssim=quality.ssim,
+        ssim_db=quality.ssim_db,
+        psnr_db=quality.psnr_db,
         workers=workers,
         seconds=0.0,  # set by run_job once the output is in place
         stages=scheduler.stage_times(),

@@ -20,6 +20,7 @@ Keys, for job J and chunk i (5 digits):
     jobs/J/chunks/i/final.state           the true decoder state after it: stored for positions
                                           0 and 1 only, later ones are held in memory by the
                                           process running the chain (or decoded again)
+    jobs/J/groups/g/quality.json          group g's output checked and measured  (measure_group)
 
 Chunks form groups of x (`chunks_per_group`); each group starts with one real key frame and
 groups are independent. Within a group, position 0 keeps libvpx's output, position 1's
@@ -57,6 +58,7 @@ __all__ = [
     "ChunkPlan",
     "GroupQuality",
     "JoinResult",
+    "OutputQuality",
     "LinkTimes",
     "Rebaser",
     "chunk_key",
@@ -66,6 +68,8 @@ __all__ = [
     "load_plan",
     "load_rebase",
     "measure_group",
+    "output_quality",
+    "stored_output_quality",
     "plan_key",
     "final_state",
     "rebase_first",
@@ -88,6 +92,10 @@ def plan_key(job: str) -> str:
 
 def chunk_key(job: str, index: int, name: str) -> str:
     return f"jobs/{job}/chunks/{index:05d}/{name}"
+
+
+def group_key(job: str, group: int, name: str) -> str:
+    return f"jobs/{job}/groups/{group:05d}/{name}"
 
 
 @dataclass(frozen=True)
@@ -557,9 +565,13 @@ class GroupQuality:
 def measure_group(store: Store, job: str, group: int) -> GroupQuality:
     """Decode a group's final frames from the initial state, as a player would, and check what
     the output must satisfy: one key frame, first; one shown picture per source picture; the
-    decoded state after each chunk equal to the stored true exit state. Returns the quality."""
+    decoded state after each chunk equal to the stored true exit state. Returns the quality
+    (also stored, for whoever joins the job)."""
     from shared.codec import DecoderState
 
+    output = group_key(job, group, "quality.json")
+    if store.exists(output):
+        return GroupQuality(**json.loads(store.get(output)))
     plan = load_plan(store, job)
     state = DecoderState.initial()
     totals = {
@@ -579,7 +591,53 @@ def measure_group(store: Store, job: str, group: int) -> GroupQuality:
             raise PipelineError(
                 f"chunk {index}: the stored exit state differs from the decoded one"
             )
-    return GroupQuality(group=group, **totals)
+    quality = GroupQuality(group=group, **totals)
+    store.put(output, json.dumps(asdict(quality)).encode())
+    return quality
+
+
+@dataclass(frozen=True)
+class OutputQuality:
+    """A job's output as a whole: what `excamera encode` and a job's status report."""
+
+    frames: int
+    payload_bytes: int  # VP8 frames only (what the bitrate counts)
+    bitrate_kbps: float
+    ssim: float  # mean per-picture SSIM, libvpx's (0.8 Y + 0.1 U + 0.1 V)
+    ssim_db: float
+    psnr_db: float  # from the squared error pooled over all planes and pictures
+    cq_levels: tuple[int, int]  # lowest and highest chunk cq level
+
+
+def output_quality(
+    plan: ChunkPlan, encodes: list[ChunkEncode], groups: list[GroupQuality]
+) -> OutputQuality:
+    """Pool every group's measurement; a PipelineError if the output lost or gained frames."""
+    frames = sum(g.frames for g in groups)
+    if frames != plan.frame_count:
+        raise PipelineError(f"the output has {frames} frames, the input {plan.frame_count}")
+    fps = plan.fps[0] / plan.fps[1]
+    payload = sum(g.payload_bytes for g in groups)
+    mean_ssim = sum(g.ssim_sum for g in groups) / frames
+    levels = [encode.cq_level for encode in encodes]
+    return OutputQuality(
+        frames=frames,
+        payload_bytes=payload,
+        bitrate_kbps=round(payload * 8 * fps / frames / 1000, 3),
+        ssim=round(mean_ssim, 6),
+        ssim_db=round(metrics.ssim_db(mean_ssim), 3),
+        psnr_db=round(metrics.psnr_from_sse(sum(g.sse for g in groups),
+                                            sum(g.samples for g in groups)), 3),
+        cq_levels=(min(levels), max(levels)),
+    )
+
+
+def stored_output_quality(store: Store, plan: ChunkPlan) -> OutputQuality:
+    """`output_quality` from what the stages stored (a worker that ran none of them)."""
+    encodes = [ChunkEncode(**json.loads(store.get(chunk_key(plan.job, i, "vpx.json"))))
+               for i in range(plan.chunk_count)]
+    groups = [measure_group(store, plan.job, g) for g in range(plan.group_count)]
+    return output_quality(plan, encodes, groups)
 
 
 def _check_key_frames(frames: list[bytes], index: int, group_start: bool) -> None:

@@ -6,8 +6,8 @@ process (or, later, on any machine) that can reach the store. Objects are writte
 atomically: a reader sees either nothing or the complete object, never a partial one, which is
 what lets stages skip work whose output exists.
 
-`LocalStore` keeps objects as files under a root directory. An S3 store will implement the same
-`Store` interface (put/get/exists/copy/local_file); `open_store` picks one from a URL.
+`LocalStore` keeps objects as files under a root directory. An S3 store implements the same
+`Store` interface; `open_store` picks one from a URL, and no caller knows which it has.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import BinaryIO
+from urllib.parse import unquote, urlparse
 
 __all__ = ["LocalStore", "Store", "check_key", "open_store"]
 
@@ -56,6 +57,49 @@ class Store(ABC):
     def copy(self, source: str, destination: str) -> None:
         """Store the object under `source` again under `destination` (S3: a server-side copy)."""
         self.put(destination, self.get(source))
+
+    @abstractmethod
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Store the contents of a local file under `key` (big files are not read into memory)."""
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """The object's size in bytes; raises KeyError if there is none."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose key starts with `prefix` (a directory-like prefix ending
+        in "/"); returns how many there were."""
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """The URL `open_store` takes to open this store again (in another process)."""
+
+    def url_for(self, key: str) -> str:
+        """The URL of one object, e.g. for a message naming an uploaded input."""
+        return f"{self.url.rstrip('/')}/{check_key(key)}"
+
+    def key_for(self, url: str) -> str | None:
+        """The key of the object `url` names, if it is inside this store, else None."""
+        base = self.url.rstrip("/") + "/"
+        if not url.startswith(base):
+            return None
+        try:
+            return check_key(url[len(base):])
+        except ValueError:
+            return None
+
+    def local_path(self, key: str) -> Path | None:
+        """The object's own local file when the store keeps one (for serving ranges, say),
+        else None."""
+        return None
+
+    @contextlib.contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        """The object as a file opened for reading, without reading it all into memory."""
+        with self.local_file(key) as path, open(path, "rb") as file:
+            yield file
 
     @contextlib.contextmanager
     def local_file(self, key: str) -> Iterator[Path]:
@@ -142,15 +186,58 @@ class LocalStore(Store):
             raise KeyError(key)
         yield path
 
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        target = self.path_for(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            shutil.copyfile(path, temp)
+            if self.durable:
+                with open(temp, "rb+") as file:
+                    os.fsync(file.fileno())
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
 
-def open_store(url: str) -> Store:
+    def size(self, key: str) -> int:
+        try:
+            return self.path_for(key).stat().st_size
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def delete_prefix(self, prefix: str) -> int:
+        if not prefix.endswith("/"):
+            raise ValueError(f"a prefix to delete must end in '/': {prefix!r}")
+        directory = self.path_for(prefix.rstrip("/"))
+        if not directory.is_dir():
+            return 0
+        count = sum(1 for path in directory.rglob("*") if path.is_file())
+        shutil.rmtree(directory, ignore_errors=True)
+        if directory.exists():  # a writer raced us: once more, now that it has finished
+            shutil.rmtree(directory, ignore_errors=True)
+        return count
+
+    @property
+    def url(self) -> str:
+        return self.root.as_uri()
+
+    def local_path(self, key: str) -> Path | None:
+        path = self.path_for(key)
+        return path if path.is_file() else None
+
+
+def open_store(url: str, *, durable: bool = True) -> Store:
     """A store from a URL: `file:///path` or a plain path is a `LocalStore`.
 
     `s3://bucket/prefix` is reserved for the S3 store, which is not implemented yet.
     """
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
-        return LocalStore(parsed.path if parsed.scheme else url)
+        if parsed.scheme and parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"unsupported store URL {url!r}: a file URL names no host")
+        return LocalStore(unquote(parsed.path) if parsed.scheme else url, durable=durable)
     if parsed.scheme == "s3":
         raise NotImplementedError("the S3 store is not implemented yet; use a local directory")
     raise ValueError(f"unsupported store URL {url!r}: use a path or file:///path")

@@ -1,0 +1,182 @@
+"""The one way a service handles a task message, whichever service and transport it is (a
+Celery worker, the rebaser, a Lambda handler):
+
+1. validate the message (a malformed one is set aside with its reason);
+2. skip it if its job has ended (cancelled, failed, done);
+3. record the attempt (start, worker; a task delivered too often is given up);
+4. run the task's stage function (`graph.run_task`; the split and the join have their own
+   steps, which fetch the input and write the output);
+5. record it done, *then* publish every task that this made ready, judged from the records:
+   of two racing tasks, each records itself before it looks at the other, so at least one
+   sees both done and publishes what follows (both may; the stages skip work that is done).
+
+Failures: `TransientError` (storage, broker, database) propagates for the caller to retry with
+backoff; anything else fails the job at once, with the reason in its record and the message
+in the dead-letter queue. Work for a job cancelled while it ran is deleted as it finishes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from shared.codec.errors import CodecError
+from shared.pipeline import graph
+from shared.pipeline.graph import TaskId
+from shared.pipeline.messages import DeadLetter, MessageError, TaskMessage, parse_task
+
+from . import metrics
+from .config import DEADLINES
+from .errors import PipelineError, TransientError
+from .records import TERMINAL_STATES
+from .runtime import Runtime
+
+__all__ = ["Outcome", "fail", "handle", "publish", "purge_job"]
+
+log = logging.getLogger("excamera.services")
+
+# Failures expected of bad input (anything else is logged with its traceback as well); none
+# is retried: the job fails with the reason at once.
+PERMANENT = (PipelineError, CodecError, MessageError, ValueError, KeyError, LookupError)
+
+
+class Outcome(enum.Enum):
+    DONE = "done"
+    SKIPPED = "skipped"  # its job has ended
+    FAILED = "failed"  # permanently: the job failed with the reason
+    REJECTED = "rejected"  # not a valid message: set aside
+
+
+Step = Callable[[Runtime, TaskMessage], Any]
+
+
+def handle(document: Any, runtime: Runtime, *, service: str, source: str,
+           steps: dict[str, Step] | None = None) -> Outcome:
+    """Handle one task message (steps 1-5 above). `source` names the queue it came from;
+    `steps` gives stages that are not plain stage functions (the split, the join)."""
+    try:
+        message = parse_task(document)
+    except MessageError as exc:
+        set_aside(runtime, document, str(exc), source)
+        metrics.TASKS.labels(service, "?", Outcome.REJECTED.value).inc()
+        return Outcome.REJECTED
+    task = TaskId(message.stage, message.index)
+    state = runtime.records.job_state(message.job)
+    if state is None or state in TERMINAL_STATES:
+        if state is None:
+            set_aside(runtime, document, f"{message}: no such job", source)
+        metrics.TASKS.labels(service, message.stage, Outcome.SKIPPED.value).inc()
+        return Outcome.SKIPPED
+    attempt = runtime.records.start_task(message.job, task, runtime.worker,
+                                         DEADLINES.get(message.stage, 3600.0))
+    try:
+        if attempt > runtime.config.max_attempts:
+            raise PipelineError(
+                f"{task} was delivered {attempt} times without finishing (its worker crashed "
+                "or was killed each time); giving up"
+            )
+        began = time.perf_counter()
+        step = (steps or {}).get(message.stage, _run_stage)
+        step(runtime, message)
+        seconds = time.perf_counter() - began
+    except TransientError:
+        metrics.TASK_RETRIES.labels(service, message.stage).inc()
+        raise
+    except OSError as exc:  # local disk trouble: worth the retries, as storage is
+        metrics.TASK_RETRIES.labels(service, message.stage).inc()
+        raise TransientError(f"{task}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever it is, no retry will cure it
+        if not isinstance(exc, PERMANENT):
+            log.exception("%s: unexpected failure", message)
+        fail(runtime, message, _reason(exc), attempt=attempt, source=source)
+        metrics.TASKS.labels(service, message.stage, Outcome.FAILED.value).inc()
+        return Outcome.FAILED
+    metrics.TASK_SECONDS.labels(service, message.stage).observe(seconds)
+    runtime.records.finish_task(message.job, task, runtime.worker, seconds)
+    if runtime.records.job_state(message.job) == "cancelled":
+        purge_job(runtime, message.job)
+    elif message.stage != "join":
+        publish(runtime, message.job, _ready_after(runtime, message.job, task))
+    metrics.TASKS.labels(service, message.stage, Outcome.DONE.value).inc()
+    return Outcome.DONE
+
+
+def _run_stage(runtime: Runtime, message: TaskMessage) -> Any:
+    plan = runtime.plan(message.job)
+    task = TaskId(message.stage, message.index)
+    if not graph.is_task(plan, task):
+        raise MessageError(f"{message}: the job's plan has no such task")
+    settings = runtime.facts(message.job).request.settings()
+    return graph.run_task(runtime.store, plan, settings, task)
+
+
+def _ready_after(runtime: Runtime, job: str, done: TaskId) -> list[TaskId]:
+    """The tasks `done` was the last missing input of (judged after recording it), but for
+    those already published: a duplicate delivery then publishes nothing again, while a
+    redelivery after a crash between recording and publishing publishes what was missed."""
+    plan = runtime.plan(job)
+    if done.stage == "split":
+        candidates = [task for task in graph.tasks(plan) if not graph.dependencies(plan, task)]
+    else:
+        candidates = list(graph.dependents(plan, done))
+    unpublished = runtime.records.waiting(job, candidates)
+    sizes = runtime.stage_sizes(job)
+    return [
+        task for task in candidates
+        if task in unpublished
+        and runtime.records.all_done(job, graph.dependencies(plan, task), sizes)
+    ]
+
+
+def publish(runtime: Runtime, job: str, tasks: Iterable[TaskId]) -> None:
+    """Publish `tasks` of `job`, most urgent first (group heads before tails)."""
+    plan = runtime.plan(job)
+    ordered = sorted(tasks, key=lambda task: graph.urgency(plan, task))
+    for task in ordered:
+        chunk = graph.chunk_of(plan, task)
+        runtime.dispatcher.publish_task(
+            TaskMessage(job, task.stage, task.index),
+            ordering_key=f"{job}:{plan.group_of(chunk)}",
+            position=plan.position(chunk),
+        )
+    runtime.records.mark_queued(job, ordered)
+
+
+def fail(runtime: Runtime, message: TaskMessage, reason: str, *, attempt: int,
+         source: str) -> None:
+    """Fail the task and its job with `reason`, and set the message aside."""
+    log.warning("%s failed: %s", message, reason)
+    task = TaskId(message.stage, message.index)
+    runtime.records.fail_task(message.job, task, reason, attempt=attempt, permanent=True)
+    retention = runtime.config.retention_seconds
+    if runtime.records.fail_job(message.job, f"{task}: {reason}", retention) and not retention:
+        purge_job(runtime, message.job)
+    set_aside(runtime, message.to_json(), reason, source)
+
+
+def set_aside(runtime: Runtime, document: Any, reason: str, source: str) -> None:
+    """Publish the message to the dead-letter queue with its reason (best effort: a broker
+    that is down must not turn a failure into a retry loop)."""
+    try:
+        runtime.dispatcher.publish_dead(DeadLetter(reason, source, document),
+                                        runtime.topology.dead)
+    except TransientError as exc:
+        log.error("could not dead-letter a message (%s): %s", reason, exc)
+
+
+def purge_job(runtime: Runtime, job: str) -> None:
+    """Delete a job's intermediates and upload (not its output)."""
+    for prefix in (f"jobs/{job}/", f"uploads/{job}/"):
+        runtime.store.delete_prefix(prefix)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, KeyError):
+        text = f"missing from the store: {text}"
+    elif not isinstance(exc, (PipelineError, CodecError, MessageError)):
+        text = f"{type(exc).__name__}: {text}"
+    return text.splitlines()[0][:500]

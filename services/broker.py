@@ -1,0 +1,229 @@
+"""The queues, and how messages reach them: one place that knows the broker's shape.
+
+    <prefix>.ingest        plain JSON jobs from upstream systems and the API (splitter)
+    <prefix>.ingest.dead   ingest messages that could not be accepted, with the reason
+    <prefix>.split         Celery: split a job's input into chunks (splitter)
+    <prefix>.encode        Celery, prioritized: phase 1 and stage 4 (encoder)
+    <prefix>.decode        Celery, prioritized: exit states and group checks (decoder)
+    <prefix>.rebase        consistent-hash exchange over the shard queues <prefix>.rebase.K:
+                           plain JSON rebase tasks, routed by "job:group", so a group always
+                           lands in the same shard, which one rebaser owns at a time
+    <prefix>.join          plain JSON: join a finished job's chunks into its output (rebaser)
+    <prefix>.dead          tasks set aside after a permanent failure, with the reason
+
+The URL chooses the transport (amqp:// is RabbitMQ); nothing outside this module and the
+rebaser's ownership of shards depends on which it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import kombu
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+
+from shared.pipeline.graph import STAGES
+from shared.pipeline.messages import DeadLetter, IngestMessage, TaskMessage
+
+from .config import DEADLINES, ServiceConfig
+from .errors import TransientError
+
+__all__ = ["CELERY_TASKS", "Dispatcher", "Topology", "make_celery"]
+
+# The Celery task each Celery-run service consumes (its only argument: a TaskMessage).
+CELERY_TASKS = {
+    "splitter": "excamera.splitter.split",
+    "encoder": "excamera.encoder.run",
+    "decoder": "excamera.decoder.run",
+}
+MAX_PRIORITY = 9
+# Publishing retries through a broker restart (about 30 s), then gives up as transient.
+PUBLISH_RETRY = {"max_retries": 12, "interval_start": 0.25, "interval_step": 0.5,
+                 "interval_max": 4.0}
+
+
+class Topology:
+    """The names of every exchange and queue, under one prefix (tests use their own)."""
+
+    def __init__(self, prefix: str = "excamera", shards: int = 8) -> None:
+        self.prefix = prefix
+        self.shards = shards
+        self.ingest = f"{prefix}.ingest"
+        self.ingest_dead = f"{prefix}.ingest.dead"
+        self.dead = f"{prefix}.dead"
+        self.split = f"{prefix}.split"
+        self.encode = f"{prefix}.encode"
+        self.decode = f"{prefix}.decode"
+        self.rebase_exchange = f"{prefix}.rebase"
+        self.join = f"{prefix}.join"
+        self.rebasers = f"{prefix}.rebasers"  # every rebaser process consumes it: a headcount
+
+    def shard(self, number: int) -> str:
+        return f"{self.prefix}.rebase.{number}"
+
+    def lease(self, number: int) -> str:
+        """An exclusive queue whose holder owns shard `number` (it vanishes with the holder's
+        connection, so a killed rebaser's shards are free at once)."""
+        return f"{self.prefix}.rebase.{number}.lease"
+
+    def queue_of_service(self, service: str) -> str:
+        return {"splitter": self.split, "encoder": self.encode, "decoder": self.decode}[service]
+
+    def celery_queues(self) -> list[kombu.Queue]:
+        def queue(name: str, priority: bool) -> kombu.Queue:
+            arguments = {"x-max-priority": MAX_PRIORITY} if priority else {}
+            return kombu.Queue(name, kombu.Exchange(name, "direct", durable=True), name,
+                               durable=True, queue_arguments=arguments)
+
+        return [queue(self.split, False), queue(self.encode, True), queue(self.decode, True)]
+
+    def plain_queues(self) -> list[kombu.Queue]:
+        direct = kombu.Exchange("", "direct")  # the default exchange: routing key = queue
+        names = (self.ingest, self.ingest_dead, self.dead, self.join, self.rebasers)
+        queues = [kombu.Queue(name, direct, name, durable=True) for name in names]
+        hashed = kombu.Exchange(self.rebase_exchange, "x-consistent-hash", durable=True)
+        for number in range(self.shards):
+            # Weight "1" each: groups spread evenly over the shards.
+            queues.append(kombu.Queue(
+                self.shard(number), hashed, "1", durable=True,
+                queue_arguments={"x-single-active-consumer": True},
+            ))
+        return queues
+
+    def all_queue_names(self) -> list[str]:
+        return [q.name for q in (*self.celery_queues(), *self.plain_queues())]
+
+    def declare(self, connection: kombu.Connection) -> None:
+        with _broker_errors("declaring the queues"):
+            channel = connection.default_channel
+            for queue in (*self.celery_queues(), *self.plain_queues()):
+                queue(channel).declare()
+
+    def delete(self, connection: kombu.Connection) -> None:
+        """Remove every queue and exchange (tests clean up after themselves)."""
+        channel = connection.channel()
+        for queue in (*self.celery_queues(), *self.plain_queues()):
+            with contextlib.suppress(Exception):
+                channel.queue_delete(queue.name)
+            with contextlib.suppress(Exception):
+                if queue.exchange.name:
+                    channel.exchange_delete(queue.exchange.name)
+        channel.close()
+
+
+@contextlib.contextmanager
+def _broker_errors(doing: str) -> Iterator[None]:
+    try:
+        yield
+    except (OperationalError, ConnectionError, OSError, KombuError) as exc:
+        raise TransientError(f"broker unavailable while {doing}: {exc}") from exc
+
+
+def make_celery(config: ServiceConfig, topology: Topology | None = None) -> Celery:
+    """The Celery app every service shares: JSON only, acknowledged after the task (so a
+    killed worker's task is delivered again), one task reserved at a time, no results."""
+    topology = topology or Topology(config.queue_prefix, config.rebase_shards)
+    app = Celery("excamera", broker=config.broker, set_as_current=False)
+    longest = max(DEADLINES.values())
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=topology.celery_queues(),
+        task_create_missing_queues=False,
+        task_default_queue=topology.split,
+        task_default_priority=0,
+        task_publish_retry=True,
+        task_publish_retry_policy=PUBLISH_RETRY,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # ride out a broker restart, however long
+        broker_transport_options={"confirm_publish": True, "visibility_timeout": longest * 2},
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_time_limit=longest + 120,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_send_task_events=False,
+        worker_enable_remote_control=False,  # no pidbox queues per worker
+        broker_heartbeat=30,
+    )
+    app.excamera_topology = topology  # type: ignore[attr-defined]
+    return app
+
+
+def priority_for(stage: str, position: int) -> int:
+    """The broker priority of a task, higher first: stage 4 feeds the serial chain, so it
+    goes before any libvpx encode, and among encodes chain heads go before tails (a head
+    gates its whole group)."""
+    if stage in ("first", "state"):
+        return MAX_PRIORITY - 1
+    if stage == "encode":
+        return max(1, MAX_PRIORITY - 2 - position)
+    return 1
+
+
+class Dispatcher:
+    """Publishes messages where they belong: Celery tasks for the Celery-run services, plain
+    JSON for the ingest queue, the rebaser and dead letters. Publishing waits for the broker's
+    confirmation, retries through a broker restart, then raises TransientError."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.topology: Topology = app.excamera_topology  # type: ignore[attr-defined]
+
+    def publish_task(self, message: TaskMessage, *, ordering_key: str, position: int) -> None:
+        service = STAGES[message.stage].service
+        document = message.to_json()
+        if service in CELERY_TASKS:
+            with _broker_errors(f"publishing {message}"):
+                self.app.send_task(
+                    CELERY_TASKS[service], args=[document],
+                    queue=self.topology.queue_of_service(service),
+                    priority=priority_for(message.stage, position),
+                )
+        elif message.stage == "rebase":
+            self.publish_json(document, exchange=self.topology.rebase_exchange,
+                              routing_key=ordering_key, what=str(message))
+        else:
+            self.publish_json(document, routing_key=self.topology.join, what=str(message))
+
+    def publish_ingest(self, message: IngestMessage) -> None:
+        self.publish_json(message.to_json(), routing_key=self.topology.ingest,
+                          what=f"ingest message {message.id}")
+
+    def publish_dead(self, letter: DeadLetter, queue: str) -> None:
+        self.publish_json(letter.to_json(), routing_key=queue, what="a dead letter")
+
+    def publish_json(
+        self, document: dict[str, Any], *, routing_key: str, exchange: str = "", what: str
+    ) -> None:
+        with _broker_errors(f"publishing {what}"), self.app.producer_or_acquire() as producer:
+            producer.publish(
+                json.dumps(document).encode(), exchange=exchange, routing_key=routing_key,
+                content_type="application/json", content_encoding="utf-8", delivery_mode=2,
+                retry=True, retry_policy=PUBLISH_RETRY,
+            )
+
+    def queue_depths(self) -> dict[str, int]:
+        """Messages waiting in each queue (what an operator scales on)."""
+        depths = {}
+        with _broker_errors("reading queue depths"), self.app.connection_for_write() as conn:
+            channel = conn.channel()
+            try:
+                for name in self.topology.all_queue_names():
+                    try:
+                        depths[name] = channel.queue_declare(name, passive=True).message_count
+                    except Exception:  # noqa: BLE001 - a missing queue: reopen and go on
+                        channel = conn.channel()
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
+        return depths

@@ -1,0 +1,535 @@
+"""Job records in PostgreSQL: the one truth every API instance and every worker sees, which
+survives restarts of either.
+
+Why PostgreSQL and not the store: a job's record changes with every task (start, end, worker,
+attempt: two writes per task, about 14,000 tasks for the original's 3,552-chunk Sintel job), and
+status must answer in milliseconds while that goes on. Objects in a store (S3 in particular)
+have no atomic update and no query: counting a job's progress would mean listing thousands of
+keys per request. A database gives transactional state changes (a cancel racing a finish ends
+one way), counters updated with each task, unique constraints for idempotency keys, and
+indexed lookups of a caller's jobs.
+
+Tables (created on first use, in the database the URL names, which is created if missing):
+
+    excamera_jobs      one row per job: owner, state, the request, plan, result, times
+    excamera_tasks     one row per task of the graph: state, attempts, worker, times, deadline
+    excamera_progress  per job and stage: how many tasks there are, and how many are done
+    excamera_errors    every failed attempt, with its reason
+
+Every method is one short transaction. `TransientError` wraps a lost connection, so the
+caller retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from shared.pipeline.graph import TaskId
+
+from .errors import TransientError
+
+__all__ = ["JobRecord", "JobRecords", "TERMINAL_STATES"]
+
+DEFAULT_DB_URL = "postgresql://postgres@127.0.0.1:5432/excamera"
+TERMINAL_STATES = ("done", "failed", "cancelled")
+JOB_STATES = ("queued", "running", *TERMINAL_STATES)
+MAX_ERRORS_SHOWN = 20
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS excamera_jobs (
+    id          text PRIMARY KEY,
+    owner       text NOT NULL,
+    client_id   text NOT NULL,
+    state       text NOT NULL,
+    request     jsonb NOT NULL,
+    output      text,
+    plan        jsonb,
+    result      jsonb,
+    error       text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    started_at  timestamptz,
+    finished_at timestamptz,
+    expires_at  timestamptz,
+    cleaned_at  timestamptz,
+    UNIQUE (owner, client_id)
+);
+CREATE INDEX IF NOT EXISTS excamera_jobs_by_owner ON excamera_jobs (owner, created_at DESC);
+CREATE INDEX IF NOT EXISTS excamera_jobs_to_clean ON excamera_jobs (expires_at)
+    WHERE cleaned_at IS NULL;
+CREATE TABLE IF NOT EXISTS excamera_tasks (
+    job         text NOT NULL REFERENCES excamera_jobs (id) ON DELETE CASCADE,
+    stage       text NOT NULL,
+    idx         integer NOT NULL,
+    state       text NOT NULL,
+    attempts    integer NOT NULL DEFAULT 0,
+    worker      text,
+    queued_at   timestamptz,
+    started_at  timestamptz,
+    finished_at timestamptz,
+    deadline    timestamptz,
+    seconds     double precision,
+    PRIMARY KEY (job, stage, idx)
+);
+CREATE INDEX IF NOT EXISTS excamera_tasks_running ON excamera_tasks (job)
+    WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS excamera_progress (
+    job   text NOT NULL REFERENCES excamera_jobs (id) ON DELETE CASCADE,
+    stage text NOT NULL,
+    total integer NOT NULL,
+    done  integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (job, stage)
+);
+CREATE TABLE IF NOT EXISTS excamera_errors (
+    id        bigserial PRIMARY KEY,
+    job       text NOT NULL REFERENCES excamera_jobs (id) ON DELETE CASCADE,
+    stage     text,
+    idx       integer,
+    attempt   integer,
+    permanent boolean NOT NULL,
+    reason    text NOT NULL,
+    at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS excamera_errors_by_job ON excamera_errors (job, id);
+"""
+
+_SCHEMA_LOCK = 0x65786361  # pg_advisory_xact_lock key: concurrent first uses create it once
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    owner: str
+    client_id: str
+    state: str
+    request: dict[str, Any]
+    output: str | None
+    plan: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    expires_at: datetime | None
+    cleaned_at: datetime | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def _record(row: dict[str, Any]) -> JobRecord:
+    return JobRecord(**{name: row[name] for name in JobRecord.__dataclass_fields__})
+
+
+@contextlib.contextmanager
+def _transient() -> Iterator[None]:
+    """Database trouble that a retry can fix (the server restarting, a dropped connection)
+    becomes TransientError; anything else is a bug and propagates as it is."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.errors.ConnectionTimeout) as exc:
+        raise TransientError(f"job records unavailable: {str(exc).strip()}") from exc
+    except PoolTimeout as exc:
+        raise TransientError(f"job records unavailable: {exc}") from exc
+
+
+def ensure_database(url: str) -> None:
+    """Create the database `url` names if it does not exist (connecting to `postgres`)."""
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+        return
+    except psycopg.OperationalError as exc:
+        if "does not exist" not in str(exc):
+            raise TransientError(f"job records unavailable: {str(exc).strip()}") from exc
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin = urlunparse(parsed._replace(path="/postgres"))
+    with (
+        _transient(),
+        psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn,
+        contextlib.suppress(psycopg.errors.DuplicateDatabase),
+    ):
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+class JobRecords:
+    """Job and task records; thread-safe (a small pool of connections)."""
+
+    def __init__(self, url: str = DEFAULT_DB_URL, *, pool_size: int = 4) -> None:
+        self.url = url
+        with _transient():
+            ensure_database(url)
+            self._pool = ConnectionPool(
+                url, min_size=1, max_size=pool_size, open=True, timeout=30,
+                kwargs={"row_factory": dict_row, "connect_timeout": 10},
+                check=ConnectionPool.check_connection,
+            )
+        self._lock = threading.Lock()
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            cur.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __repr__(self) -> str:
+        parsed = urlparse(self.url)
+        return f"JobRecords({parsed.hostname}:{parsed.port or 5432}{parsed.path})"
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
+        with (
+            _transient(),
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            yield cur
+
+    # ------------------------------------------------------------------ jobs
+
+    def create_job(
+        self, job: str, owner: str, client_id: str, request: dict[str, Any], output: str | None
+    ) -> tuple[JobRecord, bool]:
+        """The job for (owner, client_id): made now (True), or the one made before (False)."""
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO excamera_jobs (id, owner, client_id, state, request, output) "
+                "VALUES (%s, %s, %s, 'queued', %s, %s) ON CONFLICT DO NOTHING RETURNING *",
+                (job, owner, client_id, json.dumps(request), output),
+            )
+            row = cur.fetchone()
+            if row is not None:
+                # The split is the one task that exists before the plan.
+                cur.execute("INSERT INTO excamera_tasks (job, stage, idx, state, queued_at) "
+                            "VALUES (%s, 'split', 0, 'queued', now())", (job,))
+                cur.execute("INSERT INTO excamera_progress (job, stage, total) "
+                            "VALUES (%s, 'split', 1)", (job,))
+                return _record(row), True
+            cur.execute("SELECT * FROM excamera_jobs WHERE owner = %s AND client_id = %s",
+                        (owner, client_id))
+            row = cur.fetchone()
+            if row is None:  # the id exists under another owner: ids are owner-derived
+                raise ValueError(f"job {job} exists for another owner")
+            return _record(row), False
+
+    def get_job(self, job: str) -> JobRecord | None:
+        with self._tx() as cur:
+            cur.execute("SELECT * FROM excamera_jobs WHERE id = %s", (job,))
+            row = cur.fetchone()
+        return None if row is None else _record(row)
+
+    def job_state(self, job: str) -> str | None:
+        with self._tx() as cur:
+            cur.execute("SELECT state FROM excamera_jobs WHERE id = %s", (job,))
+            row = cur.fetchone()
+        return None if row is None else row["state"]
+
+    def list_jobs(self, owner: str, limit: int = 100, offset: int = 0) -> list[JobRecord]:
+        with self._tx() as cur:
+            cur.execute(
+                "SELECT * FROM excamera_jobs WHERE owner = %s ORDER BY created_at DESC, id "
+                "LIMIT %s OFFSET %s", (owner, limit, offset),
+            )
+            return [_record(row) for row in cur.fetchall()]
+
+    def count_jobs_by_state(self) -> dict[str, int]:
+        with self._tx() as cur:
+            cur.execute("SELECT state, count(*) AS n FROM excamera_jobs GROUP BY state")
+            return {row["state"]: row["n"] for row in cur.fetchall()}
+
+    def start_job(self, job: str) -> bool:
+        """queued -> running; False if the job has ended (cancelled, say)."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE excamera_jobs SET state = 'running', started_at = coalesce(started_at, "
+                "now()) WHERE id = %s AND state IN ('queued', 'running') RETURNING id", (job,),
+            )
+            return cur.fetchone() is not None
+
+    def set_plan(
+        self, job: str, plan: dict[str, Any], sizes: dict[str, int], tasks: Iterable[TaskId]
+    ) -> None:
+        """Record the split's plan and every task it implies (once; a repeat changes nothing)."""
+        with self._tx() as cur:
+            cur.execute("SELECT plan IS NOT NULL AS planned FROM excamera_jobs WHERE id = %s "
+                        "FOR UPDATE", (job,))
+            row = cur.fetchone()
+            if row is None or row["planned"]:
+                return
+            cur.execute("UPDATE excamera_jobs SET plan = %s WHERE id = %s",
+                        (json.dumps(plan), job))
+            cur.executemany(
+                "INSERT INTO excamera_progress (job, stage, total) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING", [(job, stage, total) for stage, total in sizes.items()],
+            )
+            with cur.copy("COPY excamera_tasks (job, stage, idx, state) FROM STDIN") as copy:
+                for task in tasks:
+                    copy.write_row((job, task.stage, task.index, "waiting"))
+
+    def finish_job(
+        self, job: str, output: str, result: dict[str, Any], retention_seconds: float
+    ) -> bool:
+        """running -> done, with the output's location and figures; intermediates expire
+        after `retention_seconds`. False if the job had already ended."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE excamera_jobs SET state = 'done', output = %s, result = %s, "
+                "finished_at = now(), expires_at = now() + make_interval(secs => %s) "
+                "WHERE id = %s AND state NOT IN ('done', 'failed', 'cancelled') RETURNING id",
+                (output, json.dumps(result), retention_seconds, job),
+            )
+            return cur.fetchone() is not None
+
+    def fail_job(self, job: str, reason: str, retention_seconds: float = 0.0) -> bool:
+        """-> failed with `reason` (the first failure wins); False if it had already ended."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE excamera_jobs SET state = 'failed', error = %s, finished_at = now(), "
+                "expires_at = now() + make_interval(secs => %s) "
+                "WHERE id = %s AND state NOT IN ('done', 'failed', 'cancelled') RETURNING id",
+                (reason, retention_seconds, job),
+            )
+            return cur.fetchone() is not None
+
+    def cancel_job(self, job: str) -> str | None:
+        """-> cancelled unless it has ended; its waiting and queued tasks will not run.
+        Returns the job's state afterwards (None: no such job)."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE excamera_jobs SET state = 'cancelled', finished_at = now(), "
+                "expires_at = now() WHERE id = %s AND state IN ('queued', 'running') "
+                "RETURNING state", (job,),
+            )
+            row = cur.fetchone()
+            if row is not None:
+                cur.execute("UPDATE excamera_tasks SET state = 'cancelled' WHERE job = %s AND "
+                            "state IN ('waiting', 'queued')", (job,))
+                return "cancelled"
+            cur.execute("SELECT state FROM excamera_jobs WHERE id = %s", (job,))
+            row = cur.fetchone()
+            return None if row is None else row["state"]
+
+    def jobs_to_clean(self, limit: int = 50) -> list[str]:
+        """Ended jobs whose intermediates are past their retention and not deleted yet."""
+        with self._tx() as cur:
+            cur.execute(
+                "SELECT id FROM excamera_jobs WHERE cleaned_at IS NULL AND expires_at <= now() "
+                "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED", (limit,),
+            )
+            return [row["id"] for row in cur.fetchall()]
+
+    def mark_cleaned(self, job: str) -> None:
+        with self._tx() as cur:
+            cur.execute("UPDATE excamera_jobs SET cleaned_at = now() WHERE id = %s", (job,))
+
+    def delete_job(self, job: str) -> None:
+        """Forget a job entirely (tests and operators; its rows go with it)."""
+        with self._tx() as cur:
+            cur.execute("DELETE FROM excamera_jobs WHERE id = %s", (job,))
+
+    # ------------------------------------------------------------------ tasks
+
+    def mark_queued(self, job: str, tasks: Iterable[TaskId]) -> None:
+        rows = [(job, task.stage, task.index) for task in tasks]
+        if not rows:
+            return
+        with self._tx() as cur:
+            cur.executemany(
+                "UPDATE excamera_tasks SET state = 'queued', queued_at = coalesce(queued_at, "
+                "now()) WHERE job = %s AND stage = %s AND idx = %s AND state = 'waiting'", rows,
+            )
+
+    def start_task(self, job: str, task: TaskId, worker: str, deadline_seconds: float) -> int:
+        """Record that `worker` starts `task`; returns which attempt this is (1 first)."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE excamera_tasks SET state = CASE WHEN state = 'done' THEN state ELSE "
+                "'running' END, attempts = attempts + 1, worker = %s, started_at = now(), "
+                "deadline = now() + make_interval(secs => %s) "
+                "WHERE job = %s AND stage = %s AND idx = %s RETURNING attempts",
+                (worker, deadline_seconds, job, task.stage, task.index),
+            )
+            row = cur.fetchone()
+        return 1 if row is None else row["attempts"]
+
+    def finish_task(self, job: str, task: TaskId, worker: str, seconds: float) -> bool:
+        """Record `task` as done (its output is stored); True the first time."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE excamera_tasks SET state = 'done', finished_at = now(), seconds = %s, "
+                "worker = %s WHERE job = %s AND stage = %s AND idx = %s AND state <> 'done' "
+                "RETURNING idx", (seconds, worker, job, task.stage, task.index),
+            )
+            first = cur.fetchone() is not None
+            if first:
+                cur.execute("UPDATE excamera_progress SET done = done + 1 "
+                            "WHERE job = %s AND stage = %s", (job, task.stage))
+            return first
+
+    def fail_task(self, job: str, task: TaskId, reason: str, *, attempt: int,
+                  permanent: bool) -> None:
+        """Record a failed attempt; a permanent failure also marks the task failed."""
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO excamera_errors (job, stage, idx, attempt, permanent, reason) "
+                "SELECT %s, %s, %s, %s, %s, %s WHERE EXISTS "
+                "(SELECT 1 FROM excamera_jobs WHERE id = %s)",
+                (job, task.stage, task.index, attempt, permanent, reason, job),
+            )
+            state = "failed" if permanent else "queued"
+            cur.execute(
+                "UPDATE excamera_tasks SET state = %s WHERE job = %s AND stage = %s AND idx = %s "
+                "AND state <> 'done'", (state, job, task.stage, task.index),
+            )
+
+    def all_done(self, job: str, tasks: tuple[TaskId, ...], stage_sizes: dict[str, int]) -> bool:
+        """Whether every one of `tasks` is done. Where they are all the tasks of a stage (the
+        join's inputs), the stage's counter answers, so the check costs the same for 10
+        chunks as for 10,000."""
+        if not tasks:
+            return True
+        stages = {task.stage for task in tasks}
+        with self._tx() as cur:
+            if len(stages) == 1 and len(tasks) == stage_sizes.get(next(iter(stages))):
+                cur.execute("SELECT done >= total AS ok FROM excamera_progress "
+                            "WHERE job = %s AND stage = %s", (job, next(iter(stages))))
+                row = cur.fetchone()
+                return row is not None and row["ok"]
+            cur.execute(
+                "SELECT count(*) AS n FROM excamera_tasks t JOIN unnest(%s::text[], %s::int[]) "
+                "AS want(stage, idx) ON t.stage = want.stage AND t.idx = want.idx "
+                "WHERE t.job = %s AND t.state = 'done'",
+                ([task.stage for task in tasks], [task.index for task in tasks], job),
+            )
+            row = cur.fetchone()
+            return row is not None and row["n"] == len(tasks)
+
+    def waiting(self, job: str, tasks: Iterable[TaskId]) -> set[TaskId]:
+        """Those of `tasks` never published yet (publishing marks them queued)."""
+        tasks = list(tasks)
+        if not tasks:
+            return set()
+        with self._tx() as cur:
+            cur.execute(
+                "SELECT t.stage, t.idx FROM excamera_tasks t JOIN unnest(%s::text[], %s::int[]) "
+                "AS want(stage, idx) ON t.stage = want.stage AND t.idx = want.idx "
+                "WHERE t.job = %s AND t.state = 'waiting'",
+                ([task.stage for task in tasks], [task.index for task in tasks], job),
+            )
+            return {TaskId(row["stage"], row["idx"]) for row in cur.fetchall()}
+
+    def is_done(self, job: str, task: TaskId) -> bool:
+        with self._tx() as cur:
+            cur.execute("SELECT state = 'done' AS ok FROM excamera_tasks WHERE job = %s AND "
+                        "stage = %s AND idx = %s", (job, task.stage, task.index))
+            row = cur.fetchone()
+            return row is not None and row["ok"]
+
+    # ------------------------------------------------------------------ status
+
+    def progress(self, job: str) -> dict[str, dict[str, Any]]:
+        """Per stage: tasks in all, done, running (and of those, past their deadline),
+        failed, and the stage's first start, last end and summed task time."""
+        with self._tx() as cur:
+            cur.execute("SELECT stage, total, done FROM excamera_progress WHERE job = %s",
+                        (job,))
+            totals = {row["stage"]: row for row in cur.fetchall()}
+            cur.execute(
+                "SELECT stage, count(*) FILTER (WHERE state = 'running') AS running, "
+                "count(*) FILTER (WHERE state = 'running' AND deadline < now()) AS overdue, "
+                "count(*) FILTER (WHERE state = 'failed') AS failed, "
+                "count(*) FILTER (WHERE state = 'queued') AS queued, "
+                "sum(attempts) AS attempts, min(started_at) AS first_start, "
+                "max(finished_at) AS last_end, sum(seconds) AS busy "
+                "FROM excamera_tasks WHERE job = %s GROUP BY stage", (job,),
+            )
+            counts = {row["stage"]: row for row in cur.fetchall()}
+        progress = {}
+        for stage, row in totals.items():
+            extra = counts.get(stage, {})
+            progress[stage] = {
+                "total": row["total"],
+                "done": row["done"],
+                "queued": int(extra.get("queued") or 0),
+                "running": int(extra.get("running") or 0),
+                "overdue": int(extra.get("overdue") or 0),
+                "failed": int(extra.get("failed") or 0),
+                "attempts": int(extra.get("attempts") or 0),
+                "first_start": _iso(extra.get("first_start")),
+                "last_end": _iso(extra.get("last_end")),
+                "busy_seconds": round(float(extra.get("busy") or 0.0), 3),
+            }
+        return progress
+
+    def errors(self, job: str, limit: int = MAX_ERRORS_SHOWN) -> list[dict[str, Any]]:
+        with self._tx() as cur:
+            cur.execute(
+                "SELECT stage, idx, attempt, permanent, reason, at FROM excamera_errors "
+                "WHERE job = %s ORDER BY id DESC LIMIT %s", (job, limit),
+            )
+            rows = cur.fetchall()
+        return [
+            {"stage": row["stage"], "index": row["idx"], "attempt": row["attempt"],
+             "permanent": row["permanent"], "reason": row["reason"], "at": _iso(row["at"])}
+            for row in reversed(rows)
+        ]
+
+    def overdue(self, job: str, limit: int = MAX_ERRORS_SHOWN) -> list[dict[str, Any]]:
+        """Running tasks past their deadline: what a stuck job is waiting for."""
+        with self._tx() as cur:
+            cur.execute(
+                "SELECT stage, idx, worker, attempts, started_at, deadline FROM excamera_tasks "
+                "WHERE job = %s AND state = 'running' AND deadline < now() "
+                "ORDER BY deadline LIMIT %s", (job, limit),
+            )
+            rows = cur.fetchall()
+        return [
+            {"stage": row["stage"], "index": row["idx"], "worker": row["worker"],
+             "attempt": row["attempts"], "started_at": _iso(row["started_at"]),
+             "deadline": _iso(row["deadline"])}
+            for row in rows
+        ]
+
+    def tasks(self, job: str, stage: str | None = None, offset: int = 0,
+              limit: int = 1000) -> list[dict[str, Any]]:
+        """Per-task timings: state, attempts, worker, start, end, seconds."""
+        with self._tx() as cur:
+            cur.execute(
+                "SELECT stage, idx, state, attempts, worker, queued_at, started_at, "
+                "finished_at, seconds FROM excamera_tasks WHERE job = %s "
+                "AND (%s::text IS NULL OR stage = %s) ORDER BY stage, idx OFFSET %s LIMIT %s",
+                (job, stage, stage, offset, limit),
+            )
+            rows = cur.fetchall()
+        return [
+            {"stage": row["stage"], "index": row["idx"], "state": row["state"],
+             "attempts": row["attempts"], "worker": row["worker"],
+             "queued_at": _iso(row["queued_at"]), "started_at": _iso(row["started_at"]),
+             "finished_at": _iso(row["finished_at"]), "seconds": row["seconds"]}
+            for row in rows
+        ]
+
+    def active_task_count(self, job: str) -> int:
+        """Tasks running now (a cancelled job's stragglers, say)."""
+        with self._tx() as cur:
+            cur.execute("SELECT count(*) AS n FROM excamera_tasks WHERE job = %s AND "
+                        "state = 'running'", (job,))
+            row = cur.fetchone()
+            return 0 if row is None else row["n"]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
