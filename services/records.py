@@ -198,6 +198,11 @@ class JobRecords:
         ):
             yield cur
 
+    def ping(self) -> None:
+        """One round trip to the database (health checks); TransientError if it is down."""
+        with self._tx() as cur:
+            cur.execute("SELECT 1")
+
     # ------------------------------------------------------------------ jobs
 
     def create_job(

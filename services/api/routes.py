@@ -1,0 +1,424 @@
+"""The handlers: parse and check the HTTP request, await the blocking work on an executor
+(`ApiContext.control`/`files`), answer JSON. What each answers is in `openapi.py`, which is
+served at /v1/openapi.json and fuzzed against these handlers by the tests.
+
+Every job route first checks the caller's token, then the job id's form (anything else is a
+404, so no id ever reaches a key or a path), then that the job is the caller's (another
+token's job is a 404 too: its existence is not disclosed).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from aiohttp import hdrs, web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from shared.pipeline.graph import STAGES
+from shared.pipeline.messages import (
+    CLIENT_ID_PATTERN,
+    JobRequest,
+    MessageError,
+    is_job_id,
+    job_id_for,
+    load_json,
+    parse_job_options,
+    parse_job_request,
+)
+
+from .. import metrics
+from ..adapter import purge_job
+from ..errors import InputRejected, TransientError
+from ..records import JOB_STATES, JobRecord
+from ..runtime import Runtime
+from . import jobs, openapi
+from .context import CONTEXT, ApiContext
+from .middleware import ApiError, error_response
+from .uploads import CUT_OFF, receive, sniff_video
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+INTEGER_FIELDS = ("frames_per_chunk", "chunks_per_group", "cq_level")
+MAX_OFFSET = 10_000_000
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _api(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]
+
+
+def authenticate(request: web.Request) -> str:
+    """The caller's token name; 401 without a valid bearer token."""
+    api = _api(request)
+    challenge = {"WWW-Authenticate": 'Bearer realm="excamera"'}
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if not api.tokens:
+        raise ApiError(401, "no API tokens are configured on this server "
+                            "(the operator sets EXCAMERA_API_TOKENS)", challenge)
+    if not header:
+        raise ApiError(401, "authentication required: send Authorization: Bearer TOKEN",
+                       challenge)
+    owner = api.tokens.owner(header)
+    if owner is None:
+        raise ApiError(401, "the bearer token is not valid",
+                       {"WWW-Authenticate": 'Bearer realm="excamera", error="invalid_token"'})
+    return owner
+
+
+async def own_job(request: web.Request, owner: str) -> JobRecord:
+    """The job the path names, if it is the caller's; 404 otherwise (also for a malformed id,
+    which can name nothing)."""
+    job = request.match_info["id"]
+    missing = ApiError(404, f"no such job: {job if is_job_id(job) else '(not a job id)'}")
+    if not is_job_id(job):
+        raise missing
+    api = _api(request)
+    record = await api.control(api.runtime.records.get_job, job)
+    if record is None or record.owner != owner:
+        raise missing
+    return record
+
+
+def query(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
+    unknown = sorted(set(request.query) - set(allowed))
+    if unknown:
+        raise ApiError(400, f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))}")
+    for name in set(request.query):
+        if len(request.query.getall(name)) > 1:
+            raise ApiError(400, f"query parameter {name!r} is given more than once")
+    return dict(request.query)
+
+
+def int_param(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = params.get(name)
+    if text is None:
+        return default
+    if _DIGITS.fullmatch(text) is None or not low <= int(text) <= high:
+        raise ApiError(400, f"{name} must be an integer from {low} to {high}")
+    return int(text)
+
+
+def page(request: web.Request, extra: tuple[str, ...] = ()) -> tuple[int, int, dict[str, str]]:
+    limits = _api(request).limits
+    params = query(request, ("limit", "offset", *extra))
+    limit = int_param(params, "limit", limits.default_page, 1, limits.max_page)
+    offset = int_param(params, "offset", 0, 0, MAX_OFFSET)
+    return limit, offset, params
+
+
+def client_id(request: web.Request) -> str:
+    """The Idempotency-Key (the same key makes the same job), else a fresh random one."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return uuid.uuid4().hex
+    if re.fullmatch(CLIENT_ID_PATTERN, key) is None:
+        raise ApiError(400, "Idempotency-Key must be 1-128 characters of letters, digits, "
+                            "'.', '_', ':' or '-', starting with a letter or digit")
+    return key
+
+
+def _integral(document: Any) -> Any:
+    """6.0 is an integer to JSON Schema: give the pipeline the int it expects."""
+    if isinstance(document, dict):
+        for name in INTEGER_FIELDS:
+            value = document.get(name)
+            if isinstance(value, float) and value.is_integer():
+                document[name] = int(value)
+    return document
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError(413, f"the request body is {length} bytes; at most {limit} are accepted")
+    body = bytearray()
+    try:
+        async for chunk in request.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(413, f"the request body is larger than {limit} bytes")
+    except CUT_OFF as exc:
+        raise ApiError(400, f"the request body was cut off before its end ({exc})") from None
+    return bytes(body)
+
+
+def _submit(api: ApiContext, owner: str, key: str, job_request: JobRequest) -> jobs.Submitted:
+    api.declare_queues()
+    return jobs.submit(api.runtime, owner, key, job_request)
+
+
+def accepted(submitted: jobs.Submitted) -> web.Response:
+    return web.json_response({"id": submitted.id, "state": submitted.state}, status=202,
+                             headers={"Location": f"/v1/jobs/{submitted.id}"})
+
+
+# --------------------------------------------------------------------------- submitting
+
+
+@routes.post("/v1/jobs")
+async def create_job(request: web.Request) -> web.Response:
+    owner = authenticate(request)
+    key = client_id(request)
+    query(request, ())
+    if request.content_type == "application/json":
+        return await _create_from_json(request, owner, key)
+    if request.content_type == "multipart/form-data":
+        return await _create_from_upload(request, owner, key)
+    raise ApiError(415, "send the job as application/json or the video as "
+                        "multipart/form-data (parts 'video' and optionally 'options')")
+
+
+async def _create_from_json(request: web.Request, owner: str, key: str) -> web.Response:
+    api = _api(request)
+    body = await read_body(request, api.limits.max_json_bytes)
+    try:
+        job_request = parse_job_request(_integral(load_json(body, "job request")))
+    except MessageError as exc:
+        raise ApiError(400, str(exc)) from None
+    url = await api.files(checked_input, api.runtime, job_request.input)
+    submitted = await api.control(_submit, api, owner, key, replace(job_request, input=url))
+    return accepted(submitted)
+
+
+def checked_input(runtime: Runtime, url: str) -> str:
+    """The input URL in its normal spelling, if the operator's policy lets jobs read it
+    (blocking: it resolves host names); ApiError(400) otherwise."""
+    if runtime.policy.upload_key(url, runtime.store) is not None:
+        # The store's uploads are readable by every job: an upload is named only by the API.
+        raise ApiError(400, "the input URL points into the service's own store; upload the "
+                            "file instead (multipart part 'video')")
+    try:
+        normal = runtime.policy.check_input(url)
+    except InputRejected as exc:
+        raise ApiError(400, str(exc)) from None
+    parts = urlsplit(normal)
+    if parts.scheme == "file" and not Path(unquote(parts.path)).is_file():
+        raise ApiError(400, f"input {url!r}: no such file")
+    return normal
+
+
+async def _create_from_upload(request: web.Request, owner: str, key: str) -> web.Response:
+    api = _api(request)
+    directory = Path(await api.files(tempfile.mkdtemp, "", "excamera-upload-",
+                                     api.limits.upload_dir))
+    try:
+        upload = await receive(request, directory, api.limits.max_upload_bytes, api.files)
+        job = job_id_for(owner, key)
+        stored = jobs.upload_key(job, upload.sha256)
+        try:
+            job_request = parse_job_options(_integral(upload.options or {}),
+                                            api.runtime.store.url_for(stored))
+        except MessageError as exc:
+            raise ApiError(400, str(exc)) from None
+        existing = await api.control(api.runtime.records.get_job, job)
+        if existing is not None:  # a repeat: nothing to store
+            jobs.check_same_request(existing, job_request.to_json())
+            return accepted(jobs.Submitted(job, existing.state, False))
+        await api.files(sniff_video, upload.path)
+        await api.files(api.runtime.store.put_file, stored, upload.path)
+        submitted = await api.control(_submit, api, owner, key, job_request)
+        return accepted(submitted)
+    finally:
+        await api.files(shutil.rmtree, directory, True)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@routes.get("/v1/jobs", allow_head=False)
+async def list_jobs(request: web.Request) -> web.Response:
+    owner = authenticate(request)
+    limit, offset, _ = page(request)
+    api = _api(request)
+    # One more than asked for says whether there is a next page.
+    found = await api.control(api.runtime.records.list_jobs, owner, limit + 1, offset)
+    return web.json_response({
+        "jobs": [jobs.job_summary(record) for record in found[:limit]],
+        "limit": limit,
+        "offset": offset,
+        "next_offset": offset + limit if len(found) > limit else None,
+    })
+
+
+@routes.get("/v1/jobs/{id}", allow_head=False)
+async def get_job(request: web.Request) -> web.Response:
+    owner = authenticate(request)
+    query(request, ())
+    record = await own_job(request, owner)
+    api = _api(request)
+    return web.json_response(await api.control(jobs.job_document, api.runtime, record))
+
+
+@routes.get("/v1/jobs/{id}/tasks", allow_head=False)
+async def get_tasks(request: web.Request) -> web.Response:
+    owner = authenticate(request)
+    limit, offset, params = page(request, ("stage",))
+    stage = params.get("stage")
+    if stage is not None and stage not in STAGES:
+        raise ApiError(400, f"stage must be one of {', '.join(STAGES)}")
+    record = await own_job(request, owner)
+    api = _api(request)
+    found = await api.control(api.runtime.records.tasks, record.id, stage, offset, limit + 1)
+    return web.json_response({
+        "id": record.id,
+        "tasks": found[:limit],
+        "limit": limit,
+        "offset": offset,
+        "next_offset": offset + limit if len(found) > limit else None,
+    })
+
+
+@routes.get("/v1/jobs/{id}/output")
+async def get_output(request: web.Request) -> web.StreamResponse:
+    owner = authenticate(request)
+    query(request, ())
+    record = await own_job(request, owner)
+    if record.state != "done":
+        why = f" ({record.error})" if record.error else ""
+        raise ApiError(409, f"job {record.id} is {record.state}{why}: it has no output yet"
+                       if record.state in ("queued", "running")
+                       else f"job {record.id} is {record.state}{why}: it has no output")
+    if record.output is None or "://" in record.output:
+        raise ApiError(409, f"job {record.id} wrote its output to {record.output}, outside "
+                            "this service's store")
+    api = _api(request)
+    path = await api.files(api.runtime.store.local_path, record.output)
+    form = record.request.get("format", "webm")
+    headers = {
+        hdrs.CONTENT_TYPE: jobs.OUTPUT_TYPES.get(form, "application/octet-stream"),
+        hdrs.CONTENT_DISPOSITION: f'inline; filename="{record.id}.{form}"',
+        hdrs.CACHE_CONTROL: "private, max-age=3600",
+    }
+    if path is None:
+        return await _stream_output(request, api, record.output, headers)
+    size = await api.files(lambda: path.stat().st_size)
+    if _unsatisfiable(request, path, size):
+        return error_response(416, f"the range is not satisfiable: the output is {size} bytes",
+                              {hdrs.CONTENT_RANGE: f"bytes */{size}"})
+    # FileResponse serves Range and If-Range requests (206), so a browser can seek the WebM.
+    return web.FileResponse(path, headers=headers)
+
+
+def _unsatisfiable(request: web.Request, path: Path, size: int) -> bool:
+    """Whether FileResponse would answer 416 (checked first, to answer it in JSON)."""
+    if hdrs.RANGE not in request.headers:
+        return False
+    if_range = request.if_range
+    if if_range is not None and path.stat().st_mtime > if_range.timestamp():
+        return False  # a stale If-Range: the whole file is sent, the Range ignored
+    try:
+        start = request.http_range.start
+    except ValueError:
+        return True
+    if start is None or start < 0:
+        return False
+    return start >= size
+
+
+async def _stream_output(request: web.Request, api: ApiContext, key: str,
+                         headers: dict[str, str]) -> web.StreamResponse:
+    """A store without local files (S3 later): the whole object, streamed (no ranges)."""
+    store = api.runtime.store
+    try:
+        size = await api.files(store.size, key)
+    except KeyError:
+        raise ApiError(410, "the output is no longer in the store") from None
+    response = web.StreamResponse(headers={**headers, hdrs.ACCEPT_RANGES: "none"})
+    response.content_length = size
+    await response.prepare(request)
+    with store.open_read(key) as file:
+        while block := await api.files(file.read, 1 << 20):
+            await response.write(block)
+    await response.write_eof()
+    return response
+
+
+# --------------------------------------------------------------------------- cancelling
+
+
+@routes.delete("/v1/jobs/{id}")
+async def cancel_job(request: web.Request) -> web.Response:
+    owner = authenticate(request)
+    query(request, ())
+    record = await own_job(request, owner)
+    api = _api(request)
+    if record.terminal:
+        raise ApiError(409, f"job {record.id} has ended: it is {record.state}")
+    state = await api.control(api.runtime.records.cancel_job, record.id)
+    if state != "cancelled":  # it ended while we looked
+        raise ApiError(409, f"job {record.id} has ended: it is {state}")
+    # Queued tasks will be skipped and running ones purge what they write as they finish.
+    await api.files(purge_job, api.runtime, record.id)
+    return web.json_response({"id": record.id, "state": "cancelled"})
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@routes.get("/v1/health", allow_head=False)
+async def health(request: web.Request) -> web.Response:
+    api = _api(request)
+    query(request, ())
+    checks = {"db": api.runtime.records.ping, "broker": _broker_check(api)}
+    status: dict[str, str] = {}
+    for name, check in checks.items():
+        try:
+            await api.control(check)
+            status[name] = "ok"
+        except TransientError as exc:
+            status[name] = str(exc)
+    healthy = all(value == "ok" for value in status.values())
+    document: dict[str, Any] = {"status": "ok" if healthy else "unavailable", **status}
+    if not healthy:
+        document["error"] = "; ".join(f"{k}: {v}" for k, v in status.items() if v != "ok")
+    return web.json_response(document, status=200 if healthy else 503)
+
+
+def _broker_check(api: ApiContext) -> Any:
+    def check() -> None:
+        api.declare_queues()
+        try:
+            api.check_broker()
+        except TransientError:
+            api.forget_queues()  # someone deleted them: declare again before publishing
+            raise
+
+    return check
+
+
+@routes.get("/metrics", allow_head=False)
+async def metrics_text(request: web.Request) -> web.Response:
+    api = _api(request)
+    query(request, ())
+    try:
+        depths = await api.control(api.runtime.dispatcher.queue_depths)
+        for queue, depth in depths.items():
+            metrics.QUEUE_DEPTH.labels(queue).set(depth)
+    except TransientError:
+        pass  # the depths keep their last values; health says the broker is down
+    try:
+        counts = await api.control(api.runtime.records.count_jobs_by_state)
+        for state in JOB_STATES:
+            metrics.JOBS.labels(state).set(counts.get(state, 0))
+    except TransientError:
+        pass
+    return web.Response(body=metrics.render(), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
+
+
+@routes.get("/v1/openapi.json", allow_head=False)
+async def openapi_document(request: web.Request) -> web.Response:
+    query(request, ())
+    return web.json_response(openapi.document(_api(request).limits))
