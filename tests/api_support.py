@@ -17,7 +17,7 @@ import contextlib
 import secrets
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,15 @@ UPLOAD_LIMIT = 4 << 20
 # SSRF check must refuse all the same (loopback, private, link-local).
 BLOCKED_HOSTS = ("127.0.0.1", "localhost", "10.1.2.3", "192.168.1.10", "169.254.169.254",
                  "[::1]", "0.0.0.0")
+
+
+def _limits() -> Any:
+    from services.api.context import Limits
+
+    return Limits(max_upload_bytes=UPLOAD_LIMIT, janitor_seconds=0.2)
+
+
+TEST_LIMITS = _limits()
 
 
 def _services_available() -> str | None:
@@ -137,7 +146,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
         pytest.skip(reason)
     from services.api.app import create_app
     from services.api.auth import Tokens
-    from services.api.context import Limits
     from services.config import ServiceConfig
     from services.records import JobRecords
 
@@ -152,8 +160,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
                                queue_prefix=prefix, allow_input=allowed,
                                retention_seconds=3600.0)
         tokens = Tokens.parse(",".join(f"{name}:{token}" for name, token in TOKENS.items()))
-        limits = Limits(max_upload_bytes=UPLOAD_LIMIT, janitor_seconds=0.2,
-                        upload_dir=root)
+        limits = replace(TEST_LIMITS, upload_dir=root)
         server = _ServerThread(create_app(config, tokens, limits))
         port = server.start()
         records = JobRecords(db, pool_size=2)

@@ -211,7 +211,8 @@ def _submit(limits: Limits) -> dict[str, Any]:
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "video": {"type": "string", "format": "binary",
+                        "video": {"type": "string",
+                                  "contentMediaType": "application/octet-stream",
                                   "description": "a Y4M file or any video PyAV reads, at most "
                                                  f"{limits.max_upload_bytes} bytes"},
                         "options": _ref("JobOptions"),
