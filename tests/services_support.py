@@ -147,7 +147,8 @@ class Cluster:
         concurrency = {"splitter": 1, "encoder": 2, "decoder": 1, "rebaser": 1,
                        **(concurrency or {})}
         for name, count in concurrency.items():
-            self.services[name] = self.service(name, f"--concurrency={count}").start()
+            if count:
+                self.services[name] = self.service(name, f"--concurrency={count}").start()
         self.wait_ready()
         return self
 

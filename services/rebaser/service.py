@@ -198,9 +198,13 @@ class RebaserProcess:
         # Closing the channel hands its unacknowledged messages (held-back links included)
         # back to the queue, before the lease goes and another process may take the shard.
         self._inbox = deque(d for d in self._inbox if d.shard != number)
-        for channel in (shard.channel, shard.lease):
-            with contextlib.suppress(Exception):
-                channel.close()
+        with contextlib.suppress(Exception):
+            shard.channel.close()
+        # An exclusive queue lives as long as its connection, not its channel: delete it.
+        with contextlib.suppress(Exception):
+            shard.lease.queue_delete(self.topology.lease(number))
+        with contextlib.suppress(Exception):
+            shard.lease.close()
         log.info("rebaser %s: handed shard %d back", self.runtime.worker, number)
 
     def _release_all(self) -> None:
