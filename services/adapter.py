@@ -29,7 +29,6 @@ from shared.pipeline.graph import TaskId
 from shared.pipeline.messages import DeadLetter, MessageError, TaskMessage, parse_task
 
 from . import metrics
-from .config import DEADLINES
 from .errors import PipelineError, TransientError
 from .records import TERMINAL_STATES
 from .runtime import Runtime
@@ -64,6 +63,8 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         metrics.TASKS.labels(service, "?", Outcome.REJECTED.value).inc()
         return Outcome.REJECTED
     task = TaskId(message.stage, message.index)
+    if message.sent is not None:
+        metrics.QUEUE_LATENCY.labels(service).observe(max(0.0, time.time() - message.sent))
     state = runtime.records.job_state(message.job)
     if state is None or state in TERMINAL_STATES:
         if state is None:
@@ -71,7 +72,7 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         metrics.TASKS.labels(service, message.stage, Outcome.SKIPPED.value).inc()
         return Outcome.SKIPPED
     attempt = runtime.records.start_task(message.job, task, runtime.worker,
-                                         DEADLINES.get(message.stage, 3600.0))
+                                         runtime.config.deadline(message.stage))
     if attempt == 0:  # done already: only make sure what it made ready was published
         _publish_ready(runtime, message.job, task, recovering=True)
         metrics.TASKS.labels(service, message.stage, Outcome.SKIPPED.value).inc()

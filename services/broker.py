@@ -188,7 +188,7 @@ class Dispatcher:
 
     def _publish_task(self, message: TaskMessage, *, ordering_key: str, position: int) -> None:
         service = STAGES[message.stage].service
-        document = message.to_json()
+        document = message.stamped().to_json()
         if service in CELERY_TASKS:
             with _broker_errors(f"publishing {message}"):
                 self.app.send_task(

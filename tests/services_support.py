@@ -115,6 +115,7 @@ class Cluster:
     outputs: Path
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     extra: list[ServiceProcess] = field(default_factory=list)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def store_url(self) -> str:
@@ -148,7 +149,10 @@ class Cluster:
                        **(concurrency or {})}
         for name, count in concurrency.items():
             if count:
-                self.services[name] = self.service(name, f"--concurrency={count}").start()
+                self.metrics_ports[name] = free_port()
+                self.services[name] = self.service(
+                    name, f"--concurrency={count}", f"--metrics-port={self.metrics_ports[name]}"
+                ).start()
         self.wait_ready()
         return self
 
@@ -261,6 +265,14 @@ class Cluster:
                 if message is None:
                     return messages
                 messages.append(json.loads(message.body))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
