@@ -8,7 +8,7 @@ Celery worker, the rebaser, a Lambda handler):
    steps, which fetch the input and write the output);
 5. record it done, *then* publish every task that this made ready, judged from the records:
    of two racing tasks, each records itself before it looks at the other, so at least one
-   sees both done and publishes what follows (both may; the stages skip work that is done).
+   sees both done; it claims the next task (atomically), so exactly one publishes it.
 
 Failures: `TransientError` (storage, broker, database) propagates for the caller to retry with
 backoff; anything else fails the job at once, with the reason in its record and the message
@@ -29,12 +29,11 @@ from shared.pipeline.graph import TaskId
 from shared.pipeline.messages import DeadLetter, MessageError, TaskMessage, parse_task
 
 from . import metrics
-from .config import DEADLINES
 from .errors import PipelineError, TransientError
 from .records import TERMINAL_STATES
 from .runtime import Runtime
 
-__all__ = ["Outcome", "fail", "handle", "publish", "purge_job"]
+__all__ = ["Outcome", "cancel_job", "fail", "handle", "publish", "purge_job"]
 
 log = logging.getLogger("excamera.services")
 
@@ -45,7 +44,7 @@ PERMANENT = (PipelineError, CodecError, MessageError, ValueError, KeyError, Look
 
 class Outcome(enum.Enum):
     DONE = "done"
-    SKIPPED = "skipped"  # its job has ended
+    SKIPPED = "skipped"  # its job has ended, or the task was done already
     FAILED = "failed"  # permanently: the job failed with the reason
     REJECTED = "rejected"  # not a valid message: set aside
 
@@ -64,6 +63,8 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         metrics.TASKS.labels(service, "?", Outcome.REJECTED.value).inc()
         return Outcome.REJECTED
     task = TaskId(message.stage, message.index)
+    if message.sent is not None:
+        metrics.QUEUE_LATENCY.labels(service).observe(max(0.0, time.time() - message.sent))
     state = runtime.records.job_state(message.job)
     if state is None or state in TERMINAL_STATES:
         if state is None:
@@ -71,7 +72,11 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         metrics.TASKS.labels(service, message.stage, Outcome.SKIPPED.value).inc()
         return Outcome.SKIPPED
     attempt = runtime.records.start_task(message.job, task, runtime.worker,
-                                         DEADLINES.get(message.stage, 3600.0))
+                                         runtime.config.deadline(message.stage))
+    if attempt == 0:  # done already: only make sure what it made ready was published
+        _publish_ready(runtime, message.job, task, recovering=True)
+        metrics.TASKS.labels(service, message.stage, Outcome.SKIPPED.value).inc()
+        return Outcome.SKIPPED
     try:
         if attempt > runtime.config.max_attempts:
             raise PipelineError(
@@ -99,7 +104,7 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
     if runtime.records.job_state(message.job) == "cancelled":
         purge_job(runtime, message.job)
     elif message.stage != "join":
-        publish(runtime, message.job, _ready_after(runtime, message.job, task))
+        _publish_ready(runtime, message.job, task, recovering=False)
     metrics.TASKS.labels(service, message.stage, Outcome.DONE.value).inc()
     return Outcome.DONE
 
@@ -113,36 +118,42 @@ def _run_stage(runtime: Runtime, message: TaskMessage) -> Any:
     return graph.run_task(runtime.store, plan, settings, task)
 
 
-def _ready_after(runtime: Runtime, job: str, done: TaskId) -> list[TaskId]:
-    """The tasks `done` was the last missing input of (judged after recording it), but for
-    those already published: a duplicate delivery then publishes nothing again, while a
-    redelivery after a crash between recording and publishing publishes what was missed."""
+def _publish_ready(runtime: Runtime, job: str, done: TaskId, *, recovering: bool) -> None:
+    """Publish the tasks `done` was the last missing input of, judged after recording it.
+
+    Normally each is claimed first (atomically marked queued), so of two racing tasks only
+    one publishes it. A task delivered again after it was done (`recovering`: its worker may
+    have died between claiming and publishing) publishes again whatever has not started yet;
+    a duplicate of a queued task is harmless, a lost one would hang the job.
+    """
     plan = runtime.plan(job)
     if done.stage == "split":
         candidates = [task for task in graph.tasks(plan) if not graph.dependencies(plan, task)]
     else:
         candidates = list(graph.dependents(plan, done))
-    unpublished = runtime.records.waiting(job, candidates)
+    if not candidates:
+        return
     sizes = runtime.stage_sizes(job)
-    return [
-        task for task in candidates
-        if task in unpublished
-        and runtime.records.all_done(job, graph.dependencies(plan, task), sizes)
-    ]
+    ready = [task for task in candidates
+             if runtime.records.all_done(job, graph.dependencies(plan, task), sizes)]
+    if recovering:
+        chosen = runtime.records.unstarted(job, ready)
+        runtime.records.claim(job, chosen)
+    else:
+        chosen = runtime.records.claim(job, ready)
+    publish(runtime, job, [task for task in ready if task in chosen])
 
 
 def publish(runtime: Runtime, job: str, tasks: Iterable[TaskId]) -> None:
     """Publish `tasks` of `job`, most urgent first (group heads before tails)."""
     plan = runtime.plan(job)
-    ordered = sorted(tasks, key=lambda task: graph.urgency(plan, task))
-    for task in ordered:
+    for task in sorted(tasks, key=lambda task: graph.urgency(plan, task)):
         chunk = graph.chunk_of(plan, task)
         runtime.dispatcher.publish_task(
             TaskMessage(job, task.stage, task.index),
             ordering_key=f"{job}:{plan.group_of(chunk)}",
             position=plan.position(chunk),
         )
-    runtime.records.mark_queued(job, ordered)
 
 
 def fail(runtime: Runtime, message: TaskMessage, reason: str, *, attempt: int,
@@ -165,6 +176,16 @@ def set_aside(runtime: Runtime, document: Any, reason: str, source: str) -> None
                                         runtime.topology.dead)
     except TransientError as exc:
         log.error("could not dead-letter a message (%s): %s", reason, exc)
+
+
+def cancel_job(runtime: Runtime, job: str) -> str | None:
+    """Cancel a job: its queued tasks will be skipped, its running ones stop at their next
+    step (each deletes what it wrote as it finishes), its intermediates are deleted now.
+    Returns its state afterwards ("cancelled", or the state it had ended in; None: no job)."""
+    state = runtime.records.cancel_job(job)
+    if state == "cancelled":
+        purge_job(runtime, job)
+    return state
 
 
 def purge_job(runtime: Runtime, job: str) -> None:

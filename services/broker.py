@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +42,8 @@ CELERY_TASKS = {
     "decoder": "excamera.decoder.run",
 }
 MAX_PRIORITY = 9
+# Test hook: every task message is published twice, as an at-least-once broker may deliver it.
+DUPLICATE_ENV = "EXCAMERA_TEST_DUPLICATE_TASKS"
 # Publishing retries through a broker restart (about 30 s), then gives up as transient.
 PUBLISH_RETRY = {"max_retries": 12, "interval_start": 0.25, "interval_step": 0.5,
                  "interval_max": 4.0}
@@ -180,8 +183,12 @@ class Dispatcher:
         self.topology: Topology = app.excamera_topology  # type: ignore[attr-defined]
 
     def publish_task(self, message: TaskMessage, *, ordering_key: str, position: int) -> None:
+        for _ in range(2 if os.environ.get(DUPLICATE_ENV) else 1):
+            self._publish_task(message, ordering_key=ordering_key, position=position)
+
+    def _publish_task(self, message: TaskMessage, *, ordering_key: str, position: int) -> None:
         service = STAGES[message.stage].service
-        document = message.to_json()
+        document = message.stamped().to_json()
         if service in CELERY_TASKS:
             with _broker_errors(f"publishing {message}"):
                 self.app.send_task(

@@ -93,7 +93,8 @@ class IngestConsumer(bootsteps.ConsumerStep):
 
     def on_message(self, message: Message) -> None:
         try:
-            accept_body(message.body, Runtime.current())
+            accept_body(message.body, Runtime.current(),
+                        redelivered=bool(message.delivery_info.get("redelivered")))
         except TransientError as exc:
             log.warning("ingest: %s; the message goes back to the queue", exc)
             time.sleep(1.0)  # not a tight loop while the records or the store are down

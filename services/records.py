@@ -159,7 +159,7 @@ def ensure_database(url: str) -> None:
     with (
         _transient(),
         psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn,
-        contextlib.suppress(psycopg.errors.DuplicateDatabase),
+        contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation),
     ):
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
@@ -218,8 +218,8 @@ class JobRecords:
             row = cur.fetchone()
             if row is not None:
                 # The split is the one task that exists before the plan.
-                cur.execute("INSERT INTO excamera_tasks (job, stage, idx, state, queued_at) "
-                            "VALUES (%s, 'split', 0, 'queued', now())", (job,))
+                cur.execute("INSERT INTO excamera_tasks (job, stage, idx, state) "
+                            "VALUES (%s, 'split', 0, 'waiting')", (job,))
                 cur.execute("INSERT INTO excamera_progress (job, stage, total) "
                             "VALUES (%s, 'split', 1)", (job,))
                 return _record(row), True
@@ -347,28 +347,23 @@ class JobRecords:
 
     # ------------------------------------------------------------------ tasks
 
-    def mark_queued(self, job: str, tasks: Iterable[TaskId]) -> None:
-        rows = [(job, task.stage, task.index) for task in tasks]
-        if not rows:
-            return
-        with self._tx() as cur:
-            cur.executemany(
-                "UPDATE excamera_tasks SET state = 'queued', queued_at = coalesce(queued_at, "
-                "now()) WHERE job = %s AND stage = %s AND idx = %s AND state = 'waiting'", rows,
-            )
-
     def start_task(self, job: str, task: TaskId, worker: str, deadline_seconds: float) -> int:
-        """Record that `worker` starts `task`; returns which attempt this is (1 first)."""
+        """Record that `worker` starts `task`; returns which attempt this is (1 first), or 0
+        when the task is already done (a duplicate delivery: nothing is recorded)."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE excamera_tasks SET state = CASE WHEN state = 'done' THEN state ELSE "
-                "'running' END, attempts = attempts + 1, worker = %s, started_at = now(), "
-                "deadline = now() + make_interval(secs => %s) "
-                "WHERE job = %s AND stage = %s AND idx = %s RETURNING attempts",
+                "UPDATE excamera_tasks SET state = 'running', attempts = attempts + 1, "
+                "worker = %s, started_at = now(), deadline = now() + make_interval(secs => %s) "
+                "WHERE job = %s AND stage = %s AND idx = %s AND state <> 'done' "
+                "RETURNING attempts",
                 (worker, deadline_seconds, job, task.stage, task.index),
             )
             row = cur.fetchone()
-        return 1 if row is None else row["attempts"]
+            if row is not None:
+                return row["attempts"]
+            cur.execute("SELECT 1 FROM excamera_tasks WHERE job = %s AND stage = %s AND "
+                        "idx = %s", (job, task.stage, task.index))
+            return 0 if cur.fetchone() is not None else 1
 
     def finish_task(self, job: str, task: TaskId, worker: str, seconds: float) -> bool:
         """Record `task` as done (its output is stored); True the first time."""
@@ -422,18 +417,28 @@ class JobRecords:
             row = cur.fetchone()
             return row is not None and row["n"] == len(tasks)
 
-    def waiting(self, job: str, tasks: Iterable[TaskId]) -> set[TaskId]:
-        """Those of `tasks` never published yet (publishing marks them queued)."""
+    def claim(self, job: str, tasks: Iterable[TaskId]) -> set[TaskId]:
+        """Mark those of `tasks` never published yet as queued, atomically, and return them:
+        of two racers, exactly one gets each task to publish."""
+        return self._select_tasks(
+            "UPDATE excamera_tasks t SET state = 'queued', queued_at = now() FROM "
+            "unnest(%s::text[], %s::int[]) AS want(stage, idx) WHERE t.job = %s AND "
+            "t.stage = want.stage AND t.idx = want.idx AND t.state = 'waiting' "
+            "RETURNING t.stage, t.idx", job, tasks)
+
+    def unstarted(self, job: str, tasks: Iterable[TaskId]) -> set[TaskId]:
+        """Those of `tasks` not started yet: never published, or published but not begun."""
+        return self._select_tasks(
+            "SELECT t.stage, t.idx FROM excamera_tasks t JOIN unnest(%s::text[], %s::int[]) "
+            "AS want(stage, idx) ON t.stage = want.stage AND t.idx = want.idx "
+            "WHERE t.job = %s AND t.state IN ('waiting', 'queued')", job, tasks)
+
+    def _select_tasks(self, query: str, job: str, tasks: Iterable[TaskId]) -> set[TaskId]:
         tasks = list(tasks)
         if not tasks:
             return set()
         with self._tx() as cur:
-            cur.execute(
-                "SELECT t.stage, t.idx FROM excamera_tasks t JOIN unnest(%s::text[], %s::int[]) "
-                "AS want(stage, idx) ON t.stage = want.stage AND t.idx = want.idx "
-                "WHERE t.job = %s AND t.state = 'waiting'",
-                ([task.stage for task in tasks], [task.index for task in tasks], job),
-            )
+            cur.execute(query, ([t.stage for t in tasks], [t.index for t in tasks], job))
             return {TaskId(row["stage"], row["idx"]) for row in cur.fetchall()}
 
     def is_done(self, job: str, task: TaskId) -> bool:

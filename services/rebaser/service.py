@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 import signal
 import time
@@ -54,6 +55,8 @@ __all__ = ["BALANCE_INTERVAL", "RebaserProcess"]
 log = logging.getLogger("excamera.rebaser")
 
 BALANCE_INTERVAL = 0.5
+# Test hook: seconds each link waits before it runs, so a test can kill a rebaser mid-group.
+LINK_DELAY_ENV = "EXCAMERA_TEST_LINK_DELAY"
 SHARD_PREFETCH = 256  # early links are held unacknowledged; normally there are none
 STEPS = {"join": join_step}
 
@@ -195,9 +198,13 @@ class RebaserProcess:
         # Closing the channel hands its unacknowledged messages (held-back links included)
         # back to the queue, before the lease goes and another process may take the shard.
         self._inbox = deque(d for d in self._inbox if d.shard != number)
-        for channel in (shard.channel, shard.lease):
-            with contextlib.suppress(Exception):
-                channel.close()
+        with contextlib.suppress(Exception):
+            shard.channel.close()
+        # An exclusive queue lives as long as its connection, not its channel: delete it.
+        with contextlib.suppress(Exception):
+            shard.lease.queue_delete(self.topology.lease(number))
+        with contextlib.suppress(Exception):
+            shard.lease.close()
         log.info("rebaser %s: handed shard %d back", self.runtime.worker, number)
 
     def _release_all(self) -> None:
@@ -254,6 +261,8 @@ class RebaserProcess:
 
     def _handle(self, document: Any, delivery: _Delivery) -> None:
         """The adapter, with transient failures retried here, in place."""
+        if os.environ.get(LINK_DELAY_ENV):
+            self._sleep(float(os.environ[LINK_DELAY_ENV]))
         for retry in range(self.config.retries + 1):
             try:
                 handle(document, self.runtime, service="rebaser", source=delivery.source,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from shared.pipeline.graph import TaskId
 from shared.pipeline.messages import (
     INGEST_OWNER,
     DeadLetter,
@@ -31,9 +32,9 @@ __all__ = ["accept", "accept_body"]
 log = logging.getLogger("excamera.ingest")
 
 
-def accept_body(body: Any, runtime: Runtime) -> str | None:
+def accept_body(body: Any, runtime: Runtime, *, redelivered: bool = False) -> str | None:
     """Handle one ingest message as received (bytes, text or decoded JSON): the job's id, or
-    None when the message was set aside."""
+    None when the message was set aside. `redelivered`: the broker delivered it before."""
     try:
         document = load_json(body, "ingest message") if isinstance(body, (bytes, str)) else body
         message = parse_ingest(document)
@@ -46,17 +47,25 @@ def accept_body(body: Any, runtime: Runtime) -> str | None:
         runtime.dispatcher.publish_dead(DeadLetter(str(exc), runtime.topology.ingest, shown),
                                         runtime.topology.ingest_dead)
         return None
-    return accept(message, runtime)
+    return accept(message, runtime, redelivered=redelivered)
 
 
-def accept(message: IngestMessage, runtime: Runtime) -> str:
-    """Make or find the job, store its facts, publish its split (if it has not started)."""
+def accept(message: IngestMessage, runtime: Runtime, *, redelivered: bool = False) -> str:
+    """Make or find the job, store its facts, publish its split: once, by whoever claims it
+    (a repeated post finds it claimed), or again when this message was delivered before and
+    the split has not started (whoever claimed it may have died before publishing)."""
     owner = message.owner or INGEST_OWNER
     job = job_id_for(owner, message.id)
     record, _ = runtime.records.create_job(
         job, owner, message.id, message.request.to_json(), message.output
     )
-    if record.state == "queued":
+    if record.state != "queued":
+        return job
+    split = TaskId("split", 0)
+    claimed = runtime.records.claim(job, [split])
+    if not claimed and redelivered:
+        claimed = runtime.records.unstarted(job, [split])
+    if claimed:
         facts = JobFacts(message.request, message.output)
         runtime.store.put(job_key(job), facts.to_json())
         runtime.dispatcher.publish_task(TaskMessage(job, "split", 0), ordering_key=job,
