@@ -223,13 +223,13 @@ def clip_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_done_job(api: ApiServer) -> Callable[..., str]:
     """A job of `owner`, recorded as done, with `data` as its output in the store."""
     from services.rebaser.join import output_key
-    from shared.pipeline.messages import job_id_for
+    from shared.pipeline.messages import JobRequest, job_id_for
 
     def make(data: bytes, owner: str = "alice", form: str = "webm") -> str:
         client = secrets.token_hex(8)
         job = job_id_for(owner, client)
-        request = {"input": "https://media.example.com/x.mp4", "frames_per_chunk": 6,
-                   "chunks_per_group": 16, "cq_level": 32, "format": form}
+        request = JobRequest("https://media.example.com/x.mp4", cq_level=32,
+                             format=form).to_json()
         api.records.create_job(job, owner, client, request, None)
         api.records.start_job(job)
         key = output_key(job, form)

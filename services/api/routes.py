@@ -33,8 +33,7 @@ from shared.pipeline.messages import (
     parse_job_request,
 )
 
-from .. import metrics
-from ..adapter import purge_job
+from .. import adapter, metrics
 from ..errors import InputRejected, TransientError
 from ..records import JOB_STATES, JobRecord
 from ..runtime import Runtime
@@ -357,11 +356,11 @@ async def cancel_job(request: web.Request) -> web.Response:
     api = _api(request)
     if record.terminal:
         raise ApiError(409, f"job {record.id} has ended: it is {record.state}")
-    state = await api.control(api.runtime.records.cancel_job, record.id)
+    # Queued tasks will be skipped, running ones delete what they write as they finish, and
+    # what is stored now goes at once.
+    state = await api.files(adapter.cancel_job, api.runtime, record.id)
     if state != "cancelled":  # it ended while we looked
         raise ApiError(409, f"job {record.id} has ended: it is {state}")
-    # Queued tasks will be skipped and running ones purge what they write as they finish.
-    await api.files(purge_job, api.runtime, record.id)
     return web.json_response({"id": record.id, "state": "cancelled"})
 
 
