@@ -666,3 +666,54 @@ def test_the_api_imports_no_compiled_codec() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parents[1]).stdout.strip()
     assert out == "[]"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_an_upload_over_http_matches_the_embedded_encode(tmp_path: Path) -> None:
+    """The real worker services (as processes) behind the API: an uploaded clip's output,
+    read back in ranges as a browser would, is byte-identical to `excamera encode`'s."""
+    from api_support import TEST_LIMITS, _ServerThread
+    from services_support import cluster_at, embedded_output
+
+    from services.api.app import create_app
+    from services.config import ServiceConfig
+
+    source = tmp_path / "clip.y4m"
+    source.write_bytes(y4m_bytes(96, 64, 30))
+    reference = embedded_output(source, tmp_path / "reference.ivf", n=5, x=3, cq=20)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    with cluster_at(tmp_path / "cluster", inputs) as cluster:
+        cluster.start({"encoder": 2})
+        config = ServiceConfig.from_env(
+            {k: v for k, v in cluster.env().items() if k.startswith("EXCAMERA_")})
+        tokens = Tokens.parse(f"alice:{TOKENS['alice']}")
+        server = _ServerThread(create_app(config, tokens, TEST_LIMITS))
+        api = ApiServer(f"http://127.0.0.1:{server.start()}", config, None, inputs, None)
+        try:
+            options = {"frames_per_chunk": 5, "chunks_per_group": 3, "cq_level": 20,
+                       "format": "ivf"}
+            response = submit_upload(api, source.read_bytes(), options)
+            assert response.status_code == 202, response.text
+            job = response.json()["id"]
+            deadline = time.monotonic() + 120
+            while (status := api.request("GET", f"/v1/jobs/{job}").json())["state"] in (
+                    "queued", "running") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert status["state"] == "done", status
+            assert all(p["done"] == p["total"] for p in status["progress"].values())
+            assert status["plan"]["chunks"] == 6 and status["result"]["bytes"] == len(reference)
+            tasks = api.request("GET", f"/v1/jobs/{job}/tasks?limit=1000").json()["tasks"]
+            assert tasks and all(t["state"] == "done" and t["worker"] for t in tasks)
+            pieces, step = [], 1000
+            for start in range(0, len(reference), step):
+                part = api.request("GET", f"/v1/jobs/{job}/output",
+                                   headers={"Range": f"bytes={start}-{start + step - 1}"})
+                assert part.status_code == 206
+                pieces.append(part.content)
+            assert b"".join(pieces) == reference
+        finally:
+            server.stop()
