@@ -549,7 +549,7 @@ def test_health(api: ApiServer) -> None:
     assert response.json() == {"status": "ok", "db": "ok", "broker": "ok"}
 
 
-def test_health_with_the_broker_down(api: ApiServer) -> None:
+def test_health_with_the_broker_down(api: ApiServer, input_file: Path) -> None:
     from api_support import _ServerThread
 
     from services.api.app import create_app
@@ -567,12 +567,22 @@ def test_health_with_the_broker_down(api: ApiServer) -> None:
         document = response.json()
         assert document["status"] == "unavailable" and document["db"] == "ok"
         assert document["broker"] != "ok" and "broker" in document["error"]
+        key = f"down-{secrets.token_hex(4)}"
         submitted = requests.post(f"http://127.0.0.1:{port}/v1/jobs", timeout=30,
-                                  headers={"Authorization": "Bearer x"},
-                                  json={"input": "https://media.example.com/a.mp4"})
-        assert submitted.status_code in (400, 503)  # the host does not resolve here, or 503
+                                  headers={"Authorization": "Bearer x", "Idempotency-Key": key},
+                                  json={"input": input_file.as_uri()})
+        assert "unavailable" in error_of(submitted, 503)
+        assert submitted.headers["Retry-After"]
+        assert api.records.get_job(job_id_for("alice", key)) is None  # a retry starts afresh
     finally:
         server.stop()
+
+
+def test_wrong_method(api: ApiServer) -> None:
+    response = api.request("PUT", "/v1/jobs")
+    assert "not allowed" in error_of(response, 405)
+    assert set(response.headers["Allow"].split(",")) == {"GET", "POST"}
+    assert "no such resource" in error_of(api.request("GET", "/v2/jobs"), 404)
 
 
 def test_metrics(api: ApiServer, input_file: Path) -> None:

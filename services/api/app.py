@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -48,7 +48,8 @@ def create_app(config: ServiceConfig, tokens: Tokens | None = None,
     return app
 
 
-def _context(config: ServiceConfig, tokens: Tokens, limits: Limits):  # type: ignore[no-untyped-def]
+def _context(config: ServiceConfig, tokens: Tokens, limits: Limits
+             ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         if not tokens:
             log.warning("no API tokens are configured (%s): every request that needs one is "
@@ -104,5 +105,5 @@ async def clean_ended_jobs(api: ApiContext) -> int:
 def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Run the API until interrupted."""
     app = create_app(config)
-    web.run_app(app, host=host, port=port, print=None, access_log=log)
-    log.info("the API at http://%s:%s stopped", host, port)
+    web.run_app(app, host=host, port=port, access_log=log,
+                print=lambda _: print(f"excamera API on http://{host}:{port}", flush=True))

@@ -85,10 +85,11 @@ class ApiContext:
         self._declared = False
 
     @contextlib.contextmanager
-    def broker_connection(self) -> Iterator[kombu.Connection]:
+    def broker_connection(self) -> Iterator[Any]:
         """A fresh connection to the broker, or TransientError at once if it is down (kombu
         would otherwise retry for ever)."""
-        connection = kombu.Connection(self.config.broker, connect_timeout=5)
+        connection: Any = kombu.Connection(  # type: ignore[attr-defined, no-untyped-call]
+            self.config.broker, connect_timeout=5)
         try:
             try:
                 connection.ensure_connection(max_retries=1)

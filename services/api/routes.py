@@ -285,38 +285,44 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     owner = authenticate(request)
     query(request, ())
     record = await own_job(request, owner)
-    if record.state != "done":
-        why = f" ({record.error})" if record.error else ""
-        raise ApiError(409, f"job {record.id} is {record.state}{why}: it has no output yet"
-                       if record.state in ("queued", "running")
-                       else f"job {record.id} is {record.state}{why}: it has no output")
-    if record.output is None or "://" in record.output:
-        raise ApiError(409, f"job {record.id} wrote its output to {record.output}, outside "
-                            "this service's store")
+    key = stored_output(record)
     api = _api(request)
-    path = await api.files(api.runtime.store.local_path, record.output)
     form = record.request.get("format", "webm")
-    headers = {
+    headers: dict[str, str] = {
         hdrs.CONTENT_TYPE: jobs.OUTPUT_TYPES.get(form, "application/octet-stream"),
         hdrs.CONTENT_DISPOSITION: f'inline; filename="{record.id}.{form}"',
         hdrs.CACHE_CONTROL: "private, max-age=3600",
     }
+    path = await api.files(api.runtime.store.local_path, key)
     if path is None:
-        return await _stream_output(request, api, record.output, headers)
-    size = await api.files(lambda: path.stat().st_size)
-    if _unsatisfiable(request, path, size):
-        return error_response(416, f"the range is not satisfiable: the output is {size} bytes",
-                              {hdrs.CONTENT_RANGE: f"bytes */{size}"})
+        return await _stream_output(request, api, key, headers)
+    stat = await api.files(path.stat)
+    if _unsatisfiable(request, stat.st_mtime, stat.st_size):
+        return error_response(416, f"the range is not satisfiable: the output is "
+                                   f"{stat.st_size} bytes",
+                              {hdrs.CONTENT_RANGE: f"bytes */{stat.st_size}"})
     # FileResponse serves Range and If-Range requests (206), so a browser can seek the WebM.
     return web.FileResponse(path, headers=headers)
 
 
-def _unsatisfiable(request: web.Request, path: Path, size: int) -> bool:
+def stored_output(record: JobRecord) -> str:
+    """The store key of a done job's output; 409 saying why there is none to read."""
+    if record.state != "done":
+        why = f" ({record.error})" if record.error else ""
+        yet = " yet" if record.state in ("queued", "running") else ""
+        raise ApiError(409, f"job {record.id} is {record.state}{why}: it has no output{yet}")
+    if record.output is None or "://" in record.output:
+        raise ApiError(409, f"job {record.id} wrote its output to {record.output}, outside "
+                            "this service's store")
+    return record.output
+
+
+def _unsatisfiable(request: web.Request, mtime: float, size: int) -> bool:
     """Whether FileResponse would answer 416 (checked first, to answer it in JSON)."""
     if hdrs.RANGE not in request.headers:
         return False
     if_range = request.if_range
-    if if_range is not None and path.stat().st_mtime > if_range.timestamp():
+    if if_range is not None and mtime > if_range.timestamp():
         return False  # a stale If-Range: the whole file is sent, the Range ignored
     try:
         start = request.http_range.start
@@ -324,7 +330,7 @@ def _unsatisfiable(request: web.Request, path: Path, size: int) -> bool:
         return True
     if start is None or start < 0:
         return False
-    return start >= size
+    return bool(start >= size)
 
 
 async def _stream_output(request: web.Request, api: ApiContext, key: str,

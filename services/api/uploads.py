@@ -87,8 +87,8 @@ async def receive(request: web.Request, directory: Path, max_bytes: int, run: Ru
     options: Any = None
     seen: set[str] = set()
     try:
-        while (part := await reader.next()) is not None:
-            name = _part_name(part, seen)
+        while (next_part := await reader.next()) is not None:
+            name, part = _named_part(next_part, seen)
             if name == "video":
                 video = _Sink(directory / "video", max_bytes)
                 await _stream(part, video, run)
@@ -112,7 +112,7 @@ async def receive(request: web.Request, directory: Path, max_bytes: int, run: Ru
     return Upload(video.path, video.size, video.digest.hexdigest(), options)
 
 
-def _part_name(part: Any, seen: set[str]) -> str:
+def _named_part(part: Any, seen: set[str]) -> tuple[str, BodyPartReader]:
     if isinstance(part, MultipartReader) or not isinstance(part, BodyPartReader):
         raise ApiError(400, "nested multipart bodies are not accepted")
     name = part.name
@@ -121,7 +121,7 @@ def _part_name(part: Any, seen: set[str]) -> str:
     if name in seen:
         raise ApiError(400, f"the part {name!r} is given twice")
     seen.add(name)
-    return name
+    return name, part
 
 
 async def _stream(part: BodyPartReader, sink: _Sink, run: Run) -> None:
