@@ -269,6 +269,17 @@ def test_upload_y4m(api: ApiServer, clip_y4m: Path) -> None:
     assert key.startswith(f"uploads/{job}/") and api.store.get(key) == data
 
 
+def test_upload_file_name_is_ignored(api: ApiServer, clip_y4m: Path) -> None:
+    # The part's file name never reaches a key or a path: the store names uploads itself.
+    files = {"video": ("../../../../tmp/evil.y4m", clip_y4m.read_bytes())}
+    response = api.request("POST", "/v1/jobs", files=files)
+    assert response.status_code == 202, response.text
+    job = response.json()["id"]
+    key = api.store.key_for(api.records.get_job(job).request["input"])
+    assert key.startswith(f"uploads/{job}/input-") and "evil" not in key
+    assert not Path("/tmp/evil.y4m").exists()
+
+
 def test_upload_mp4(api: ApiServer, clip_mp4: Path) -> None:
     response = submit_upload(api, clip_mp4.read_bytes())
     assert response.status_code == 202, response.text
@@ -574,6 +585,9 @@ def test_health_with_the_broker_down(api: ApiServer, input_file: Path) -> None:
         assert "unavailable" in error_of(submitted, 503)
         assert submitted.headers["Retry-After"]
         assert api.records.get_job(job_id_for("alice", key)) is None  # a retry starts afresh
+        began = time.monotonic()
+        scraped = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=60)
+        assert scraped.status_code == 200 and time.monotonic() - began < 15
     finally:
         server.stop()
 
@@ -585,12 +599,15 @@ def test_wrong_method(api: ApiServer) -> None:
     assert "no such resource" in error_of(api.request("GET", "/v2/jobs"), 404)
 
 
-def test_metrics(api: ApiServer, input_file: Path) -> None:
+def test_metrics(api: ApiServer, input_file: Path, make_done_job: Any) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     job = submit_json(api, {"input": input_file.as_uri()}).json()["id"]
     api.request("GET", f"/v1/jobs/{job}")
     api.request("GET", "/v1/jobs/unknown")
+    api.request("GET", "/no/such/path/" + secrets.token_hex(4))
+    done = make_done_job(b"0123456789")
+    api.request("GET", f"/v1/jobs/{done}/output", headers={"Range": "bytes=2-3"})
     response = api.request("GET", "/metrics", token=None)
     assert response.status_code == 200 and response.headers["Content-Type"].startswith(
         "text/plain")
@@ -600,6 +617,9 @@ def test_metrics(api: ApiServer, input_file: Path) -> None:
     assert ("GET", "/v1/jobs/{id}", "200") in routes
     assert ("GET", "/v1/jobs/{id}", "404") in routes
     assert ("POST", "/v1/jobs", "202") in routes
+    assert ("GET", "/v1/jobs/{id}/output", "206") in routes
+    assert ("GET", "unmatched", "404") in routes  # never a series per random path
+    assert not any("/no/such/path" in route for _, route, _ in routes)
     assert "excamera_http_request_seconds" in families
     depths = {s.labels["queue"]: s.value for s in families["excamera_queue_depth"].samples}
     assert f"{api.config.queue_prefix}.ingest" in depths

@@ -17,7 +17,8 @@ from aiohttp import web
 from .. import metrics
 from ..errors import TransientError
 
-__all__ = ["ApiError", "error_middleware", "error_response", "metrics_middleware"]
+__all__ = ["ApiError", "count_response", "error_middleware", "error_response",
+           "metrics_middleware"]
 
 log = logging.getLogger("excamera.api")
 
@@ -85,18 +86,21 @@ def route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+_STARTED = web.RequestKey("excamera_started", float)
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    began = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        route = route_label(request)
-        metrics.HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
-        metrics.HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - began)
+    request[_STARTED] = time.perf_counter()
+    return await handler(request)
+
+
+async def count_response(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """An `on_response_prepare` hook: counted when the headers go out, so the status is the
+    one sent (a file's 206 is decided only then) and the time is the time to the headers."""
+    began = request.get(_STARTED)
+    if began is None or not isinstance(request, web.Request):
+        return
+    route = route_label(request)
+    metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
+    metrics.HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - began)
