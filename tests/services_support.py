@@ -130,7 +130,8 @@ class Cluster:
 
         config = ServiceConfig(
             broker=BROKER, store=self.store_url, db=self.db_url, queue_prefix=self.prefix,
-            allow_input=(self.inputs.as_uri() + "/", (REPO / "samples").as_uri() + "/"),
+            allow_input=(self.inputs.as_uri() + "/", (REPO / "samples").as_uri() + "/",
+                         (self.root / "inputs").as_uri() + "/"),
             allow_output=(self.outputs.as_uri() + "/",), retention_seconds=3600.0,
             rebase_shards=4,
         )
@@ -235,6 +236,10 @@ class Cluster:
             yield records
         finally:
             records.close()
+
+    def job_exists(self, job: str) -> bool:
+        with self.records() as records:
+            return records.get_job(job) is not None
 
     def wait(self, job: str, timeout: float = 120.0, states: tuple[str, ...] = (
             "done", "failed", "cancelled"), during: Callable[[Any], None] | None = None) -> Any:
