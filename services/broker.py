@@ -74,10 +74,13 @@ class Topology:
         self.rebase_fifo = f"{prefix}.rebase.fifo"  # SQS: one FIFO queue, grouped by job:group
         self.join = f"{prefix}.join"
         self.rebasers = f"{prefix}.rebasers"  # every rebaser process consumes it: a headcount
+        self.visibility_timeout = VISIBILITY_TIMEOUT
 
     @classmethod
     def for_config(cls, config: ServiceConfig) -> Topology:
-        return cls(config.queue_prefix, config.rebase_shards, transport_of(config.broker))
+        topology = cls(config.queue_prefix, config.rebase_shards, transport_of(config.broker))
+        topology.visibility_timeout = visibility_timeout(config)
+        return topology
 
     @property
     def on_sqs(self) -> bool:
@@ -130,7 +133,7 @@ class Topology:
         """Make every queue (each declaration is idempotent)."""
         with _broker_errors("declaring the queues"):
             if self.on_sqs:
-                sqs = sqs or SqsQueues(VISIBILITY_TIMEOUT)
+                sqs = sqs or SqsQueues(self.visibility_timeout)
                 for name in self.all_queue_names():
                     sqs.url(name)
                 return
@@ -141,7 +144,7 @@ class Topology:
     def delete(self, connection: kombu.Connection, sqs: SqsQueues | None = None) -> None:
         """Remove every queue and exchange (tests clean up after themselves)."""
         if self.on_sqs:
-            sqs = sqs or SqsQueues(VISIBILITY_TIMEOUT)
+            sqs = sqs or SqsQueues(self.visibility_timeout)
             for name in self.all_queue_names():
                 sqs.purge_and_delete(name)
             return
@@ -153,6 +156,10 @@ class Topology:
                 if queue.exchange.name:
                     channel.exchange_delete(queue.exchange.name)
         channel.close()
+
+
+def visibility_timeout(config: ServiceConfig) -> int:
+    return config.sqs_visibility_timeout or VISIBILITY_TIMEOUT
 
 
 def transport_of(broker: str) -> str:
@@ -182,7 +189,7 @@ def make_celery(config: ServiceConfig, topology: Topology | None = None) -> Cele
     if topology.on_sqs:
         # A message a worker holds stays invisible this long: above the longest task, or SQS
         # would hand it to a second worker mid-task.
-        transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT,
+        transport_options = {"visibility_timeout": visibility_timeout(config),
                              "wait_time_seconds": 10, "polling_interval": 0.1,
                              "region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
     else:
@@ -236,7 +243,8 @@ class Dispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
         self.topology: Topology = app.excamera_topology  # type: ignore[attr-defined]
-        self.sqs = SqsQueues(VISIBILITY_TIMEOUT) if self.topology.on_sqs else None
+        self.sqs = (SqsQueues(self.topology.visibility_timeout) if self.topology.on_sqs
+                    else None)
 
     def publish_task(self, message: TaskMessage, *, ordering_key: str, position: int) -> None:
         for _ in range(2 if os.environ.get(DUPLICATE_ENV) else 1):

@@ -11,8 +11,9 @@ handled by the same adapter (and so the same stage functions) as a Celery worker
 - Give up after `max_attempts` receives: the job fails with the reason, the record is done.
 - Idempotent under at-least-once delivery: the stages skip work whose output exists, and the
   records count a task once.
-- Temporary files go to /tmp, and whatever an earlier, killed invocation left there is
-  deleted first (an execution environment runs one invocation at a time).
+- Temporary files go to a directory of the environment's own under /tmp, and whatever an
+  earlier, killed invocation left there is deleted first (an execution environment runs one
+  invocation at a time).
 - A warm-up event (`{"warm": true}`, sent when a job is accepted) only loads the code.
 """
 
@@ -80,22 +81,31 @@ def _json(text: str) -> Any:
         raise MessageError("the message is not JSON") from None
 
 
-def clean_temporary_files() -> None:
-    """Remove what an earlier invocation in this environment left in /tmp."""
-    root = Path(tempfile.gettempdir())
-    for path in root.glob(TEMP_PREFIX + "*"):
-        with contextlib.suppress(OSError):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+def private_temporary_directory() -> Path:
+    """This execution environment's own temporary directory (under /tmp, where Lambda lets a
+    function write), emptied of whatever an earlier, killed invocation left, and made the
+    default for every temporary file the stages make."""
+    root = Path(tempfile.gettempdir() if tempfile.tempdir is None else _base_tmp())
+    mine = root / f"{TEMP_PREFIX}lambda-{os.getpid()}"
+    if mine.exists():
+        for path in mine.iterdir():
+            with contextlib.suppress(OSError):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    mine.mkdir(parents=True, exist_ok=True)
+    tempfile.tempdir = str(mine)
+    return mine
+
+
+def _base_tmp() -> str:
+    """The system's temporary directory, even after `tempfile.tempdir` was pointed at ours."""
+    return os.environ.get("TMPDIR") or "/tmp"
 
 
 def handle_sqs_event(event: dict[str, Any], context: Any, *, service: str) -> dict[str, Any]:
     """The handler's body for `service` ("encoder" or "decoder")."""
     if event.get("warm"):
         return {"warm": True}
-    clean_temporary_files()
+    private_temporary_directory()
     os.environ.setdefault("EXCAMERA_SERVICE_NAME", service)
     runtime = Runtime.current(ServiceConfig.from_env())
     records = event.get("Records") or []
@@ -152,7 +162,5 @@ def _back_off(runtime: Runtime, record: dict[str, Any], receives: int) -> None:
     handle = record.get("receiptHandle")
     if sqs is None or not queue_arn or not handle:
         return
-    with contextlib.suppress(TransientError):
-        sqs.client.change_message_visibility(
-            QueueUrl=sqs.url(queue_arn.rsplit(":", 1)[-1]),
-            ReceiptHandle=handle, VisibilityTimeout=int(backoff(receives)) + 1)
+    with contextlib.suppress(TransientError):  # at worst it comes back sooner
+        sqs.release(queue_arn.rsplit(":", 1)[-1], handle, int(backoff(receives)) + 1)
