@@ -63,6 +63,9 @@ class ServiceConfig:
     deadline_scale: float = 1.0
     rebase_shards: int = 8
     held_states: int = 16
+    # SQS: how long a received task stays hidden (default: twice the longest deadline; with
+    # Lambda, AWS advises at least six times the function's timeout).
+    sqs_visibility_timeout: int | None = None
     metrics_port: int | None = None
 
     def __post_init__(self) -> None:

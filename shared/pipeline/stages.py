@@ -475,7 +475,7 @@ class LinkTimes:
     finish: float = 0.0
 
 
-def rebase_serial(store: Store, job: str, index: int) -> LinkTimes:
+def rebase_serial(store: Store, job: str, index: int, *, keep_state: bool = False) -> LinkTimes:
     """Stage 5 (serial within a group, in chunk order): make chunk `index`'s final frames.
 
     Needs the true exit state of chunk index-1, so call it for a group's chunks in order. The
@@ -486,7 +486,10 @@ def rebase_serial(store: Store, job: str, index: int) -> LinkTimes:
     that is stored (position 1's, or position 0's), so no finished chunk is ever re-encoded.
 
     The link parses its chunk before it takes the incoming state, and passes the exit state on
-    before it writes its frames (`LinkTimes`).
+    before it writes its frames (`LinkTimes`). `keep_state` also stores the exit state, after
+    the frames (off the serial path): for a queue that does not send a group's links to one
+    process (an SQS FIFO queue), so whichever process gets the next link reads the state
+    instead of decoding the group again.
     """
     started = time.perf_counter()
     plan = load_plan(store, job)
@@ -524,6 +527,8 @@ def rebase_serial(store: Store, job: str, index: int) -> LinkTimes:
     try:
         frames = rebaser.write(coded)
         store.put(chunk_key(job, index, "final.ivf"), ivf_bytes(frames, *_geometry(plan)))
+        if keep_state and plan.has_successor(index):
+            store.put(held, exit_state.to_bytes(compress=STATE_COMPRESSION))
     except BaseException:
         HELD_STATES.take(store, held)  # no state may outlive a link whose frames are lost
         raise
