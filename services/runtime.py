@@ -107,6 +107,12 @@ class CountingStore(Store):
     def local_path(self, key: str) -> Path | None:
         return self.inner.local_path(key)
 
+    def presigned_url(self, key: str, seconds: int = 3600) -> str | None:
+        """A URL that reads the object without credentials, where the store makes them (S3;
+        the API redirects output downloads there), else None."""
+        make = getattr(self.inner, "presigned_url", None)
+        return None if make is None else make(key, seconds)
+
     @contextlib.contextmanager
     def local_file(self, key: str) -> Iterator[Path]:
         self._count("get")

@@ -505,6 +505,31 @@ def test_output_and_ranges(api: ApiServer, make_done_job: Any) -> None:
     assert api.request("GET", f"/v1/jobs/{ivf}/output").headers["Content-Type"] == "video/x-ivf"
 
 
+def test_output_link(api: ApiServer, make_done_job: Any, input_file: Path) -> None:
+    """The status's signed link reads the output without a token (a <video src>), until it
+    expires; it opens nothing else."""
+    data = bytes(range(256)) * 8
+    job = make_done_job(data)
+    link = api.request("GET", f"/v1/jobs/{job}").json()["output_link"]
+    assert link.startswith(f"/v1/jobs/{job}/output?expires=")
+    assert api.request("GET", link, token=None).content == data
+    part = api.request("GET", link, token=None, headers={"Range": "bytes=8-15"})
+    assert part.status_code == 206 and part.content == data[8:16]
+    expires = link.split("expires=")[1].split("&")[0]
+    other = make_done_job(b"another's")
+    tokens = Tokens.parse(",".join(f"{name}:{token}" for name, token in TOKENS.items()))
+    past = int(time.time()) - 1
+    for bad in (link[:-1] + ("0" if link[-1] != "0" else "1"),  # tampered
+                link.replace(job, other),  # another job's
+                f"/v1/jobs/{job}/output?expires={past}&signature={tokens.sign_link(job, past)}",
+                f"/v1/jobs/{job}/output?expires={expires}",  # no signature
+                f"/v1/jobs/{job}/output?expires=x&signature=y"):
+        assert "not valid or has expired" in error_of(api.request("GET", bad, token=None),
+                                                      401), bad
+    queued = submit_json(api, {"input": input_file.as_uri()}).json()["id"]
+    assert api.request("GET", f"/v1/jobs/{queued}").json()["output_link"] is None
+
+
 def test_output_not_ready(api: ApiServer, input_file: Path) -> None:
     job = submit_json(api, {"input": input_file.as_uri()}).json()["id"]
     assert "queued" in error_of(api.request("GET", f"/v1/jobs/{job}/output"), 409)
@@ -696,6 +721,57 @@ def test_the_api_imports_no_compiled_codec() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parents[1]).stdout.strip()
     assert out == "[]"
+
+
+# --------------------------------------------------------------------------- S3
+
+
+def test_with_an_s3_store(api: ApiServer, clip_y4m: Path) -> None:
+    """With the store on S3 (moto here) uploads go there, and the output is a redirect to a
+    presigned URL, which serves ranges itself."""
+    pytest.importorskip("moto")
+    import boto3
+    import requests
+    from api_support import TEST_LIMITS, _ServerThread
+    from aws_support import moto_server
+
+    from services.api.app import create_app
+    from services.rebaser.join import output_key
+    from shared.pipeline.store import open_store
+
+    with moto_server():
+        bucket = f"excamera-api-{secrets.token_hex(4)}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        config = api.config.with_changes(store=f"s3://{bucket}/store")
+        tokens = Tokens.parse(f"alice:{TOKENS['alice']}")
+        server = _ServerThread(create_app(config, tokens, TEST_LIMITS))
+        url = f"http://127.0.0.1:{server.start()}"
+        store = open_store(config.store)
+        try:
+            auth = {"Authorization": f"Bearer {TOKENS['alice']}"}
+            files = {"video": ("clip", clip_y4m.read_bytes())}
+            job = requests.post(f"{url}/v1/jobs", files=files, headers=auth, timeout=30)
+            assert job.status_code == 202, job.text
+            request = api.records.get_job(job.json()["id"]).request
+            assert request["input"].startswith(f"s3://{bucket}/store/uploads/")
+            assert store.get(store.key_for(request["input"])) == clip_y4m.read_bytes()
+
+            client = secrets.token_hex(8)
+            done = job_id_for("alice", client)
+            api.records.create_job(done, "alice", client, request, None)
+            data = bytes(range(256)) * 4
+            store.put(output_key(done, "webm"), data)
+            api.records.finish_job(done, output_key(done, "webm"), {}, 3600.0)
+            answer = requests.get(f"{url}/v1/jobs/{done}/output", headers=auth, timeout=30,
+                                  allow_redirects=False)
+            assert answer.status_code == 307
+            presigned = answer.headers["Location"]
+            assert presigned.startswith("http://127.0.0.1") and "Signature" in presigned
+            assert requests.get(presigned, timeout=30).content == data
+            ranged = requests.get(presigned, headers={"Range": "bytes=4-7"}, timeout=30)
+            assert ranged.status_code == 206 and ranged.content == data[4:8]
+        finally:
+            server.stop()
 
 
 # --------------------------------------------------------------------------- end to end

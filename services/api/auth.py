@@ -8,6 +8,10 @@ and a job belongs to the name whose token made it. A name may hold several token
 one without downtime). A presented token is compared with every configured one, in constant
 time and without stopping at a match, so neither the timing nor the position of a match says
 anything about the tokens.
+
+A job's status also gives a signed, expiring link to its output, for clients that cannot send
+a header (a browser's <video> element): an HMAC of the job and the expiry under a key derived
+from the tokens.
 """
 
 from __future__ import annotations
@@ -75,6 +79,22 @@ class Tokens:
 
     def names(self) -> list[str]:
         return sorted({name for _, name in self.entries})
+
+    def _link_key(self) -> bytes:
+        # Derived from every configured token, so each API instance with the same tokens signs
+        # alike without a secret of its own; changing the tokens invalidates old links.
+        return hashlib.sha256(b"excamera output links\0" + b"".join(
+            sorted(digest for digest, _ in self.entries))).digest()
+
+    def sign_link(self, job: str, expires: int) -> str:
+        """The signature of a link to `job`'s output valid until `expires` (Unix time)."""
+        message = f"{job}\0{expires}".encode()
+        return hmac.new(self._link_key(), message, hashlib.sha256).hexdigest()
+
+    def check_link(self, job: str, expires: int, signature: str, now: float) -> bool:
+        if not self.entries or expires < now:
+            return False
+        return hmac.compare_digest(self.sign_link(job, expires), signature)
 
     def owner(self, authorization: str | None) -> str | None:
         """The name whose token the Authorization header carries, or None."""

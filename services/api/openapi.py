@@ -112,6 +112,8 @@ JOB = _object({
     "overdue": {"type": "array", "items": _ref("OverdueTask")},
     "plan": _nullable("object", description="the split's plan: frames, chunks, groups, ..."),
     "result": _nullable("object", description="bytes, bitrate, SSIM and PSNR of the output"),
+    "output_link": _nullable("string", description="once done: the output's URL with a signed "
+                             "expiry, readable without a token (for a browser's <video>)"),
     "expires_at": _nullable("string", format="date-time",
                             description="when the intermediates are deleted"),
     "cleaned_at": TIME_OR_NULL,
@@ -243,10 +245,27 @@ def _output() -> dict[str, Any]:
     return {
         "summary": "The output video (Range requests give 206, so a browser can seek)",
         "operationId": "getOutput",
+        "description": "With a bearer token, or as the job's signed `output_link` (its "
+                       "`expires` and `signature` parameters) without one.",
+        "security": [{"bearer": []}, {"link": []}],
+        "parameters": [
+            {"name": "expires", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999_999},
+             "description": "the signed link's expiry (Unix time)"},
+            {"name": "signature", "in": "query", "required": False,
+             "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+             "description": "the signed link's signature"},
+        ],
         "responses": {
             "200": {"description": "the whole output", "content": media},
             "206": {"description": "the requested byte range", "content": media},
-            "401": UNAUTHORIZED, "404": NOT_FOUND,
+            "307": {"description": "an S3 store: a presigned URL of the output, which serves "
+                                   "ranges itself",
+                    "headers": {"Location": {"schema": {"type": "string"}}}},
+            "400": BAD_REQUEST,
+            "401": _error("no bearer token or not a valid one, or a signed link that is not "
+                          "valid or has expired"),
+            "404": NOT_FOUND,
             "409": _error("the job is not done (queued, running, failed or cancelled)"),
             "410": _error("the output is no longer in the store"),
             "416": _error("the range lies beyond the output's end"),
@@ -356,6 +375,10 @@ def document(limits: Limits = Limits()) -> dict[str, Any]:  # noqa: B008 - froze
         "components": {
             "schemas": _schemas(),
             "parameters": _parameters(limits),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "link": {"type": "apiKey", "in": "query", "name": "signature",
+                         "description": "a job's signed output link (with its expires)"},
+            },
         },
     }

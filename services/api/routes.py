@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -48,7 +49,8 @@ routes = web.RouteTableDef()
 
 INTEGER_FIELDS = ("frames_per_chunk", "chunks_per_group", "cq_level")
 MAX_OFFSET = 10_000_000
-_DIGITS = re.compile(r"[0-9]{1,9}")
+_DIGITS = re.compile(r"[0-9]{1,12}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -258,7 +260,19 @@ async def get_job(request: web.Request) -> web.Response:
     query(request, ())
     record = await own_job(request, owner)
     api = _api(request)
-    return web.json_response(await api.control(jobs.job_document, api.runtime, record))
+    document = await api.control(jobs.job_document, api.runtime, record)
+    document["output_link"] = output_link(api, record)
+    return web.json_response(document)
+
+
+def output_link(api: ApiContext, record: JobRecord) -> str | None:
+    """A link to the output that needs no token until it expires, for what cannot send one
+    (a browser's <video src>); None until the job is done in the store."""
+    if jobs.output_link(record) != f"/v1/jobs/{record.id}/output":
+        return None
+    expires = int(time.time()) + api.limits.link_seconds
+    signature = api.tokens.sign_link(record.id, expires)
+    return f"/v1/jobs/{record.id}/output?expires={expires}&signature={signature}"
 
 
 @routes.get("/v1/jobs/{id}/tasks", allow_head=False)
@@ -282,11 +296,16 @@ async def get_tasks(request: web.Request) -> web.Response:
 
 @routes.get("/v1/jobs/{id}/output")
 async def get_output(request: web.Request) -> web.StreamResponse:
-    owner = authenticate(request)
-    query(request, ())
-    record = await own_job(request, owner)
+    params = query(request, ("expires", "signature"))
+    if "signature" in params or "expires" in params:
+        record = await linked_job(request, params)
+    else:
+        record = await own_job(request, authenticate(request))
     key = stored_output(record)
     api = _api(request)
+    presigned = await api.files(_presigned_url, api.runtime, key, api.limits.link_seconds)
+    if presigned is not None:  # S3: it serves the ranges itself, and the bytes skip the API
+        raise web.HTTPTemporaryRedirect(presigned)
     form = record.request.get("format", "webm")
     headers: dict[str, str] = {
         hdrs.CONTENT_TYPE: jobs.OUTPUT_TYPES.get(form, "application/octet-stream"),
@@ -303,6 +322,26 @@ async def get_output(request: web.Request) -> web.StreamResponse:
                               {hdrs.CONTENT_RANGE: f"bytes */{stat.st_size}"})
     # FileResponse serves Range and If-Range requests (206), so a browser can seek the WebM.
     return web.FileResponse(path, headers=headers)
+
+
+async def linked_job(request: web.Request, params: dict[str, str]) -> JobRecord:
+    """The job a signed output link names, if the link is valid and current; 401 if not."""
+    api = _api(request)
+    job = request.match_info["id"]
+    expires, signature = params.get("expires", ""), params.get("signature", "")
+    if not (is_job_id(job) and _DIGITS.fullmatch(expires) and _HEX64.fullmatch(signature)
+            and api.tokens.check_link(job, int(expires), signature, time.time())):
+        raise ApiError(401, "the output link is not valid or has expired (the job's status "
+                            "gives a fresh one)")
+    record = await api.control(api.runtime.records.get_job, job)
+    if record is None:
+        raise ApiError(404, f"no such job: {job}")
+    return record
+
+
+def _presigned_url(runtime: Runtime, key: str, seconds: int) -> str | None:
+    make = getattr(runtime.store, "presigned_url", None)
+    return None if make is None else make(key, seconds)
 
 
 def stored_output(record: JobRecord) -> str:
