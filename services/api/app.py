@@ -23,6 +23,7 @@ from ..errors import TransientError
 from .auth import TOKENS_ENV, Tokens
 from .context import CONTEXT, ApiContext, Limits
 from .middleware import count_response, error_middleware, metrics_middleware
+from .operations import operations
 from .routes import routes
 
 __all__ = ["create_app", "serve"]
@@ -43,6 +44,7 @@ def create_app(config: ServiceConfig, tokens: Tokens | None = None,
     app = web.Application(middlewares=[metrics_middleware, error_middleware],
                           client_max_size=limits.max_json_bytes)
     app.add_routes(routes)
+    app.add_routes(operations)
     app.on_response_prepare.append(count_response)
     app.cleanup_ctx.append(_context(config, tokens, limits))
     app.cleanup_ctx.append(_janitor)

@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import hdrs, web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.pipeline.graph import STAGES
 from shared.pipeline.messages import (
@@ -34,11 +33,11 @@ from shared.pipeline.messages import (
     parse_job_request,
 )
 
-from .. import adapter, metrics
-from ..errors import InputRejected, TransientError
-from ..records import JOB_STATES, JobRecord
+from .. import adapter
+from ..errors import InputRejected
+from ..records import JobRecord
 from ..runtime import Runtime
-from . import jobs, openapi
+from . import jobs
 from .context import CONTEXT, ApiContext
 from .middleware import ApiError, error_response
 from .uploads import CUT_OFF, receive, sniff_video
@@ -56,13 +55,14 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # --------------------------------------------------------------------------- helpers
 
 
-def _api(request: web.Request) -> ApiContext:
+def context_of(request: web.Request) -> ApiContext:
+    """The app's context (runtime, tokens, limits, executors)."""
     return request.app[CONTEXT]
 
 
 def authenticate(request: web.Request) -> str:
     """The caller's token name; 401 without a valid bearer token."""
-    api = _api(request)
+    api = context_of(request)
     challenge = {"WWW-Authenticate": 'Bearer realm="excamera"'}
     header = request.headers.get(hdrs.AUTHORIZATION)
     if not api.tokens:
@@ -85,7 +85,7 @@ async def own_job(request: web.Request, owner: str) -> JobRecord:
     missing = ApiError(404, f"no such job: {job if is_job_id(job) else '(not a job id)'}")
     if not is_job_id(job):
         raise missing
-    api = _api(request)
+    api = context_of(request)
     record = await api.control(api.runtime.records.get_job, job)
     if record is None or record.owner != owner:
         raise missing
@@ -113,7 +113,7 @@ def int_param(params: dict[str, str], name: str, default: int, low: int, high: i
 
 
 def page(request: web.Request, extra: tuple[str, ...] = ()) -> tuple[int, int, dict[str, str]]:
-    limits = _api(request).limits
+    limits = context_of(request).limits
     params = query(request, ("limit", "offset", *extra))
     limit = int_param(params, "limit", limits.default_page, 1, limits.max_page)
     offset = int_param(params, "offset", 0, 0, MAX_OFFSET)
@@ -183,7 +183,7 @@ async def create_job(request: web.Request) -> web.Response:
 
 
 async def _create_from_json(request: web.Request, owner: str, key: str) -> web.Response:
-    api = _api(request)
+    api = context_of(request)
     body = await read_body(request, api.limits.max_json_bytes)
     try:
         job_request = parse_job_request(_integral(load_json(body, "job request")))
@@ -212,7 +212,7 @@ def checked_input(runtime: Runtime, url: str) -> str:
 
 
 async def _create_from_upload(request: web.Request, owner: str, key: str) -> web.Response:
-    api = _api(request)
+    api = context_of(request)
     directory = Path(await api.files(tempfile.mkdtemp, "", "excamera-upload-",
                                      api.limits.upload_dir))
     try:
@@ -243,7 +243,7 @@ async def _create_from_upload(request: web.Request, owner: str, key: str) -> web
 async def list_jobs(request: web.Request) -> web.Response:
     owner = authenticate(request)
     limit, offset, _ = page(request)
-    api = _api(request)
+    api = context_of(request)
     # One more than asked for says whether there is a next page.
     found = await api.control(api.runtime.records.list_jobs, owner, limit + 1, offset)
     return web.json_response({
@@ -259,7 +259,7 @@ async def get_job(request: web.Request) -> web.Response:
     owner = authenticate(request)
     query(request, ())
     record = await own_job(request, owner)
-    api = _api(request)
+    api = context_of(request)
     document = await api.control(jobs.job_document, api.runtime, record)
     document["output_link"] = output_link(api, record)
     return web.json_response(document)
@@ -283,7 +283,7 @@ async def get_tasks(request: web.Request) -> web.Response:
     if stage is not None and stage not in STAGES:
         raise ApiError(400, f"stage must be one of {', '.join(STAGES)}")
     record = await own_job(request, owner)
-    api = _api(request)
+    api = context_of(request)
     found = await api.control(api.runtime.records.tasks, record.id, stage, offset, limit + 1)
     return web.json_response({
         "id": record.id,
@@ -302,7 +302,7 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     else:
         record = await own_job(request, authenticate(request))
     key = stored_output(record)
-    api = _api(request)
+    api = context_of(request)
     presigned = await api.files(_presigned_url, api.runtime, key, api.limits.link_seconds)
     if presigned is not None:  # S3: it serves the ranges itself, and the bytes skip the API
         raise web.HTTPTemporaryRedirect(presigned)
@@ -326,7 +326,7 @@ async def get_output(request: web.Request) -> web.StreamResponse:
 
 async def linked_job(request: web.Request, params: dict[str, str]) -> JobRecord:
     """The job a signed output link names, if the link is valid and current; 401 if not."""
-    api = _api(request)
+    api = context_of(request)
     job = request.match_info["id"]
     expires, signature = params.get("expires", ""), params.get("signature", "")
     if not (is_job_id(job) and _DIGITS.fullmatch(expires) and _HEX64.fullmatch(signature)
@@ -398,7 +398,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     owner = authenticate(request)
     query(request, ())
     record = await own_job(request, owner)
-    api = _api(request)
+    api = context_of(request)
     if record.terminal:
         raise ApiError(409, f"job {record.id} has ended: it is {record.state}")
     # Queued tasks will be skipped, running ones delete what they write as they finish, and
@@ -407,62 +407,3 @@ async def cancel_job(request: web.Request) -> web.Response:
     if state != "cancelled":  # it ended while we looked
         raise ApiError(409, f"job {record.id} has ended: it is {state}")
     return web.json_response({"id": record.id, "state": "cancelled"})
-
-
-# --------------------------------------------------------------------------- operations
-
-
-@routes.get("/v1/health", allow_head=False)
-async def health(request: web.Request) -> web.Response:
-    api = _api(request)
-    query(request, ())
-    checks = {"db": api.runtime.records.ping, "broker": _broker_check(api)}
-    status: dict[str, str] = {}
-    for name, check in checks.items():
-        try:
-            await api.control(check)
-            status[name] = "ok"
-        except TransientError as exc:
-            status[name] = str(exc)
-    healthy = all(value == "ok" for value in status.values())
-    document: dict[str, Any] = {"status": "ok" if healthy else "unavailable", **status}
-    if not healthy:
-        document["error"] = "; ".join(f"{k}: {v}" for k, v in status.items() if v != "ok")
-    return web.json_response(document, status=200 if healthy else 503)
-
-
-def _broker_check(api: ApiContext) -> Any:
-    def check() -> None:
-        api.declare_queues()
-        try:
-            api.check_broker()
-        except TransientError:
-            api.forget_queues()  # someone deleted them: declare again before publishing
-            raise
-
-    return check
-
-
-@routes.get("/metrics", allow_head=False)
-async def metrics_text(request: web.Request) -> web.Response:
-    api = _api(request)
-    query(request, ())
-    try:
-        depths = await api.control(api.runtime.dispatcher.queue_depths)
-        for queue, depth in depths.items():
-            metrics.QUEUE_DEPTH.labels(queue).set(depth)
-    except TransientError:
-        pass  # the depths keep their last values; health says the broker is down
-    try:
-        counts = await api.control(api.runtime.records.count_jobs_by_state)
-        for state in JOB_STATES:
-            metrics.JOBS.labels(state).set(counts.get(state, 0))
-    except TransientError:
-        pass
-    return web.Response(body=metrics.render(), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
-
-
-@routes.get("/v1/openapi.json", allow_head=False)
-async def openapi_document(request: web.Request) -> web.Response:
-    query(request, ())
-    return web.json_response(openapi.document(_api(request).limits))
