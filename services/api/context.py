@@ -93,7 +93,9 @@ class ApiContext:
             self.config.broker, connect_timeout=5)
         try:
             try:
-                connection.ensure_connection(max_retries=1)
+                # One quick retry for a dropped connection; a health check must not wait.
+                connection.ensure_connection(max_retries=1, interval_start=0.2,
+                                             interval_step=0)
             except (OSError, KombuError) as exc:
                 raise TransientError(f"broker unavailable: {exc}") from exc
             yield connection
