@@ -11,8 +11,10 @@
     <prefix>.join          plain JSON: join a finished job's chunks into its output (rebaser)
     <prefix>.dead          tasks set aside after a permanent failure, with the reason
 
-The URL chooses the transport (amqp:// is RabbitMQ); nothing outside this module and the
-rebaser's ownership of shards depends on which it is.
+The URL chooses the transport: amqp:// is RabbitMQ, sqs:// is Amazon SQS (through kombu's SQS
+transport for the Celery tasks, boto3 for the plain JSON: services/sqs.py), where the rebase
+shards become one FIFO queue, <prefix>.rebase.fifo, grouped by "job:group". Nothing outside this
+module and the rebaser's transports depends on which it is.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from shared.pipeline.graph import STAGES
 from shared.pipeline.messages import DeadLetter, IngestMessage, TaskMessage
 
 from .config import DEADLINES, ServiceConfig
-from .errors import TransientError
+from .errors import ConfigError, TransientError
+from .sqs import SqsQueues
 
 __all__ = ["CELERY_TASKS", "Dispatcher", "Topology", "make_celery"]
 
@@ -42,6 +45,9 @@ CELERY_TASKS = {
     "decoder": "excamera.decoder.run",
 }
 MAX_PRIORITY = 9
+# SQS: how long a received message stays hidden from other consumers; above the longest
+# task (DEADLINES), so no message is handed to a second worker while the first still works.
+VISIBILITY_TIMEOUT = 2 * int(max(DEADLINES.values()))
 # Test hook: every task message is published twice, as an at-least-once broker may deliver it.
 DUPLICATE_ENV = "EXCAMERA_TEST_DUPLICATE_TASKS"
 # Publishing retries through a broker restart (about 30 s), then gives up as transient.
@@ -50,11 +56,14 @@ PUBLISH_RETRY = {"max_retries": 12, "interval_start": 0.25, "interval_step": 0.5
 
 
 class Topology:
-    """The names of every exchange and queue, under one prefix (tests use their own)."""
+    """The names of every exchange and queue, under one prefix (tests use their own), for
+    the transport the broker URL names: "amqp" (RabbitMQ) or "sqs"."""
 
-    def __init__(self, prefix: str = "excamera", shards: int = 8) -> None:
+    def __init__(self, prefix: str = "excamera", shards: int = 8,
+                 transport: str = "amqp") -> None:
         self.prefix = prefix
         self.shards = shards
+        self.transport = transport
         self.ingest = f"{prefix}.ingest"
         self.ingest_dead = f"{prefix}.ingest.dead"
         self.dead = f"{prefix}.dead"
@@ -62,8 +71,20 @@ class Topology:
         self.encode = f"{prefix}.encode"
         self.decode = f"{prefix}.decode"
         self.rebase_exchange = f"{prefix}.rebase"
+        self.rebase_fifo = f"{prefix}.rebase.fifo"  # SQS: one FIFO queue, grouped by job:group
         self.join = f"{prefix}.join"
         self.rebasers = f"{prefix}.rebasers"  # every rebaser process consumes it: a headcount
+        self.visibility_timeout = VISIBILITY_TIMEOUT
+
+    @classmethod
+    def for_config(cls, config: ServiceConfig) -> Topology:
+        topology = cls(config.queue_prefix, config.rebase_shards, transport_of(config.broker))
+        topology.visibility_timeout = visibility_timeout(config)
+        return topology
+
+    @property
+    def on_sqs(self) -> bool:
+        return self.transport == "sqs"
 
     def shard(self, number: int) -> str:
         return f"{self.prefix}.rebase.{number}"
@@ -78,11 +99,19 @@ class Topology:
 
     def celery_queues(self) -> list[kombu.Queue]:
         def queue(name: str, priority: bool) -> kombu.Queue:
-            arguments = {"x-max-priority": MAX_PRIORITY} if priority else {}
+            # SQS has no priorities (nor other exchanges than kombu's own direct routing).
+            arguments = {"x-max-priority": MAX_PRIORITY} if priority and not self.on_sqs else {}
             return kombu.Queue(name, kombu.Exchange(name, "direct", durable=True), name,
                                durable=True, queue_arguments=arguments)
 
         return [queue(self.split, False), queue(self.encode, True), queue(self.decode, True)]
+
+    def plain_queue_names(self) -> list[str]:
+        """The queues that carry plain JSON documents."""
+        names = [self.ingest, self.ingest_dead, self.dead, self.join]
+        if self.on_sqs:
+            return [*names, self.rebase_fifo]
+        return [*names, self.rebasers, *(self.shard(n) for n in range(self.shards))]
 
     def plain_queues(self) -> list[kombu.Queue]:
         direct = kombu.Exchange("", "direct")  # the default exchange: routing key = queue
@@ -98,16 +127,27 @@ class Topology:
         return queues
 
     def all_queue_names(self) -> list[str]:
-        return [q.name for q in (*self.celery_queues(), *self.plain_queues())]
+        return [q.name for q in self.celery_queues()] + self.plain_queue_names()
 
-    def declare(self, connection: kombu.Connection) -> None:
+    def declare(self, connection: kombu.Connection, sqs: SqsQueues | None = None) -> None:
+        """Make every queue (each declaration is idempotent)."""
         with _broker_errors("declaring the queues"):
+            if self.on_sqs:
+                sqs = sqs or SqsQueues(self.visibility_timeout)
+                for name in self.all_queue_names():
+                    sqs.url(name)
+                return
             channel = connection.default_channel
             for queue in (*self.celery_queues(), *self.plain_queues()):
                 queue(channel).declare()
 
-    def delete(self, connection: kombu.Connection) -> None:
+    def delete(self, connection: kombu.Connection, sqs: SqsQueues | None = None) -> None:
         """Remove every queue and exchange (tests clean up after themselves)."""
+        if self.on_sqs:
+            sqs = sqs or SqsQueues(self.visibility_timeout)
+            for name in self.all_queue_names():
+                sqs.purge_and_delete(name)
+            return
         channel = connection.channel()
         for queue in (*self.celery_queues(), *self.plain_queues()):
             with contextlib.suppress(Exception):
@@ -116,6 +156,20 @@ class Topology:
                 if queue.exchange.name:
                     channel.exchange_delete(queue.exchange.name)
         channel.close()
+
+
+def visibility_timeout(config: ServiceConfig) -> int:
+    return config.sqs_visibility_timeout or VISIBILITY_TIMEOUT
+
+
+def transport_of(broker: str) -> str:
+    scheme = broker.split("://", 1)[0].lower()
+    if scheme in ("amqp", "amqps", "pyamqp"):
+        return "amqp"
+    if scheme == "sqs":
+        return "sqs"
+    raise ConfigError(f"unsupported broker URL {broker!r}: use amqp://... (RabbitMQ) or "
+                      "sqs:// (Amazon SQS)")
 
 
 @contextlib.contextmanager
@@ -129,9 +183,17 @@ def _broker_errors(doing: str) -> Iterator[None]:
 def make_celery(config: ServiceConfig, topology: Topology | None = None) -> Celery:
     """The Celery app every service shares: JSON only, acknowledged after the task (so a
     killed worker's task is delivered again), one task reserved at a time, no results."""
-    topology = topology or Topology(config.queue_prefix, config.rebase_shards)
+    topology = topology or Topology.for_config(config)
     app = Celery("excamera", broker=config.broker, set_as_current=False)
-    longest = max(DEADLINES.values())
+    longest = max(DEADLINES.values()) * config.deadline_scale
+    if topology.on_sqs:
+        # A message a worker holds stays invisible this long: above the longest task, or SQS
+        # would hand it to a second worker mid-task.
+        transport_options = {"visibility_timeout": visibility_timeout(config),
+                             "wait_time_seconds": 10, "polling_interval": 0.1,
+                             "region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    else:
+        transport_options = {"confirm_publish": True}
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -149,7 +211,7 @@ def make_celery(config: ServiceConfig, topology: Topology | None = None) -> Cele
         task_publish_retry_policy=PUBLISH_RETRY,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # ride out a broker restart, however long
-        broker_transport_options={"confirm_publish": True, "visibility_timeout": longest * 2},
+        broker_transport_options=transport_options,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_time_limit=longest + 120,
         worker_hijack_root_logger=False,
@@ -181,6 +243,8 @@ class Dispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
         self.topology: Topology = app.excamera_topology  # type: ignore[attr-defined]
+        self.sqs = (SqsQueues(self.topology.visibility_timeout) if self.topology.on_sqs
+                    else None)
 
     def publish_task(self, message: TaskMessage, *, ordering_key: str, position: int) -> None:
         for _ in range(2 if os.environ.get(DUPLICATE_ENV) else 1):
@@ -188,7 +252,7 @@ class Dispatcher:
 
     def _publish_task(self, message: TaskMessage, *, ordering_key: str, position: int) -> None:
         service = STAGES[message.stage].service
-        document = message.to_json()
+        document = message.stamped().to_json()
         if service in CELERY_TASKS:
             with _broker_errors(f"publishing {message}"):
                 self.app.send_task(
@@ -197,8 +261,12 @@ class Dispatcher:
                     priority=priority_for(message.stage, position),
                 )
         elif message.stage == "rebase":
-            self.publish_json(document, exchange=self.topology.rebase_exchange,
-                              routing_key=ordering_key, what=str(message))
+            if self.sqs is not None:
+                self.sqs.send(self.topology.rebase_fifo, document, group=ordering_key,
+                              deduplication=f"{message.job}:{message.stage}:{message.index}")
+            else:
+                self.publish_json(document, exchange=self.topology.rebase_exchange,
+                                  routing_key=ordering_key, what=str(message))
         else:
             self.publish_json(document, routing_key=self.topology.join, what=str(message))
 
@@ -212,6 +280,9 @@ class Dispatcher:
     def publish_json(
         self, document: dict[str, Any], *, routing_key: str, exchange: str = "", what: str
     ) -> None:
+        if self.sqs is not None:
+            self.sqs.send(routing_key, document)
+            return
         with _broker_errors(f"publishing {what}"), self.app.producer_or_acquire() as producer:
             producer.publish(
                 json.dumps(document).encode(), exchange=exchange, routing_key=routing_key,
@@ -221,6 +292,8 @@ class Dispatcher:
 
     def queue_depths(self) -> dict[str, int]:
         """Messages waiting in each queue (what an operator scales on)."""
+        if self.sqs is not None:
+            return {name: self.sqs.depth(name) for name in self.topology.all_queue_names()}
         depths = {}
         with _broker_errors("reading queue depths"), self.app.connection_for_write() as conn:
             channel = conn.channel()

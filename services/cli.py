@@ -18,6 +18,7 @@ import argparse
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -110,6 +111,7 @@ def run_service(args: argparse.Namespace) -> int:
     config = config_from(args)
     _logging(args.verbose)
     os.environ.update(config.to_env())  # what forked and spawned workers read
+    os.environ["EXCAMERA_SERVICE_NAME"] = args.name
     if args.name != "api":
         # Before services.metrics is imported anywhere: one directory for all this
         # service's processes.
@@ -147,12 +149,16 @@ def _check_connections(config: Any, name: str) -> None:
         raise ConfigError(f"job records ({config.db}): {exc}") from None
     import kombu
 
+    from .broker import Topology
+
+    topology = Topology.for_config(config)
     try:
+        if topology.on_sqs:
+            topology.declare(None)  # type: ignore[arg-type]
+            return
         with kombu.Connection(config.broker, connect_timeout=10) as connection:
             connection.ensure_connection(max_retries=2)
-            from .broker import Topology
-
-            Topology(config.queue_prefix, config.rebase_shards).declare(connection)
+            topology.declare(connection)
     except Exception as exc:  # noqa: BLE001 - any failure to reach the broker, in one line
         raise ConfigError(f"broker {_redact(config.broker)}: {exc}") from None
 
@@ -200,9 +206,7 @@ def _run_rebasers(config: Any, count: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if count == 1:
-        from .rebaser.service import RebaserProcess
-
-        RebaserProcess(config).run()
+        _rebaser_class(config)(config).run()
         return 0
     try:
         while not stopping:
@@ -220,17 +224,33 @@ def _run_rebasers(config: Any, count: int) -> int:
     return 0
 
 
-def _rebaser_main(config: Any) -> None:
+def _rebaser_class(config: Any) -> Any:
+    """The rebaser for the broker: shards with leases on RabbitMQ, the FIFO queue on SQS."""
+    from .broker import transport_of
+
+    if transport_of(config.broker) == "sqs":
+        from .rebaser.sqs_rebaser import SqsRebaserProcess
+
+        return SqsRebaserProcess
     from .rebaser.service import RebaserProcess
 
+    return RebaserProcess
+
+
+def _rebaser_main(config: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    RebaserProcess(config).run()
+    _rebaser_class(config)(config).run()
 
 
 def run_up(args: argparse.Namespace) -> int:
     """The API and one of each worker as child processes; Ctrl-C (or SIGTERM) stops them."""
     config = config_from(args)
     env = {**os.environ, **config.to_env()}
+    token = None
+    if not env.get("EXCAMERA_API_TOKENS") and not env.get("EXCAMERA_API_TOKENS_FILE"):
+        # A quick start needs a caller: one token for this run, shown in the banner.
+        token = secrets.token_urlsafe(18)
+        env["EXCAMERA_API_TOKENS"] = f"local:{token}"
     common = [f"--{name.replace('_', '-')}={value}" for name, value in (
         ("broker", config.broker), ("store", config.store), ("db", config.db),
         ("queue_prefix", config.queue_prefix),
@@ -263,7 +283,7 @@ def run_up(args: argparse.Namespace) -> int:
                 [sys.executable, "-c", *_CHILD, "service", *command, *common], env=env)
         url = f"http://{args.host}:{args.port}"
         _wait_for_api(url, children["api"])
-        print(_banner(url, config), flush=True)
+        print(_banner(url, config, token), flush=True)
         while not stopping:
             for name, child in children.items():
                 if child.poll() is not None:
@@ -298,13 +318,18 @@ def _wait_for_api(url: str, api: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"excamera up: the API did not answer at {url} within 60 s")
 
 
-def _banner(url: str, config: Any) -> str:
-    example = "$EXCAMERA_TOKEN"
+def _banner(url: str, config: Any, token: str | None) -> str:
+    if token is not None:
+        auth = f"a token for this run: export EXCAMERA_TOKEN={token}"
+    else:
+        auth = "tokens from EXCAMERA_API_TOKENS (name:token,...): export EXCAMERA_TOKEN=..."
+    header = "-H \"Authorization: Bearer $EXCAMERA_TOKEN\""
     return "\n".join([
         f"excamera is up: API at {url} (store {config.store})",
-        "  submit a clip (tokens come from EXCAMERA_API_TOKENS=name:token,...):",
-        f"    curl -H 'Authorization: Bearer {example}' -F video=@clip.mp4 {url}/v1/jobs",
-        f"    curl -H 'Authorization: Bearer {example}' {url}/v1/jobs/ID",
-        f"    curl -H 'Authorization: Bearer {example}' -o out.webm {url}/v1/jobs/ID/output",
+        f"  {auth}",
+        "  submit a clip, follow it, fetch the output:",
+        f"    curl {header} -F video=@clip.mp4 {url}/v1/jobs",
+        f"    curl {header} {url}/v1/jobs/ID",
+        f"    curl {header} -o out.webm {url}/v1/jobs/ID/output",
         "  Ctrl-C stops every service.",
     ])

@@ -59,8 +59,13 @@ class ServiceConfig:
     max_attempts: int = 5
     # Retries of a transient failure (storage, broker, database) within one delivery.
     retries: int = 6
+    # Multiplies every stage's deadline (DEADLINES): raise it for very large pictures.
+    deadline_scale: float = 1.0
     rebase_shards: int = 8
     held_states: int = 16
+    # SQS: how long a received task stays hidden (default: twice the longest deadline; with
+    # Lambda, AWS advises at least six times the function's timeout).
+    sqs_visibility_timeout: int | None = None
     metrics_port: int | None = None
 
     def __post_init__(self) -> None:
@@ -68,6 +73,8 @@ class ServiceConfig:
             raise ConfigError("rebase shards must be 1-256")
         if self.max_attempts < 1 or self.retries < 0:
             raise ConfigError("max attempts must be at least 1 and retries at least 0")
+        if not self.deadline_scale > 0:
+            raise ConfigError("the deadline scale must be positive")
         if self.retention_seconds < 0:
             raise ConfigError("retention must not be negative")
         for prefix in (*self.allow_input, *self.allow_output):
@@ -102,6 +109,10 @@ class ServiceConfig:
 
     def with_changes(self, **changes: Any) -> ServiceConfig:
         return replace(self, **changes)
+
+    def deadline(self, stage: str) -> float:
+        """Seconds a task of `stage` may run before it is reported overdue."""
+        return DEADLINES.get(stage, 3600.0) * self.deadline_scale
 
 
 def _parse(name: str, kind: Any, text: str) -> Any:

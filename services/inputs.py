@@ -35,7 +35,7 @@ from shared.pipeline.store import Store
 
 from .errors import InputRejected, TransientError
 
-__all__ = ["UrlPolicy", "fetch_input", "normalize_url"]
+__all__ = ["UrlPolicy", "fetch_input", "normalize_url", "write_output"]
 
 UPLOADS_PREFIX = "uploads/"
 FETCH_TIMEOUT = 600.0
@@ -176,11 +176,48 @@ def fetch_input(
         yield path
         return
     if scheme == "s3":
-        raise InputRejected("s3:// inputs need the S3 store (not configured here)")
+        with _s3_object(normal).local_file(_s3_key(normal)) as path:
+            yield path
+        return
     with tempfile.TemporaryDirectory(prefix="excamera-fetch-") as directory:
         target = Path(directory) / "input"
         asyncio.run(_download(url, policy, target, max_bytes))
         yield target
+
+
+def _s3_object(url: str) -> Store:
+    from shared.pipeline.s3store import S3Store
+
+    return S3Store(f"s3://{urlsplit(url).netloc}")
+
+
+def _s3_key(url: str) -> str:
+    key = unquote(urlsplit(url).path).lstrip("/")
+    if not key or key.endswith("/"):
+        raise InputRejected("an s3:// URL must name an object")
+    return key
+
+
+def write_output(url: str, policy: UrlPolicy, local: Path) -> None:
+    """Copy a finished output to `url` (checked again: the policy may have changed since the
+    job was accepted), atomically: a file renamed into place, or one S3 put."""
+    normal = policy.check_output(url)
+    parts = urlsplit(normal)
+    if parts.scheme == "s3":
+        _s3_object(normal).put_file(_s3_key(normal), local)
+        return
+    target = Path(unquote(parts.path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with open(local, "rb") as source, open(temp, "wb") as sink:
+            while block := source.read(1 << 20):
+                sink.write(block)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 async def _download(url: str, policy: UrlPolicy, target: Path, max_bytes: int) -> None:

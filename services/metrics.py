@@ -50,7 +50,12 @@ TASK_RETRIES = Counter(
 )
 QUEUE_LATENCY = Histogram(
     "excamera_queue_latency_seconds", "From publishing a task to a worker starting it",
-    ["service"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
+    ["service"], buckets=(0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.02, 0.05,
+                          0.1, 0.25, 1, 5, 30, 300),
+)
+STORE_REQUESTS = Counter(
+    "excamera_store_requests_total", "Requests to the store, by operation (what S3 bills)",
+    ["service", "operation"],
 )
 HTTP_REQUESTS = Counter(
     "excamera_http_requests_total", "API requests", ["method", "route", "status"],

@@ -6,12 +6,15 @@ requests), cached because they never change once written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -29,6 +32,7 @@ from .records import JobRecords
 __all__ = ["JobFacts", "Runtime", "job_key"]
 
 _CACHED_JOBS = 256
+SERVICE_ENV = "EXCAMERA_SERVICE_NAME"  # which service this process is (metrics labels)
 
 
 def job_key(job: str) -> str:
@@ -52,16 +56,75 @@ class JobFacts:
         return cls(_job_request(document["request"]), document["output"])
 
 
+class CountingStore(Store):
+    """A store whose every request is counted by operation (`excamera_store_requests_total`):
+    what an operator sees of the storage load, and what S3 would bill."""
+
+    def __init__(self, inner: Store, service: str) -> None:
+        self.inner = inner
+        self.service = service
+
+    def _count(self, operation: str) -> None:
+        from . import metrics
+
+        metrics.STORE_REQUESTS.labels(self.service, operation).inc()
+
+    def __repr__(self) -> str:
+        return repr(self.inner)  # held states are keyed by the store's repr
+
+    def put(self, key: str, data: bytes) -> None:
+        self._count("put")
+        self.inner.put(key, data)
+
+    def get(self, key: str) -> bytes:
+        self._count("get")
+        return self.inner.get(key)
+
+    def exists(self, key: str) -> bool:
+        self._count("head")
+        return self.inner.exists(key)
+
+    def copy(self, source: str, destination: str) -> None:
+        self._count("copy")
+        self.inner.copy(source, destination)
+
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        self._count("put")
+        self.inner.put_file(key, path)
+
+    def size(self, key: str) -> int:
+        self._count("head")
+        return self.inner.size(key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        self._count("list")
+        return self.inner.delete_prefix(prefix)
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def local_path(self, key: str) -> Path | None:
+        return self.inner.local_path(key)
+
+    @contextlib.contextmanager
+    def local_file(self, key: str) -> Iterator[Path]:
+        self._count("get")
+        with self.inner.local_file(key) as path:
+            yield path
+
+
 class Runtime:
     """One per process: `Runtime.current(config)`."""
 
     _instance: Runtime | None = None
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, service: str | None = None) -> None:
         self.config = config
+        self.service = service or os.environ.get(SERVICE_ENV, "excamera")
         self.pid = os.getpid()
         self.worker = f"{socket.gethostname()}:{self.pid}"
-        self.topology = Topology(config.queue_prefix, config.rebase_shards)
+        self.topology = Topology.for_config(config)
         self.policy = UrlPolicy(config.allow_input, config.allow_output,
                                 config.allow_private_networks)
         self._plans: OrderedDict[str, ChunkPlan] = OrderedDict()
@@ -81,7 +144,7 @@ class Runtime:
 
     @cached_property
     def store(self) -> Store:
-        return open_store(self.config.store)
+        return CountingStore(open_store(self.config.store), self.service)
 
     @cached_property
     def records(self) -> JobRecords:

@@ -57,18 +57,21 @@ def drop_database(name: str) -> None:
 
 @dataclass
 class ServiceProcess:
-    """One `excamera service NAME` process (and its children), logging to a file."""
+    """One `excamera service NAME` process (and its children), logging to a file; or, with
+    `command`, any other program of the test rig (a Lambda poller, say)."""
 
     name: str
     args: list[str]
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    command: list[str] | None = None
 
     def start(self) -> ServiceProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child
+        argv = self.command or [sys.executable, "-c", *CHILD, "service", self.name, *self.args]
         self.process = subprocess.Popen(
-            [sys.executable, "-c", *CHILD, "service", self.name, *self.args],
+            argv,
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             cwd=self.log_path.parent,
         )
@@ -115,10 +118,18 @@ class Cluster:
     outputs: Path
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     extra: list[ServiceProcess] = field(default_factory=list)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    broker: str = BROKER
+    store: str | None = None  # None: a directory of its own
+    settings: dict[str, Any] = field(default_factory=dict)  # more ServiceConfig fields
 
     @property
     def store_url(self) -> str:
-        return (self.root / "store").as_uri()
+        return self.store or (self.root / "store").as_uri()
+
+    @property
+    def on_sqs(self) -> bool:
+        return self.broker.startswith("sqs")
 
     @property
     def db_url(self) -> str:
@@ -127,12 +138,14 @@ class Cluster:
     def env(self) -> dict[str, str]:
         from services.config import ServiceConfig
 
-        config = ServiceConfig(
-            broker=BROKER, store=self.store_url, db=self.db_url, queue_prefix=self.prefix,
-            allow_input=(self.inputs.as_uri() + "/", (REPO / "samples").as_uri() + "/"),
-            allow_output=(self.outputs.as_uri() + "/",), retention_seconds=3600.0,
-            rebase_shards=4,
-        )
+        settings = {
+            "allow_input": (self.inputs.as_uri() + "/", (REPO / "samples").as_uri() + "/",
+                            (self.root / "inputs").as_uri() + "/"),
+            "allow_output": (self.outputs.as_uri() + "/",), "retention_seconds": 3600.0,
+            "rebase_shards": 4, **self.settings,
+        }
+        config = ServiceConfig(broker=self.broker, store=self.store_url, db=self.db_url,
+                               queue_prefix=self.prefix, **settings)
         env = {key: value for key, value in os.environ.items()
                if not key.startswith(("EXCAMERA_", "PROMETHEUS_"))}
         env.update(config.to_env())
@@ -148,12 +161,26 @@ class Cluster:
                        **(concurrency or {})}
         for name, count in concurrency.items():
             if count:
-                self.services[name] = self.service(name, f"--concurrency={count}").start()
+                self.metrics_ports[name] = free_port()
+                self.services[name] = self.service(
+                    name, f"--concurrency={count}", f"--metrics-port={self.metrics_ports[name]}"
+                ).start()
         self.wait_ready()
         return self
 
+    def poller(self, function: str, *args: str) -> ServiceProcess:
+        """A Lambda execution environment for the encoder or decoder handler (on SQS)."""
+        log = self.root / f"lambda-{function}-{len(self.extra)}.log"
+        command = [sys.executable, str(REPO / "tests" / "lambda_poller.py"), function, *args]
+        service = ServiceProcess(f"lambda-{function}", [], self.env(), log, command=command)
+        self.extra.append(service)
+        return service.start()
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until every worker consumes its queue (and the rebaser owns its shards)."""
+        if self.on_sqs:
+            self._wait_ready_on_sqs(timeout)
+            return
         wanted = {f"{self.prefix}.split": "splitter", f"{self.prefix}.encode": "encoder",
                   f"{self.prefix}.decode": "decoder", f"{self.prefix}.join": "rebaser",
                   f"{self.prefix}.ingest": "splitter"}
@@ -169,6 +196,21 @@ class Cluster:
                     raise AssertionError(f"{service.name} exited:\n{service.log()[-3000:]}")
             time.sleep(0.1)
         raise AssertionError(f"services not ready within {timeout} s: {self.consumer_counts()}")
+
+    def _wait_ready_on_sqs(self, timeout: float) -> None:
+        """SQS has no consumer counts: until each Celery worker says it is ready."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for service in self.services.values():
+                if not service.alive:
+                    raise AssertionError(f"{service.name} exited:\n{service.log()[-3000:]}")
+            celery = [s for n, s in self.services.items() if n in ("splitter", "encoder",
+                                                                   "decoder")]
+            if all(" ready." in s.log() for s in celery):
+                time.sleep(1.0)  # the rebaser polls without saying so
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"services not ready on SQS within {timeout} s")
 
     def consumer_counts(self) -> dict[str, int]:
         counts = {}
@@ -191,6 +233,15 @@ class Cluster:
     def post(self, document: dict[str, Any] | bytes, queue: str = "ingest") -> None:
         """Publish a plain JSON message (as an upstream system would) to a queue."""
         body = document if isinstance(document, bytes) else json.dumps(document).encode()
+        if self.on_sqs:
+            import boto3
+
+            from services.sqs import sqs_name
+
+            client = boto3.client("sqs")
+            url = client.get_queue_url(QueueName=sqs_name(f"{self.prefix}.{queue}"))["QueueUrl"]
+            client.send_message(QueueUrl=url, MessageBody=body.decode())
+            return
         with kombu.Connection(BROKER) as connection:
             channel = connection.default_channel
             channel.basic_publish(channel.prepare_message(body, content_type="application/json"),
@@ -232,6 +283,10 @@ class Cluster:
         finally:
             records.close()
 
+    def job_exists(self, job: str) -> bool:
+        with self.records() as records:
+            return records.get_job(job) is not None
+
     def wait(self, job: str, timeout: float = 120.0, states: tuple[str, ...] = (
             "done", "failed", "cancelled"), during: Callable[[Any], None] | None = None) -> Any:
         """Poll the job's record until it reaches one of `states`; returns the record.
@@ -254,6 +309,19 @@ class Cluster:
     def queue_messages(self, queue: str) -> list[Any]:
         """Take every message from a queue (dead letters, say), decoded."""
         messages = []
+        if self.on_sqs:
+            import boto3
+
+            from services.sqs import sqs_name
+
+            client = boto3.client("sqs")
+            url = client.get_queue_url(QueueName=sqs_name(f"{self.prefix}.{queue}"))["QueueUrl"]
+            while batch := client.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                                  WaitTimeSeconds=0).get("Messages", []):
+                for message in batch:
+                    messages.append(json.loads(message["Body"]))
+                    client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            return messages
         with kombu.Connection(BROKER) as connection:
             channel = connection.channel()
             while True:
@@ -263,12 +331,22 @@ class Cluster:
                 messages.append(json.loads(message.body))
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextlib.contextmanager
-def cluster_at(root: Path, inputs: Path) -> Iterator[Cluster]:
+def cluster_at(root: Path, inputs: Path, **options: Any) -> Iterator[Cluster]:
+    """A cluster (not started) with names of its own, removed afterwards; `options` are
+    Cluster fields (broker, store, settings)."""
     require_peers()
     tag = secrets.token_hex(4)
     cluster = Cluster(root=root, prefix=f"t{tag}", database=f"excamera_t_{tag}",
-                      inputs=inputs, outputs=root / "out")
+                      inputs=inputs, outputs=root / "out", **options)
     cluster.outputs.mkdir(parents=True, exist_ok=True)
     from services.records import ensure_database
 
@@ -279,8 +357,12 @@ def cluster_at(root: Path, inputs: Path) -> Iterator[Cluster]:
         cluster.stop()
         from services.broker import Topology
 
-        with contextlib.suppress(Exception), kombu.Connection(BROKER) as connection:
-            Topology(cluster.prefix, 4).delete(connection)
+        if cluster.on_sqs:
+            with contextlib.suppress(Exception):
+                Topology(cluster.prefix, 4, "sqs").delete(None)  # type: ignore[arg-type]
+        else:
+            with contextlib.suppress(Exception), kombu.Connection(BROKER) as connection:
+                Topology(cluster.prefix, 4).delete(connection)
         with contextlib.suppress(Exception):
             drop_database(cluster.database)
 

@@ -8,6 +8,7 @@ import random
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,35 @@ def test_ingest_job_matches_the_embedded_encode(cluster: Cluster, inputs: Path,
         assert all(t["started_at"] and t["finished_at"] and t["worker"] for t in tasks)
     assert record.result["frames"] == 120 and record.result["bytes"] == output.stat().st_size
     assert record.output == output.as_uri()
+
+
+def test_workers_serve_metrics(cluster: Cluster, inputs: Path, references: Any) -> None:
+    """Each worker service serves Prometheus metrics for all its processes: tasks by stage
+    and outcome, their durations, queue latency."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    source = inputs / "sintel4.y4m"
+    output = cluster.outputs / unique("metrics") / "out.ivf"
+    finished(cluster, cluster.submit(unique("metrics"), source, output, frames_per_chunk=2,
+                                     chunks_per_group=3), output, references(source, 2, 3))
+    samples: dict[str, dict[tuple, float]] = {}
+    for service in ("encoder", "decoder", "rebaser"):
+        text = urllib.request.urlopen(
+            f"http://127.0.0.1:{cluster.metrics_ports[service]}/metrics", timeout=10
+        ).read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = tuple(sorted(sample.labels.items()))
+                samples.setdefault(sample.name, {})[key] = sample.value
+    done = samples["excamera_tasks_total"]
+    # At least this job's tasks (the module's other tests add theirs).
+    assert done[(("outcome", "done"), ("service", "encoder"), ("stage", "encode"))] >= 3
+    assert done[(("outcome", "done"), ("service", "encoder"), ("stage", "first"))] >= 2
+    assert done[(("outcome", "done"), ("service", "decoder"), ("stage", "measure"))] >= 1
+    assert done[(("outcome", "done"), ("service", "rebaser"), ("stage", "join"))] >= 1
+    counts = samples["excamera_task_seconds_count"]
+    assert counts[(("service", "encoder"), ("stage", "encode"))] >= 3
+    assert samples["excamera_queue_latency_seconds_count"][(("service", "decoder"),)] >= 2
 
 
 def test_a_repeated_post_makes_one_job(cluster: Cluster, inputs: Path, references: Any) -> None:
@@ -288,3 +318,25 @@ def test_bad_ingest_messages_are_set_aside_with_their_reason(
         assert expected in reason and "\n" not in reason, (expected, reason)
     assert "'.' or '..'" in reasons[-1] or "not under" in reasons[-1]
     assert all(letter["source"] == f"{cluster.prefix}.ingest" for letter in letters)
+
+
+def test_a_task_past_its_deadline_is_reported(tmp_path: Path, inputs: Path) -> None:
+    """With deadlines scaled down to microseconds, a running libvpx encode is overdue at
+    once: the job's record lists it (stage, chunk, worker), and the job still completes."""
+    with cluster_at(tmp_path, inputs) as strict:
+        for name in ("splitter", "encoder", "decoder", "rebaser"):
+            service = strict.service(name, "--concurrency=1")
+            service.env["EXCAMERA_DEADLINE_SCALE"] = "0.000001"
+            strict.services[name] = service.start()
+        strict.wait_ready()
+        job = strict.submit("late", inputs / "sintel3.y4m", strict.outputs / "late.ivf",
+                            frames_per_chunk=6, chunks_per_group=1)
+        seen: list[Any] = []
+
+        def look(records: Any) -> None:
+            seen.extend(records.overdue(job))
+
+        assert strict.wait(job, during=look).state == "done"
+    assert seen, "no overdue task was reported"
+    assert {"stage", "index", "worker", "deadline", "started_at"} <= set(seen[0])
+    assert seen[0]["stage"] in ("split", "encode", "state", "first", "rebase", "measure")

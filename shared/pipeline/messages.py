@@ -18,7 +18,8 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, fields
+import time
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import jsonschema
@@ -136,6 +137,8 @@ TASK_SCHEMA: dict[str, Any] = {
         "job": {"type": "string", "pattern": JOB_ID_PATTERN},
         "stage": {"type": "string", "enum": list(STAGES)},
         "index": {"type": "integer", "minimum": 0, "maximum": 10_000_000},
+        "sent": {"type": "number", "minimum": 0,
+                 "description": "when it was published (Unix time): for queue latency"},
     },
     "required": ["version", "job", "stage", "index"],
     "additionalProperties": False,
@@ -271,9 +274,18 @@ class TaskMessage:
     job: str
     stage: str
     index: int
+    sent: float | None = None  # Unix time of publishing, when the publisher says
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": VERSION, "job": self.job, "stage": self.stage, "index": self.index}
+        document: dict[str, Any] = {"version": VERSION, "job": self.job, "stage": self.stage,
+                                    "index": self.index}
+        if self.sent is not None:
+            document["sent"] = self.sent
+        return document
+
+    def stamped(self) -> TaskMessage:
+        """The message as it is published now."""
+        return replace(self, sent=round(time.time(), 6))
 
     def __str__(self) -> str:
         return f"{self.job} {self.stage}[{self.index}]"
@@ -281,7 +293,8 @@ class TaskMessage:
 
 def parse_task(document: Any) -> TaskMessage:
     _validate(document, TASK_SCHEMA, "task message")
-    return TaskMessage(document["job"], document["stage"], document["index"])
+    return TaskMessage(document["job"], document["stage"], document["index"],
+                       document.get("sent"))
 
 
 @dataclass(frozen=True)

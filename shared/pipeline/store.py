@@ -231,7 +231,7 @@ class LocalStore(Store):
 def open_store(url: str, *, durable: bool = True) -> Store:
     """A store from a URL: `file:///path` or a plain path is a `LocalStore`.
 
-    `s3://bucket/prefix` is reserved for the S3 store, which is not implemented yet.
+    `s3://bucket/prefix` is an `S3Store` (boto3; AWS_ENDPOINT_URL names another endpoint).
     """
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
@@ -239,5 +239,8 @@ def open_store(url: str, *, durable: bool = True) -> Store:
             raise ValueError(f"unsupported store URL {url!r}: a file URL names no host")
         return LocalStore(unquote(parsed.path) if parsed.scheme else url, durable=durable)
     if parsed.scheme == "s3":
-        raise NotImplementedError("the S3 store is not implemented yet; use a local directory")
-    raise ValueError(f"unsupported store URL {url!r}: use a path or file:///path")
+        from .s3store import S3Store
+
+        return S3Store(url)
+    raise ValueError(f"unsupported store URL {url!r}: use a path, file:///path or "
+                     "s3://bucket/prefix")
