@@ -65,14 +65,13 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
     task = TaskId(message.stage, message.index)
     if message.sent is not None:
         metrics.QUEUE_LATENCY.labels(service).observe(max(0.0, time.time() - message.sent))
-    state = runtime.records.job_state(message.job)
+    state, attempt = runtime.records.start_task(message.job, task, runtime.worker,
+                                                runtime.config.deadline(message.stage))
     if state is None or state in TERMINAL_STATES:
         if state is None:
             set_aside(runtime, document, f"{message}: no such job", source)
         metrics.TASKS.labels(service, message.stage, Outcome.SKIPPED.value).inc()
         return Outcome.SKIPPED
-    attempt = runtime.records.start_task(message.job, task, runtime.worker,
-                                         runtime.config.deadline(message.stage))
     if attempt == 0:  # done already: only make sure what it made ready was published
         _publish_ready(runtime, message.job, task, recovering=True)
         metrics.TASKS.labels(service, message.stage, Outcome.SKIPPED.value).inc()
@@ -100,8 +99,8 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         metrics.TASKS.labels(service, message.stage, Outcome.FAILED.value).inc()
         return Outcome.FAILED
     metrics.TASK_SECONDS.labels(service, message.stage).observe(seconds)
-    runtime.records.finish_task(message.job, task, runtime.worker, seconds)
-    if runtime.records.job_state(message.job) == "cancelled":
+    _, state = runtime.records.finish_task(message.job, task, runtime.worker, seconds)
+    if state == "cancelled":
         purge_job(runtime, message.job)
     elif message.stage != "join":
         _publish_ready(runtime, message.job, task, recovering=False)
@@ -133,15 +132,10 @@ def _publish_ready(runtime: Runtime, job: str, done: TaskId, *, recovering: bool
         candidates = list(graph.dependents(plan, done))
     if not candidates:
         return
-    sizes = runtime.stage_sizes(job)
-    ready = [task for task in candidates
-             if runtime.records.all_done(job, graph.dependencies(plan, task), sizes)]
-    if recovering:
-        chosen = runtime.records.unstarted(job, ready)
-        runtime.records.claim(job, chosen)
-    else:
-        chosen = runtime.records.claim(job, ready)
-    publish(runtime, job, [task for task in ready if task in chosen])
+    with_deps = [(task, graph.dependencies(plan, task)) for task in candidates]
+    chosen = runtime.records.claim_ready(job, with_deps, runtime.stage_sizes(job),
+                                         recovering=recovering)
+    publish(runtime, job, [task for task in candidates if task in chosen])
 
 
 def publish(runtime: Runtime, job: str, tasks: Iterable[TaskId]) -> None:

@@ -347,37 +347,102 @@ class JobRecords:
 
     # ------------------------------------------------------------------ tasks
 
-    def start_task(self, job: str, task: TaskId, worker: str, deadline_seconds: float) -> int:
-        """Record that `worker` starts `task`; returns which attempt this is (1 first), or 0
-        when the task is already done (a duplicate delivery: nothing is recorded)."""
+    def start_task(self, job: str, task: TaskId, worker: str, deadline_seconds: float
+                   ) -> tuple[str | None, int]:
+        """Record that `worker` starts `task`, in one statement: returns the job's state
+        (None: no such job) and which attempt this is (1 first; 0 when the task is done
+        already, a duplicate delivery, or the job has ended: nothing is recorded then)."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE excamera_tasks SET state = 'running', attempts = attempts + 1, "
-                "worker = %s, started_at = now(), deadline = now() + make_interval(secs => %s) "
-                "WHERE job = %s AND stage = %s AND idx = %s AND state <> 'done' "
-                "RETURNING attempts",
-                (worker, deadline_seconds, job, task.stage, task.index),
+                "WITH job AS (SELECT state FROM excamera_jobs WHERE id = %(job)s), "
+                "started AS (UPDATE excamera_tasks SET state = 'running', "
+                "attempts = attempts + 1, worker = %(worker)s, started_at = now(), "
+                "deadline = now() + make_interval(secs => %(deadline)s) "
+                "WHERE job = %(job)s AND stage = %(stage)s AND idx = %(idx)s "
+                "AND state <> 'done' AND (SELECT state FROM job) IN ('queued', 'running') "
+                "RETURNING attempts) "
+                "SELECT (SELECT state FROM job) AS job_state, "
+                "(SELECT attempts FROM started) AS attempts, EXISTS (SELECT 1 FROM "
+                "excamera_tasks WHERE job = %(job)s AND stage = %(stage)s AND idx = %(idx)s) "
+                "AS known",
+                {"job": job, "stage": task.stage, "idx": task.index, "worker": worker,
+                 "deadline": deadline_seconds},
             )
             row = cur.fetchone()
-            if row is not None:
-                return row["attempts"]
-            cur.execute("SELECT 1 FROM excamera_tasks WHERE job = %s AND stage = %s AND "
-                        "idx = %s", (job, task.stage, task.index))
-            return 0 if cur.fetchone() is not None else 1
+        assert row is not None
+        if row["attempts"] is not None:
+            return row["job_state"], row["attempts"]
+        return row["job_state"], 0 if row["known"] else 1
 
-    def finish_task(self, job: str, task: TaskId, worker: str, seconds: float) -> bool:
-        """Record `task` as done (its output is stored); True the first time."""
+    def finish_task(self, job: str, task: TaskId, worker: str, seconds: float
+                    ) -> tuple[bool, str | None]:
+        """Record `task` as done (its output is stored), in one statement: whether this was
+        the first time, and the job's state now (a cancel may have come meanwhile)."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE excamera_tasks SET state = 'done', finished_at = now(), seconds = %s, "
-                "worker = %s WHERE job = %s AND stage = %s AND idx = %s AND state <> 'done' "
-                "RETURNING idx", (seconds, worker, job, task.stage, task.index),
+                "WITH finished AS (UPDATE excamera_tasks SET state = 'done', "
+                "finished_at = now(), seconds = %(seconds)s, worker = %(worker)s "
+                "WHERE job = %(job)s AND stage = %(stage)s AND idx = %(idx)s "
+                "AND state <> 'done' RETURNING stage), "
+                "counted AS (UPDATE excamera_progress SET done = done + 1 WHERE job = %(job)s "
+                "AND stage IN (SELECT stage FROM finished) RETURNING 1) "
+                "SELECT (SELECT count(*) FROM finished) AS first, (SELECT count(*) FROM "
+                "counted) AS counted, (SELECT state FROM excamera_jobs WHERE id = %(job)s) "
+                "AS job_state",
+                {"job": job, "stage": task.stage, "idx": task.index, "worker": worker,
+                 "seconds": seconds},
             )
-            first = cur.fetchone() is not None
-            if first:
-                cur.execute("UPDATE excamera_progress SET done = done + 1 "
-                            "WHERE job = %s AND stage = %s", (job, task.stage))
-            return first
+            row = cur.fetchone()
+        assert row is not None
+        return bool(row["first"]), row["job_state"]
+
+    def claim_ready(self, job: str, candidates: list[tuple[TaskId, tuple[TaskId, ...]]],
+                    stage_sizes: dict[str, int], *, recovering: bool = False) -> set[TaskId]:
+        """Of `candidates` (each with the tasks it depends on), claim those whose dependencies
+        are all done and that were never published (`recovering`: or that were published but
+        never began), marking them queued; returns them. One statement for the usual few;
+        where a candidate depends on every task of a stage (the join), the stage's counter
+        answers, so its cost does not grow with the chunk count."""
+        wanted = "('waiting', 'queued')" if recovering else "('waiting')"
+        claimed: set[TaskId] = set()
+        pairs: list[tuple[str, int, str, int]] = []
+        fan_in: list[tuple[TaskId, str]] = []
+        for task, deps in candidates:
+            stages = {dep.stage for dep in deps}
+            if len(stages) == 1 and len(deps) == stage_sizes.get(next(iter(stages))) > 16:
+                fan_in.append((task, next(iter(stages))))
+            elif not deps:
+                pairs.append((task.stage, task.index, "", -1))
+            else:
+                pairs.extend((task.stage, task.index, d.stage, d.index) for d in deps)
+        with self._tx() as cur:
+            if pairs:
+                cur.execute(
+                    "WITH want AS (SELECT * FROM unnest(%(cs)s::text[], %(ci)s::int[], "
+                    "%(ds)s::text[], %(di)s::int[]) AS w(cstage, cidx, dstage, didx)), "
+                    "ready AS (SELECT w.cstage, w.cidx FROM want w LEFT JOIN excamera_tasks d "
+                    "ON d.job = %(job)s AND d.stage = w.dstage AND d.idx = w.didx "
+                    "GROUP BY w.cstage, w.cidx "
+                    "HAVING bool_and(w.didx < 0 OR coalesce(d.state = 'done', false))) "
+                    "UPDATE excamera_tasks t SET state = 'queued', "
+                    "queued_at = coalesce(t.queued_at, now()) FROM ready "
+                    "WHERE t.job = %(job)s AND t.stage = ready.cstage AND t.idx = ready.cidx "
+                    f"AND t.state IN {wanted} RETURNING t.stage, t.idx",
+                    {"job": job, "cs": [p[0] for p in pairs], "ci": [p[1] for p in pairs],
+                     "ds": [p[2] for p in pairs], "di": [p[3] for p in pairs]},
+                )
+                claimed |= {TaskId(row["stage"], row["idx"]) for row in cur.fetchall()}
+            for task, stage in fan_in:
+                cur.execute(
+                    "UPDATE excamera_tasks SET state = 'queued', queued_at = coalesce("
+                    "queued_at, now()) WHERE job = %(job)s AND stage = %(stage)s AND "
+                    f"idx = %(idx)s AND state IN {wanted} AND (SELECT done >= total FROM "
+                    "excamera_progress WHERE job = %(job)s AND stage = %(dep)s) "
+                    "RETURNING stage, idx",
+                    {"job": job, "stage": task.stage, "idx": task.index, "dep": stage},
+                )
+                claimed |= {TaskId(row["stage"], row["idx"]) for row in cur.fetchall()}
+        return claimed
 
     def fail_task(self, job: str, task: TaskId, reason: str, *, attempt: int,
                   permanent: bool) -> None:
@@ -394,28 +459,6 @@ class JobRecords:
                 "UPDATE excamera_tasks SET state = %s WHERE job = %s AND stage = %s AND idx = %s "
                 "AND state <> 'done'", (state, job, task.stage, task.index),
             )
-
-    def all_done(self, job: str, tasks: tuple[TaskId, ...], stage_sizes: dict[str, int]) -> bool:
-        """Whether every one of `tasks` is done. Where they are all the tasks of a stage (the
-        join's inputs), the stage's counter answers, so the check costs the same for 10
-        chunks as for 10,000."""
-        if not tasks:
-            return True
-        stages = {task.stage for task in tasks}
-        with self._tx() as cur:
-            if len(stages) == 1 and len(tasks) == stage_sizes.get(next(iter(stages))):
-                cur.execute("SELECT done >= total AS ok FROM excamera_progress "
-                            "WHERE job = %s AND stage = %s", (job, next(iter(stages))))
-                row = cur.fetchone()
-                return row is not None and row["ok"]
-            cur.execute(
-                "SELECT count(*) AS n FROM excamera_tasks t JOIN unnest(%s::text[], %s::int[]) "
-                "AS want(stage, idx) ON t.stage = want.stage AND t.idx = want.idx "
-                "WHERE t.job = %s AND t.state = 'done'",
-                ([task.stage for task in tasks], [task.index for task in tasks], job),
-            )
-            row = cur.fetchone()
-            return row is not None and row["n"] == len(tasks)
 
     def claim(self, job: str, tasks: Iterable[TaskId]) -> set[TaskId]:
         """Mark those of `tasks` never published yet as queued, atomically, and return them:

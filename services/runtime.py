@@ -6,15 +6,12 @@ requests), cached because they never change once written.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -22,7 +19,7 @@ from celery import Celery
 from shared.pipeline import graph, stages
 from shared.pipeline.messages import JobRequest, _job_request
 from shared.pipeline.stages import ChunkPlan
-from shared.pipeline.store import Store, open_store
+from shared.pipeline.store import CountingStore, open_store
 
 from .broker import Dispatcher, Topology, make_celery
 from .config import ServiceConfig
@@ -56,70 +53,6 @@ class JobFacts:
         return cls(_job_request(document["request"]), document["output"])
 
 
-class CountingStore(Store):
-    """A store whose every request is counted by operation (`excamera_store_requests_total`):
-    what an operator sees of the storage load, and what S3 would bill."""
-
-    def __init__(self, inner: Store, service: str) -> None:
-        self.inner = inner
-        self.service = service
-
-    def _count(self, operation: str) -> None:
-        from . import metrics
-
-        metrics.STORE_REQUESTS.labels(self.service, operation).inc()
-
-    def __repr__(self) -> str:
-        return repr(self.inner)  # held states are keyed by the store's repr
-
-    def put(self, key: str, data: bytes) -> None:
-        self._count("put")
-        self.inner.put(key, data)
-
-    def get(self, key: str) -> bytes:
-        self._count("get")
-        return self.inner.get(key)
-
-    def exists(self, key: str) -> bool:
-        self._count("head")
-        return self.inner.exists(key)
-
-    def copy(self, source: str, destination: str) -> None:
-        self._count("copy")
-        self.inner.copy(source, destination)
-
-    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
-        self._count("put")
-        self.inner.put_file(key, path)
-
-    def size(self, key: str) -> int:
-        self._count("head")
-        return self.inner.size(key)
-
-    def delete_prefix(self, prefix: str) -> int:
-        self._count("list")
-        return self.inner.delete_prefix(prefix)
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    def local_path(self, key: str) -> Path | None:
-        return self.inner.local_path(key)
-
-    def presigned_url(self, key: str, seconds: int = 3600) -> str | None:
-        """A URL that reads the object without credentials, where the store makes them (S3;
-        the API redirects output downloads there), else None."""
-        make = getattr(self.inner, "presigned_url", None)
-        return None if make is None else make(key, seconds)
-
-    @contextlib.contextmanager
-    def local_file(self, key: str) -> Iterator[Path]:
-        self._count("get")
-        with self.inner.local_file(key) as path:
-            yield path
-
-
 class Runtime:
     """One per process: `Runtime.current(config)`."""
 
@@ -149,8 +82,13 @@ class Runtime:
         return instance
 
     @cached_property
-    def store(self) -> Store:
-        return CountingStore(open_store(self.config.store), self.service)
+    def store(self) -> CountingStore:
+        from . import metrics
+
+        def count(operation: str) -> None:
+            metrics.STORE_REQUESTS.labels(self.service, operation).inc()
+
+        return CountingStore(open_store(self.config.store), count)
 
     @cached_property
     def records(self) -> JobRecords:

@@ -443,8 +443,12 @@ def test_local_store_round_trip(tmp_path: Path) -> None:
     leftovers = [p for p in (tmp_path / "root").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
     assert isinstance(open_store(f"file://{tmp_path}/other"), LocalStore)
-    with pytest.raises(NotImplementedError):
-        open_store("s3://bucket/prefix")
+    from shared.pipeline.s3store import S3Store
+
+    assert isinstance(open_store("s3://bucket/prefix"), S3Store)  # tests/test_aws.py: on moto
+    for bad in ("ftp://host/x", "file://host/x"):
+        with pytest.raises(ValueError):
+            open_store(bad)
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a//b", "a/../b", "a/./b", "sp ace", "a\\b", "é"])
@@ -657,9 +661,10 @@ def test_a_link_whose_frames_are_lost_passes_no_state_on(
 def test_held_states_are_bounded_and_keyed_by_store(tmp_path: Path) -> None:
     held = stages.HeldStates(limit=2)
     first, second = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
-    held.keep(first, "k1", "s1")
-    held.keep(second, "k1", "other store")
-    held.keep(first, "k2", "s2")  # evicts the oldest
+    assert held.keep(first, "k1", "s1") == []
+    assert held.keep(second, "k1", "other store") == []
+    # Over the limit, the oldest goes, and is handed back for the caller to store.
+    assert held.keep(first, "k2", "s2") == [(first, "k1", "s1")]
     assert held.take(first, "k1") is None
     assert held.take(second, "k1") == "other store"
     assert held.take(first, "k2") == "s2"

@@ -340,7 +340,10 @@ async def linked_job(request: web.Request, params: dict[str, str]) -> JobRecord:
 
 
 def _presigned_url(runtime: Runtime, key: str, seconds: int) -> str | None:
-    make = getattr(runtime.store, "presigned_url", None)
+    """A URL that reads the object without credentials, where the store makes them (S3),
+    else None. The runtime's store counts requests around the real one (`inner`)."""
+    store = getattr(runtime.store, "inner", runtime.store)
+    make = getattr(store, "presigned_url", None)
     return None if make is None else make(key, seconds)
 
 

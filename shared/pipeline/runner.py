@@ -25,7 +25,7 @@ import re
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -40,7 +40,7 @@ from .graph import STAGES, TaskId
 from .mux import output_format
 from .progress import Progress
 from .stages import ChunkPlan
-from .store import LocalStore
+from .store import CountingStore, LocalStore, Store
 from .vpx import EncodeSettings, encoder_version, prepare
 
 __all__ = ["DIE_ENV", "StageTime", "Summary", "run_job"]
@@ -66,11 +66,13 @@ class Task:
 
 @dataclass
 class StageTime:
-    """`wall`: first task start to last task end; `busy`: summed task time; `tasks`: count."""
+    """`wall`: first task start to last task end; `busy`: summed task time; `tasks`: count;
+    `requests`: store requests by operation (put, get, head, copy, list)."""
 
     wall: float = 0.0
     busy: float = 0.0
     tasks: int = 0
+    requests: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,10 +140,11 @@ def run_job(
     partial = _partial_path(Path(output_path))
     try:
         with (
-            _work_store(work_dir) as store,
+            _work_store(work_dir) as local,
             process_pool(workers) as pool,
             lane_pools(workers) as lanes,
         ):
+            store = CountingStore(local)
             scheduler = Scheduler(pool, workers, Progress(progress), _die_at(), lanes)
             split_task = Task(stages.split, (store, job, str(input_path), n, x), (), (0, 0, 0))
             plan = scheduler.run({("split", 0): split_task})[("split", 0)]
@@ -304,7 +307,7 @@ def lane_pools(count: int) -> Iterator[Lanes]:
 
 
 def task_graph(
-    store: LocalStore,
+    store: Store,
     plan: ChunkPlan,
     settings: EncodeSettings,
     output: Path,
@@ -327,8 +330,9 @@ def task_graph(
 
 def _run_task(
     task_id: TaskId, function: Callable[..., Any], args: tuple, die_at: Any
-) -> tuple[Any, float, float]:
-    """In a worker: run one stage function; returns (result, start, end) wall-clock times."""
+) -> tuple[Any, float, float, dict[str, int]]:
+    """In a worker: run one stage function; returns (result, start, end) wall-clock times and
+    the store requests it made (its store arrives with fresh counts)."""
     if die_at is not None and die_at[0] == task_id[0] and die_at[1] in (None, task_id[1]):
         os._exit(_DIE_STATUS)
     start = time.time()
@@ -336,7 +340,8 @@ def _run_task(
         result = function(*args)
     except ImportError as exc:  # an incomplete install: say so in one line
         raise PipelineError(f"a worker process could not load {exc.name or exc}: {exc}") from None
-    return result, start, time.time()
+    counts = args[0].counts if args and isinstance(args[0], CountingStore) else {}
+    return result, start, time.time(), dict(counts)
 
 
 class Scheduler:
@@ -358,6 +363,7 @@ class Scheduler:
         self.die_at = die_at
         self.times: dict[str, list[float]] = {}  # stage -> [first start, last end, busy, count]
         self.task_seconds: dict[TaskId, float] = {}  # each task's own run time
+        self.requests: dict[str, Counter[str]] = {}  # stage -> store requests by operation
 
     def run(self, graph: dict[TaskId, Task]) -> dict[TaskId, Any]:
         waiting = {task_id: set(task.deps) for task_id, task in graph.items()}
@@ -403,7 +409,7 @@ class Scheduler:
 
     def _collect(self, future: Future[Any], task_id: TaskId, running: dict) -> Any:
         try:
-            result, start, end = future.result()
+            result, start, end, requests = future.result()
         except BrokenProcessPool:
             busy = sorted({STAGES[stage][0] for stage, _ in [task_id, *running.values()]})
             raise WorkerDiedError(
@@ -412,6 +418,7 @@ class Scheduler:
             ) from None
         self.task_seconds[task_id] = end - start
         stage = task_id[0]
+        self.requests.setdefault(stage, Counter()).update(requests)
         record = self.times.setdefault(stage, [start, end, 0.0, 0])
         record[0], record[1] = min(record[0], start), max(record[1], end)
         record[2] += end - start
@@ -426,6 +433,7 @@ class Scheduler:
                 wall=round(self.times[s][1] - self.times[s][0], 3),
                 busy=round(self.times[s][2], 3),
                 tasks=int(self.times[s][3]),
+                requests=dict(sorted(self.requests.get(s, {}).items())),
             )
             for s in ordered
         }

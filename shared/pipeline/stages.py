@@ -398,23 +398,30 @@ class HeldStates:
     of a chain starts from the state the previous one left, without any storage.
 
     A state is held under the name of the chunk it follows; a process asked for a state it
-    does not hold (another process ran the previous link, the state was evicted, the process
-    restarted after a crash) gets None, and the caller rebuilds it from the store. At most
-    `limit` states are held, oldest out.
+    does not hold (another process ran the previous link, the process restarted after a
+    crash) gets None, and the caller rebuilds it from the store. At most `limit` states are
+    held; `keep` returns the ones it evicts (oldest first), which the caller writes to the
+    store, so a chain whose state was evicted (a process serving more groups at once than it
+    holds states for) reads it back instead of decoding the group again.
     """
 
     def __init__(self, limit: int = 8) -> None:
         self.limit = limit
-        self._states: dict[tuple[str, str], Any] = {}
+        self._states: dict[tuple[str, str], tuple[Store, Any]] = {}
 
     def take(self, store: Store, key: str) -> Any:
         """The state held under `key` (and then no longer held), or None."""
-        return self._states.pop((repr(store), key), None)
+        held = self._states.pop((repr(store), key), None)
+        return None if held is None else held[1]
 
-    def keep(self, store: Store, key: str, state: Any) -> None:
-        self._states[(repr(store), key)] = state
+    def keep(self, store: Store, key: str, state: Any) -> list[tuple[Store, str, Any]]:
+        self._states[(repr(store), key)] = (store, state)
+        evicted = []
         while len(self._states) > self.limit:
-            del self._states[next(iter(self._states))]
+            (_, old_key), (old_store, old_state) = next(iter(self._states.items()))
+            del self._states[(repr(old_store), old_key)]
+            evicted.append((old_store, old_key, old_state))
+        return evicted
 
     def clear(self) -> None:
         self._states.clear()
@@ -520,8 +527,7 @@ def rebase_serial(store: Store, job: str, index: int, *, keep_state: bool = Fals
         incoming = final_state(store, plan, index - 1)
     coded, exit_state = rebaser.rebase(incoming, records, sources)
     held = chunk_key(job, index, "final.state")
-    if plan.has_successor(index):
-        HELD_STATES.keep(store, held, exit_state)
+    evicted = HELD_STATES.keep(store, held, exit_state) if plan.has_successor(index) else []
     handed_on = time.perf_counter()
 
     try:
@@ -529,6 +535,8 @@ def rebase_serial(store: Store, job: str, index: int, *, keep_state: bool = Fals
         store.put(chunk_key(job, index, "final.ivf"), ivf_bytes(frames, *_geometry(plan)))
         if keep_state and plan.has_successor(index):
             store.put(held, exit_state.to_bytes(compress=STATE_COMPRESSION))
+        for other_store, key, state in evicted:  # after this link's frames: off its path
+            other_store.put(key, state.to_bytes(compress=STATE_COMPRESSION))
     except BaseException:
         HELD_STATES.take(store, held)  # no state may outlive a link whose frames are lost
         raise

@@ -19,12 +19,13 @@ import secrets
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-__all__ = ["LocalStore", "Store", "check_key", "open_store"]
+__all__ = ["CountingStore", "LocalStore", "Store", "check_key", "open_store"]
 
 # Portable names only: they must be valid as file names and as S3 keys alike.
 _SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
@@ -226,6 +227,81 @@ class LocalStore(Store):
     def local_path(self, key: str) -> Path | None:
         path = self.path_for(key)
         return path if path.is_file() else None
+
+
+# How store operations are billed on S3 (and counted everywhere): writes and listings, reads.
+WRITE_OPERATIONS = ("put", "copy", "list")
+READ_OPERATIONS = ("get", "head")
+
+
+class CountingStore(Store):
+    """A store that counts its requests by operation (`counts`), as S3 bills them: what a job
+    costs in storage requests, and what an operator sees of the load. `on_request(operation)`,
+    if given, is told of each (the services export them as metrics)."""
+
+    def __init__(self, inner: Store, on_request: Callable[[str], None] | None = None) -> None:
+        self.inner = inner
+        self.on_request = on_request
+        self.counts: Counter[str] = Counter()
+
+    def _count(self, operation: str) -> None:
+        self.counts[operation] += 1
+        if self.on_request is not None:
+            self.on_request(operation)
+
+    def __repr__(self) -> str:
+        return repr(self.inner)  # held states are keyed by the store's repr
+
+    def __getstate__(self) -> dict[str, object]:
+        # To a worker process: the store and fresh counts (the callback stays behind).
+        return {"inner": self.inner, "on_request": None, "counts": Counter()}
+
+    def put(self, key: str, data: bytes) -> None:
+        self._count("put")
+        self.inner.put(key, data)
+
+    def get(self, key: str) -> bytes:
+        self._count("get")
+        return self.inner.get(key)
+
+    def exists(self, key: str) -> bool:
+        self._count("head")
+        return self.inner.exists(key)
+
+    def copy(self, source: str, destination: str) -> None:
+        self._count("copy")
+        self.inner.copy(source, destination)
+
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        self._count("put")
+        self.inner.put_file(key, path)
+
+    def size(self, key: str) -> int:
+        self._count("head")
+        return self.inner.size(key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        self._count("list")
+        return self.inner.delete_prefix(prefix)
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def local_path(self, key: str) -> Path | None:
+        return self.inner.local_path(key)
+
+    @contextlib.contextmanager
+    def local_file(self, key: str) -> Iterator[Path]:
+        self._count("get")
+        with self.inner.local_file(key) as path:
+            yield path
+
+    @contextlib.contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        self._count("get")
+        with self.inner.open_read(key) as file:
+            yield file
 
 
 def open_store(url: str, *, durable: bool = True) -> Store:
