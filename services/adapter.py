@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,6 +28,7 @@ from shared.codec.errors import CodecError
 from shared.pipeline import graph
 from shared.pipeline.graph import TaskId
 from shared.pipeline.messages import DeadLetter, MessageError, TaskMessage, parse_task
+from shared.pipeline.store import READ_OPERATIONS, WRITE_OPERATIONS
 
 from . import metrics
 from .errors import PipelineError, TransientError
@@ -83,9 +85,11 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
                 "or was killed each time); giving up"
             )
         began = time.perf_counter()
+        requests_before = Counter(runtime.store.counts)
         step = (steps or {}).get(message.stage, _run_stage)
         step(runtime, message)
         seconds = time.perf_counter() - began
+        requests = Counter(runtime.store.counts) - requests_before
     except TransientError:
         metrics.TASK_RETRIES.labels(service, message.stage).inc()
         raise
@@ -99,10 +103,14 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         metrics.TASKS.labels(service, message.stage, Outcome.FAILED.value).inc()
         return Outcome.FAILED
     metrics.TASK_SECONDS.labels(service, message.stage).observe(seconds)
-    _, state = runtime.records.finish_task(message.job, task, runtime.worker, seconds)
+    _, state = runtime.records.finish_task(
+        message.job, task, runtime.worker, seconds,
+        reads=sum(requests[op] for op in READ_OPERATIONS),
+        writes=sum(requests[op] for op in WRITE_OPERATIONS),
+    )
     if state == "cancelled":
         purge_job(runtime, message.job)
-    elif message.stage != "join":
+    elif message.stage != "join" and _within_budget(runtime, message.job):
         _publish_ready(runtime, message.job, task, recovering=False)
     metrics.TASKS.labels(service, message.stage, Outcome.DONE.value).inc()
     return Outcome.DONE
@@ -170,6 +178,32 @@ def set_aside(runtime: Runtime, document: Any, reason: str, source: str) -> None
                                         runtime.topology.dead)
     except TransientError as exc:
         log.error("could not dead-letter a message (%s): %s", reason, exc)
+
+
+def _within_budget(runtime: Runtime, job: str) -> bool:
+    """False (and the job cancelled, with the reason) once the job's projected cost passes
+    the budget its request set."""
+    budget = runtime.facts(job).request.budget_usd if job_has_facts(runtime, job) else None
+    if budget is None:
+        return True
+    from .estimate import job_estimate
+
+    projected = job_estimate(runtime.records, job)["projected"]["total"]
+    if projected <= budget:
+        return True
+    reason = f"cancelled: the projected cost ${projected:.4f} passes the budget ${budget:.4f}"
+    log.warning("%s %s", job, reason)
+    runtime.records.record_error(job, reason)
+    cancel_job(runtime, job)
+    return False
+
+
+def job_has_facts(runtime: Runtime, job: str) -> bool:
+    try:
+        runtime.facts(job)
+    except KeyError:
+        return False
+    return True
 
 
 def cancel_job(runtime: Runtime, job: str) -> str | None:

@@ -91,6 +91,10 @@ CREATE TABLE IF NOT EXISTS excamera_progress (
     done  integer NOT NULL DEFAULT 0,
     PRIMARY KEY (job, stage)
 );
+ALTER TABLE excamera_progress ADD COLUMN IF NOT EXISTS seconds double precision NOT NULL
+    DEFAULT 0;
+ALTER TABLE excamera_progress ADD COLUMN IF NOT EXISTS reads bigint NOT NULL DEFAULT 0;
+ALTER TABLE excamera_progress ADD COLUMN IF NOT EXISTS writes bigint NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS excamera_errors (
     id        bigserial PRIMARY KEY,
     job       text NOT NULL REFERENCES excamera_jobs (id) ON DELETE CASCADE,
@@ -369,27 +373,40 @@ class JobRecords:
             return row["job_state"], row["attempts"]
         return row["job_state"], 0 if row["known"] else 1
 
-    def finish_task(self, job: str, task: TaskId, worker: str, seconds: float
-                    ) -> tuple[bool, str | None]:
-        """Record `task` as done (its output is stored), in one statement: whether this was
-        the first time, and the job's state now (a cancel may have come meanwhile)."""
+    def finish_task(self, job: str, task: TaskId, worker: str, seconds: float,
+                    reads: int = 0, writes: int = 0) -> tuple[bool, str | None]:
+        """Record `task` as done (its output is stored), with the time and store requests it
+        took, in one statement: whether this was the first time, and the job's state now (a
+        cancel may have come meanwhile)."""
         with self._tx() as cur:
             cur.execute(
                 "WITH finished AS (UPDATE excamera_tasks SET state = 'done', "
                 "finished_at = now(), seconds = %(seconds)s, worker = %(worker)s "
                 "WHERE job = %(job)s AND stage = %(stage)s AND idx = %(idx)s "
                 "AND state <> 'done' RETURNING stage), "
-                "counted AS (UPDATE excamera_progress SET done = done + 1 WHERE job = %(job)s "
+                "counted AS (UPDATE excamera_progress SET done = done + 1, "
+                "seconds = seconds + %(seconds)s, reads = reads + %(reads)s, "
+                "writes = writes + %(writes)s WHERE job = %(job)s "
                 "AND stage IN (SELECT stage FROM finished) RETURNING 1) "
                 "SELECT (SELECT count(*) FROM finished) AS first, (SELECT count(*) FROM "
                 "counted) AS counted, (SELECT state FROM excamera_jobs WHERE id = %(job)s) "
                 "AS job_state",
                 {"job": job, "stage": task.stage, "idx": task.index, "worker": worker,
-                 "seconds": seconds},
+                 "seconds": seconds, "reads": reads, "writes": writes},
             )
             row = cur.fetchone()
         assert row is not None
         return bool(row["first"]), row["job_state"]
+
+    def stage_use(self, job: str) -> dict[str, dict[str, float]]:
+        """Per stage: tasks in all, done, and the summed seconds, store reads and writes of
+        those done (what the job's cost is estimated from)."""
+        with self._tx() as cur:
+            cur.execute("SELECT stage, total, done, seconds, reads, writes FROM "
+                        "excamera_progress WHERE job = %s", (job,))
+            return {row["stage"]: {key: row[key] for key in
+                                   ("total", "done", "seconds", "reads", "writes")}
+                    for row in cur.fetchall()}
 
     def claim_ready(self, job: str, candidates: list[tuple[TaskId, tuple[TaskId, ...]]],
                     stage_sizes: dict[str, int], *, recovering: bool = False) -> set[TaskId]:
@@ -438,6 +455,13 @@ class JobRecords:
                 )
                 claimed |= {TaskId(row["stage"], row["idx"]) for row in cur.fetchall()}
         return claimed
+
+    def record_error(self, job: str, reason: str) -> None:
+        """A reason about the job as a whole (not one task), shown with its errors."""
+        with self._tx() as cur:
+            cur.execute("INSERT INTO excamera_errors (job, permanent, reason) SELECT %s, true, "
+                        "%s WHERE EXISTS (SELECT 1 FROM excamera_jobs WHERE id = %s)",
+                        (job, reason, job))
 
     def fail_task(self, job: str, task: TaskId, reason: str, *, attempt: int,
                   permanent: bool) -> None:

@@ -340,3 +340,21 @@ def test_a_task_past_its_deadline_is_reported(tmp_path: Path, inputs: Path) -> N
     assert seen, "no overdue task was reported"
     assert {"stage", "index", "worker", "deadline", "started_at"} <= set(seen[0])
     assert seen[0]["stage"] in ("split", "encode", "state", "first", "rebase", "measure")
+
+
+def test_a_budget_cap_cancels_the_job(cluster: Cluster, inputs: Path) -> None:
+    """A job whose projected AWS cost passes its budget is cancelled, with the reason; its
+    records carry the estimate the reason quotes."""
+    from services.estimate import job_estimate
+
+    client = unique("budget")
+    job = cluster.submit(client, inputs / "carphone.mp4", cluster.outputs / client / "o.ivf",
+                         frames_per_chunk=3, chunks_per_group=8, budget_usd=0.0001)
+    record = cluster.wait(job)
+    assert record.state == "cancelled"
+    with cluster.records() as records:
+        reasons = [e["reason"] for e in records.errors(job)]
+        estimate = job_estimate(records, job)
+    assert any("passes the budget $0.0001" in r for r in reasons), reasons
+    assert estimate["projected"]["total"] > 0.0001
+    assert estimate["so_far"]["total"] <= estimate["projected"]["total"]

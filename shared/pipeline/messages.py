@@ -76,6 +76,10 @@ JOB_OPTIONS_SCHEMA: dict[str, Any] = {
                        "encode reaches this SSIM, in dB (e.g. 16), or below 1 as plain SSIM",
     },
     "format": {"type": "string", "enum": list(FORMATS), "default": "webm"},
+    "budget_usd": {
+        "type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000,
+        "description": "cancel the job as soon as its projected AWS cost passes this",
+    },
 }
 
 _ONE_QUALITY = {"not": {"required": ["cq_level", "ssim"]}}
@@ -191,6 +195,7 @@ class JobRequest:
     cq_level: int = DEFAULT_CQ_LEVEL
     ssim: float | None = None
     format: str = "webm"
+    budget_usd: float | None = None
 
     def settings(self) -> EncodeSettings:
         return EncodeSettings(cq_level=self.cq_level, target_ssim_db=self.ssim)
@@ -201,6 +206,8 @@ class JobRequest:
             del document["ssim"]
         else:
             del document["cq_level"]
+        if self.budget_usd is None:
+            del document["budget_usd"]
         return document
 
 
