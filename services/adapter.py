@@ -149,13 +149,12 @@ def _publish_ready(runtime: Runtime, job: str, done: TaskId, *, recovering: bool
 def publish(runtime: Runtime, job: str, tasks: Iterable[TaskId]) -> None:
     """Publish `tasks` of `job`, most urgent first (group heads before tails)."""
     plan = runtime.plan(job)
+    batch = []
     for task in sorted(tasks, key=lambda task: graph.urgency(plan, task)):
         chunk = graph.chunk_of(plan, task)
-        runtime.dispatcher.publish_task(
-            TaskMessage(job, task.stage, task.index),
-            ordering_key=f"{job}:{plan.group_of(chunk)}",
-            position=plan.position(chunk),
-        )
+        batch.append((TaskMessage(job, task.stage, task.index),
+                      f"{job}:{plan.group_of(chunk)}", plan.position(chunk)))
+    runtime.dispatcher.publish_tasks(batch)
 
 
 def fail(runtime: Runtime, message: TaskMessage, reason: str, *, attempt: int,

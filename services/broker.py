@@ -240,15 +240,44 @@ class Dispatcher:
     JSON for the ingest queue, the rebaser and dead letters. Publishing waits for the broker's
     confirmation, retries through a broker restart, then raises TransientError."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, encoder_function: str | None = None) -> None:
         self.app = app
         self.topology: Topology = app.excamera_topology  # type: ignore[attr-defined]
         self.sqs = (SqsQueues(self.topology.visibility_timeout) if self.topology.on_sqs
                     else None)
+        self.invoker = None
+        if encoder_function and self.sqs is not None:
+            from .invoker import Invoker
+
+            self.invoker = Invoker(encoder_function)
 
     def publish_task(self, message: TaskMessage, *, ordering_key: str, position: int) -> None:
-        for _ in range(2 if os.environ.get(DUPLICATE_ENV) else 1):
-            self._publish_task(message, ordering_key=ordering_key, position=position)
+        self.publish_tasks([(message, ordering_key, position)])
+
+    def publish_tasks(self, tasks: list[tuple[TaskMessage, str, int]]) -> None:
+        """Publish each (message, ordering key, position in its group), in this order. With
+        an encoder function named (AWS), encoder tasks are also invoked directly, as a burst
+        (services/invoker.py)."""
+        copies = 2 if os.environ.get(DUPLICATE_ENV) else 1
+        direct = []
+        for message, ordering_key, position in tasks:
+            if self.invoker is not None and STAGES[message.stage].service == "encoder":
+                direct.append(message.stamped().to_json())
+                continue
+            for _ in range(copies):
+                self._publish_task(message, ordering_key=ordering_key, position=position)
+        if direct:
+            self._invoke_directly(direct)
+
+    def _invoke_directly(self, documents: list[dict[str, Any]]) -> None:
+        """The burst, and each task's delayed copy on the queue (in case its invocation never
+        ran); the copy finds the task done if it did."""
+        assert self.invoker is not None and self.sqs is not None
+        from .invoker import FALLBACK_DELAY
+
+        for document in documents:
+            self.sqs.send(self.topology.encode, document, delay=FALLBACK_DELAY)
+        self.invoker.invoke_all(documents)
 
     def _publish_task(self, message: TaskMessage, *, ordering_key: str, position: int) -> None:
         service = STAGES[message.stage].service

@@ -216,22 +216,26 @@ def _ssim_db(value: float) -> float:
     return round(-10 * math.log10(1 - value), 6) if value < 1 else float(value)
 
 
-def _job_request(document: dict[str, Any]) -> JobRequest:
+def _job_request(document: dict[str, Any], defaults: dict[str, Any] | None = None
+                 ) -> JobRequest:
     known = {f.name for f in fields(JobRequest)}
-    values = {key: value for key, value in document.items() if key in known}
+    values = {**(defaults or {}),
+              **{key: value for key, value in document.items() if key in known}}
     if values.get("ssim") is not None:
         values["ssim"] = _ssim_db(values["ssim"])
     return JobRequest(**values)
 
 
-def parse_job_request(document: Any) -> JobRequest:
-    return _job_request(_validate(document, JOB_REQUEST_SCHEMA, "job request"))
+def parse_job_request(document: Any, defaults: dict[str, Any] | None = None) -> JobRequest:
+    """A validated request; `defaults` (the operator's n and x, say) fill what it leaves out."""
+    return _job_request(_validate(document, JOB_REQUEST_SCHEMA, "job request"), defaults)
 
 
-def parse_job_options(document: Any, input_url: str) -> JobRequest:
+def parse_job_options(document: Any, input_url: str,
+                      defaults: dict[str, Any] | None = None) -> JobRequest:
     """The `options` part of an upload, for the uploaded `input_url`."""
     options = _validate(document, JOB_OPTIONS_OBJECT_SCHEMA, "options")
-    return _job_request({**options, "input": input_url})
+    return _job_request({**options, "input": input_url}, defaults)
 
 
 @dataclass(frozen=True)
@@ -250,11 +254,11 @@ class IngestMessage:
         return document
 
 
-def parse_ingest(document: Any) -> IngestMessage:
+def parse_ingest(document: Any, defaults: dict[str, Any] | None = None) -> IngestMessage:
     _validate(document, INGEST_SCHEMA, "ingest message")
     return IngestMessage(
         id=document["id"],
-        request=_job_request(document),
+        request=_job_request(document, defaults),
         output=document.get("output"),
         owner=document.get("owner"),
     )
