@@ -117,3 +117,47 @@ def test_duplicates_throttling_and_a_handler_killed_mid_batch(
     assert all(t["state"] == "done" for t in tasks)
     # Only what was in flight when the environment died ran twice.
     assert sum(t["attempts"] > 1 for t in tasks) <= 5
+
+
+def test_direct_invocations_through_throttling(moto: str, tmp_path: Path, inputs: Path,
+                                               reference: bytes) -> None:
+    """The encoder invoked directly, in bursts, by whoever publishes its tasks, through an
+    Invoke API that refuses 30 % of calls as throttled: every refusal is retried with
+    backoff and jitter, the environments are warmed when the job arrives, and the output is
+    the same bytes."""
+    import json as json_module
+    import sys
+
+    from aws_support import free_port
+    from services_support import REPO, ServiceProcess
+
+    bucket = f"b{secrets.token_hex(4)}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    port, counts = free_port(), tmp_path / "counts.json"
+    settings = {"allow_output": (f"s3://{bucket}/out/",), "sqs_visibility_timeout": 3,
+                "encoder_function": "excamera-encoder", "warm_environments": 3}
+    with cluster_at(tmp_path, inputs, broker="sqs://", store=f"s3://{bucket}/store",
+                    settings=settings) as cluster:
+        cluster.bucket = bucket  # type: ignore[attr-defined]
+        env = {**cluster.env(), "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{port}"}
+        standin = ServiceProcess("lambda-standin", [], env, tmp_path / "standin.log", command=[
+            sys.executable, str(REPO / "tests" / "lambda_standin.py"), str(port), "--refuse",
+            "0.3", "--log", str(counts)])
+        cluster.extra.append(standin.start())
+        for name in ("splitter", "rebaser"):
+            service = cluster.service(name, "--concurrency=1")
+            service.env.update(env)
+            cluster.services[name] = service.start()
+        decoder = cluster.poller("decoder")
+        decoder.stop()
+        decoder.env.update(env)
+        decoder.start()
+        cluster.wait_ready()
+        job, key = submit(cluster, inputs, "direct")
+        done(cluster, job)
+        assert output_bytes(cluster, key) == reference
+        seen = json_module.loads(counts.read_text())
+    assert seen["refused"] > 0 and seen["warm"] == 3
+    # Every encoder task ran from a direct invocation (none waited for its queued copy).
+    assert seen["handled"] >= 40 + 35
+    assert seen["failed_records"] == 0
