@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -86,6 +87,7 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
             )
         began = time.perf_counter()
         requests_before = Counter(runtime.store.counts)
+        _straggle(message, attempt)
         step = (steps or {}).get(message.stage, _run_stage)
         step(runtime, message)
         seconds = time.perf_counter() - began
@@ -114,6 +116,19 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         _publish_ready(runtime, message.job, task, recovering=False)
     metrics.TASKS.labels(service, message.stage, Outcome.DONE.value).inc()
     return Outcome.DONE
+
+
+# Test hook: "STAGE:INDEX:SECONDS" makes the first attempt at that task sleep first, as a
+# straggler (a slow machine, a noisy neighbour) would.
+SLOW_TASK_ENV = "EXCAMERA_TEST_SLOW_TASK"
+
+
+def _straggle(message: TaskMessage, attempt: int) -> None:
+    spec = os.environ.get(SLOW_TASK_ENV, "")
+    if spec and attempt == 1:
+        stage, index, seconds = spec.split(":")
+        if message.stage == stage and message.index == int(index):
+            time.sleep(float(seconds))
 
 
 def _run_stage(runtime: Runtime, message: TaskMessage) -> Any:

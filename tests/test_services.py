@@ -358,3 +358,26 @@ def test_a_budget_cap_cancels_the_job(cluster: Cluster, inputs: Path) -> None:
     assert any("passes the budget $0.0001" in r for r in reasons), reasons
     assert estimate["projected"]["total"] > 0.0001
     assert estimate["so_far"]["total"] <= estimate["projected"]["total"]
+
+
+def test_a_straggler_on_the_chain_is_hedged(tmp_path: Path, inputs: Path,
+                                            references: Any) -> None:
+    """One stage-4 task stalls for a minute on its first attempt (as on a sick machine); the
+    rebase chain waits for it, so the hedger publishes it again once it runs far longer than
+    its peers; the copy finishes first, and the job ends long before the straggler would."""
+    source = inputs / "carphone.mp4"
+    with cluster_at(tmp_path, inputs) as slow:
+        for name, count in (("splitter", 1), ("encoder", 2), ("decoder", 1), ("rebaser", 1)):
+            service = slow.service(name, f"--concurrency={count}")
+            service.env["EXCAMERA_TEST_SLOW_TASK"] = "first:5:60"
+            slow.services[name] = service.start()
+        slow.wait_ready()
+        output = slow.outputs / "hedged.ivf"
+        began = time.monotonic()
+        job = slow.submit("hedged", source, output, frames_per_chunk=3, chunks_per_group=8)
+        finished(slow, job, output, references(source, 3, 8), timeout=120)
+        elapsed = time.monotonic() - began
+        with slow.records() as records:
+            (straggler,) = [t for t in records.tasks(job, stage="first") if t["index"] == 5]
+    assert elapsed < 50, elapsed
+    assert straggler["attempts"] == 2 and straggler["state"] == "done"
