@@ -34,7 +34,7 @@ from shared.pipeline.messages import DeadLetter, IngestMessage, TaskMessage
 
 from .config import DEADLINES, ServiceConfig
 from .errors import ConfigError, TransientError
-from .sqs import SqsQueues
+from .sqs import SqsQueues, sqs_name
 
 __all__ = ["CELERY_TASKS", "Dispatcher", "Topology", "make_celery"]
 
@@ -191,7 +191,8 @@ def make_celery(config: ServiceConfig, topology: Topology | None = None) -> Cele
         # would hand it to a second worker mid-task.
         transport_options = {"visibility_timeout": visibility_timeout(config),
                              "wait_time_seconds": 10, "polling_interval": 0.1,
-                             "region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+                             "region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+                             "predefined_queues": _predefined_queues(topology)}
     else:
         transport_options = {"confirm_publish": True}
     app.conf.update(
@@ -222,6 +223,15 @@ def make_celery(config: ServiceConfig, topology: Topology | None = None) -> Cele
     )
     app.excamera_topology = topology  # type: ignore[attr-defined]
     return app
+
+
+def _predefined_queues(topology: Topology) -> dict[str, dict[str, str]]:
+    """Every queue's URL, for kombu's SQS transport (Celery's queues and the ingest queue the
+    splitter consumes through kombu): it then neither lists nor creates
+    queues (which a deployment's IAM roles do not allow; the template made them)."""
+    sqs = SqsQueues(topology.visibility_timeout)
+    with _broker_errors("looking up the queues"):
+        return {sqs_name(name): {"url": sqs.url(name)} for name in topology.all_queue_names()}
 
 
 def priority_for(stage: str, position: int) -> int:
