@@ -48,6 +48,8 @@ def aws_cluster(moto: str, tmp_path: Path, inputs: Path) -> Iterator[Cluster]:
     with cluster_at(tmp_path, inputs, broker="sqs://", store=f"s3://{bucket}/store",
                     settings=settings) as cluster:
         cluster.bucket = bucket  # type: ignore[attr-defined]
+        cluster.settings["allow_input"] = (
+            *cluster.env_settings()["allow_input"], f"s3://{bucket}/in/")
         cluster.start({"encoder": 0, "decoder": 0})
         yield cluster
 
@@ -161,3 +163,32 @@ def test_direct_invocations_through_throttling(moto: str, tmp_path: Path, inputs
     # Every encoder task ran from a direct invocation (none waited for its queued copy).
     assert seen["handled"] >= 40 + 35
     assert seen["failed_records"] == 0
+
+
+def test_s3_input_and_a_rebaser_killed_on_sqs(aws_cluster: Cluster, inputs: Path,
+                                              reference: bytes) -> None:
+    """An s3:// input under an allowed prefix; the rebaser killed mid-job and started again:
+    the FIFO queue hands its groups to the new process once the messages' visibility lapses,
+    and the output is the same bytes."""
+    bucket = aws_cluster.bucket  # type: ignore[attr-defined]
+    boto3.client("s3").upload_file(str(inputs / "carphone.mp4"), bucket, "in/carphone.mp4")
+    aws_cluster.poller("encoder")
+    aws_cluster.poller("decoder")
+    from shared.pipeline.messages import job_id_for
+
+    aws_cluster.post({"version": 1, "id": "from-s3", "input": f"s3://{bucket}/in/carphone.mp4",
+                      "output": f"s3://{bucket}/out/from-s3.ivf", "frames_per_chunk": 3,
+                      "chunks_per_group": 8, "cq_level": 20, "format": "ivf"})
+    job = job_id_for(None, "from-s3")
+    killed: list[bool] = []
+
+    def kill_rebaser(records: Any) -> None:
+        rebase = records.progress(job).get("rebase")
+        if not killed and rebase and rebase["done"] >= 8:
+            aws_cluster.services["rebaser"].kill9()
+            killed.append(True)
+            aws_cluster.services["rebaser"].start()
+
+    done(aws_cluster, job, during=kill_rebaser)
+    assert killed
+    assert output_bytes(aws_cluster, "out/from-s3.ivf") == reference

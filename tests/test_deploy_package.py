@@ -167,7 +167,7 @@ def test_artifact_runs_the_encoder_handler_on_an_sqs_event(
         runtime = Runtime(config, service="test")
         try:
             runtime.topology.declare(None)  # type: ignore[arg-type]
-            job = "j-" + tag * 6
+            job = "j-" + tag * 3
             request = JobRequest(input=source.as_uri(), frames_per_chunk=3, chunks_per_group=2)
             runtime.records.create_job(job, "test", tag, request.to_json(), None)
             runtime.store.put(job_key(job), JobFacts(request, None).to_json())
