@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,6 +29,7 @@ from shared.codec.errors import CodecError
 from shared.pipeline import graph
 from shared.pipeline.graph import TaskId
 from shared.pipeline.messages import DeadLetter, MessageError, TaskMessage, parse_task
+from shared.pipeline.store import READ_OPERATIONS, WRITE_OPERATIONS
 
 from . import metrics
 from .errors import PipelineError, TransientError
@@ -83,9 +86,12 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
                 "or was killed each time); giving up"
             )
         began = time.perf_counter()
+        requests_before = Counter(runtime.store.counts)
+        _straggle(message, attempt)
         step = (steps or {}).get(message.stage, _run_stage)
         step(runtime, message)
         seconds = time.perf_counter() - began
+        requests = Counter(runtime.store.counts) - requests_before
     except TransientError:
         metrics.TASK_RETRIES.labels(service, message.stage).inc()
         raise
@@ -99,13 +105,30 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         metrics.TASKS.labels(service, message.stage, Outcome.FAILED.value).inc()
         return Outcome.FAILED
     metrics.TASK_SECONDS.labels(service, message.stage).observe(seconds)
-    _, state = runtime.records.finish_task(message.job, task, runtime.worker, seconds)
+    _, state = runtime.records.finish_task(
+        message.job, task, runtime.worker, seconds,
+        reads=sum(requests[op] for op in READ_OPERATIONS),
+        writes=sum(requests[op] for op in WRITE_OPERATIONS),
+    )
     if state == "cancelled":
         purge_job(runtime, message.job)
-    elif message.stage != "join":
+    elif message.stage != "join" and _within_budget(runtime, message.job):
         _publish_ready(runtime, message.job, task, recovering=False)
     metrics.TASKS.labels(service, message.stage, Outcome.DONE.value).inc()
     return Outcome.DONE
+
+
+# Test hook: "STAGE:INDEX:SECONDS" makes the first attempt at that task sleep first, as a
+# straggler (a slow machine, a noisy neighbour) would.
+SLOW_TASK_ENV = "EXCAMERA_TEST_SLOW_TASK"
+
+
+def _straggle(message: TaskMessage, attempt: int) -> None:
+    spec = os.environ.get(SLOW_TASK_ENV, "")
+    if spec and attempt == 1:
+        stage, index, seconds = spec.split(":")
+        if message.stage == stage and message.index == int(index):
+            time.sleep(float(seconds))
 
 
 def _run_stage(runtime: Runtime, message: TaskMessage) -> Any:
@@ -141,13 +164,12 @@ def _publish_ready(runtime: Runtime, job: str, done: TaskId, *, recovering: bool
 def publish(runtime: Runtime, job: str, tasks: Iterable[TaskId]) -> None:
     """Publish `tasks` of `job`, most urgent first (group heads before tails)."""
     plan = runtime.plan(job)
+    batch = []
     for task in sorted(tasks, key=lambda task: graph.urgency(plan, task)):
         chunk = graph.chunk_of(plan, task)
-        runtime.dispatcher.publish_task(
-            TaskMessage(job, task.stage, task.index),
-            ordering_key=f"{job}:{plan.group_of(chunk)}",
-            position=plan.position(chunk),
-        )
+        batch.append((TaskMessage(job, task.stage, task.index),
+                      f"{job}:{plan.group_of(chunk)}", plan.position(chunk)))
+    runtime.dispatcher.publish_tasks(batch)
 
 
 def fail(runtime: Runtime, message: TaskMessage, reason: str, *, attempt: int,
@@ -170,6 +192,32 @@ def set_aside(runtime: Runtime, document: Any, reason: str, source: str) -> None
                                         runtime.topology.dead)
     except TransientError as exc:
         log.error("could not dead-letter a message (%s): %s", reason, exc)
+
+
+def _within_budget(runtime: Runtime, job: str) -> bool:
+    """False (and the job cancelled, with the reason) once the job's projected cost passes
+    the budget its request set."""
+    budget = runtime.facts(job).request.budget_usd if job_has_facts(runtime, job) else None
+    if budget is None:
+        return True
+    from .estimate import job_estimate
+
+    projected = job_estimate(runtime.records, job)["projected"]["total"]
+    if projected <= budget:
+        return True
+    reason = f"cancelled: the projected cost ${projected:.4f} passes the budget ${budget:.4f}"
+    log.warning("%s %s", job, reason)
+    runtime.records.record_error(job, reason)
+    cancel_job(runtime, job)
+    return False
+
+
+def job_has_facts(runtime: Runtime, job: str) -> bool:
+    try:
+        runtime.facts(job)
+    except KeyError:
+        return False
+    return True
 
 
 def cancel_job(runtime: Runtime, job: str) -> str | None:

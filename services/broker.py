@@ -34,7 +34,7 @@ from shared.pipeline.messages import DeadLetter, IngestMessage, TaskMessage
 
 from .config import DEADLINES, ServiceConfig
 from .errors import ConfigError, TransientError
-from .sqs import SqsQueues
+from .sqs import SqsQueues, sqs_name
 
 __all__ = ["CELERY_TASKS", "Dispatcher", "Topology", "make_celery"]
 
@@ -191,7 +191,8 @@ def make_celery(config: ServiceConfig, topology: Topology | None = None) -> Cele
         # would hand it to a second worker mid-task.
         transport_options = {"visibility_timeout": visibility_timeout(config),
                              "wait_time_seconds": 10, "polling_interval": 0.1,
-                             "region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+                             "region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+                             "predefined_queues": _predefined_queues(topology)}
     else:
         transport_options = {"confirm_publish": True}
     app.conf.update(
@@ -224,6 +225,15 @@ def make_celery(config: ServiceConfig, topology: Topology | None = None) -> Cele
     return app
 
 
+def _predefined_queues(topology: Topology) -> dict[str, dict[str, str]]:
+    """Every queue's URL, for kombu's SQS transport (Celery's queues and the ingest queue the
+    splitter consumes through kombu): it then neither lists nor creates
+    queues (which a deployment's IAM roles do not allow; the template made them)."""
+    sqs = SqsQueues(topology.visibility_timeout)
+    with _broker_errors("looking up the queues"):
+        return {sqs_name(name): {"url": sqs.url(name)} for name in topology.all_queue_names()}
+
+
 def priority_for(stage: str, position: int) -> int:
     """The broker priority of a task, higher first: stage 4 feeds the serial chain, so it
     goes before any libvpx encode, and among encodes chain heads go before tails (a head
@@ -240,15 +250,44 @@ class Dispatcher:
     JSON for the ingest queue, the rebaser and dead letters. Publishing waits for the broker's
     confirmation, retries through a broker restart, then raises TransientError."""
 
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: Celery, encoder_function: str | None = None) -> None:
         self.app = app
         self.topology: Topology = app.excamera_topology  # type: ignore[attr-defined]
         self.sqs = (SqsQueues(self.topology.visibility_timeout) if self.topology.on_sqs
                     else None)
+        self.invoker = None
+        if encoder_function and self.sqs is not None:
+            from .invoker import Invoker
+
+            self.invoker = Invoker(encoder_function)
 
     def publish_task(self, message: TaskMessage, *, ordering_key: str, position: int) -> None:
-        for _ in range(2 if os.environ.get(DUPLICATE_ENV) else 1):
-            self._publish_task(message, ordering_key=ordering_key, position=position)
+        self.publish_tasks([(message, ordering_key, position)])
+
+    def publish_tasks(self, tasks: list[tuple[TaskMessage, str, int]]) -> None:
+        """Publish each (message, ordering key, position in its group), in this order. With
+        an encoder function named (AWS), encoder tasks are also invoked directly, as a burst
+        (services/invoker.py)."""
+        copies = 2 if os.environ.get(DUPLICATE_ENV) else 1
+        direct = []
+        for message, ordering_key, position in tasks:
+            if self.invoker is not None and STAGES[message.stage].service == "encoder":
+                direct.append(message.stamped().to_json())
+                continue
+            for _ in range(copies):
+                self._publish_task(message, ordering_key=ordering_key, position=position)
+        if direct:
+            self._invoke_directly(direct)
+
+    def _invoke_directly(self, documents: list[dict[str, Any]]) -> None:
+        """The burst, and each task's delayed copy on the queue (in case its invocation never
+        ran); the copy finds the task done if it did."""
+        assert self.invoker is not None and self.sqs is not None
+        from .invoker import FALLBACK_DELAY
+
+        for document in documents:
+            self.sqs.send(self.topology.encode, document, delay=FALLBACK_DELAY)
+        self.invoker.invoke_all(documents)
 
     def _publish_task(self, message: TaskMessage, *, ordering_key: str, position: int) -> None:
         service = STAGES[message.stage].service

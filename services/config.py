@@ -66,6 +66,13 @@ class ServiceConfig:
     # SQS: how long a received task stays hidden (default: twice the longest deadline; with
     # Lambda, AWS advises at least six times the function's timeout).
     sqs_visibility_timeout: int | None = None
+    # n and x for requests that do not say.
+    default_frames_per_chunk: int = 6
+    default_chunks_per_group: int = 16
+    # AWS: the encoder's Lambda function, invoked directly (in bursts) for each encode task,
+    # on top of the queue; and how many of its environments to start when a job arrives.
+    encoder_function: str | None = None
+    warm_environments: int = 0
     metrics_port: int | None = None
 
     def __post_init__(self) -> None:
@@ -73,6 +80,9 @@ class ServiceConfig:
             raise ConfigError("rebase shards must be 1-256")
         if self.max_attempts < 1 or self.retries < 0:
             raise ConfigError("max attempts must be at least 1 and retries at least 0")
+        if not 1 <= self.default_frames_per_chunk <= 240 or not (
+                1 <= self.default_chunks_per_group <= 1024):
+            raise ConfigError("default n must be 1-240 and default x 1-1024")
         if not self.deadline_scale > 0:
             raise ConfigError("the deadline scale must be positive")
         if self.retention_seconds < 0:
@@ -109,6 +119,11 @@ class ServiceConfig:
 
     def with_changes(self, **changes: Any) -> ServiceConfig:
         return replace(self, **changes)
+
+    def request_defaults(self) -> dict[str, int]:
+        """What a job request that leaves n or x out gets."""
+        return {"frames_per_chunk": self.default_frames_per_chunk,
+                "chunks_per_group": self.default_chunks_per_group}
 
     def deadline(self, stage: str) -> float:
         """Seconds a task of `stage` may run before it is reported overdue."""

@@ -91,6 +91,12 @@ CREATE TABLE IF NOT EXISTS excamera_progress (
     done  integer NOT NULL DEFAULT 0,
     PRIMARY KEY (job, stage)
 );
+ALTER TABLE excamera_progress ADD COLUMN IF NOT EXISTS seconds double precision NOT NULL
+    DEFAULT 0;
+ALTER TABLE excamera_progress ADD COLUMN IF NOT EXISTS reads bigint NOT NULL DEFAULT 0;
+ALTER TABLE excamera_progress ADD COLUMN IF NOT EXISTS writes bigint NOT NULL DEFAULT 0;
+ALTER TABLE excamera_tasks ADD COLUMN IF NOT EXISTS hedged boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS excamera_jobs_running ON excamera_jobs (id) WHERE state = 'running';
 CREATE TABLE IF NOT EXISTS excamera_errors (
     id        bigserial PRIMARY KEY,
     job       text NOT NULL REFERENCES excamera_jobs (id) ON DELETE CASCADE,
@@ -374,27 +380,40 @@ class JobRecords:
             return row["job_state"], row["attempts"]
         return row["job_state"], 0 if row["known"] else 1
 
-    def finish_task(self, job: str, task: TaskId, worker: str, seconds: float
-                    ) -> tuple[bool, str | None]:
-        """Record `task` as done (its output is stored), in one statement: whether this was
-        the first time, and the job's state now (a cancel may have come meanwhile)."""
+    def finish_task(self, job: str, task: TaskId, worker: str, seconds: float,
+                    reads: int = 0, writes: int = 0) -> tuple[bool, str | None]:
+        """Record `task` as done (its output is stored), with the time and store requests it
+        took, in one statement: whether this was the first time, and the job's state now (a
+        cancel may have come meanwhile)."""
         with self._tx() as cur:
             cur.execute(
                 "WITH finished AS (UPDATE excamera_tasks SET state = 'done', "
                 "finished_at = now(), seconds = %(seconds)s, worker = %(worker)s "
                 "WHERE job = %(job)s AND stage = %(stage)s AND idx = %(idx)s "
                 "AND state <> 'done' RETURNING stage), "
-                "counted AS (UPDATE excamera_progress SET done = done + 1 WHERE job = %(job)s "
+                "counted AS (UPDATE excamera_progress SET done = done + 1, "
+                "seconds = seconds + %(seconds)s, reads = reads + %(reads)s, "
+                "writes = writes + %(writes)s WHERE job = %(job)s "
                 "AND stage IN (SELECT stage FROM finished) RETURNING 1) "
                 "SELECT (SELECT count(*) FROM finished) AS first, (SELECT count(*) FROM "
                 "counted) AS counted, (SELECT state FROM excamera_jobs WHERE id = %(job)s) "
                 "AS job_state",
                 {"job": job, "stage": task.stage, "idx": task.index, "worker": worker,
-                 "seconds": seconds},
+                 "seconds": seconds, "reads": reads, "writes": writes},
             )
             row = cur.fetchone()
         assert row is not None
         return bool(row["first"]), row["job_state"]
+
+    def stage_use(self, job: str) -> dict[str, dict[str, float]]:
+        """Per stage: tasks in all, done, and the summed seconds, store reads and writes of
+        those done (what the job's cost is estimated from)."""
+        with self._tx() as cur:
+            cur.execute("SELECT stage, total, done, seconds, reads, writes FROM "
+                        "excamera_progress WHERE job = %s", (job,))
+            return {row["stage"]: {key: row[key] for key in
+                                   ("total", "done", "seconds", "reads", "writes")}
+                    for row in cur.fetchall()}
 
     def claim_ready(self, job: str, candidates: list[tuple[TaskId, tuple[TaskId, ...]]],
                     stage_sizes: dict[str, int], *, recovering: bool = False) -> set[TaskId]:
@@ -443,6 +462,57 @@ class JobRecords:
                 )
                 claimed |= {TaskId(row["stage"], row["idx"]) for row in cur.fetchall()}
         return claimed
+
+    def running_jobs(self, limit: int = 1000) -> list[str]:
+        with self._tx() as cur:
+            cur.execute("SELECT id FROM excamera_jobs WHERE state = 'running' LIMIT %s",
+                        (limit,))
+            return [row["id"] for row in cur.fetchall()]
+
+    def stragglers(self, job: str, stages: tuple[str, ...], *, slowdown: float,
+                   min_seconds: float, min_peers: int) -> list[tuple[TaskId, bool]]:
+        """Running, unhedged tasks of `stages` that have run longer than `slowdown` times
+        their stage's median (of at least `min_peers` finished ones) and `min_seconds`; each
+        with whether the rebase chain is waiting for it (a stage-4 task whose predecessor's
+        link is final)."""
+        with self._tx() as cur:
+            cur.execute("SELECT 1 FROM excamera_tasks WHERE job = %s AND state = 'running' "
+                        "AND started_at < now() - make_interval(secs => %s) LIMIT 1",
+                        (job, min_seconds))
+            if cur.fetchone() is None:  # the usual case, answered from the partial index
+                return []
+            cur.execute(
+                "WITH peers AS (SELECT stage, percentile_cont(0.5) WITHIN GROUP "
+                "(ORDER BY seconds) AS median, count(*) AS n FROM excamera_tasks "
+                "WHERE job = %(job)s AND state = 'done' AND stage = ANY(%(stages)s) "
+                "GROUP BY stage) "
+                "SELECT t.stage, t.idx, (t.stage = 'first' AND EXISTS (SELECT 1 FROM "
+                "excamera_tasks r WHERE r.job = t.job AND r.stage = 'rebase' AND "
+                "r.idx = t.idx - 1 AND r.state = 'done')) AS chain_waits "
+                "FROM excamera_tasks t JOIN peers ON peers.stage = t.stage "
+                "WHERE t.job = %(job)s AND t.state = 'running' AND NOT t.hedged "
+                "AND peers.n >= %(peers)s AND now() - t.started_at > make_interval(secs => "
+                "greatest(%(min)s, %(slowdown)s * peers.median))",
+                {"job": job, "stages": list(stages), "peers": min_peers, "min": min_seconds,
+                 "slowdown": slowdown},
+            )
+            return [(TaskId(row["stage"], row["idx"]), row["chain_waits"])
+                    for row in cur.fetchall()]
+
+    def claim_hedges(self, job: str, tasks: list[TaskId]) -> set[TaskId]:
+        """Mark `tasks` hedged (once each, whoever asks first); returns those marked now."""
+        return self._select_tasks(
+            "UPDATE excamera_tasks t SET hedged = true FROM unnest(%s::text[], %s::int[]) "
+            "AS want(stage, idx) WHERE t.job = %s AND t.stage = want.stage AND "
+            "t.idx = want.idx AND t.state = 'running' AND NOT t.hedged "
+            "RETURNING t.stage, t.idx", job, tasks)
+
+    def record_error(self, job: str, reason: str) -> None:
+        """A reason about the job as a whole (not one task), shown with its errors."""
+        with self._tx() as cur:
+            cur.execute("INSERT INTO excamera_errors (job, permanent, reason) SELECT %s, true, "
+                        "%s WHERE EXISTS (SELECT 1 FROM excamera_jobs WHERE id = %s)",
+                        (job, reason, job))
 
     def fail_task(self, job: str, task: TaskId, reason: str, *, attempt: int,
                   permanent: bool) -> None:

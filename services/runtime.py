@@ -100,7 +100,7 @@ class Runtime:
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.celery)
+        return Dispatcher(self.celery, self.config.encoder_function)
 
     def plan(self, job: str) -> ChunkPlan:
         if job not in self._plans:

@@ -86,9 +86,11 @@ class SqsQueues:
             return self.client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
 
     def send(self, name: str, document: Any, *, group: str | None = None,
-             deduplication: str | None = None) -> None:
+             deduplication: str | None = None, delay: int = 0) -> None:
         body = document if isinstance(document, str) else json.dumps(document)
         request: dict[str, Any] = {"QueueUrl": self.url(name), "MessageBody": body}
+        if delay and not name.endswith(".fifo"):
+            request["DelaySeconds"] = min(delay, 900)
         if name.endswith(".fifo"):
             request["MessageGroupId"] = group or "default"
             if deduplication is not None:

@@ -20,6 +20,7 @@ complete.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -368,6 +369,21 @@ def _add_encode(commands: SubParsers) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument(
+        "--estimate-cost",
+        action="store_true",
+        help=(
+            "also print what the same job would cost on AWS (the deploy/ stack, us-east-1 "
+            "prices), itemized, from the time and storage requests each stage took here"
+        ),
+    )
+    parser.add_argument(
+        "--lambda-memory",
+        type=_positive_int,
+        default=None,
+        metavar="MB",
+        help="the encoder's Lambda memory for --estimate-cost (default 1769: one vCPU)",
+    )
+    parser.add_argument(
         "--keep-work",
         metavar="DIR",
         help=(
@@ -401,11 +417,41 @@ def _run_encode(args: argparse.Namespace) -> int:
         )
     except PipelineError as exc:
         raise CommandError(None, str(exc)) from exc
+    estimate = _estimate(summary, args.lambda_memory) if args.estimate_cost else None
     if args.json:
-        print(summary.to_json())
+        document = json.loads(summary.to_json())
+        if estimate is not None:
+            document["cost_estimate_usd"] = estimate
+        print(json.dumps(document, indent=2))
     else:
         print(_describe_summary(summary))
+        if estimate is not None:
+            print(_describe_estimate(estimate))
     return 0
+
+
+def _estimate(summary: Any, lambda_memory_mb: int | None) -> dict[str, Any]:
+    """The job's AWS cost from its measured stages (shared.pipeline.job_cost)."""
+    from shared.pipeline import costs, job_cost
+    from shared.pipeline.graph import STAGES
+
+    stage_of_label = {info.label: stage for stage, info in STAGES.items()}
+    uses = {
+        stage_of_label[label]: job_cost.StageUse(t.tasks, t.busy, dict(t.requests))
+        for label, t in summary.stages.items()
+    }
+    memory = lambda_memory_mb or job_cost.DEFAULT_LAMBDA_MEMORY_MB
+    items = job_cost.job_estimate(uses, lambda_memory_mb=memory)
+    return {"items": items, "lambda_memory_mb": memory, "prices_date": costs.PRICES_DATE,
+            "region": "us-east-1"}
+
+
+def _describe_estimate(estimate: dict[str, Any]) -> str:
+    items = estimate["items"]
+    parts = ", ".join(f"{name.replace('_', ' ')} ${value:.4f}" for name, value in items.items()
+                      if name != "total")
+    return (f"  on AWS (us-east-1 prices of {estimate['prices_date']}, Lambda at "
+            f"{estimate['lambda_memory_mb']} MB): about ${items['total']:.4f}: {parts}")
 
 
 def _plural(count: int, noun: str) -> str:

@@ -135,17 +135,20 @@ class Cluster:
     def db_url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:5432/{self.database}"
 
-    def env(self) -> dict[str, str]:
-        from services.config import ServiceConfig
-
-        settings = {
+    def env_settings(self) -> dict[str, Any]:
+        """The ServiceConfig fields this cluster's services get (beyond the URLs)."""
+        return {
             "allow_input": (self.inputs.as_uri() + "/", (REPO / "samples").as_uri() + "/",
                             (self.root / "inputs").as_uri() + "/"),
             "allow_output": (self.outputs.as_uri() + "/",), "retention_seconds": 3600.0,
             "rebase_shards": 4, **self.settings,
         }
+
+    def env(self) -> dict[str, str]:
+        from services.config import ServiceConfig
+
         config = ServiceConfig(broker=self.broker, store=self.store_url, db=self.db_url,
-                               queue_prefix=self.prefix, **settings)
+                               queue_prefix=self.prefix, **self.env_settings())
         env = {key: value for key, value in os.environ.items()
                if not key.startswith(("EXCAMERA_", "PROMETHEUS_"))}
         env.update(config.to_env())

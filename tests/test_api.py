@@ -252,6 +252,7 @@ def test_good_url(api: ApiServer, input_file: Path) -> None:
     assert status["request"] == {"input": input_file.as_uri(), **GOOD}
     assert status["progress"]["split"]["total"] == 1
     assert status["errors"] == [] and status["overdue"] == []
+    assert status["cost"]["so_far"]["total"] == 0 and "total" in status["cost"]["projected"]
 
 
 # --------------------------------------------------------------------------- uploads
@@ -259,12 +260,14 @@ def test_good_url(api: ApiServer, input_file: Path) -> None:
 
 def test_upload_y4m(api: ApiServer, clip_y4m: Path) -> None:
     data = clip_y4m.read_bytes()
-    response = submit_upload(api, data, {"frames_per_chunk": 4, "ssim": 16.0, "format": "ivf"})
+    response = submit_upload(api, data, {"frames_per_chunk": 4, "ssim": 16.0, "format": "ivf",
+                                         "budget_usd": 0.5})
     assert response.status_code == 202, response.text
     job = response.json()["id"]
     request = api.records.get_job(job).request
     assert request["frames_per_chunk"] == 4 and request["ssim"] == 16.0
     assert request["format"] == "ivf" and "cq_level" not in request
+    assert request["budget_usd"] == 0.5
     key = api.store.key_for(request["input"])
     assert key.startswith(f"uploads/{job}/") and api.store.get(key) == data
 

@@ -48,6 +48,8 @@ def aws_cluster(moto: str, tmp_path: Path, inputs: Path) -> Iterator[Cluster]:
     with cluster_at(tmp_path, inputs, broker="sqs://", store=f"s3://{bucket}/store",
                     settings=settings) as cluster:
         cluster.bucket = bucket  # type: ignore[attr-defined]
+        cluster.settings["allow_input"] = (
+            *cluster.env_settings()["allow_input"], f"s3://{bucket}/in/")
         cluster.start({"encoder": 0, "decoder": 0})
         yield cluster
 
@@ -117,3 +119,76 @@ def test_duplicates_throttling_and_a_handler_killed_mid_batch(
     assert all(t["state"] == "done" for t in tasks)
     # Only what was in flight when the environment died ran twice.
     assert sum(t["attempts"] > 1 for t in tasks) <= 5
+
+
+def test_direct_invocations_through_throttling(moto: str, tmp_path: Path, inputs: Path,
+                                               reference: bytes) -> None:
+    """The encoder invoked directly, in bursts, by whoever publishes its tasks, through an
+    Invoke API that refuses 30 % of calls as throttled: every refusal is retried with
+    backoff and jitter, the environments are warmed when the job arrives, and the output is
+    the same bytes."""
+    import json as json_module
+    import sys
+
+    from aws_support import free_port
+    from services_support import REPO, ServiceProcess
+
+    bucket = f"b{secrets.token_hex(4)}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    port, counts = free_port(), tmp_path / "counts.json"
+    settings = {"allow_output": (f"s3://{bucket}/out/",), "sqs_visibility_timeout": 3,
+                "encoder_function": "excamera-encoder", "warm_environments": 3}
+    with cluster_at(tmp_path, inputs, broker="sqs://", store=f"s3://{bucket}/store",
+                    settings=settings) as cluster:
+        cluster.bucket = bucket  # type: ignore[attr-defined]
+        env = {**cluster.env(), "AWS_ENDPOINT_URL_LAMBDA": f"http://127.0.0.1:{port}"}
+        standin = ServiceProcess("lambda-standin", [], env, tmp_path / "standin.log", command=[
+            sys.executable, str(REPO / "tests" / "lambda_standin.py"), str(port), "--refuse",
+            "0.3", "--log", str(counts)])
+        cluster.extra.append(standin.start())
+        for name in ("splitter", "rebaser"):
+            service = cluster.service(name, "--concurrency=1")
+            service.env.update(env)
+            cluster.services[name] = service.start()
+        decoder = cluster.poller("decoder")
+        decoder.stop()
+        decoder.env.update(env)
+        decoder.start()
+        cluster.wait_ready()
+        job, key = submit(cluster, inputs, "direct")
+        done(cluster, job)
+        assert output_bytes(cluster, key) == reference
+        seen = json_module.loads(counts.read_text())
+    assert seen["refused"] > 0 and seen["warm"] == 3
+    # Every encoder task ran from a direct invocation (none waited for its queued copy).
+    assert seen["handled"] >= 40 + 35
+    assert seen["failed_records"] == 0
+
+
+def test_s3_input_and_a_rebaser_killed_on_sqs(aws_cluster: Cluster, inputs: Path,
+                                              reference: bytes) -> None:
+    """An s3:// input under an allowed prefix; the rebaser killed mid-job and started again:
+    the FIFO queue hands its groups to the new process once the messages' visibility lapses,
+    and the output is the same bytes."""
+    bucket = aws_cluster.bucket  # type: ignore[attr-defined]
+    boto3.client("s3").upload_file(str(inputs / "carphone.mp4"), bucket, "in/carphone.mp4")
+    aws_cluster.poller("encoder")
+    aws_cluster.poller("decoder")
+    from shared.pipeline.messages import job_id_for
+
+    aws_cluster.post({"version": 1, "id": "from-s3", "input": f"s3://{bucket}/in/carphone.mp4",
+                      "output": f"s3://{bucket}/out/from-s3.ivf", "frames_per_chunk": 3,
+                      "chunks_per_group": 8, "cq_level": 20, "format": "ivf"})
+    job = job_id_for(None, "from-s3")
+    killed: list[bool] = []
+
+    def kill_rebaser(records: Any) -> None:
+        rebase = records.progress(job).get("rebase")
+        if not killed and rebase and rebase["done"] >= 8:
+            aws_cluster.services["rebaser"].kill9()
+            killed.append(True)
+            aws_cluster.services["rebaser"].start()
+
+    done(aws_cluster, job, during=kill_rebaser)
+    assert killed
+    assert output_bytes(aws_cluster, "out/from-s3.ivf") == reference

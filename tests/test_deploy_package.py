@@ -135,3 +135,73 @@ def test_artifact_imports_every_service_dependency(local_artifact: Path, tmp_pat
     result = run_isolated(local_artifact, code, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(str(local_artifact))
+
+
+def test_artifact_runs_the_encoder_handler_on_an_sqs_event(
+    local_artifact: Path, tmp_path: Path, video_dir: Path
+) -> None:
+    """From the unzipped artifact alone: the encoder's handler takes an SQS event made of the
+    message the real producer (the dispatcher, through kombu's SQS transport) put on moto's
+    encode queue, encodes the chunk into moto's S3, records the task done, and publishes what
+    it made ready; the chunk is the development build's bytes."""
+    import secrets
+
+    import boto3
+    from aws_support import moto_server, sqs_event
+    from services_support import drop_database, require_peers
+
+    from services.config import ServiceConfig
+    from services.runtime import JobFacts, Runtime, job_key
+    from shared.pipeline import graph, stages
+    from shared.pipeline.messages import JobRequest, TaskMessage
+    from shared.pipeline.store import LocalStore
+
+    require_peers()
+    source = video_dir / "sintel" / "chunk1.y4m"
+    tag = secrets.token_hex(4)
+    with moto_server():
+        boto3.client("s3").create_bucket(Bucket=f"b{tag}")
+        config = ServiceConfig(
+            broker="sqs://", store=f"s3://b{tag}/store", queue_prefix=f"p{tag}",
+            db=f"postgresql://postgres@127.0.0.1:5432/excamera_pkg_{tag}")
+        runtime = Runtime(config, service="test")
+        try:
+            runtime.topology.declare(None)  # type: ignore[arg-type]
+            job = "j-" + tag * 3
+            request = JobRequest(input=source.as_uri(), frames_per_chunk=3, chunks_per_group=2)
+            runtime.records.create_job(job, "test", tag, request.to_json(), None)
+            runtime.store.put(job_key(job), JobFacts(request, None).to_json())
+            plan = stages.split(runtime.store, job, source, 3, 2)
+            runtime.records.set_plan(job, {}, graph.stage_sizes(plan), graph.tasks(plan))
+            runtime.dispatcher.publish_task(TaskMessage(job, "encode", 0), ordering_key=job,
+                                            position=0)
+            queue = runtime.dispatcher.sqs.url(runtime.topology.encode)  # type: ignore[union-attr]
+            received = boto3.client("sqs").receive_message(
+                QueueUrl=queue, MaxNumberOfMessages=1, AttributeNames=["All"])["Messages"]
+            event = sqs_event(queue, received)
+            env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path),
+                   **config.to_env(), **{k: v for k, v in os.environ.items()
+                                        if k.startswith("AWS_")}}
+            code = ("import json, sys\n"
+                    "from services.encoder.lambda_handler import handler\n"
+                    "import services\n"
+                    "assert services.__file__.startswith(sys.path[0])\n"
+                    "print(json.dumps(handler(json.load(sys.stdin), None)))\n")
+            bootstrap = f"import sys; sys.path[:0] = [{str(local_artifact)!r}]\n"
+            result = subprocess.run([sys.executable, "-I", "-S", "-c", bootstrap + code],
+                                    input=json.dumps(event), cwd=tmp_path, env=env,
+                                    capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, result.stderr[-3000:]
+            answer = json.loads(result.stdout.strip().splitlines()[-1])
+            assert answer == {"batchItemFailures": []}
+            assert runtime.records.is_done(job, graph.TaskId("encode", 0))
+            # The development build makes the same chunk.
+            local = LocalStore(tmp_path / "local")
+            stages.split(local, job, source, 3, 2)
+            stages.encode_chunk_vpx(local, job, 0, request.settings())
+            key = stages.chunk_key(job, 0, "vpx.ivf")
+            assert runtime.store.get(key) == local.get(key)
+        finally:
+            runtime.topology.delete(None)  # type: ignore[arg-type]
+            runtime.close()
+            drop_database(f"excamera_pkg_{tag}")

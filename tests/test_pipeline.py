@@ -700,3 +700,33 @@ def test_rebase_chains_are_scheduled_group_by_group(tmp_path: Path) -> None:
     assert [index for _, index in rebases] == list(range(12))
     assert {graph[("rebase", i)].lane for i in range(12)} == {0, 1, 2, 3}
     assert all(graph[("rebase", i)].lane == i // 3 for i in range(12))
+
+
+def test_estimate_cost_prices_what_the_stages_measured(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--estimate-cost: an itemized AWS estimate from this run's own stage times and store
+    requests, with the prices' date; the items add up, and more Lambda memory costs more."""
+    from shared.pipeline import costs
+
+    source = make_y4m(tmp_path / "in.y4m", 12)
+    small = encode_json(capsys, source, "-o", tmp_path / "a.ivf", "-n", 3, "-x", 2,
+                        "--estimate-cost")
+    estimate = small["cost_estimate_usd"]
+    items = estimate["items"]
+    assert estimate["prices_date"] == costs.PRICES_DATE and estimate["lambda_memory_mb"] == 1769
+    assert set(items) >= {"lambda_compute", "lambda_requests", "s3_requests", "sqs_requests",
+                          "fargate", "total"}
+    assert items["total"] == pytest.approx(sum(v for k, v in items.items() if k != "total"),
+                                           abs=1e-3)
+    # Requests follow the task counts: 4 encodes, 2 exit states, 2 stage-4 tasks, 2 checks.
+    tasks = sum(small["stages"][label]["tasks"] for label in (
+        "libvpx encode", "exit states", "encode given state", "verify + quality"))
+    assert items["lambda_requests"] == pytest.approx(tasks * costs.LAMBDA_USD_PER_REQUEST,
+                                                     abs=1e-4)
+    writes = sum(t["requests"].get(op, 0) for t in small["stages"].values()
+                 for op in ("put", "copy", "list"))
+    assert writes > 0 and items["s3_requests"] >= writes * costs.S3_PUT_USD_PER_REQUEST - 1e-4
+    big = encode_json(capsys, source, "-o", tmp_path / "b.ivf", "-n", 3, "-x", 2,
+                      "--estimate-cost", "--lambda-memory", "10240")
+    assert big["cost_estimate_usd"]["items"]["lambda_compute"] > items["lambda_compute"]

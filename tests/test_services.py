@@ -340,3 +340,44 @@ def test_a_task_past_its_deadline_is_reported(tmp_path: Path, inputs: Path) -> N
     assert seen, "no overdue task was reported"
     assert {"stage", "index", "worker", "deadline", "started_at"} <= set(seen[0])
     assert seen[0]["stage"] in ("split", "encode", "state", "first", "rebase", "measure")
+
+
+def test_a_budget_cap_cancels_the_job(cluster: Cluster, inputs: Path) -> None:
+    """A job whose projected AWS cost passes its budget is cancelled, with the reason; its
+    records carry the estimate the reason quotes."""
+    from services.estimate import job_estimate
+
+    client = unique("budget")
+    job = cluster.submit(client, inputs / "carphone.mp4", cluster.outputs / client / "o.ivf",
+                         frames_per_chunk=3, chunks_per_group=8, budget_usd=0.0001)
+    record = cluster.wait(job)
+    assert record.state == "cancelled"
+    with cluster.records() as records:
+        reasons = [e["reason"] for e in records.errors(job)]
+        estimate = job_estimate(records, job)
+    assert any("passes the budget $0.0001" in r for r in reasons), reasons
+    assert estimate["projected"]["total"] > 0.0001
+    assert estimate["so_far"]["total"] <= estimate["projected"]["total"]
+
+
+def test_a_straggler_on_the_chain_is_hedged(tmp_path: Path, inputs: Path,
+                                            references: Any) -> None:
+    """One stage-4 task stalls for a minute on its first attempt (as on a sick machine); the
+    rebase chain waits for it, so the hedger publishes it again once it runs far longer than
+    its peers; the copy finishes first, and the job ends long before the straggler would."""
+    source = inputs / "carphone.mp4"
+    with cluster_at(tmp_path, inputs) as slow:
+        for name, count in (("splitter", 1), ("encoder", 2), ("decoder", 1), ("rebaser", 1)):
+            service = slow.service(name, f"--concurrency={count}")
+            service.env["EXCAMERA_TEST_SLOW_TASK"] = "first:5:60"
+            slow.services[name] = service.start()
+        slow.wait_ready()
+        output = slow.outputs / "hedged.ivf"
+        began = time.monotonic()
+        job = slow.submit("hedged", source, output, frames_per_chunk=3, chunks_per_group=8)
+        finished(slow, job, output, references(source, 3, 8), timeout=120)
+        elapsed = time.monotonic() - began
+        with slow.records() as records:
+            (straggler,) = [t for t in records.tasks(job, stage="first") if t["index"] == 5]
+    assert elapsed < 50, elapsed
+    assert straggler["attempts"] == 2 and straggler["state"] == "done"

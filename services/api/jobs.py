@@ -20,6 +20,7 @@ from shared.pipeline.messages import IngestMessage, JobRequest, job_id_for
 
 from ..adapter import purge_job
 from ..errors import TransientError
+from ..estimate import job_estimate
 from ..records import JobRecord
 from ..runtime import Runtime
 from .middleware import ApiError
@@ -98,7 +99,8 @@ def job_summary(record: JobRecord) -> dict[str, Any]:
 
 
 def job_document(runtime: Runtime, record: JobRecord) -> dict[str, Any]:
-    """A job's full status: per-stage progress and timings, errors, overdue tasks."""
+    """A job's full status: per-stage progress and timings, errors, overdue tasks, and its AWS
+    cost so far and projected (from the same records)."""
     records = runtime.records
     return {
         **job_summary(record),
@@ -108,6 +110,7 @@ def job_document(runtime: Runtime, record: JobRecord) -> dict[str, Any]:
         "overdue": records.overdue(record.id),
         "plan": record.plan,
         "result": record.result,
+        "cost": job_estimate(records, record.id),
         "expires_at": _time(record.expires_at),
         "cleaned_at": _time(record.cleaned_at),
     }

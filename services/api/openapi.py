@@ -61,6 +61,7 @@ STORED_REQUEST = _object({
     "cq_level": {"type": "integer"},
     "ssim": {"type": "number"},
     "format": {"type": "string", "enum": list(FORMATS)},
+    "budget_usd": {"type": "number"},
 }, ["input", "frames_per_chunk", "chunks_per_group", "format"])
 
 STAGE_PROGRESS = _object({
@@ -112,6 +113,10 @@ JOB = _object({
     "overdue": {"type": "array", "items": _ref("OverdueTask")},
     "plan": _nullable("object", description="the split's plan: frames, chunks, groups, ..."),
     "result": _nullable("object", description="bytes, bitrate, SSIM and PSNR of the output"),
+    "cost": {"type": "object", "required": ["so_far", "projected"],
+             "properties": {"so_far": _ref("Cost"), "projected": _ref("Cost")},
+             "description": "what the job would cost on AWS, in US dollars: its tasks done "
+                            "so far, and the whole job projected from them"},
     "output_link": _nullable("string", description="once done: the output's URL with a signed "
                              "expiry, readable without a token (for a browser's <video>)"),
     "expires_at": _nullable("string", format="date-time",
@@ -147,6 +152,8 @@ def _schemas() -> dict[str, Any]:
         "Task": TASK,
         "JobList": _page("jobs"),
         "TaskList": _page("tasks", {"id": JOB_ID}),
+        "Cost": {"type": "object", "required": ["total"],
+                 "additionalProperties": {"type": "number"}},
         "Cancelled": _object({"id": JOB_ID, "state": {"const": "cancelled"}}),
         "Health": _object({
             "status": {"type": "string", "enum": ["ok", "unavailable"]},

@@ -47,6 +47,7 @@ from ..adapter import handle, set_aside
 from ..celery_tasks import backoff
 from ..config import ServiceConfig
 from ..errors import TransientError
+from ..hedger import Hedger
 from ..runtime import Runtime
 from .join import join_step
 
@@ -90,6 +91,7 @@ class RebaserProcess:
         self._shards: dict[int, _Shard] = {}
         self._connection: kombu.Connection | None = None
         self.links_run = 0
+        self.hedger = Hedger(self.runtime)
 
     def stop(self, *_: Any) -> None:
         self._stopping = True
@@ -132,6 +134,7 @@ class RebaserProcess:
                 self._drain(connection)
                 while self._inbox and not self._stopping:
                     self._process(self._inbox.popleft())
+                self.hedger.tick()
                 connection.heartbeat_check()
         finally:
             self._release_all()

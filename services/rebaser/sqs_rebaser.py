@@ -32,6 +32,7 @@ from ..adapter import fail, handle, set_aside
 from ..celery_tasks import backoff
 from ..config import ServiceConfig
 from ..errors import TransientError
+from ..hedger import Hedger
 from ..runtime import Runtime
 from .join import join_step
 from .service import LINK_DELAY_ENV
@@ -63,6 +64,7 @@ class SqsRebaserProcess:
         self.sqs = sqs
         self._stopping = False
         self.links_run = 0
+        self.hedger = Hedger(self.runtime)
 
     def stop(self, *_: Any) -> None:
         self._stopping = True
@@ -74,6 +76,7 @@ class SqsRebaserProcess:
             try:
                 worked = self._poll(self.topology.rebase_fifo, count=10, wait=1)
                 worked |= self._poll(self.topology.join, count=1, wait=0 if worked else 1)
+                self.hedger.tick()
                 failures = 0
             except TransientError as exc:
                 failures += 1

@@ -10,6 +10,7 @@ with its reason; nothing else is held up by it.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from shared.pipeline.graph import TaskId
@@ -37,7 +38,7 @@ def accept_body(body: Any, runtime: Runtime, *, redelivered: bool = False) -> st
     None when the message was set aside. `redelivered`: the broker delivered it before."""
     try:
         document = load_json(body, "ingest message") if isinstance(body, (bytes, str)) else body
-        message = parse_ingest(document)
+        message = parse_ingest(document, runtime.config.request_defaults())
         runtime.policy.check_input(message.request.input, runtime.store)
         if message.output is not None:
             runtime.policy.check_output(message.output)
@@ -48,6 +49,16 @@ def accept_body(body: Any, runtime: Runtime, *, redelivered: bool = False) -> st
                                         runtime.topology.ingest_dead)
         return None
     return accept(message, runtime, redelivered=redelivered)
+
+
+def warm_encoders(runtime: Runtime) -> None:
+    """Start the encoder's Lambda environments now, before the split ends (in the background:
+    accepting the job does not wait for it)."""
+    invoker = runtime.dispatcher.invoker
+    count = runtime.config.warm_environments
+    if invoker is not None and count > 0:
+        threading.Thread(target=invoker.warm, args=(count,), daemon=True,
+                         name="warm-encoders").start()
 
 
 def accept(message: IngestMessage, runtime: Runtime, *, redelivered: bool = False) -> str:
@@ -66,6 +77,7 @@ def accept(message: IngestMessage, runtime: Runtime, *, redelivered: bool = Fals
     if not claimed and redelivered:
         claimed = runtime.records.unstarted(job, [split])
     if claimed:
+        warm_encoders(runtime)
         facts = JobFacts(message.request, message.output)
         runtime.store.put(job_key(job), facts.to_json())
         runtime.dispatcher.publish_task(TaskMessage(job, "split", 0), ordering_key=job,

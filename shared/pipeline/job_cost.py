@@ -93,6 +93,6 @@ def project(done: dict[str, StageUse], totals: dict[str, int]) -> dict[str, Stag
 def job_estimate(stages: dict[str, StageUse], *,
                  lambda_memory_mb: float = DEFAULT_LAMBDA_MEMORY_MB) -> dict[str, float]:
     """Itemized dollars (lambda_compute, lambda_requests, s3_requests, sqs_requests, fargate,
-    total), rounded to the hundredth of a cent."""
+    total), to the micro-dollar."""
     items = estimate(usage_of(stages, lambda_memory_mb=lambda_memory_mb))
-    return {name: round(value, 4) for name, value in items.items()}
+    return {name: round(value, 6) for name, value in items.items()}

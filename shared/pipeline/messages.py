@@ -76,6 +76,10 @@ JOB_OPTIONS_SCHEMA: dict[str, Any] = {
                        "encode reaches this SSIM, in dB (e.g. 16), or below 1 as plain SSIM",
     },
     "format": {"type": "string", "enum": list(FORMATS), "default": "webm"},
+    "budget_usd": {
+        "type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000,
+        "description": "cancel the job as soon as its projected AWS cost passes this",
+    },
 }
 
 _ONE_QUALITY = {"not": {"required": ["cq_level", "ssim"]}}
@@ -191,6 +195,7 @@ class JobRequest:
     cq_level: int = DEFAULT_CQ_LEVEL
     ssim: float | None = None
     format: str = "webm"
+    budget_usd: float | None = None
 
     def settings(self) -> EncodeSettings:
         return EncodeSettings(cq_level=self.cq_level, target_ssim_db=self.ssim)
@@ -201,6 +206,8 @@ class JobRequest:
             del document["ssim"]
         else:
             del document["cq_level"]
+        if self.budget_usd is None:
+            del document["budget_usd"]
         return document
 
 
@@ -209,22 +216,26 @@ def _ssim_db(value: float) -> float:
     return round(-10 * math.log10(1 - value), 6) if value < 1 else float(value)
 
 
-def _job_request(document: dict[str, Any]) -> JobRequest:
+def _job_request(document: dict[str, Any], defaults: dict[str, Any] | None = None
+                 ) -> JobRequest:
     known = {f.name for f in fields(JobRequest)}
-    values = {key: value for key, value in document.items() if key in known}
+    values = {**(defaults or {}),
+              **{key: value for key, value in document.items() if key in known}}
     if values.get("ssim") is not None:
         values["ssim"] = _ssim_db(values["ssim"])
     return JobRequest(**values)
 
 
-def parse_job_request(document: Any) -> JobRequest:
-    return _job_request(_validate(document, JOB_REQUEST_SCHEMA, "job request"))
+def parse_job_request(document: Any, defaults: dict[str, Any] | None = None) -> JobRequest:
+    """A validated request; `defaults` (the operator's n and x, say) fill what it leaves out."""
+    return _job_request(_validate(document, JOB_REQUEST_SCHEMA, "job request"), defaults)
 
 
-def parse_job_options(document: Any, input_url: str) -> JobRequest:
+def parse_job_options(document: Any, input_url: str,
+                      defaults: dict[str, Any] | None = None) -> JobRequest:
     """The `options` part of an upload, for the uploaded `input_url`."""
     options = _validate(document, JOB_OPTIONS_OBJECT_SCHEMA, "options")
-    return _job_request({**options, "input": input_url})
+    return _job_request({**options, "input": input_url}, defaults)
 
 
 @dataclass(frozen=True)
@@ -243,11 +254,11 @@ class IngestMessage:
         return document
 
 
-def parse_ingest(document: Any) -> IngestMessage:
+def parse_ingest(document: Any, defaults: dict[str, Any] | None = None) -> IngestMessage:
     _validate(document, INGEST_SCHEMA, "ingest message")
     return IngestMessage(
         id=document["id"],
-        request=_job_request(document),
+        request=_job_request(document, defaults),
         output=document.get("output"),
         owner=document.get("owner"),
     )
