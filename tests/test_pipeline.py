@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -730,3 +731,14 @@ def test_estimate_cost_prices_what_the_stages_measured(
     big = encode_json(capsys, source, "-o", tmp_path / "b.ivf", "-n", 3, "-x", 2,
                       "--estimate-cost", "--lambda-memory", "10240")
     assert big["cost_estimate_usd"]["items"]["lambda_compute"] > items["lambda_compute"]
+
+
+def test_the_same_job_makes_the_same_webm(capsys: pytest.CaptureFixture[str],
+                                          tmp_path: Path) -> None:
+    """A WebM holds no date and no random id: the same input and settings give the same file,
+    run after run (every path through the services must reproduce the embedded bytes)."""
+    source = make_y4m(tmp_path / "in.y4m", 6)
+    encode_json(capsys, source, "-o", tmp_path / "a.webm", "-n", 3, "-x", 2)
+    time.sleep(1.1)  # a header date would now differ
+    encode_json(capsys, source, "-o", tmp_path / "b.webm", "-n", 3, "-x", 2)
+    assert (tmp_path / "a.webm").read_bytes() == (tmp_path / "b.webm").read_bytes()

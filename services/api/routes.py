@@ -341,10 +341,8 @@ async def linked_job(request: web.Request, params: dict[str, str]) -> JobRecord:
 
 def _presigned_url(runtime: Runtime, key: str, seconds: int) -> str | None:
     """A URL that reads the object without credentials, where the store makes them (S3),
-    else None. The runtime's store counts requests around the real one (`inner`)."""
-    store = getattr(runtime.store, "inner", runtime.store)
-    make = getattr(store, "presigned_url", None)
-    return None if make is None else make(key, seconds)
+    else None."""
+    return runtime.store.presigned_url(key, seconds)
 
 
 def stored_output(record: JobRecord) -> str:

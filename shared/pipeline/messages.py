@@ -221,6 +221,10 @@ def _job_request(document: dict[str, Any], defaults: dict[str, Any] | None = Non
     known = {f.name for f in fields(JobRequest)}
     values = {**(defaults or {}),
               **{key: value for key, value in document.items() if key in known}}
+    for key in ("frames_per_chunk", "chunks_per_group", "cq_level"):
+        # JSON Schema's integers include 6.0; the pipeline wants 6.
+        if isinstance(values.get(key), float):
+            values[key] = int(values[key])
     if values.get("ssim") is not None:
         values["ssim"] = _ssim_db(values["ssim"])
     return JobRequest(**values)

@@ -303,6 +303,11 @@ class CountingStore(Store):
         with self.inner.open_read(key) as file:
             yield file
 
+    def presigned_url(self, key: str, seconds: int = 3600) -> str | None:
+        """The inner store's presigned URL for `key` (S3), or None if it has none."""
+        presign = getattr(self.inner, "presigned_url", None)
+        return None if presign is None else presign(key, seconds)
+
 
 def open_store(url: str, *, durable: bool = True) -> Store:
     """A store from a URL: `file:///path` or a plain path is a `LocalStore`.
