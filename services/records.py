@@ -16,7 +16,8 @@ Tables (created on first use, in the database the URL names, which is created if
     excamera_progress  per job and stage: how many tasks there are, and how many are done
     excamera_errors    every failed attempt, with its reason
 
-Every method is one short transaction. `TransientError` wraps a lost connection, so the
+Every method is one statement (autocommit: a round trip each), or a short transaction where
+several statements must change together. `TransientError` wraps a lost connection, so the
 caller retries.
 """
 
@@ -179,7 +180,7 @@ class JobRecords:
             ensure_database(url)
             self._pool = ConnectionPool(
                 url, min_size=1, max_size=pool_size, open=True, timeout=30,
-                kwargs={"row_factory": dict_row, "connect_timeout": 10},
+                kwargs={"row_factory": dict_row, "connect_timeout": 10, "autocommit": True},
                 check=ConnectionPool.check_connection,
             )
         self._lock = threading.Lock()
@@ -196,6 +197,7 @@ class JobRecords:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A transaction, for the few changes of several statements that must be atomic."""
         with (
             _transient(),
             self._pool.connection() as conn,
@@ -204,9 +206,16 @@ class JobRecords:
         ):
             yield cur
 
+    @contextlib.contextmanager
+    def _one(self) -> Iterator[psycopg.Cursor[Any]]:
+        """Statements each atomic on its own (autocommit: one round trip each, where a
+        transaction block would add a BEGIN and a COMMIT: the per-task path is three)."""
+        with _transient(), self._pool.connection() as conn, conn.cursor() as cur:
+            yield cur
+
     def ping(self) -> None:
         """One round trip to the database (health checks); TransientError if it is down."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("SELECT 1")
 
     # ------------------------------------------------------------------ jobs
@@ -237,19 +246,19 @@ class JobRecords:
             return _record(row), False
 
     def get_job(self, job: str) -> JobRecord | None:
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("SELECT * FROM excamera_jobs WHERE id = %s", (job,))
             row = cur.fetchone()
         return None if row is None else _record(row)
 
     def job_state(self, job: str) -> str | None:
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("SELECT state FROM excamera_jobs WHERE id = %s", (job,))
             row = cur.fetchone()
         return None if row is None else row["state"]
 
     def list_jobs(self, owner: str, limit: int = 100, offset: int = 0) -> list[JobRecord]:
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 "SELECT * FROM excamera_jobs WHERE owner = %s ORDER BY created_at DESC, id "
                 "LIMIT %s OFFSET %s", (owner, limit, offset),
@@ -257,13 +266,13 @@ class JobRecords:
             return [_record(row) for row in cur.fetchall()]
 
     def count_jobs_by_state(self) -> dict[str, int]:
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("SELECT state, count(*) AS n FROM excamera_jobs GROUP BY state")
             return {row["state"]: row["n"] for row in cur.fetchall()}
 
     def start_job(self, job: str) -> bool:
         """queued -> running; False if the job has ended (cancelled, say)."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 "UPDATE excamera_jobs SET state = 'running', started_at = coalesce(started_at, "
                 "now()) WHERE id = %s AND state IN ('queued', 'running') RETURNING id", (job,),
@@ -295,7 +304,7 @@ class JobRecords:
     ) -> bool:
         """running -> done, with the output's location and figures; intermediates expire
         after `retention_seconds`. False if the job had already ended."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 "UPDATE excamera_jobs SET state = 'done', output = %s, result = %s, "
                 "finished_at = now(), expires_at = now() + make_interval(secs => %s) "
@@ -306,7 +315,7 @@ class JobRecords:
 
     def fail_job(self, job: str, reason: str, retention_seconds: float = 0.0) -> bool:
         """-> failed with `reason` (the first failure wins); False if it had already ended."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 "UPDATE excamera_jobs SET state = 'failed', error = %s, finished_at = now(), "
                 "expires_at = now() + make_interval(secs => %s) "
@@ -335,7 +344,7 @@ class JobRecords:
 
     def jobs_to_clean(self, limit: int = 50) -> list[str]:
         """Ended jobs whose intermediates are past their retention and not deleted yet."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 "SELECT id FROM excamera_jobs WHERE cleaned_at IS NULL AND expires_at <= now() "
                 "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED", (limit,),
@@ -343,12 +352,12 @@ class JobRecords:
             return [row["id"] for row in cur.fetchall()]
 
     def mark_cleaned(self, job: str) -> None:
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("UPDATE excamera_jobs SET cleaned_at = now() WHERE id = %s", (job,))
 
     def delete_job(self, job: str) -> None:
         """Forget a job entirely (tests and operators; its rows go with it)."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("DELETE FROM excamera_jobs WHERE id = %s", (job,))
 
     # ------------------------------------------------------------------ tasks
@@ -358,7 +367,7 @@ class JobRecords:
         """Record that `worker` starts `task`, in one statement: returns the job's state
         (None: no such job) and which attempt this is (1 first; 0 when the task is done
         already, a duplicate delivery, or the job has ended: nothing is recorded then)."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 "WITH job AS (SELECT state FROM excamera_jobs WHERE id = %(job)s), "
                 "started AS (UPDATE excamera_tasks SET state = 'running', "
@@ -385,7 +394,7 @@ class JobRecords:
         """Record `task` as done (its output is stored), with the time and store requests it
         took, in one statement: whether this was the first time, and the job's state now (a
         cancel may have come meanwhile)."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 "WITH finished AS (UPDATE excamera_tasks SET state = 'done', "
                 "finished_at = now(), seconds = %(seconds)s, worker = %(worker)s "
@@ -408,7 +417,7 @@ class JobRecords:
     def stage_use(self, job: str) -> dict[str, dict[str, float]]:
         """Per stage: tasks in all, done, and the summed seconds, store reads and writes of
         those done (what the job's cost is estimated from)."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("SELECT stage, total, done, seconds, reads, writes FROM "
                         "excamera_progress WHERE job = %s", (job,))
             return {row["stage"]: {key: row[key] for key in
@@ -434,7 +443,7 @@ class JobRecords:
                 pairs.append((task.stage, task.index, "", -1))
             else:
                 pairs.extend((task.stage, task.index, d.stage, d.index) for d in deps)
-        with self._tx() as cur:
+        with self._one() as cur:
             if pairs:
                 cur.execute(
                     "WITH want AS (SELECT * FROM unnest(%(cs)s::text[], %(ci)s::int[], "
@@ -464,7 +473,7 @@ class JobRecords:
         return claimed
 
     def running_jobs(self, limit: int = 1000) -> list[str]:
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("SELECT id FROM excamera_jobs WHERE state = 'running' LIMIT %s",
                         (limit,))
             return [row["id"] for row in cur.fetchall()]
@@ -475,7 +484,7 @@ class JobRecords:
         their stage's median (of at least `min_peers` finished ones) and `min_seconds`; each
         with whether the rebase chain is waiting for it (a stage-4 task whose predecessor's
         link is final)."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("SELECT 1 FROM excamera_tasks WHERE job = %s AND state = 'running' "
                         "AND started_at < now() - make_interval(secs => %s) LIMIT 1",
                         (job, min_seconds))
@@ -509,7 +518,7 @@ class JobRecords:
 
     def record_error(self, job: str, reason: str) -> None:
         """A reason about the job as a whole (not one task), shown with its errors."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("INSERT INTO excamera_errors (job, permanent, reason) SELECT %s, true, "
                         "%s WHERE EXISTS (SELECT 1 FROM excamera_jobs WHERE id = %s)",
                         (job, reason, job))
@@ -517,7 +526,7 @@ class JobRecords:
     def fail_task(self, job: str, task: TaskId, reason: str, *, attempt: int,
                   permanent: bool) -> None:
         """Record a failed attempt; a permanent failure also marks the task failed."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 "INSERT INTO excamera_errors (job, stage, idx, attempt, permanent, reason) "
                 "SELECT %s, %s, %s, %s, %s, %s WHERE EXISTS "
@@ -550,12 +559,12 @@ class JobRecords:
         tasks = list(tasks)
         if not tasks:
             return set()
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(query, ([t.stage for t in tasks], [t.index for t in tasks], job))
             return {TaskId(row["stage"], row["idx"]) for row in cur.fetchall()}
 
     def is_done(self, job: str, task: TaskId) -> bool:
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("SELECT state = 'done' AS ok FROM excamera_tasks WHERE job = %s AND "
                         "stage = %s AND idx = %s", (job, task.stage, task.index))
             row = cur.fetchone()
@@ -566,7 +575,7 @@ class JobRecords:
     def progress(self, job: str) -> dict[str, dict[str, Any]]:
         """Per stage: tasks in all, done, running (and of those, past their deadline),
         failed, and the stage's first start, last end and summed task time."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("SELECT stage, total, done FROM excamera_progress WHERE job = %s",
                         (job,))
             totals = {row["stage"]: row for row in cur.fetchall()}
@@ -598,7 +607,7 @@ class JobRecords:
         return progress
 
     def errors(self, job: str, limit: int = MAX_ERRORS_SHOWN) -> list[dict[str, Any]]:
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 "SELECT stage, idx, attempt, permanent, reason, at FROM excamera_errors "
                 "WHERE job = %s ORDER BY id DESC LIMIT %s", (job, limit),
@@ -612,7 +621,7 @@ class JobRecords:
 
     def overdue(self, job: str, limit: int = MAX_ERRORS_SHOWN) -> list[dict[str, Any]]:
         """Running tasks past their deadline: what a stuck job is waiting for."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 "SELECT stage, idx, worker, attempts, started_at, deadline FROM excamera_tasks "
                 "WHERE job = %s AND state = 'running' AND deadline < now() "
@@ -629,7 +638,7 @@ class JobRecords:
     def tasks(self, job: str, stage: str | None = None, offset: int = 0,
               limit: int = 1000) -> list[dict[str, Any]]:
         """Per-task timings: state, attempts, worker, start, end, seconds."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute(
                 "SELECT stage, idx, state, attempts, worker, queued_at, started_at, "
                 "finished_at, seconds FROM excamera_tasks WHERE job = %s "
@@ -647,7 +656,7 @@ class JobRecords:
 
     def active_task_count(self, job: str) -> int:
         """Tasks running now (a cancelled job's stragglers, say)."""
-        with self._tx() as cur:
+        with self._one() as cur:
             cur.execute("SELECT count(*) AS n FROM excamera_tasks WHERE job = %s AND "
                         "state = 'running'", (job,))
             row = cur.fetchone()
