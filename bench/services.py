@@ -216,6 +216,39 @@ def scale_run(cluster: Cluster, chunks: int, name: str) -> dict[str, Any]:
     }
 
 
+def moto_row(root: Path, clip: Path, reference: Path, n: int, x: int) -> float:
+    """The same job on moto's S3 and SQS: splitter and rebaser as services, the encoder (two
+    execution environments) and the decoder as Lambda handlers fed by SQS events."""
+    import secrets
+
+    import boto3
+    from aws_support import moto_server
+
+    with moto_server():
+        bucket = f"b{secrets.token_hex(4)}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        settings = {"allow_output": (f"s3://{bucket}/out/",)}
+        with cluster_at(root / "moto", clip.parent, broker="sqs://",
+                        store=f"s3://{bucket}/store", settings=settings) as cluster:
+            cluster.start({"encoder": 0, "decoder": 0})
+            for function in ("encoder", "encoder", "decoder"):
+                cluster.poller(function)
+            began = time.perf_counter()
+            cluster.post({"version": 1, "id": "moto", "input": clip.as_uri(),
+                          "output": f"s3://{bucket}/out/moto.ivf", "frames_per_chunk": n,
+                          "chunks_per_group": x, "cq_level": 20, "format": "ivf"})
+            from shared.pipeline.messages import job_id_for
+
+            record = cluster.wait(job_id_for(None, "moto"), timeout=3600)
+            seconds = time.perf_counter() - began
+            if record.state != "done":
+                raise SystemExit(f"the moto job ended {record.state}: {record.error}")
+            data = boto3.client("s3").get_object(Bucket=bucket, Key="out/moto.ivf")["Body"]
+            if data.read() != reference.read_bytes():
+                raise SystemExit("the moto run's output differs from the embedded encode")
+    return seconds
+
+
 def note(text: str) -> None:
     print(f"bench/services.py: {text}", file=sys.stderr, flush=True)
 
@@ -227,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-x", type=int, default=16)
     parser.add_argument("--scale-chunks", type=int, default=3552)
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--skip-moto", action="store_true",
+                        help="leave out the run on moto (S3 and SQS, Lambda handlers)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"clip": str(args.clip), "n": args.n, "x": args.x}
@@ -258,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                             scale_run(cluster, args.scale_chunks // 4, "scale-quarter"),
                             scale_run(cluster, args.scale_chunks, "scale-full"),
                         ]
+        if not args.skip_moto:
+            results["moto_s"] = round(moto_row(root, args.clip, reference, args.n, args.x), 2)
+            note(f"moto (SQS + S3, Lambda handlers): {results['moto_s']} s")
     results["overhead_pct"] = round(
         100 * (results["services_2_encoders_s"] / results["embedded_s"] - 1), 1)
     results["encoder_speedup_1_to_2"] = round(
@@ -284,6 +322,9 @@ def print_table(r: dict[str, Any]) -> None:
           "(goal 5 / 50 ms)")
     print(f"  queue wait in the job (incl. waiting for a free worker): p50 "
           f"{r['queue_wait_p50_ms']:.1f} ms, p99 {r['queue_wait_p99_ms']:.1f} ms")
+    if "moto_s" in r:
+        print(f"  moto (SQS + S3; 2 encoder, 1 decoder Lambda environments) "
+              f"{r['moto_s']:.2f} s   {100 * (r['moto_s'] / r['embedded_s'] - 1):+.1f} %")
     for row in r.get("scale", []):
         print(f"  control plane, {row['chunks']} chunks of 16x16: {row['seconds']:.1f} s, "
               f"{row['tasks']} tasks, {row['tasks_per_second']:.0f} tasks/s; status p50 "

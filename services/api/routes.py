@@ -16,7 +16,6 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import hdrs, web
@@ -46,7 +45,6 @@ __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
-INTEGER_FIELDS = ("frames_per_chunk", "chunks_per_group", "cq_level")
 MAX_OFFSET = 10_000_000
 _DIGITS = re.compile(r"[0-9]{1,12}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -131,16 +129,6 @@ def client_id(request: web.Request) -> str:
     return key
 
 
-def _integral(document: Any) -> Any:
-    """6.0 is an integer to JSON Schema: give the pipeline the int it expects."""
-    if isinstance(document, dict):
-        for name in INTEGER_FIELDS:
-            value = document.get(name)
-            if isinstance(value, float) and value.is_integer():
-                document[name] = int(value)
-    return document
-
-
 async def read_body(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
@@ -186,7 +174,8 @@ async def _create_from_json(request: web.Request, owner: str, key: str) -> web.R
     api = context_of(request)
     body = await read_body(request, api.limits.max_json_bytes)
     try:
-        job_request = parse_job_request(_integral(load_json(body, "job request")))
+        job_request = parse_job_request(load_json(body, "job request"),
+                                        api.runtime.config.request_defaults())
     except MessageError as exc:
         raise ApiError(400, str(exc)) from None
     url = await api.files(checked_input, api.runtime, job_request.input)
@@ -220,8 +209,9 @@ async def _create_from_upload(request: web.Request, owner: str, key: str) -> web
         job = job_id_for(owner, key)
         stored = jobs.upload_key(job, upload.sha256)
         try:
-            job_request = parse_job_options(_integral(upload.options or {}),
-                                            api.runtime.store.url_for(stored))
+            job_request = parse_job_options(upload.options or {},
+                                            api.runtime.store.url_for(stored),
+                                            api.runtime.config.request_defaults())
         except MessageError as exc:
             raise ApiError(400, str(exc)) from None
         existing = await api.control(api.runtime.records.get_job, job)

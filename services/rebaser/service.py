@@ -29,9 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
-import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,24 +38,20 @@ from typing import Any
 import amqp
 import kombu
 
-from shared.pipeline.graph import TaskId
-from shared.pipeline.messages import MessageError, load_json, parse_task
+from shared.pipeline.messages import MessageError, TaskMessage, load_json, parse_task
 
-from ..adapter import handle, set_aside
+from ..adapter import set_aside
 from ..celery_tasks import backoff
 from ..config import ServiceConfig
 from ..errors import TransientError
-from ..hedger import Hedger
-from ..runtime import Runtime
 from .join import join_step
+from .links import LinkRunner
 
 __all__ = ["BALANCE_INTERVAL", "RebaserProcess"]
 
 log = logging.getLogger("excamera.rebaser")
 
 BALANCE_INTERVAL = 0.5
-# Test hook: seconds each link waits before it runs, so a test can kill a rebaser mid-group.
-LINK_DELAY_ENV = "EXCAMERA_TEST_LINK_DELAY"
 SHARD_PREFETCH = 256  # early links are held unacknowledged; normally there are none
 STEPS = {"join": join_step}
 
@@ -79,27 +73,21 @@ class _Shard:
     pending: dict[tuple[str, int], dict[int, _Delivery]] = field(default_factory=dict)
 
 
-class RebaserProcess:
+class RebaserProcess(LinkRunner):
     """One rebaser process: `run()` until `stop()` (or SIGTERM)."""
 
+    steps = STEPS
+
     def __init__(self, config: ServiceConfig) -> None:
-        self.config = config
-        self.runtime = Runtime.current(config)
-        self.topology = self.runtime.topology
-        self._stopping = False
+        super().__init__(config)
         self._inbox: deque[_Delivery] = deque()
         self._shards: dict[int, _Shard] = {}
         self._connection: kombu.Connection | None = None
-        self.links_run = 0
-        self.hedger = Hedger(self.runtime)
-
-    def stop(self, *_: Any) -> None:
-        self._stopping = True
 
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
+        self.install_signals()
         failures = 0
         while not self._stopping:
             try:
@@ -229,25 +217,22 @@ class RebaserProcess:
                       delivery.source)
             delivery.channel.basic_ack(delivery.tag)
             return
-        if delivery.shard is not None and message.stage == "rebase" and self._early(
-                message.job, message.index, delivery):
+        if delivery.shard is not None and message.stage == "rebase" and self._hold_back(
+                message, delivery):
             return
-        self._handle(document, delivery)
+        self.run_link(document, delivery.source)
         delivery.channel.basic_ack(delivery.tag)
         if delivery.shard is not None and message.stage == "rebase":
             self._release_successor(delivery.shard, message.job, message.index)
 
-    def _early(self, job: str, index: int, delivery: _Delivery) -> bool:
-        """Hold link `index` back if link index-1 of its group is not final yet."""
-        records = self.runtime.records
-        if records.job_state(job) in (None, "done", "failed", "cancelled"):
-            return False  # the adapter skips it
-        plan = self.runtime.plan(job)
-        if plan.position(index) < 2 or records.is_done(job, TaskId("rebase", index - 1)):
+    def _hold_back(self, message: TaskMessage, delivery: _Delivery) -> bool:
+        """Hold a link back, unacknowledged, if its predecessor is not final yet."""
+        if not self.before_predecessor(message):
             return False
         shard = self._shards.get(delivery.shard)  # type: ignore[arg-type]
         if shard is not None:
-            shard.pending.setdefault((job, plan.group_of(index)), {})[index] = delivery
+            group = self.runtime.plan(message.job).group_of(message.index)
+            shard.pending.setdefault((message.job, group), {})[message.index] = delivery
         return True
 
     def _release_successor(self, shard_number: int, job: str, index: int) -> None:
@@ -262,32 +247,7 @@ class RebaserProcess:
         if successor is not None:
             self._inbox.appendleft(successor)
 
-    def _handle(self, document: Any, delivery: _Delivery) -> None:
-        """The adapter, with transient failures retried here, in place."""
-        if os.environ.get(LINK_DELAY_ENV):
-            self._sleep(float(os.environ[LINK_DELAY_ENV]))
-        for retry in range(self.config.retries + 1):
-            try:
-                handle(document, self.runtime, service="rebaser", source=delivery.source,
-                       steps=STEPS)
-                self.links_run += 1
-                return
-            except TransientError as exc:
-                if retry == self.config.retries:
-                    self._give_up(document, exc, delivery.source)
-                    return
-                delay = backoff(retry)
-                log.warning("rebaser: %s; retrying in %.1f s", exc, delay)
-                self._sleep(delay)
-
-    def _give_up(self, document: Any, exc: TransientError, source: str) -> None:
-        from ..adapter import fail
-
-        message = parse_task(document)
-        fail(self.runtime, message, f"gave up after {self.config.retries} retries: {exc}",
-             attempt=0, source=source)
-
-    def _sleep(self, seconds: float) -> None:
+    def pause(self, seconds: float) -> None:
         """Wait while keeping the broker connection alive."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not self._stopping:

@@ -19,23 +19,19 @@ is a plain SQS queue, polled between batches.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from typing import Any
 
 from shared.pipeline import stages
-from shared.pipeline.graph import TaskId
 from shared.pipeline.messages import MessageError, TaskMessage, load_json, parse_task
 
-from ..adapter import fail, handle, set_aside
+from ..adapter import set_aside
 from ..celery_tasks import backoff
 from ..config import ServiceConfig
 from ..errors import TransientError
-from ..hedger import Hedger
 from ..runtime import Runtime
 from .join import join_step
-from .service import LINK_DELAY_ENV
+from .links import LinkRunner
 
 __all__ = ["REBASE_VISIBILITY", "SqsRebaserProcess"]
 
@@ -54,23 +50,17 @@ def _rebase_keeping_state(runtime: Runtime, message: TaskMessage) -> Any:
 STEPS = {"rebase": _rebase_keeping_state, "join": join_step}
 
 
-class SqsRebaserProcess:
+class SqsRebaserProcess(LinkRunner):
+    steps = STEPS
+
     def __init__(self, config: ServiceConfig) -> None:
-        self.config = config
-        self.runtime = Runtime.current(config)
-        self.topology = self.runtime.topology
+        super().__init__(config)
         sqs = self.runtime.dispatcher.sqs
         assert sqs is not None, "the SQS rebaser needs an sqs:// broker"
         self.sqs = sqs
-        self._stopping = False
-        self.links_run = 0
-        self.hedger = Hedger(self.runtime)
-
-    def stop(self, *_: Any) -> None:
-        self._stopping = True
 
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
+        self.install_signals()
         failures = 0
         while not self._stopping:
             try:
@@ -107,30 +97,6 @@ class SqsRebaserProcess:
             set_aside(self.runtime, body, str(exc), queue)
             self.sqs.delete(queue, received["ReceiptHandle"])
             return
-        if message.stage != "rebase" or not self._early(message):
-            self._handle(document, queue)
+        if message.stage != "rebase" or not self.before_predecessor(message):
+            self.run_link(document, queue)
         self.sqs.delete(queue, received["ReceiptHandle"])
-
-    def _early(self, message: TaskMessage) -> bool:
-        records = self.runtime.records
-        if records.job_state(message.job) in (None, "done", "failed", "cancelled"):
-            return False
-        plan = self.runtime.plan(message.job)
-        return plan.position(message.index) >= 2 and not records.is_done(
-            message.job, TaskId("rebase", message.index - 1))
-
-    def _handle(self, document: Any, queue: str) -> None:
-        if os.environ.get(LINK_DELAY_ENV):
-            time.sleep(float(os.environ[LINK_DELAY_ENV]))
-        for retry in range(self.config.retries + 1):
-            try:
-                handle(document, self.runtime, service="rebaser", source=queue, steps=STEPS)
-                self.links_run += 1
-                return
-            except TransientError as exc:
-                if retry == self.config.retries:
-                    fail(self.runtime, parse_task(document),
-                         f"gave up after {self.config.retries} retries: {exc}", attempt=0,
-                         source=queue)
-                    return
-                time.sleep(backoff(retry))
