@@ -304,11 +304,12 @@ def ssim_target(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not 0 < value <= 100:
+    decibels = -10 * math.log10(1 - value) if 0 < value < 1 else value
+    if not 0 < decibels <= 100:
         raise argparse.ArgumentTypeError(
             f"expected SSIM in dB (0-100], or as a fraction below 1, got {text!r}"
         )
-    return -10 * math.log10(1 - value) if value < 1 else value
+    return decibels
 
 
 def _add_encode(commands: SubParsers) -> None:

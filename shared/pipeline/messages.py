@@ -212,8 +212,12 @@ class JobRequest:
 
 
 def _ssim_db(value: float) -> float:
-    """As the command line takes it: below 1 is plain SSIM, else dB."""
-    return round(-10 * math.log10(1 - value), 6) if value < 1 else float(value)
+    """As the command line takes it: below 1 is plain SSIM, else dB (at most 100)."""
+    decibels = round(-10 * math.log10(1 - value), 6) if value < 1 else float(value)
+    if not 0 < decibels <= 100:
+        raise MessageError(f"ssim: {value} is {decibels:g} dB; at most 100 dB (an SSIM of "
+                           "0.99999999990) can be asked for")
+    return decibels
 
 
 def _job_request(document: dict[str, Any], defaults: dict[str, Any] | None = None
