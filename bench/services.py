@@ -15,9 +15,10 @@
 3. One encoder process against two: the span of the parallel stages (phase 1 and stage 4)
    in the same job (goal: about 1.8x faster with two on 2 cores).
 4. Control-plane scale: a job of --scale-chunks chunks (3,552: the original's Sintel 4K job)
-   of tiny pictures: tasks per second, the job status query's latency during the job (p50,
-   p99; goal p99 < 100 ms), and the broker's and the store's requests per chunk, next to a job
-   of a quarter as many chunks (per-chunk costs must not grow with the chunk count).
+   of tiny pictures: tasks per second, the latency of GET /v1/jobs/ID on the HTTP API during
+   the job (p50, p99; goal p99 < 100 ms), and the broker's and the store's requests per
+   chunk, next to a job of a quarter as many chunks (per-chunk costs must not grow with the
+   chunk count).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -51,10 +53,11 @@ def embedded(source: Path, output: Path, n: int, x: int) -> float:
 
 
 def through_services(cluster: Cluster, source: Path, n: int, x: int, name: str,
-                     during: Any = None) -> tuple[float, str, Path]:
+                     during: Any = None, **options: Any) -> tuple[float, str, Path]:
     output = cluster.outputs / f"{name}.ivf"
     began = time.perf_counter()
-    job = cluster.submit(name, source, output, frames_per_chunk=n, chunks_per_group=x)
+    job = cluster.submit(name, source, output, frames_per_chunk=n, chunks_per_group=x,
+                         **options)
     deadline = time.monotonic() + 30
     while not cluster.job_exists(job):
         letters = cluster.queue_messages("ingest.dead")
@@ -175,29 +178,55 @@ def broker_messages(cluster: Cluster) -> float:
                for service in ("splitter", "encoder", "decoder", "rebaser"))
 
 
-def scale_run(cluster: Cluster, chunks: int, name: str) -> dict[str, Any]:
+API_TOKEN = "bench-token-0123456789"
+
+
+def start_api(cluster: Cluster) -> str:
+    """The HTTP API beside the workers; returns its URL once it answers."""
+    from services_support import free_port
+
+    port = free_port()
+    api = cluster.service("api", f"--port={port}")
+    api.env["EXCAMERA_API_TOKENS"] = f"bench:{API_TOKEN}"
+    cluster.extra.append(api.start())
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/v1/health", timeout=2).read()
+            return url
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("the API did not start")
+
+
+def scale_run(cluster: Cluster, chunks: int, name: str, api: str) -> dict[str, Any]:
+    """A job of `chunks` tiny chunks, its status read over HTTP every 100 ms meanwhile."""
     (cluster.root / "inputs").mkdir(exist_ok=True)
     source = tiny_clip(cluster.root / "inputs" / f"{name}.y4m", chunks * 6)
     latencies: list[float] = []
     store_before, messages_before = store_requests(cluster), broker_messages(cluster)
     last = [0.0]
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
 
     def poll_status(records: Any) -> None:
         if time.monotonic() - last[0] < 0.1:
             return
         last[0] = time.monotonic()
         began = time.perf_counter()
-        job_record = records.get_job(job_id[0])
-        if job_record is not None:
-            records.progress(job_id[0])
-            records.errors(job_id[0])
-            records.overdue(job_id[0])
+        try:
+            urllib.request.urlopen(urllib.request.Request(
+                f"{api}/v1/jobs/{job_id[0]}", headers=headers), timeout=10).read()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:  # not accepted yet
+                raise
         latencies.append(time.perf_counter() - began)
 
     from shared.pipeline.messages import job_id_for
 
-    job_id = [job_id_for(None, name)]
-    seconds, job, _ = through_services(cluster, source, 6, 16, name, during=poll_status)
+    job_id = [job_id_for("bench", name)]
+    seconds, job, _ = through_services(cluster, source, 6, 16, name, during=poll_status,
+                                       owner="bench")
     with cluster.records() as records:
         tasks = sum(p["total"] for p in records.progress(job).values())
     time.sleep(0.5)
@@ -289,9 +318,10 @@ def main(argv: list[str] | None = None) -> int:
                         1000 * waits[int(0.99 * (len(waits) - 1))], 1)
                     results["transit_latency"] = transit_latency(cluster, job)
                     if not args.skip_scale:
+                        api = start_api(cluster)
                         results["scale"] = [
-                            scale_run(cluster, args.scale_chunks // 4, "scale-quarter"),
-                            scale_run(cluster, args.scale_chunks, "scale-full"),
+                            scale_run(cluster, args.scale_chunks // 4, "scale-quarter", api),
+                            scale_run(cluster, args.scale_chunks, "scale-full", api),
                         ]
         if not args.skip_moto:
             results["moto_s"] = round(moto_row(root, args.clip, reference, args.n, args.x), 2)

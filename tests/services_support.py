@@ -261,7 +261,7 @@ class Cluster:
         if output is not None:
             document["output"] = output.as_uri()
         self.post(document)
-        return job_id_for(None, client_id)
+        return job_id_for(options.get("owner"), client_id)
 
     @contextlib.contextmanager
     def runtime(self) -> Iterator[Any]:
