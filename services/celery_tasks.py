@@ -11,7 +11,6 @@ the ingest queue's plain JSON (`IngestConsumer`).
 from __future__ import annotations
 
 import logging
-import random
 import time
 from typing import Any
 
@@ -24,23 +23,16 @@ from shared.pipeline.messages import MessageError, parse_task
 from .adapter import Outcome, fail, handle
 from .broker import CELERY_TASKS
 from .errors import TransientError
+from .retry import backoff
 from .runtime import Runtime
 from .splitter.ingest import accept_body
 from .splitter.split import split_step
 
-__all__ = ["IngestConsumer", "backoff", "register"]
+__all__ = ["IngestConsumer", "register"]
 
 log = logging.getLogger("excamera.services")
 
 STEPS = {"splitter": {"split": split_step}}
-MAX_BACKOFF = 60.0
-
-
-def backoff(retries: int) -> float:
-    """Seconds before retry number `retries + 1`: doubling from 1 s up to a minute, each
-    scaled by a random factor in [0.5, 1] so that many workers hit by one outage do not all
-    come back at once."""
-    return min(MAX_BACKOFF, 2.0 ** retries) * random.uniform(0.5, 1.0)
 
 
 def register(app: Celery, service: str) -> Any:

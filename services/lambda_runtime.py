@@ -34,9 +34,9 @@ from shared.pipeline.messages import MessageError
 
 from .adapter import fail, handle
 from .broker import CELERY_TASKS
-from .celery_tasks import backoff
 from .config import ServiceConfig
 from .errors import TransientError
+from .retry import backoff
 from .runtime import Runtime
 
 __all__ = ["handle_sqs_event", "task_document"]

@@ -17,7 +17,7 @@ from typing import Any
 from celery import Celery
 
 from shared.pipeline import graph, stages
-from shared.pipeline.messages import JobRequest, _job_request
+from shared.pipeline.messages import JobRequest, stored_job_request
 from shared.pipeline.stages import ChunkPlan
 from shared.pipeline.store import CountingStore, open_store
 
@@ -50,7 +50,7 @@ class JobFacts:
     @classmethod
     def from_json(cls, data: bytes) -> JobFacts:
         document = json.loads(data)
-        return cls(_job_request(document["request"]), document["output"])
+        return cls(stored_job_request(document["request"]), document["output"])
 
 
 class Runtime:

@@ -16,11 +16,11 @@ from shared.pipeline.graph import TaskId
 from shared.pipeline.messages import TaskMessage, parse_task
 
 from ..adapter import Step, fail, handle
-from ..celery_tasks import backoff
 from ..config import ServiceConfig
 from ..errors import TransientError
 from ..hedger import Hedger
 from ..records import TERMINAL_STATES
+from ..retry import backoff
 from ..runtime import Runtime
 
 __all__ = ["LINK_DELAY_ENV", "LinkRunner"]

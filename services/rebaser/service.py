@@ -41,9 +41,9 @@ import kombu
 from shared.pipeline.messages import MessageError, TaskMessage, load_json, parse_task
 
 from ..adapter import set_aside
-from ..celery_tasks import backoff
 from ..config import ServiceConfig
 from ..errors import TransientError
+from ..retry import backoff
 from .join import join_step
 from .links import LinkRunner
 

@@ -38,6 +38,7 @@ __all__ = [
     "parse_ingest",
     "parse_job_request",
     "parse_task",
+    "stored_job_request",
 ]
 
 VERSION = 1
@@ -232,6 +233,11 @@ def _job_request(document: dict[str, Any], defaults: dict[str, Any] | None = Non
     if values.get("ssim") is not None:
         values["ssim"] = _ssim_db(values["ssim"])
     return JobRequest(**values)
+
+
+def stored_job_request(document: dict[str, Any]) -> JobRequest:
+    """A request as `JobRequest.to_json` stored it (already validated when it came in)."""
+    return _job_request(document)
 
 
 def parse_job_request(document: Any, defaults: dict[str, Any] | None = None) -> JobRequest:
