@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -197,19 +198,12 @@ def _run_rebasers(config: Any, count: int) -> int:
     until this process is told to stop."""
     context = multiprocessing.get_context("spawn")
     children: list[Any] = []
-    stopping = False
-
-    def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = _stop_on_signals()
     if count == 1:
         _rebaser_class(config)(config).run()
         return 0
     try:
-        while not stopping:
+        while not stopping.is_set():
             children = [c for c in children if c.is_alive()]
             while len(children) < count:
                 child = context.Process(target=_rebaser_main, args=(config,), daemon=True)
@@ -222,6 +216,14 @@ def _run_rebasers(config: Any, count: int) -> int:
         for child in children:
             child.join(10)
     return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C): the loop watching it ends cleanly."""
+    stopping = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stopping.set())
+    return stopping
 
 
 def _rebaser_class(config: Any) -> Any:
@@ -269,14 +271,7 @@ def run_up(args: argparse.Namespace) -> int:
         "rebaser": ["rebaser", "--concurrency=1"],
     }
     children: dict[str, subprocess.Popen[bytes]] = {}
-    stopping = False
-
-    def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = _stop_on_signals()
     try:
         for name, command in commands.items():
             children[name] = subprocess.Popen(
@@ -284,7 +279,7 @@ def run_up(args: argparse.Namespace) -> int:
         url = f"http://{args.host}:{args.port}"
         _wait_for_api(url, children["api"])
         print(_banner(url, config, token), flush=True)
-        while not stopping:
+        while not stopping.is_set():
             for name, child in children.items():
                 if child.poll() is not None:
                     print(f"excamera up: the {name} service exited (status "

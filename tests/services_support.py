@@ -377,3 +377,49 @@ def embedded_output(source: Path, output: Path, n: int = 6, x: int = 16, cq: int
 
     run_job(source, output, n=n, x=x, quality=cq, workers=2, progress=False)
     return output.read_bytes()
+
+
+@contextlib.contextmanager
+def excamera_up(env: dict[str, str], *args: str) -> Iterator[tuple[str, str]]:
+    """`excamera up ARGS` in a process group of its own: yields (the API's URL, its banner)
+    once the banner is out; then SIGTERM, and checks it exited cleanly."""
+    port = free_port()
+    up = subprocess.Popen([sys.executable, "-c", *CHILD, "up", f"--port={port}", *args],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+    try:
+        banner = ""
+        deadline = time.monotonic() + 120
+        while "Ctrl-C" not in banner and time.monotonic() < deadline and up.poll() is None:
+            banner += up.stdout.readline()  # type: ignore[union-attr]
+        assert "Ctrl-C" in banner, banner
+        yield f"http://127.0.0.1:{port}", banner
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(up.pid, signal.SIGTERM)
+        up.wait(60)
+    assert up.returncode == 0, up.returncode
+
+
+def http_json(url: str, token: str, body: dict[str, Any] | bytes | None = None,
+              content_type: str = "application/json") -> Any:
+    """One request to the API; the answer's JSON."""
+    import urllib.request
+
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET",
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Content-Type": content_type})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.load(answer)
+
+
+def wait_done(url: str, token: str, job: str, timeout: float = 240) -> dict[str, Any]:
+    """Poll GET /v1/jobs/ID until the job ends; its status."""
+    status: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    while status.get("state") not in ("done", "failed", "cancelled") and (
+            time.monotonic() < deadline):
+        time.sleep(0.2)
+        status = http_json(f"{url}/v1/jobs/{job}", token)
+    return status

@@ -199,49 +199,21 @@ def test_excamera_up_on_sqs_and_s3(moto: str, tmp_path: Path, inputs: Path,
     """`excamera up --broker sqs:// --store s3://...` against the endpoint AWS_ENDPOINT_URL
     names (moto): every service on SQS (the encoder and decoder as Celery workers), an HTTP
     job whose output comes back from S3 byte-identical."""
-    import json as json_module
-    import os
-    import signal
-    import subprocess
-    import sys
-    import urllib.request
-
-    from services_support import CHILD, free_port
+    from services_support import excamera_up, http_json, wait_done
 
     bucket = f"b{secrets.token_hex(4)}"
     boto3.client("s3").create_bucket(Bucket=bucket)
     source = inputs / "carphone.mp4"
     with cluster_at(tmp_path, inputs, broker="sqs://", store=f"s3://{bucket}/store") as names:
-        port, token = free_port(), "t" * 24
+        token = "t" * 24
         env = {**names.env(), "EXCAMERA_API_TOKENS": f"me:{token}"}
-        up = subprocess.Popen(
-            [sys.executable, "-c", *CHILD, "up", f"--port={port}", "--broker=sqs://",
-             f"--store=s3://{bucket}/store", f"--db={names.db_url}",
-             f"--queue-prefix={names.prefix}", f"--allow-input={inputs.as_uri()}/"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)
-        try:
-            banner = ""
-            deadline = time.monotonic() + 120
-            while "Ctrl-C" not in banner and time.monotonic() < deadline:
-                banner += up.stdout.readline()  # type: ignore[union-attr]
-            assert "Ctrl-C" in banner, banner
-            auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-            body = json_module.dumps({"input": source.as_uri(), "frames_per_chunk": 3,
-                                      "chunks_per_group": 8, "format": "ivf"}).encode()
-            url = f"http://127.0.0.1:{port}/v1/jobs"
-            job = json_module.load(urllib.request.urlopen(urllib.request.Request(
-                url, data=body, headers=auth, method="POST"), timeout=30))["id"]
-            status: dict[str, Any] = {}
-            deadline = time.monotonic() + 240
-            while status.get("state") not in ("done", "failed") and time.monotonic() < deadline:
-                time.sleep(0.3)
-                status = json_module.load(urllib.request.urlopen(
-                    urllib.request.Request(f"{url}/{job}", headers=auth), timeout=10))
+        with excamera_up(env, "--broker=sqs://", f"--store=s3://{bucket}/store",
+                         f"--db={names.db_url}", f"--queue-prefix={names.prefix}",
+                         f"--allow-input={inputs.as_uri()}/") as (url, _):
+            job = http_json(f"{url}/v1/jobs", token, {
+                "input": source.as_uri(), "frames_per_chunk": 3, "chunks_per_group": 8,
+                "format": "ivf"})["id"]
+            status = wait_done(url, token, job)
             assert status["state"] == "done", status
-            key = f"store/outputs/{job}/output.ivf"
-            assert boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read() == reference
-        finally:
-            os.killpg(up.pid, signal.SIGTERM)
-            up.wait(60)
-        assert up.returncode == 0
+        key = f"store/outputs/{job}/output.ivf"
+        assert boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read() == reference

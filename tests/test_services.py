@@ -4,7 +4,6 @@ through kill -9 of any worker, a broker restart, duplicate deliveries and concur
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import subprocess
@@ -391,28 +390,16 @@ def test_excamera_up_runs_the_whole_system(tmp_path: Path, inputs: Path,
     every service it started."""
     import json as json_module
     import re
-    import signal
-    import sys
 
-    from services_support import CHILD, free_port
+    from services_support import excamera_up, http_json, wait_done
 
     source = inputs / "sintel1.y4m"
     with cluster_at(tmp_path, inputs) as names:
-        port = free_port()
         env = {k: v for k, v in names.env().items() if k != "EXCAMERA_API_TOKENS"}
-        up = subprocess.Popen(
-            [sys.executable, "-c", *CHILD, "up", f"--port={port}", f"--store={names.store_url}",
-             f"--db={names.db_url}", f"--queue-prefix={names.prefix}"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)
-        try:
-            banner = ""
-            deadline = time.monotonic() + 90
-            while "Ctrl-C" not in banner and time.monotonic() < deadline:
-                banner += up.stdout.readline()  # type: ignore[union-attr]
+        with excamera_up(env, f"--store={names.store_url}", f"--db={names.db_url}",
+                         f"--queue-prefix={names.prefix}") as (url, banner):
             token = re.search(r"EXCAMERA_TOKEN=(\S+)", banner).group(1)  # type: ignore[union-attr]
-            assert f"http://127.0.0.1:{port}" in banner and "curl" in banner
-            url = f"http://127.0.0.1:{port}/v1/jobs"
+            assert url in banner and "curl" in banner
             boundary = "x" * 20
             options = json_module.dumps({"frames_per_chunk": 2, "chunks_per_group": 3,
                                          "format": "ivf"})
@@ -420,24 +407,12 @@ def test_excamera_up_runs_the_whole_system(tmp_path: Path, inputs: Path,
                     f"filename=\"in.y4m\"\r\n\r\n").encode() + source.read_bytes() + (
                     f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"options\"\r\n"
                     f"\r\n{options}\r\n--{boundary}--\r\n").encode()
-            request = urllib.request.Request(url, data=body, method="POST", headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": f"multipart/form-data; boundary={boundary}"})
-            job = json_module.load(urllib.request.urlopen(request, timeout=30))["id"]
-            auth = {"Authorization": f"Bearer {token}"}
-            status: dict[str, Any] = {}
-            deadline = time.monotonic() + 120
-            while status.get("state") not in ("done", "failed") and time.monotonic() < deadline:
-                time.sleep(0.2)
-                status = json_module.load(urllib.request.urlopen(
-                    urllib.request.Request(f"{url}/{job}", headers=auth), timeout=10))
-            assert status["state"] == "done", status
-            output = urllib.request.urlopen(
-                urllib.request.Request(f"{url}/{job}/output", headers=auth), timeout=30).read()
+            job = http_json(f"{url}/v1/jobs", token, body,
+                            f"multipart/form-data; boundary={boundary}")["id"]
+            assert wait_done(url, token, job)["state"] == "done"
+            output = urllib.request.urlopen(urllib.request.Request(
+                f"{url}/v1/jobs/{job}/output", headers={"Authorization": f"Bearer {token}"}),
+                timeout=30).read()
             assert output == references(source, 2, 3)
-        finally:
-            os.killpg(up.pid, signal.SIGTERM)
-            up.wait(60)
-        assert up.returncode == 0
         time.sleep(1.0)
         assert names.consumer_counts()[f"{names.prefix}.encode"] == 0  # every worker stopped
