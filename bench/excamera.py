@@ -102,20 +102,59 @@ PLOTS = REPO / "bench" / "plots"
 class Clip:
     name: str
     label: str
-    source: str  # path inside ../shared
+    source: str  # path inside ../shared ("" for a clip joined from others: CUTS_CLIP)
     frames: int | None  # None: all
 
 
 CLIPS = {
     "bbb": Clip("bbb", "Big Buck Bunny", "video/clips/bigbuckbunny.mp4", 96),
     "sintel": Clip("sintel", "Sintel", "video/sintel", None),
+    "cuts": Clip("cuts", "Scene cuts", "", 96),
 }
+
+# The scene-cut clip: real video joined with two hard cuts, both inside a 6-frame chunk
+# (frames 40 and 64), at Sintel's 1024x436: Big Buck Bunny frames 0-39 (the centre of the
+# 720p picture, cropped: no resampling), Sintel's 24 frames, then Big Buck Bunny frames
+# 100-131 (the same shot as the first part, later: a cut back, as an edit makes).
+CUTS_BBB_PARTS = ((0, 40), (100, 132))
+CUTS_AT = (40, 64)
+
+
+def cuts_y4m(shared: Path, partial: Path) -> None:
+    """Write the scene-cut clip (CUTS_BBB_PARTS, CUTS_AT) to `partial`."""
+    from shared.codec.image import Image
+    from shared.pipeline.sources import open_source
+
+    with open_source(require_source(shared, CLIPS["bbb"].source)) as video:
+        bbb = [image for number, image in enumerate(video.images)
+               if any(a <= number < b for a, b in CUTS_BBB_PARTS)]
+    with Y4mReader(CACHE / "excamera-sintel-all.y4m") as reader:
+        width, height, fps = reader.header.width, reader.header.height, reader.header.fps
+        sintel = list(reader)
+    top, left = (720 - height) // 2 & ~1, (1280 - width) // 2 & ~1
+
+    def crop(image: Image) -> Image:
+        return Image(image.y[top:top + height, left:left + width].copy(),
+                     image.u[top // 2:(top + height) // 2, left // 2:(left + width) // 2].copy(),
+                     image.v[top // 2:(top + height) // 2, left // 2:(left + width) // 2].copy())
+
+    first = CUTS_BBB_PARTS[0][1] - CUTS_BBB_PARTS[0][0]
+    pictures = [*map(crop, bbb[:first]), *sintel, *map(crop, bbb[first:])]
+    with partial.open("wb") as file:
+        writer = Y4mWriter(file, width, height, fps)
+        for image in pictures:
+            writer.write(image)
+        writer.close()
 
 
 def source_y4m(clip: Clip, shared: Path) -> Path:
     """The clip as 4:2:0 Y4M, from bench/.cache/ or converted now."""
 
     def make(partial: Path, _: Path) -> None:
+        if clip.name == "cuts":
+            source_y4m(CLIPS["sintel"], shared)
+            cuts_y4m(shared, partial)
+            return
         source = require_source(shared, clip.source)
         if source.is_dir():
             sintel_y4m(source, partial)
@@ -260,8 +299,14 @@ def timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
 
 
 def encode_single(vpxenc: str, cq: int, source: str, output: str) -> float:
-    """The whole clip as one libvpx stream; returns vpxenc's wall time."""
+    """The whole clip as one libvpx stream; returns vpxenc's wall time.
+
+    The pipeline's settings, but with libvpx's own key-frame placement (no --disable-kf, which
+    a chunk needs to have exactly one key frame): at scene cuts libvpx starts key frames, as
+    any single-stream encode would. Where it places none (BBB, Sintel) the bytes are the same.
+    """
     command = vpxenc_command(vpxenc, cq, MAX_LAG_IN_FRAMES, Path(source), Path(output))
+    command.remove("--disable-kf")
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -823,7 +868,9 @@ def run(args: argparse.Namespace, names: list[str]) -> tuple[list[ClipResult], d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", default="bbb,sintel", help="from bbb, sintel (default: both)")
+    parser.add_argument(
+        "--clips", default="bbb,sintel,cuts", help="from bbb, sintel, cuts (default: all three)"
+    )
     parser.add_argument(
         "--cq", type=int_list, default=None, help="cq levels (default: 10,20,30,40)"
     )
