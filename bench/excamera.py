@@ -55,6 +55,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,9 @@ class Point:
     join: float = 0.0
     chunk_times: dict[str, list[float | None]] = field(default_factory=dict)  # stage -> per chunk
     latency: Latency | None = None
+    positions: list[int] = field(default_factory=list)  # each chunk's place in its group
+    scene_cuts: list[int] = field(default_factory=list)  # frames where the plan starts groups
+    start_cost: float | None = None  # chunk-start frames' bytes / the chunks' other frames'
 
 
 @dataclass
@@ -298,6 +302,22 @@ def timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - started
 
 
+def single_stream_path(source: Path, vpxenc: str, cq: int) -> Path:
+    """Where the single stream of `source` at `cq` is cached: keyed by the source's name and
+    size, the vpxenc command line and vpxenc's version (the stream depends on nothing else)."""
+    from shared.pipeline.vpx import vpxenc_version
+
+    command = " ".join(vpxenc_command("vpxenc", cq, MAX_LAG_IN_FRAMES, Path("in"), Path("out")))
+    identity = f"{source.name} {source.stat().st_size} {command} {vpxenc_version(vpxenc)}"
+    digest = hashlib.sha1(identity.encode()).hexdigest()[:10]
+    return CACHE / f"single-{source.stem}-cq{cq}-{digest}.ivf"
+
+
+def cached_seconds(stream: Path) -> float:
+    """vpxenc's wall time when it made the cached stream (recorded beside it)."""
+    return float(json.loads(stream.with_suffix(".json").read_text())["seconds"])
+
+
 def encode_single(vpxenc: str, cq: int, source: str, output: str) -> float:
     """The whole clip as one libvpx stream; returns vpxenc's wall time.
 
@@ -312,6 +332,7 @@ def encode_single(vpxenc: str, cq: int, source: str, output: str) -> float:
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise BenchError(f"vpxenc failed ({done.returncode}): {done.stderr.strip()}")
+    Path(output).with_suffix(".json").write_text(json.dumps({"seconds": seconds}))
     return seconds
 
 
@@ -364,17 +385,23 @@ def run_excamera(
     x: int,
     cq: int,
     output: Path,
+    options: argparse.Namespace,
 ) -> Point:
-    """Encode `source` with ExCamera[n,x] into `output`; the point has times, not quality."""
+    """Encode `source` with ExCamera[n,x] into `output` (`options`: the split's, from the
+    command line); the point has times, not quality."""
     settings = EncodeSettings(cq_level=cq, vpxenc=require_tool("vpxenc"))
     with tempfile.TemporaryDirectory(prefix="excamera-bench-") as directory:
         store, job = LocalStore(directory, durable=False), f"bench-{n}x{x}-cq{cq}"
         started = time.perf_counter()
-        plan, split = pool.submit(timed, stages.split, store, job, str(source), n, x).result()
+        split_options = {"scene_cuts": options.scene_cuts, "lead_in": options.lead_in}
+        plan, split = pool.submit(
+            timed, partial(stages.split, **split_options), store, job, str(source), n, x
+        ).result()
         scheduler = Scheduler(pool, workers, Progress(False), None, lanes)
         results = scheduler.run(task_graph(store, plan, settings, output, verify=False))
         seconds = scheduler.task_seconds
         wall = time.perf_counter() - started
+        start_cost = chunk_start_cost(store, plan)
     chunk_times: dict[str, list[float | None]] = {
         stage: [seconds.get((stage, i)) for i in range(plan.chunk_count)]
         for stage in ("encode", "state", "first")
@@ -388,10 +415,28 @@ def run_excamera(
     chunk_times["rebase_task"] = [seconds.get(("rebase", i)) for i in range(plan.chunk_count)]
     point = Point(
         label(n, x), n, x, cq, seconds=wall, split=split, join=seconds[("join", 0)],
-        chunk_times=chunk_times,
+        chunk_times=chunk_times, positions=[plan.position(i) for i in range(plan.chunk_count)],
+        scene_cuts=list(plan.scene_cuts), start_cost=start_cost,
     )  # fmt: skip
     point.latency = project_latency(point)
     return point
+
+
+def chunk_start_cost(store: LocalStore, plan: stages.ChunkPlan) -> float | None:
+    """What the first frame of a chunk that continues its group costs, in ordinary frames:
+    over those chunks, the first frames' bytes over the mean bytes of the chunks' other shown
+    frames (None without such chunks)."""
+    firsts, others = 0, []
+    for i in range(plan.chunk_count):
+        if plan.position(i) == 0:
+            continue
+        frames = read_ivf_frames(store.get(stages.chunk_key(plan.job, i, "final.ivf")))
+        shown = [len(frame) for frame in frames if frame[0] & 0x10]
+        if len(shown) < 2:
+            continue
+        firsts += len(frames[0])
+        others.append(sum(shown[1:]) / len(shown[1:]))
+    return firsts / sum(others) if others else None
 
 
 def project_latency(point: Point) -> Latency:
@@ -404,6 +449,8 @@ def project_latency(point: Point) -> Latency:
     "finish" follows the chain. Results saved before the split have whole tasks as "rebase".
     """
     chunks = len(point.chunk_times["encode"])
+    # Results saved before variable groups have no positions: groups of x then.
+    positions = point.positions or [i % point.x for i in range(chunks)]
     times = {
         stage: [t or 0.0 for t in point.chunk_times.get(stage, [None] * chunks)]
         for stage in ("encode", "state", "first", "prepare", "rebase", "finish")
@@ -414,7 +461,8 @@ def project_latency(point: Point) -> Latency:
         for i in range(chunks)
     ]
     slowest = max(range(chunks), key=paths.__getitem__)
-    groups = [range(g, min(g + point.x, chunks)) for g in range(0, chunks, point.x)]
+    starts = [i for i in range(chunks) if positions[i] == 0] + [chunks]
+    groups = [range(a, b) for a, b in zip(starts, starts[1:], strict=False)]
     chain = max(sum(times["rebase"][i] for i in group) for group in groups)
     tail = max(times["finish"][group[-1]] for group in groups)
     total = paths[slowest] + chain + tail + point.join
@@ -425,10 +473,10 @@ def project_latency(point: Point) -> Latency:
     done: list[float] = []
     for i in range(chunks):
         ready = state_done[i]
-        if i % point.x:
+        if positions[i]:
             ready = max(ready, state_done[i - 1]) + times["first"][i]
             ready += times["prepare"][i]
-            if i % point.x >= 2:
+            if positions[i] >= 2:
                 ready = max(ready, handed_on[i - 1])
         handed_on.append(ready + times["rebase"][i])
         done.append(handed_on[-1] + times["finish"][i])
@@ -545,18 +593,22 @@ def bench_clip(clip: Clip, args: argparse.Namespace, specs: list[tuple[int, int]
         # Single streams: each vpxenc process is single-threaded; --workers of them at once.
         single = {}
         for cq in args.cq:
-            streams[(BASELINE, cq)] = Path(directory) / f"single-cq{cq}.ivf"
-            single[cq] = pool.submit(
-                encode_single, vpxenc, cq, str(source), str(streams[(BASELINE, cq)])
-            )
-        for cq, future in single.items():
-            result.points.append(Point(BASELINE, 0, 0, cq, seconds=future.result()))
-            note(f"  cq {cq:2d} libvpx single stream: {future.result():6.1f} s")
+            streams[(BASELINE, cq)] = single_stream_path(source, vpxenc, cq)
+            if not streams[(BASELINE, cq)].exists() or args.fresh_single:
+                single[cq] = pool.submit(
+                    encode_single, vpxenc, cq, str(source), str(streams[(BASELINE, cq)])
+                )
+        for cq in args.cq:
+            stream = streams[(BASELINE, cq)]
+            seconds = single[cq].result() if cq in single else cached_seconds(stream)
+            result.points.append(Point(BASELINE, 0, 0, cq, seconds=seconds))
+            cached_note = "" if cq in single else " (cached)"
+            note(f"  cq {cq:2d} libvpx single stream: {seconds:6.1f} s{cached_note}")
         # ExCamera configs one at a time, each with the whole pool.
         for cq in args.cq:
             for n, x in configs:
                 output = Path(directory) / f"excamera-{n}x{x}-cq{cq}.ivf"
-                point = run_excamera(pool, lanes, args.workers, source, n, x, cq, output)
+                point = run_excamera(pool, lanes, args.workers, source, n, x, cq, output, args)
                 streams[(point.config, cq)] = output
                 result.points.append(point)
                 assert point.latency is not None
@@ -883,6 +935,18 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help=f"Sintel only, cq {QUICK_CQ[0]} and {QUICK_CQ[1]}"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--scene-cuts", choices=("auto", "off"), default="auto",
+        help="the split's scene-cut detection (default: auto)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lead-in", action="store_true",
+        help="chunks start with a lead-in picture in phase 1 instead of a re-encoded key frame",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fresh-single", action="store_true",
+        help="encode the single streams again (and time them) instead of using bench/.cache/",
+    )  # fmt: skip
     parser.add_argument(
         "--no-check", dest="check", action="store_false", help="skip the run_job cross-check"
     )

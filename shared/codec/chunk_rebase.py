@@ -114,6 +114,18 @@ def parse_chunk(
     return records
 
 
+def drop_lead_in(records: Sequence[FrameRecord]) -> list[FrameRecord]:
+    """A chunk encoded after a lead-in (a key frame of the picture before the chunk) without
+    that key frame: the frame after it then also does what the key frame did to the golden and
+    alt-ref references, taking the last reference's picture, which in the stream it now
+    continues is the previous chunk's last picture, the one the lead-in coded
+    (FrameRecord.follow_dropped_key_frame). Records are changed in place."""
+    if len(records) < 2 or not records[0].key_frame or records[1].key_frame:
+        raise CodecError("a chunk with a lead-in starts with one key frame and continues")
+    records[1].follow_dropped_key_frame()
+    return list(records[1:])
+
+
 def _key_frame_quantizer(records: Sequence, index: int, weight: float) -> int:
     own = records[index].q_index
     following = next((r.q_index for r in records[index + 1:] if not r.key_frame), own)
