@@ -222,6 +222,7 @@ class Point:
     positions: list[int] = field(default_factory=list)  # each chunk's place in its group
     scene_cuts: list[int] = field(default_factory=list)  # frames where the plan starts groups
     start_cost: float | None = None  # chunk-start frames' bytes / the chunks' other frames'
+    rebase_gap_db: float | None = None  # libvpx's PSNR of rebased chunks minus the output's
 
 
 @dataclass
@@ -402,6 +403,7 @@ def run_excamera(
         seconds = scheduler.task_seconds
         wall = time.perf_counter() - started
         start_cost = chunk_start_cost(store, plan)
+        gap = rebase_gap(store, plan)
     chunk_times: dict[str, list[float | None]] = {
         stage: [seconds.get((stage, i)) for i in range(plan.chunk_count)]
         for stage in ("encode", "state", "first")
@@ -416,10 +418,53 @@ def run_excamera(
     point = Point(
         label(n, x), n, x, cq, seconds=wall, split=split, join=seconds[("join", 0)],
         chunk_times=chunk_times, positions=[plan.position(i) for i in range(plan.chunk_count)],
-        scene_cuts=list(plan.scene_cuts), start_cost=start_cost,
+        scene_cuts=list(plan.scene_cuts), start_cost=start_cost, rebase_gap_db=gap,
     )  # fmt: skip
     point.latency = project_latency(point)
     return point
+
+
+def rebase_gap(store: LocalStore, plan: stages.ChunkPlan) -> float | None:
+    """How much lower the PSNR of rebased chunks is than libvpx's own encode of them (phase 1),
+    in dB: over the chunks that continue their group, their frames after the first (the
+    rebased ones), all squared errors pooled; None without such chunks."""
+    from shared.codec import DecoderState
+
+    errors = {"final": 0, "libvpx": 0}
+    samples = 0
+    state = DecoderState.initial()
+    for i in range(plan.chunk_count):
+        pictures = stages._source_images(store, plan.job, i)
+        final = read_ivf_frames(store.get(stages.chunk_key(plan.job, i, "final.ivf")))
+        state, decoded = decode_shown(state, final)
+        if plan.position(i) == 0 or len(pictures) < 2:
+            continue
+        vpx = read_ivf_frames(store.get(stages.chunk_key(plan.job, i, "vpx.ivf")))
+        _, own = decode_shown(DecoderState.initial(), vpx)
+        own = own[len(own) - len(pictures):]  # after a lead-in, if any
+        for name, images in (("final", decoded), ("libvpx", own)):
+            errors[name] += sum(picture_sse(a, b) for a, b in zip(images[1:], pictures[1:],
+                                                                   strict=True))
+        samples += sum(sum(plane.size for plane in p.planes) for p in pictures[1:])
+    if not samples:
+        return None
+    return metrics.psnr_from_sse(errors["libvpx"], samples) - metrics.psnr_from_sse(
+        errors["final"], samples)
+
+
+def decode_shown(state: Any, frames: list[bytes]) -> tuple[Any, list[Any]]:
+    from shared.codec import decode
+
+    shown = []
+    for frame in frames:
+        state, image = decode(state, frame)
+        if image is not None:
+            shown.append(image)
+    return state, shown
+
+
+def picture_sse(a: Any, b: Any) -> int:
+    return sum(metrics.sse(x, y) for x, y in zip(a.planes, b.planes, strict=True))
 
 
 def chunk_start_cost(store: LocalStore, plan: stages.ChunkPlan) -> float | None:
@@ -678,18 +723,24 @@ def print_tables(result: ClipResult) -> None:
         f"\n## {result.label}: {result.width}x{result.height}, {result.frames} frames at "
         f"{result.fps:g} fps, {result.workers} workers\n"
     )
-    print("| encoder | cq | kbit/s | SSIM dB | PSNR dB | wall s | projected s | chain % |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| encoder | cq | kbit/s | SSIM dB | PSNR dB | wall s | projected s | chain % | "
+          "chunk start, frames | rebase gap dB |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for config in [BASELINE, *result.configs()]:
         for p in result.series(config):
             lat = p.latency
             projected = f"{lat.total:.2f}" if lat else "-"
             chain = f"{lat.chain_share:.0f}" if lat and p.x > 1 else "-"
             name = "libvpx, one stream" if config == BASELINE else f"ExCamera{config}"
+            start = f"{p.start_cost:.1f}" if p.start_cost is not None else "-"
+            gap = f"{p.rebase_gap_db:.2f}" if p.rebase_gap_db is not None else "-"
             print(
                 f"| {name} | {p.cq} | {p.kbps:.0f} | {p.ssim_db:.3f} | {p.psnr_db:.3f} | "
-                f"{p.seconds:.1f} | {projected} | {chain} |"
+                f"{p.seconds:.1f} | {projected} | {chain} | {start} | {gap} |"
             )
+    if any(p.scene_cuts for p in result.points):
+        cuts = next(p.scene_cuts for p in result.points if p.scene_cuts)
+        print(f"\nScene cuts found by the split (frames): {', '.join(map(str, cuts))}")
 
     print("\nBD-rate against the single libvpx stream (positive: ExCamera spends more bits):\n")
     print("| ExCamera | at equal SSIM | SSIM range dB | at equal PSNR | PSNR range dB |")
