@@ -160,7 +160,8 @@ def libvpx_extensions() -> list[Extension]:
 extensions = cythonize(
     [codec_extension(name) for name in CODEC_MODULES] + libvpx_extensions(),
     compiler_directives=COMPILER_DIRECTIVES,
-    build_dir="build/cython",
+    # deploy/package.sh gives its cross-build a directory of its own.
+    build_dir=os.environ.get("EXCAMERA_CYTHON_BUILD_DIR", "build/cython"),
 )
 for extension in extensions:
     # cythonize does not carry `optional` over from the Extension it was given.

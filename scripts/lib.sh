@@ -220,3 +220,56 @@ EOF
     (cd "$REPO_ROOT" && "$VENV_PY" -m pip install -q ${isolation[@]+"${isolation[@]}"} -e "$spec")
     printf '%s\n' "$want" >"$stamp"
 }
+
+# --- the services' local peers: RabbitMQ and PostgreSQL ------------------------------------
+
+# RabbitMQ's consumer timeout, above the longest task (services/config.py DEADLINES): its
+# default of 30 minutes would take a long 4K chunk's encode away from its worker.
+RABBITMQ_CONSUMER_TIMEOUT_MS=10800000
+
+# Start RabbitMQ if it is installed and down, enable the consistent-hash exchange (the
+# rebaser's shards) and raise the consumer timeout; start PostgreSQL if it is installed and
+# down. Where either is missing, say what the services need (the codec and `excamera encode`
+# need neither).
+ensure_services() {
+    if command -v rabbitmqctl >/dev/null 2>&1; then
+        if ! rabbitmqctl status >/dev/null 2>&1; then
+            if _is_root; then
+                say "starting RabbitMQ (rabbitmq-server -detached)"
+                rabbitmq-server -detached >/dev/null 2>&1 || true
+                local tries=0
+                until rabbitmqctl status >/dev/null 2>&1; do
+                    tries=$((tries + 1))
+                    [[ $tries -gt 60 ]] && die "RabbitMQ did not start within 60 s"
+                    sleep 1
+                done
+            else
+                echo "note: RabbitMQ is not running; the services need it (rabbitmq-server -detached)"
+                return
+            fi
+        fi
+        rabbitmq-plugins enable --quiet rabbitmq_consistent_hash_exchange >/dev/null 2>&1 \
+            || echo "note: could not enable rabbitmq_consistent_hash_exchange (run as root)"
+        rabbitmqctl eval "application:set_env(rabbit, consumer_timeout, $RABBITMQ_CONSUMER_TIMEOUT_MS)." \
+            >/dev/null 2>&1 || echo "note: could not raise RabbitMQ's consumer_timeout"
+        echo "RabbitMQ: running, consistent-hash exchange enabled, consumer timeout 3 h"
+    else
+        echo "note: RabbitMQ is not installed; the services need it (apt-get install rabbitmq-server)"
+    fi
+    if command -v pg_isready >/dev/null 2>&1; then
+        if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+            if _is_root && command -v pg_ctlcluster >/dev/null 2>&1; then
+                say "starting PostgreSQL"
+                pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start \
+                    || true
+            fi
+        fi
+        if pg_isready -q -h 127.0.0.1 -p 5432; then
+            echo "PostgreSQL: running on 127.0.0.1:5432"
+        else
+            echo "note: PostgreSQL is not running on 127.0.0.1:5432; the services keep job records there"
+        fi
+    else
+        echo "note: PostgreSQL is not installed; the services keep job records in it"
+    fi
+}

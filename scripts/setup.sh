@@ -15,6 +15,9 @@ source scripts/lib.sh
 step "system tools"
 ensure_system_tools
 
+step "services: RabbitMQ, PostgreSQL"
+ensure_services
+
 step "virtualenv"
 ensure_venv
 

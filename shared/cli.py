@@ -4,6 +4,8 @@
     excamera encode INPUT -o OUT.ivf|OUT.webm [-n N] [-x X] [--cq-level Q | --ssim S] ...
     excamera encode-frames IN.y4m -o OUT.ivf [--quantizer Q | --ssim S] [--state-in F] ...
     excamera rebase IN.ivf --source IN.y4m --state-in F [--original-state G] -o OUT.ivf ...
+    excamera service api|splitter|encoder|decoder|rebaser [--broker URL] [--store URL] ...
+    excamera up [--broker URL] [--store URL] [--port PORT]
 
 Each subcommand is one `_add_<name>` function registering its arguments and one `_run_<name>`
 function doing the work; add a command by appending its `_add_` function to `_COMMANDS`.
@@ -18,6 +20,7 @@ complete.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -301,11 +304,12 @@ def ssim_target(text: str) -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not 0 < value <= 100:
+    decibels = -10 * math.log10(1 - value) if 0 < value < 1 else value
+    if not 0 < decibels <= 100:
         raise argparse.ArgumentTypeError(
             f"expected SSIM in dB (0-100], or as a fraction below 1, got {text!r}"
         )
-    return -10 * math.log10(1 - value) if value < 1 else value
+    return decibels
 
 
 def _add_encode(commands: SubParsers) -> None:
@@ -376,6 +380,21 @@ def _add_encode(commands: SubParsers) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument(
+        "--estimate-cost",
+        action="store_true",
+        help=(
+            "also print what the same job would cost on AWS (the deploy/ stack, us-east-1 "
+            "prices), itemized, from the time and storage requests each stage took here"
+        ),
+    )
+    parser.add_argument(
+        "--lambda-memory",
+        type=_positive_int,
+        default=None,
+        metavar="MB",
+        help="the encoder's Lambda memory for --estimate-cost (default 1769: one vCPU)",
+    )
+    parser.add_argument(
         "--keep-work",
         metavar="DIR",
         help=(
@@ -410,11 +429,41 @@ def _run_encode(args: argparse.Namespace) -> int:
         )
     except PipelineError as exc:
         raise CommandError(None, str(exc)) from exc
+    estimate = _estimate(summary, args.lambda_memory) if args.estimate_cost else None
     if args.json:
-        print(summary.to_json())
+        document = json.loads(summary.to_json())
+        if estimate is not None:
+            document["cost_estimate_usd"] = estimate
+        print(json.dumps(document, indent=2))
     else:
         print(_describe_summary(summary))
+        if estimate is not None:
+            print(_describe_estimate(estimate))
     return 0
+
+
+def _estimate(summary: Any, lambda_memory_mb: int | None) -> dict[str, Any]:
+    """The job's AWS cost from its measured stages (shared.pipeline.job_cost)."""
+    from shared.pipeline import costs, job_cost
+    from shared.pipeline.graph import STAGES
+
+    stage_of_label = {info.label: stage for stage, info in STAGES.items()}
+    uses = {
+        stage_of_label[label]: job_cost.StageUse(t.tasks, t.busy, dict(t.requests))
+        for label, t in summary.stages.items()
+    }
+    memory = lambda_memory_mb or job_cost.DEFAULT_LAMBDA_MEMORY_MB
+    items = job_cost.job_estimate(uses, lambda_memory_mb=memory)
+    return {"items": items, "lambda_memory_mb": memory, "prices_date": costs.PRICES_DATE,
+            "region": "us-east-1"}
+
+
+def _describe_estimate(estimate: dict[str, Any]) -> str:
+    items = estimate["items"]
+    parts = ", ".join(f"{name.replace('_', ' ')} ${value:.4f}" for name, value in items.items()
+                      if name != "total")
+    return (f"  on AWS (us-east-1 prices of {estimate['prices_date']}, Lambda at "
+            f"{estimate['lambda_memory_mb']} MB): about ${items['total']:.4f}: {parts}")
 
 
 def _plural(count: int, noun: str) -> str:
@@ -592,8 +641,39 @@ def _run_rebase(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- services
+
+
+def _services_command(run: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """A services command whose configuration and pipeline errors print as one line."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from services.errors import ConfigError, PipelineError
+
+        try:
+            return run(args)
+        except (ConfigError, PipelineError) as exc:
+            raise CommandError(None, str(exc)) from exc
+
+    return wrapped
+
+
+def _add_service(commands: SubParsers) -> None:
+    from services.cli import add_service_parser, run_service
+
+    add_service_parser(commands)
+    commands.choices["service"].set_defaults(run=_services_command(run_service))
+
+
+def _add_up(commands: SubParsers) -> None:
+    from services.cli import add_up_parser, run_up
+
+    add_up_parser(commands)
+    commands.choices["up"].set_defaults(run=_services_command(run_up))
+
+
 _COMMANDS: tuple[Callable[[SubParsers], None], ...] = (
-    _add_decode, _add_encode, _add_encode_frames, _add_rebase)
+    _add_decode, _add_encode, _add_encode_frames, _add_rebase, _add_service, _add_up)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,9 @@ if importlib.util.find_spec("shared") is None:
 from decoder_support import VECTORS_SUBDIR, require_tools, shared_root, unavailable  # noqa: E402
 from vp8_streams import STREAMS, MissingSource, build  # noqa: E402
 
+# The HTTP API's fixtures (a server on loopback, a throwaway database and queues).
+pytest_plugins = ["api_support"]
+
 
 def _existing(path: Path, what: str) -> Path:
     if not path.is_dir():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -443,8 +444,12 @@ def test_local_store_round_trip(tmp_path: Path) -> None:
     leftovers = [p for p in (tmp_path / "root").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
     assert isinstance(open_store(f"file://{tmp_path}/other"), LocalStore)
-    with pytest.raises(NotImplementedError):
-        open_store("s3://bucket/prefix")
+    from shared.pipeline.s3store import S3Store
+
+    assert isinstance(open_store("s3://bucket/prefix"), S3Store)  # tests/test_aws.py: on moto
+    for bad in ("ftp://host/x", "file://host/x"):
+        with pytest.raises(ValueError):
+            open_store(bad)
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a//b", "a/../b", "a/./b", "sp ace", "a\\b", "é"])
@@ -657,9 +662,10 @@ def test_a_link_whose_frames_are_lost_passes_no_state_on(
 def test_held_states_are_bounded_and_keyed_by_store(tmp_path: Path) -> None:
     held = stages.HeldStates(limit=2)
     first, second = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
-    held.keep(first, "k1", "s1")
-    held.keep(second, "k1", "other store")
-    held.keep(first, "k2", "s2")  # evicts the oldest
+    assert held.keep(first, "k1", "s1") == []
+    assert held.keep(second, "k1", "other store") == []
+    # Over the limit, the oldest goes, and is handed back for the caller to store.
+    assert held.keep(first, "k2", "s2") == [(first, "k1", "s1")]
     assert held.take(first, "k1") is None
     assert held.take(second, "k1") == "other store"
     assert held.take(first, "k2") == "s2"
@@ -695,3 +701,44 @@ def test_rebase_chains_are_scheduled_group_by_group(tmp_path: Path) -> None:
     assert [index for _, index in rebases] == list(range(12))
     assert {graph[("rebase", i)].lane for i in range(12)} == {0, 1, 2, 3}
     assert all(graph[("rebase", i)].lane == i // 3 for i in range(12))
+
+
+def test_estimate_cost_prices_what_the_stages_measured(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--estimate-cost: an itemized AWS estimate from this run's own stage times and store
+    requests, with the prices' date; the items add up, and more Lambda memory costs more."""
+    from shared.pipeline import costs
+
+    source = make_y4m(tmp_path / "in.y4m", 12)
+    small = encode_json(capsys, source, "-o", tmp_path / "a.ivf", "-n", 3, "-x", 2,
+                        "--estimate-cost")
+    estimate = small["cost_estimate_usd"]
+    items = estimate["items"]
+    assert estimate["prices_date"] == costs.PRICES_DATE and estimate["lambda_memory_mb"] == 1769
+    assert set(items) >= {"lambda_compute", "lambda_requests", "s3_requests", "sqs_requests",
+                          "fargate", "total"}
+    assert items["total"] == pytest.approx(sum(v for k, v in items.items() if k != "total"),
+                                           abs=1e-3)
+    # Requests follow the task counts: 4 encodes, 2 exit states, 2 stage-4 tasks, 2 checks.
+    tasks = sum(small["stages"][label]["tasks"] for label in (
+        "libvpx encode", "exit states", "encode given state", "verify + quality"))
+    assert items["lambda_requests"] == pytest.approx(tasks * costs.LAMBDA_USD_PER_REQUEST,
+                                                     abs=1e-4)
+    writes = sum(t["requests"].get(op, 0) for t in small["stages"].values()
+                 for op in ("put", "copy", "list"))
+    assert writes > 0 and items["s3_requests"] >= writes * costs.S3_PUT_USD_PER_REQUEST - 1e-4
+    big = encode_json(capsys, source, "-o", tmp_path / "b.ivf", "-n", 3, "-x", 2,
+                      "--estimate-cost", "--lambda-memory", "10240")
+    assert big["cost_estimate_usd"]["items"]["lambda_compute"] > items["lambda_compute"]
+
+
+def test_the_same_job_makes_the_same_webm(capsys: pytest.CaptureFixture[str],
+                                          tmp_path: Path) -> None:
+    """A WebM holds no date and no random id: the same input and settings give the same file,
+    run after run (every path through the services must reproduce the embedded bytes)."""
+    source = make_y4m(tmp_path / "in.y4m", 6)
+    encode_json(capsys, source, "-o", tmp_path / "a.webm", "-n", 3, "-x", 2)
+    time.sleep(1.1)  # a header date would now differ
+    encode_json(capsys, source, "-o", tmp_path / "b.webm", "-n", 3, "-x", 2)
+    assert (tmp_path / "a.webm").read_bytes() == (tmp_path / "b.webm").read_bytes()

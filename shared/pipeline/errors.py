@@ -13,6 +13,7 @@ __all__ = [
     "PipelineError",
     "RebaseUnavailableError",
     "ToolError",
+    "TransientError",
     "WorkerDiedError",
 ]
 
@@ -44,3 +45,9 @@ class RebaseUnavailableError(PipelineError):
 
 class WorkerDiedError(PipelineError):
     """A worker process died (killed, out of memory, crashed) while running a stage."""
+
+
+class TransientError(PipelineError):
+    """Storage, broker or database trouble that a retry may cure (a connection lost, a server
+    restarting, a throttled request): the services retry these with backoff, and fail the job
+    only when the retries run out. Everything else fails the job at once."""

@@ -91,7 +91,9 @@ def _write_webm(
     import av
 
     rate = Fraction(*fps)
-    with av.open(str(path), "w", format="webm") as container:
+    # bitexact: no random segment UID and no date in the header, so the same frames always
+    # make the same file (a job's output is byte-identical whoever runs it, and whenever).
+    with av.open(str(path), "w", format="webm", options={"fflags": "+bitexact"}) as container:
         # PyAV opens the stream's codec context (a libvpx encoder) when the header is written;
         # nothing is ever encoded with it: packets are muxed as they are.
         stream = container.add_stream("libvpx", rate=rate)

@@ -23,9 +23,10 @@ import json
 import multiprocessing
 import os
 import re
+import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -34,15 +35,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.codec import metrics
-
 from . import graph, stages
 from .errors import InputError, OutputError, PipelineError, WorkerDiedError
 from .graph import STAGES, TaskId
 from .mux import output_format
 from .progress import Progress
-from .stages import ChunkPlan, GroupQuality
-from .store import LocalStore
+from .stages import ChunkPlan
+from .store import CountingStore, LocalStore, Store
 from .vpx import EncodeSettings, encoder_version, prepare
 
 __all__ = ["DIE_ENV", "StageTime", "Summary", "run_job"]
@@ -68,11 +67,13 @@ class Task:
 
 @dataclass
 class StageTime:
-    """`wall`: first task start to last task end; `busy`: summed task time; `tasks`: count."""
+    """`wall`: first task start to last task end; `busy`: summed task time; `tasks`: count;
+    `requests`: store requests by operation (put, get, head, copy, list)."""
 
     wall: float = 0.0
     busy: float = 0.0
     tasks: int = 0
+    requests: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,10 +146,11 @@ def run_job(
     partial = _partial_path(Path(output_path))
     try:
         with (
-            _work_store(work_dir) as store,
+            _work_store(work_dir) as local,
             process_pool(workers) as pool,
             lane_pools(workers) as lanes,
         ):
+            store = CountingStore(local)
             scheduler = Scheduler(pool, workers, Progress(progress), _die_at(), lanes)
             split = functools.partial(stages.split, scene_cuts=scene_cuts)
             split_task = Task(split, (store, job, str(input_path), n, x), (), (0, 0, 0))
@@ -256,12 +258,20 @@ def _process_context() -> Any:
     # own that would spin on the cores the other workers use. (Read when the forkserver
     # starts, which is why the parent's environment is set.)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # The forkserver starts as `python -c ...`, which puts the current directory first on
+    # sys.path (and Python 3.11's forkserver ignores the parent's sys.path): run from a
+    # directory holding a `shared/` folder, such as the source tree of an installed copy, it
+    # would import that folder's uncompiled modules instead of the installed package.
+    # PYTHONSAFEPATH (3.11+) keeps the directory off the path; before 3.11, spawn, which
+    # takes the parent's sys.path, is the safe method.
     methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
+    if sys.version_info >= (3, 11) and "forkserver" in methods:
+        os.environ["PYTHONSAFEPATH"] = "1"
+        context = multiprocessing.get_context("forkserver")
         # The compiled codec too, so no task pays for importing it (missing: skipped).
         context.set_forkserver_preload(["shared.pipeline.runner", "shared.codec.chunk_rebase"])
-    return context
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 @contextmanager
@@ -307,7 +317,7 @@ def lane_pools(count: int) -> Iterator[Lanes]:
 
 
 def task_graph(
-    store: LocalStore,
+    store: Store,
     plan: ChunkPlan,
     settings: EncodeSettings,
     output: Path,
@@ -330,13 +340,18 @@ def task_graph(
 
 def _run_task(
     task_id: TaskId, function: Callable[..., Any], args: tuple, die_at: Any
-) -> tuple[Any, float, float]:
-    """In a worker: run one stage function; returns (result, start, end) wall-clock times."""
+) -> tuple[Any, float, float, dict[str, int]]:
+    """In a worker: run one stage function; returns (result, start, end) wall-clock times and
+    the store requests it made (its store arrives with fresh counts)."""
     if die_at is not None and die_at[0] == task_id[0] and die_at[1] in (None, task_id[1]):
         os._exit(_DIE_STATUS)
     start = time.time()
-    result = function(*args)
-    return result, start, time.time()
+    try:
+        result = function(*args)
+    except ImportError as exc:  # an incomplete install: say so in one line
+        raise PipelineError(f"a worker process could not load {exc.name or exc}: {exc}") from None
+    counts = args[0].counts if args and isinstance(args[0], CountingStore) else {}
+    return result, start, time.time(), dict(counts)
 
 
 class Scheduler:
@@ -358,6 +373,7 @@ class Scheduler:
         self.die_at = die_at
         self.times: dict[str, list[float]] = {}  # stage -> [first start, last end, busy, count]
         self.task_seconds: dict[TaskId, float] = {}  # each task's own run time
+        self.requests: dict[str, Counter[str]] = {}  # stage -> store requests by operation
 
     def run(self, graph: dict[TaskId, Task]) -> dict[TaskId, Any]:
         waiting = {task_id: set(task.deps) for task_id, task in graph.items()}
@@ -403,7 +419,7 @@ class Scheduler:
 
     def _collect(self, future: Future[Any], task_id: TaskId, running: dict) -> Any:
         try:
-            result, start, end = future.result()
+            result, start, end, requests = future.result()
         except BrokenProcessPool:
             busy = sorted({STAGES[stage][0] for stage, _ in [task_id, *running.values()]})
             raise WorkerDiedError(
@@ -412,6 +428,7 @@ class Scheduler:
             ) from None
         self.task_seconds[task_id] = end - start
         stage = task_id[0]
+        self.requests.setdefault(stage, Counter()).update(requests)
         record = self.times.setdefault(stage, [start, end, 0.0, 0])
         record[0], record[1] = min(record[0], start), max(record[1], end)
         record[2] += end - start
@@ -426,6 +443,7 @@ class Scheduler:
                 wall=round(self.times[s][1] - self.times[s][0], 3),
                 busy=round(self.times[s][2], 3),
                 tasks=int(self.times[s][3]),
+                requests=dict(sorted(self.requests.get(s, {}).items())),
             )
             for s in ordered
         }
@@ -443,35 +461,31 @@ def _summary(
     output_path: str | Path,
     workers: int,
 ) -> Summary:
-    groups: list[GroupQuality] = [results[("measure", g)] for g in range(plan.group_count)]
-    levels = [results[("encode", i)].cq_level for i in range(plan.chunk_count)]
-    payload = sum(g.payload_bytes for g in groups)
-    frames = sum(g.frames for g in groups)
-    if frames != plan.frame_count:
-        raise PipelineError(f"the output has {frames} frames, the input {plan.frame_count}")
-    fps = plan.fps[0] / plan.fps[1]
-    mean_ssim = sum(g.ssim_sum for g in groups) / frames
-    samples = sum(g.samples for g in groups)
+    quality = stages.output_quality(
+        plan,
+        [results[("encode", i)] for i in range(plan.chunk_count)],
+        [results[("measure", g)] for g in range(plan.group_count)],
+    )
     return Summary(
         input=str(input_path),
         output=str(output_path),
         job=plan.job,
         width=plan.width,
         height=plan.height,
-        fps=round(fps, 6),
-        frames=frames,
+        fps=round(plan.fps[0] / plan.fps[1], 6),
+        frames=quality.frames,
         chunks=plan.chunk_count,
         groups=plan.group_count,
         frames_per_chunk=plan.frames_per_chunk,
         chunks_per_group=plan.chunks_per_group,
         quality=settings.describe(),
-        cq_levels=(min(levels), max(levels)),
+        cq_levels=quality.cq_levels,
         bytes=results[("join", 0)].file_bytes,
-        payload_bytes=payload,
-        bitrate_kbps=round(payload * 8 * fps / frames / 1000, 3),
-        ssim=round(mean_ssim, 6),
-        ssim_db=round(metrics.ssim_db(mean_ssim), 3),
-        psnr_db=round(metrics.psnr_from_sse(sum(g.sse for g in groups), samples), 3),
+        payload_bytes=quality.payload_bytes,
+        bitrate_kbps=quality.bitrate_kbps,
+        ssim=quality.ssim,
+        ssim_db=quality.ssim_db,
+        psnr_db=quality.psnr_db,
         workers=workers,
         seconds=0.0,  # set by run_job once the output is in place
         stages=scheduler.stage_times(),

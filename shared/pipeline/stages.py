@@ -20,6 +20,7 @@ Keys, for job J and chunk i (5 digits):
     jobs/J/chunks/i/final.state           the true decoder state after it: stored for positions
                                           0 and 1 only, later ones are held in memory by the
                                           process running the chain (or decoded again)
+    jobs/J/groups/g/quality.json          group g's output checked and measured  (measure_group)
 
 Chunks form groups of x (`chunks_per_group`); each group starts with one real key frame and
 groups are independent. Within a group, position 0 keeps libvpx's output, position 1's
@@ -59,6 +60,7 @@ __all__ = [
     "ChunkPlan",
     "GroupQuality",
     "JoinResult",
+    "OutputQuality",
     "LinkTimes",
     "Rebaser",
     "chunk_key",
@@ -68,6 +70,8 @@ __all__ = [
     "load_plan",
     "load_rebase",
     "measure_group",
+    "output_quality",
+    "stored_output_quality",
     "plan_key",
     "final_state",
     "rebase_first",
@@ -90,6 +94,10 @@ def plan_key(job: str) -> str:
 
 def chunk_key(job: str, index: int, name: str) -> str:
     return f"jobs/{job}/chunks/{index:05d}/{name}"
+
+
+def group_key(job: str, group: int, name: str) -> str:
+    return f"jobs/{job}/groups/{group:05d}/{name}"
 
 
 @dataclass(frozen=True)
@@ -481,23 +489,30 @@ class HeldStates:
     of a chain starts from the state the previous one left, without any storage.
 
     A state is held under the name of the chunk it follows; a process asked for a state it
-    does not hold (another process ran the previous link, the state was evicted, the process
-    restarted after a crash) gets None, and the caller rebuilds it from the store. At most
-    `limit` states are held, oldest out.
+    does not hold (another process ran the previous link, the process restarted after a
+    crash) gets None, and the caller rebuilds it from the store. At most `limit` states are
+    held; `keep` returns the ones it evicts (oldest first), which the caller writes to the
+    store, so a chain whose state was evicted (a process serving more groups at once than it
+    holds states for) reads it back instead of decoding the group again.
     """
 
     def __init__(self, limit: int = 8) -> None:
         self.limit = limit
-        self._states: dict[tuple[str, str], Any] = {}
+        self._states: dict[tuple[str, str], tuple[Store, Any]] = {}
 
     def take(self, store: Store, key: str) -> Any:
         """The state held under `key` (and then no longer held), or None."""
-        return self._states.pop((repr(store), key), None)
+        held = self._states.pop((repr(store), key), None)
+        return None if held is None else held[1]
 
-    def keep(self, store: Store, key: str, state: Any) -> None:
-        self._states[(repr(store), key)] = state
+    def keep(self, store: Store, key: str, state: Any) -> list[tuple[Store, str, Any]]:
+        self._states[(repr(store), key)] = (store, state)
+        evicted = []
         while len(self._states) > self.limit:
-            del self._states[next(iter(self._states))]
+            (_, old_key), (old_store, old_state) = next(iter(self._states.items()))
+            del self._states[(repr(old_store), old_key)]
+            evicted.append((old_store, old_key, old_state))
+        return evicted
 
     def clear(self) -> None:
         self._states.clear()
@@ -562,7 +577,7 @@ class LinkTimes:
     finish: float = 0.0
 
 
-def rebase_serial(store: Store, job: str, index: int) -> LinkTimes:
+def rebase_serial(store: Store, job: str, index: int, *, keep_state: bool = False) -> LinkTimes:
     """Stage 5 (serial within a group, in chunk order): make chunk `index`'s final frames.
 
     Needs the true exit state of chunk index-1, so call it for a group's chunks in order. The
@@ -573,7 +588,10 @@ def rebase_serial(store: Store, job: str, index: int) -> LinkTimes:
     that is stored (position 1's, or position 0's), so no finished chunk is ever re-encoded.
 
     The link parses its chunk before it takes the incoming state, and passes the exit state on
-    before it writes its frames (`LinkTimes`).
+    before it writes its frames (`LinkTimes`). `keep_state` also stores the exit state, after
+    the frames (off the serial path): for a queue that does not send a group's links to one
+    process (an SQS FIFO queue), so whichever process gets the next link reads the state
+    instead of decoding the group again.
     """
     started = time.perf_counter()
     plan = load_plan(store, job)
@@ -604,13 +622,16 @@ def rebase_serial(store: Store, job: str, index: int) -> LinkTimes:
         incoming = final_state(store, plan, index - 1)
     coded, exit_state = rebaser.rebase(incoming, records, sources)
     held = chunk_key(job, index, "final.state")
-    if plan.has_successor(index):
-        HELD_STATES.keep(store, held, exit_state)
+    evicted = HELD_STATES.keep(store, held, exit_state) if plan.has_successor(index) else []
     handed_on = time.perf_counter()
 
     try:
         frames = rebaser.write(coded)
         store.put(chunk_key(job, index, "final.ivf"), ivf_bytes(frames, *_geometry(plan)))
+        if keep_state and plan.has_successor(index):
+            store.put(held, exit_state.to_bytes(compress=STATE_COMPRESSION))
+        for other_store, key, state in evicted:  # after this link's frames: off its path
+            other_store.put(key, state.to_bytes(compress=STATE_COMPRESSION))
     except BaseException:
         HELD_STATES.take(store, held)  # no state may outlive a link whose frames are lost
         raise
@@ -652,9 +673,13 @@ class GroupQuality:
 def measure_group(store: Store, job: str, group: int) -> GroupQuality:
     """Decode a group's final frames from the initial state, as a player would, and check what
     the output must satisfy: one key frame, first; one shown picture per source picture; the
-    decoded state after each chunk equal to the stored true exit state. Returns the quality."""
+    decoded state after each chunk equal to the stored true exit state. Returns the quality
+    (also stored, for whoever joins the job)."""
     from shared.codec import DecoderState
 
+    output = group_key(job, group, "quality.json")
+    if store.exists(output):
+        return GroupQuality(**json.loads(store.get(output)))
     plan = load_plan(store, job)
     state = DecoderState.initial()
     totals = {
@@ -674,7 +699,53 @@ def measure_group(store: Store, job: str, group: int) -> GroupQuality:
             raise PipelineError(
                 f"chunk {index}: the stored exit state differs from the decoded one"
             )
-    return GroupQuality(group=group, **totals)
+    quality = GroupQuality(group=group, **totals)
+    store.put(output, json.dumps(asdict(quality)).encode())
+    return quality
+
+
+@dataclass(frozen=True)
+class OutputQuality:
+    """A job's output as a whole: what `excamera encode` and a job's status report."""
+
+    frames: int
+    payload_bytes: int  # VP8 frames only (what the bitrate counts)
+    bitrate_kbps: float
+    ssim: float  # mean per-picture SSIM, libvpx's (0.8 Y + 0.1 U + 0.1 V)
+    ssim_db: float
+    psnr_db: float  # from the squared error pooled over all planes and pictures
+    cq_levels: tuple[int, int]  # lowest and highest chunk cq level
+
+
+def output_quality(
+    plan: ChunkPlan, encodes: list[ChunkEncode], groups: list[GroupQuality]
+) -> OutputQuality:
+    """Pool every group's measurement; a PipelineError if the output lost or gained frames."""
+    frames = sum(g.frames for g in groups)
+    if frames != plan.frame_count:
+        raise PipelineError(f"the output has {frames} frames, the input {plan.frame_count}")
+    fps = plan.fps[0] / plan.fps[1]
+    payload = sum(g.payload_bytes for g in groups)
+    mean_ssim = sum(g.ssim_sum for g in groups) / frames
+    levels = [encode.cq_level for encode in encodes]
+    return OutputQuality(
+        frames=frames,
+        payload_bytes=payload,
+        bitrate_kbps=round(payload * 8 * fps / frames / 1000, 3),
+        ssim=round(mean_ssim, 6),
+        ssim_db=round(metrics.ssim_db(mean_ssim), 3),
+        psnr_db=round(metrics.psnr_from_sse(sum(g.sse for g in groups),
+                                            sum(g.samples for g in groups)), 3),
+        cq_levels=(min(levels), max(levels)),
+    )
+
+
+def stored_output_quality(store: Store, plan: ChunkPlan) -> OutputQuality:
+    """`output_quality` from what the stages stored (a worker that ran none of them)."""
+    encodes = [ChunkEncode(**json.loads(store.get(chunk_key(plan.job, i, "vpx.json"))))
+               for i in range(plan.chunk_count)]
+    groups = [measure_group(store, plan.job, g) for g in range(plan.group_count)]
+    return output_quality(plan, encodes, groups)
 
 
 def _check_key_frames(frames: list[bytes], index: int, group_start: bool) -> None:

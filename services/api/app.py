@@ -1,0 +1,112 @@
+"""The HTTP API's application: `create_app(config)` builds it, `serve(config, host, port)` runs
+it (`excamera service api`).
+
+Startup and shutdown are one cleanup context each (aiohttp runs the part before `yield` at
+startup and the rest at cleanup, in reverse order): the context with the runtime and
+executors, then the janitor, a periodic task that deletes the intermediates of ended jobs once
+their retention has passed (outputs are kept). Every API instance runs one; two cleaning the
+same job is harmless, since deleting is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from ..adapter import purge_job
+from ..config import ServiceConfig
+from ..errors import TransientError
+from .auth import TOKENS_ENV, Tokens
+from .context import CONTEXT, ApiContext, Limits
+from .middleware import count_response, error_middleware, metrics_middleware
+from .operations import operations
+from .routes import routes
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger("excamera.api")
+
+CLEAN_BATCH = 50
+
+
+def create_app(config: ServiceConfig, tokens: Tokens | None = None,
+               limits: Limits | None = None) -> web.Application:
+    """The API for `config`; tokens default to the environment's (EXCAMERA_API_TOKENS[_FILE]),
+    limits to the defaults with the configuration's input size cap."""
+    tokens = Tokens.from_env() if tokens is None else tokens
+    limits = limits or Limits(max_upload_bytes=config.max_input_bytes)
+    # Bodies are read by the handlers under their own caps (JSON, uploads); this one only
+    # bounds anything that would read a body whole.
+    app = web.Application(middlewares=[metrics_middleware, error_middleware],
+                          client_max_size=limits.max_json_bytes)
+    app.add_routes(routes)
+    app.add_routes(operations)
+    app.on_response_prepare.append(count_response)
+    app.cleanup_ctx.append(_context(config, tokens, limits))
+    app.cleanup_ctx.append(_janitor)
+    return app
+
+
+def _context(config: ServiceConfig, tokens: Tokens, limits: Limits
+             ) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        if not tokens:
+            log.warning("no API tokens are configured (%s): every request that needs one is "
+                        "refused", TOKENS_ENV)
+        api = ApiContext(config, tokens, limits)
+        app[CONTEXT] = api
+        try:
+            # Fail fast on a database that is out of reach; the broker may come later
+            # (publishing declares the queues first, and health reports it meanwhile).
+            await api.control(lambda: api.runtime.records)
+            with contextlib.suppress(TransientError):
+                await api.control(api.declare_queues)
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, api.close)
+
+    return context
+
+
+async def _janitor(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_clean_periodically(app[CONTEXT]))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _clean_periodically(api: ApiContext) -> None:
+    while True:
+        try:
+            await clean_ended_jobs(api)
+        except TransientError as exc:
+            log.warning("janitor: %s; trying again later", exc)
+        except Exception:  # noqa: BLE001 - keep cleaning whatever one job did
+            log.exception("janitor: cleaning failed")
+        await asyncio.sleep(api.limits.janitor_seconds)
+
+
+async def clean_ended_jobs(api: ApiContext) -> int:
+    """Delete the intermediates of ended jobs past their retention; how many jobs."""
+    records = api.runtime.records
+    cleaned = 0
+    while jobs := await api.control(records.jobs_to_clean, CLEAN_BATCH):
+        for job in jobs:
+            await api.files(purge_job, api.runtime, job)
+            await api.control(records.mark_cleaned, job)
+            cleaned += 1
+        if len(jobs) < CLEAN_BATCH:
+            break
+    return cleaned
+
+
+def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Run the API until interrupted."""
+    app = create_app(config)
+    web.run_app(app, host=host, port=port, access_log=log,
+                print=lambda _: print(f"excamera API on http://{host}:{port}", flush=True))

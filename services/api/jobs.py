@@ -1,0 +1,116 @@
+"""Jobs as the API sees them: submitting one (record, then ingest message), and the documents
+its status endpoints answer with. Everything here is blocking (database, broker, store) and runs
+on the API's executors; the handlers in `routes` only parse HTTP and await these.
+
+Submitting: the job's id is derived from its owner and client id (the Idempotency-Key, else a
+random one), so the record's unique (owner, client id) makes a repeated submission find the
+job made the first time. The request is compared with that job's: the same key with a
+different request is a conflict. The record exists before the ingest message is published, so
+a status request right after the 202 always finds the job; if publishing fails the record is
+removed again, so a retry with the same key starts afresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.pipeline.messages import IngestMessage, JobRequest, job_id_for
+
+from ..adapter import purge_job
+from ..errors import TransientError
+from ..estimate import job_estimate
+from ..records import JobRecord
+from ..runtime import Runtime
+from .middleware import ApiError
+
+__all__ = ["Submitted", "job_document", "job_summary", "submit", "upload_key"]
+
+OUTPUT_TYPES = {"webm": "video/webm", "ivf": "video/x-ivf"}
+
+
+def upload_key(job: str, sha256: str) -> str:
+    """Where an upload is stored: under the job (deleted with its intermediates), named by its
+    content, so two racing uploads under one Idempotency-Key never overwrite each other."""
+    return f"uploads/{job}/input-{sha256[:32]}"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    id: str
+    state: str
+    created: bool
+
+
+def submit(runtime: Runtime, owner: str, client_id: str, request: JobRequest) -> Submitted:
+    """Make the job (or find the one this owner made with this client id) and, when new,
+    publish it to the ingest queue."""
+    job = job_id_for(owner, client_id)
+    document = request.to_json()
+    record, created = runtime.records.create_job(job, owner, client_id, document, None)
+    if not created:
+        check_same_request(record, document)
+        return Submitted(job, record.state, False)
+    try:
+        runtime.dispatcher.publish_ingest(IngestMessage(client_id, request, owner=owner))
+    except TransientError:
+        runtime.records.delete_job(job)
+        purge_job(runtime, job)
+        raise
+    return Submitted(job, record.state, True)
+
+
+def check_same_request(record: JobRecord, document: dict[str, Any]) -> None:
+    if record.request != document:
+        raise ApiError(409, f"Idempotency-Key {record.client_id!r} was used for job "
+                            f"{record.id} with a different request")
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def output_link(record: JobRecord) -> str | None:
+    """Where a done job's output is read: this API when it is in the store, else the URL it
+    was written to (an ingest job's own output)."""
+    if record.state != "done" or record.output is None:
+        return None
+    if "://" in record.output:
+        return record.output
+    return f"/v1/jobs/{record.id}/output"
+
+
+def job_summary(record: JobRecord) -> dict[str, Any]:
+    """A job in a listing: what it is and how it stands, without the per-stage detail."""
+    return {
+        "id": record.id,
+        "state": record.state,
+        "request": record.request,
+        "error": record.error,
+        "output": output_link(record),
+        "created_at": _time(record.created_at),
+        "started_at": _time(record.started_at),
+        "finished_at": _time(record.finished_at),
+    }
+
+
+def job_document(runtime: Runtime, record: JobRecord) -> dict[str, Any]:
+    """A job's full status: per-stage progress and timings, errors, overdue tasks, and its AWS
+    cost so far and projected (from the same records)."""
+    records = runtime.records
+    return {
+        **job_summary(record),
+        "client_id": record.client_id,
+        "progress": records.progress(record.id),
+        "errors": records.errors(record.id),
+        "overdue": records.overdue(record.id),
+        "plan": record.plan,
+        "result": record.result,
+        "cost": job_estimate(records, record.id),
+        "expires_at": _time(record.expires_at),
+        "cleaned_at": _time(record.cleaned_at),
+    }

@@ -1,0 +1,106 @@
+"""What wraps every request: errors as one-line JSON, and the request metrics.
+
+Every error answer is `{"error": "one line"}` with its status: a 4xx names what is wrong with
+the request; a broker or database that is down is a 503 with Retry-After; anything unexpected
+is a 500 whose details go to the log, never to the caller (no traceback leaves the process).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .. import metrics
+from ..errors import TransientError
+
+__all__ = ["ApiError", "count_response", "error_middleware", "error_response",
+           "metrics_middleware"]
+
+log = logging.getLogger("excamera.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_REASON = 300
+
+
+class ApiError(Exception):
+    """An answer with an error status and a one-line reason."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
+def one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= MAX_REASON else line[: MAX_REASON - 3] + "..."
+
+
+def error_response(status: int, reason: str, headers: Any = None) -> web.Response:
+    return web.json_response({"error": one_line(reason)}, status=status, headers=headers)
+
+
+# aiohttp's own refusals (no route, wrong method, body too big, ...) in our words.
+def _http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+    if exc.status == 404:
+        reason = f"no such resource: {request.path}"
+    elif exc.status == 405:
+        reason = f"{request.method} is not allowed here (allowed: {headers.get('Allow', '')})"
+    elif exc.status == 413:
+        reason = "the request body is too large"
+    else:
+        reason = exc.text or exc.reason
+        if reason.startswith(f"{exc.status}: "):
+            reason = reason[len(f"{exc.status}: "):]
+    return error_response(exc.status, reason, headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.reason, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # a redirect or a success raised as an exception: pass it on
+            raise
+        return _http_exception(request, exc)
+    except TransientError as exc:
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return error_response(503, f"temporarily unavailable: {exc}", {"Retry-After": "5"})
+    except Exception:  # noqa: BLE001 - a bug: logged in full, answered without details
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal error (logged on the server)")
+
+
+def route_label(request: web.Request) -> str:
+    """The route's pattern (`/v1/jobs/{id}`), never the raw path: random paths (fuzzers,
+    scanners) must not make a metric series each."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+_STARTED = web.RequestKey("excamera_started", float)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[_STARTED] = time.perf_counter()
+    return await handler(request)
+
+
+async def count_response(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """An `on_response_prepare` hook: counted when the headers go out, so the status is the
+    one sent (a file's 206 is decided only then) and the time is the time to the headers."""
+    began = request.get(_STARTED)
+    if began is None or not isinstance(request, web.Request):
+        return
+    route = route_label(request)
+    metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
+    metrics.HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - began)

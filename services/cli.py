@@ -1,0 +1,335 @@
+"""`excamera service NAME` runs one service; `excamera up` runs them all, for a quick start.
+
+    excamera service api       [--port 8080] [--host 127.0.0.1]  the HTTP API
+    excamera service splitter  [--concurrency N]   ingest queue -> chunks, encode tasks
+    excamera service encoder   [--concurrency N]   phase 1 (libvpx) and stage 4
+    excamera service decoder   [--concurrency N]   exit states; each group's check
+    excamera service rebaser   [--concurrency N]   stage 5 in order per group; the join
+    excamera up [--port 8080]                      the API and one of each worker
+
+Every service takes --broker, --store, --db and the operator's --allow-input/--allow-output
+prefixes (or their EXCAMERA_* variables; see services/config.py). Scale a service by running
+more of it, on any machine that reaches the broker, the store and the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+SERVICES = ("api", "splitter", "encoder", "decoder", "rebaser")
+WORKERS = ("splitter", "encoder", "decoder", "rebaser")
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# How a child of `excamera up` runs the command: `-c` with the current directory dropped from
+# sys.path, so a shared/ folder there is never imported instead of the installed package.
+_CHILD = ("import sys; del sys.path[0]; from shared.console import main; sys.exit(main())",)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", help="broker URL (amqp://...; default: local RabbitMQ, "
+                                         "or EXCAMERA_BROKER)")
+    parser.add_argument("--store", help="store URL (file:///dir; default "
+                                        "~/.local/share/excamera/store, or EXCAMERA_STORE)")
+    parser.add_argument("--db", help="job records, a PostgreSQL URL (default: local, database "
+                                     "excamera; or EXCAMERA_DB)")
+    parser.add_argument("--queue-prefix", help="names of the queues (default excamera)")
+    parser.add_argument("--allow-input", action="append", metavar="PREFIX",
+                        help="a URL prefix jobs may read inputs from (repeatable), e.g. "
+                             "file:///srv/video/ or https://media.example.com/")
+    parser.add_argument("--allow-output", action="append", metavar="PREFIX",
+                        help="a URL prefix ingest jobs may write outputs to (repeatable)")
+    parser.add_argument("--allow-private-networks", action="store_true", default=None,
+                        help="let input URLs reach loopback and private addresses (test rigs, "
+                             "trusted networks only)")
+    parser.add_argument("--retention", type=float, metavar="SECONDS",
+                        help="delete an ended job's intermediates this long after it ends "
+                             "(default 3600; outputs are kept)")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics on this port (workers; the API serves "
+                             "/metrics itself)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each task")
+
+
+def add_service_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "service", help="run one of the services (api, splitter, encoder, decoder, rebaser)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("name", choices=SERVICES)
+    add_common_arguments(parser)
+    parser.add_argument("--concurrency", type=int, default=None, metavar="N",
+                        help="worker processes (default: the number of cores; rebaser: 1)")
+    parser.add_argument("--port", type=int, default=8080, help="the API's port (default 8080)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the API's address (default 127.0.0.1)")
+    parser.set_defaults(run=run_service)
+
+
+def add_up_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "up", help="run the API and one of each worker on this machine (a quick start)",
+        description="Start the API and one process of each worker service, print the API's "
+                    "URL and an example, and stop them all on Ctrl-C.",
+    )
+    add_common_arguments(parser)
+    parser.add_argument("--port", type=int, default=8080, help="the API's port (default 8080)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--concurrency", type=int, default=None, metavar="N",
+                        help="processes of the encoder (default: the number of cores)")
+    parser.set_defaults(run=run_up)
+
+
+def config_from(args: argparse.Namespace) -> Any:
+    from .config import ServiceConfig
+
+    allow_input = tuple(args.allow_input) if args.allow_input else None
+    allow_output = tuple(args.allow_output) if args.allow_output else None
+    return ServiceConfig.from_env(
+        broker=args.broker, store=args.store, db=args.db, queue_prefix=args.queue_prefix,
+        allow_input=allow_input, allow_output=allow_output,
+        allow_private_networks=args.allow_private_networks,
+        retention_seconds=args.retention, metrics_port=args.metrics_port,
+    )
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def run_service(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    _logging(args.verbose)
+    os.environ.update(config.to_env())  # what forked and spawned workers read
+    os.environ["EXCAMERA_SERVICE_NAME"] = args.name
+    if args.name != "api":
+        # Before services.metrics is imported anywhere: one directory for all this
+        # service's processes.
+        os.environ.setdefault(METRICS_ENV, tempfile.mkdtemp(prefix="excamera-metrics-"))
+    _check_connections(config, args.name)
+    if args.name == "api":
+        from .api.app import serve
+
+        serve(config, host=args.host, port=args.port)
+        return 0
+    if config.metrics_port is not None:
+        from . import metrics
+
+        metrics.serve(config.metrics_port)
+    if args.name == "rebaser":
+        return _run_rebasers(config, args.concurrency or 1)
+    return _run_celery_worker(config, args.name, args.concurrency, args.verbose)
+
+
+def _check_connections(config: Any, name: str) -> None:
+    """Fail at once, in one line, when the broker, the store or the database is out of reach
+    (a service would otherwise retry quietly for ever)."""
+    from shared.pipeline.store import open_store
+
+    from .errors import ConfigError, TransientError
+    from .records import JobRecords
+
+    try:
+        open_store(config.store)
+    except (OSError, ValueError, NotImplementedError) as exc:
+        raise ConfigError(f"store {config.store}: {exc}") from None
+    try:
+        JobRecords(config.db, pool_size=1).close()
+    except TransientError as exc:
+        raise ConfigError(f"job records ({config.db}): {exc}") from None
+    import kombu
+
+    from .broker import Topology
+
+    topology = Topology.for_config(config)
+    try:
+        if topology.on_sqs:
+            topology.declare(None)  # type: ignore[arg-type]
+            return
+        with kombu.Connection(config.broker, connect_timeout=10) as connection:
+            connection.ensure_connection(max_retries=2)
+            topology.declare(connection)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the broker, in one line
+        raise ConfigError(f"broker {_redact(config.broker)}: {exc}") from None
+
+
+def _redact(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+def _run_celery_worker(config: Any, service: str, concurrency: int | None,
+                       verbose: bool) -> int:
+    from .broker import make_celery
+    from .celery_tasks import IngestConsumer, register
+
+    app = make_celery(config)
+    register(app, service)
+    if service == "splitter":
+        app.steps["consumer"].add(IngestConsumer)
+    queue = app.excamera_topology.queue_of_service(service)  # type: ignore[attr-defined]
+    argv = [
+        "worker", f"--loglevel={'INFO' if verbose else 'WARNING'}", "-Q", queue,
+        f"--concurrency={concurrency or os.cpu_count() or 1}", "--pool=prefork",
+        "-n", f"{service}-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+        "--without-heartbeat",
+    ]
+    app.worker_main(argv)
+    return 0
+
+
+def _run_rebasers(config: Any, count: int) -> int:
+    """`count` rebaser processes (each owns its share of the shards), restarted if one dies
+    until this process is told to stop."""
+    context = multiprocessing.get_context("spawn")
+    children: list[Any] = []
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if count == 1:
+        _rebaser_class(config)(config).run()
+        return 0
+    try:
+        while not stopping:
+            children = [c for c in children if c.is_alive()]
+            while len(children) < count:
+                child = context.Process(target=_rebaser_main, args=(config,), daemon=True)
+                child.start()
+                children.append(child)
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join(10)
+    return 0
+
+
+def _rebaser_class(config: Any) -> Any:
+    """The rebaser for the broker: shards with leases on RabbitMQ, the FIFO queue on SQS."""
+    from .broker import transport_of
+
+    if transport_of(config.broker) == "sqs":
+        from .rebaser.sqs_rebaser import SqsRebaserProcess
+
+        return SqsRebaserProcess
+    from .rebaser.service import RebaserProcess
+
+    return RebaserProcess
+
+
+def _rebaser_main(config: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _rebaser_class(config)(config).run()
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """The API and one of each worker as child processes; Ctrl-C (or SIGTERM) stops them."""
+    config = config_from(args)
+    env = {**os.environ, **config.to_env()}
+    token = None
+    if not env.get("EXCAMERA_API_TOKENS") and not env.get("EXCAMERA_API_TOKENS_FILE"):
+        # A quick start needs a caller: one token for this run, shown in the banner.
+        token = secrets.token_urlsafe(18)
+        env["EXCAMERA_API_TOKENS"] = f"local:{token}"
+    common = [f"--{name.replace('_', '-')}={value}" for name, value in (
+        ("broker", config.broker), ("store", config.store), ("db", config.db),
+        ("queue_prefix", config.queue_prefix),
+    )]
+    common += [f"--allow-input={p}" for p in config.allow_input]
+    common += [f"--allow-output={p}" for p in config.allow_output]
+    if config.allow_private_networks:
+        common.append("--allow-private-networks")
+    if args.verbose:
+        common.append("-v")
+    commands = {
+        "api": ["api", f"--port={args.port}", f"--host={args.host}"],
+        "splitter": ["splitter", "--concurrency=1"],
+        "encoder": ["encoder", f"--concurrency={args.concurrency or os.cpu_count() or 1}"],
+        "decoder": ["decoder", "--concurrency=1"],
+        "rebaser": ["rebaser", "--concurrency=1"],
+    }
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        for name, command in commands.items():
+            children[name] = subprocess.Popen(
+                [sys.executable, "-c", *_CHILD, "service", *command, *common], env=env)
+        url = f"http://{args.host}:{args.port}"
+        _wait_for_api(url, children["api"])
+        print(_banner(url, config, token), flush=True)
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    print(f"excamera up: the {name} service exited (status "
+                          f"{child.returncode}); stopping", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children.values():
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _wait_for_api(url: str, api: subprocess.Popen[bytes]) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if api.poll() is not None:
+            raise SystemExit(f"excamera up: the API exited (status {api.returncode})")
+        try:
+            with urllib.request.urlopen(f"{url}/v1/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"excamera up: the API did not answer at {url} within 60 s")
+
+
+def _banner(url: str, config: Any, token: str | None) -> str:
+    if token is not None:
+        auth = f"a token for this run: export EXCAMERA_TOKEN={token}"
+    else:
+        auth = "tokens from EXCAMERA_API_TOKENS (name:token,...): export EXCAMERA_TOKEN=..."
+    header = "-H \"Authorization: Bearer $EXCAMERA_TOKEN\""
+    return "\n".join([
+        f"excamera is up: API at {url} (store {config.store})",
+        f"  {auth}",
+        "  submit a clip, follow it, fetch the output:",
+        f"    curl {header} -F video=@clip.mp4 {url}/v1/jobs",
+        f"    curl {header} {url}/v1/jobs/ID",
+        f"    curl {header} -o out.webm {url}/v1/jobs/ID/output",
+        "  Ctrl-C stops every service.",
+    ])

@@ -1,0 +1,146 @@
+"""What every service is started with: where the broker, the store and the job records are,
+what inputs and outputs the operator allows, and the reliability knobs.
+
+Each setting comes from a command-line flag of `excamera service`/`excamera up`, else from an
+environment variable (`EXCAMERA_<NAME>`, e.g. EXCAMERA_BROKER), else a default that works on one
+machine with the local RabbitMQ and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["DEADLINES", "ServiceConfig"]
+
+# How long a task of each stage may run before the job's status reports it as overdue (and a
+# worker stops it); generous, since a 4K chunk's encode takes minutes. RabbitMQ's consumer
+# timeout must stay above the longest (scripts set it to 3 hours; its default is 30 minutes).
+DEADLINES: dict[str, float] = {
+    "split": 3600.0,
+    "encode": 3600.0,
+    "state": 600.0,
+    "first": 1800.0,
+    "rebase": 600.0,
+    "measure": 1200.0,
+    "join": 1800.0,
+}
+
+
+def _default_store() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return (Path(base) / "excamera" / "store").as_uri()
+
+
+def _split_list(text: str) -> tuple[str, ...]:
+    return tuple(item for item in text.replace(",", " ").split() if item)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    broker: str = "amqp://guest:guest@127.0.0.1:5672//"
+    store: str = field(default_factory=_default_store)
+    db: str = "postgresql://postgres@127.0.0.1:5432/excamera"
+    queue_prefix: str = "excamera"
+    # Inputs and outputs jobs may name (URL prefixes); the store's own uploads are always
+    # readable. Nothing else is.
+    allow_input: tuple[str, ...] = ()
+    allow_output: tuple[str, ...] = ()
+    # Let input URLs reach loopback and private addresses (a test rig or a trusted LAN only).
+    allow_private_networks: bool = False
+    max_input_bytes: int = 8 << 30
+    # Intermediates of an ended job are deleted this long after it ends; outputs are kept.
+    retention_seconds: float = 3600.0
+    # Deliveries of one task (a crash or kill counts) before it is set aside with its reason.
+    max_attempts: int = 5
+    # Retries of a transient failure (storage, broker, database) within one delivery.
+    retries: int = 6
+    # Multiplies every stage's deadline (DEADLINES): raise it for very large pictures.
+    deadline_scale: float = 1.0
+    rebase_shards: int = 8
+    held_states: int = 16
+    # SQS: how long a received task stays hidden (default: twice the longest deadline; with
+    # Lambda, AWS advises at least six times the function's timeout).
+    sqs_visibility_timeout: int | None = None
+    # n and x for requests that do not say.
+    default_frames_per_chunk: int = 6
+    default_chunks_per_group: int = 16
+    # AWS: the encoder's Lambda function, invoked directly (in bursts) for each encode task,
+    # on top of the queue; and how many of its environments to start when a job arrives.
+    encoder_function: str | None = None
+    warm_environments: int = 0
+    metrics_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.rebase_shards <= 256:
+            raise ConfigError("rebase shards must be 1-256")
+        if self.max_attempts < 1 or self.retries < 0:
+            raise ConfigError("max attempts must be at least 1 and retries at least 0")
+        if not 1 <= self.default_frames_per_chunk <= 240 or not (
+                1 <= self.default_chunks_per_group <= 1024):
+            raise ConfigError("default n must be 1-240 and default x 1-1024")
+        if not self.deadline_scale > 0:
+            raise ConfigError("the deadline scale must be positive")
+        if self.retention_seconds < 0:
+            raise ConfigError("retention must not be negative")
+        for prefix in (*self.allow_input, *self.allow_output):
+            if "://" not in prefix:
+                raise ConfigError(f"allowed prefix {prefix!r} is not a URL (e.g. file:///srv/in/)")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> ServiceConfig:
+        """Defaults, then EXCAMERA_* variables, then `overrides` (None values ignored)."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            text = environ.get(f"EXCAMERA_{item.name.upper()}")
+            if text is not None and text != "":
+                values[item.name] = _parse(item.name, item.type, text)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The EXCAMERA_* variables that give this configuration to a child process."""
+        env = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                value = " ".join(value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            env[f"EXCAMERA_{item.name.upper()}"] = str(value)
+        return env
+
+    def with_changes(self, **changes: Any) -> ServiceConfig:
+        return replace(self, **changes)
+
+    def request_defaults(self) -> dict[str, int]:
+        """What a job request that leaves n or x out gets."""
+        return {"frames_per_chunk": self.default_frames_per_chunk,
+                "chunks_per_group": self.default_chunks_per_group}
+
+    def deadline(self, stage: str) -> float:
+        """Seconds a task of `stage` may run before it is reported overdue."""
+        return DEADLINES.get(stage, 3600.0) * self.deadline_scale
+
+
+def _parse(name: str, kind: Any, text: str) -> Any:
+    kind = str(kind)
+    try:
+        if "tuple" in kind:
+            return _split_list(text)
+        if "bool" in kind:
+            return text.strip().lower() in ("1", "true", "yes", "on")
+        if "float" in kind:
+            return float(text)
+        if "int" in kind:
+            return int(text)
+    except ValueError:
+        raise ConfigError(f"EXCAMERA_{name.upper()}={text!r} is not a valid value") from None
+    return text

@@ -1,0 +1,45 @@
+"""The join step: every chunk's final frames into the output (`stages.join`, the embedded
+runner's own), written where the job asked (an allowed `file://` or `s3://` URL) or into the
+store, and the job recorded done with its figures. Intermediates are deleted after the
+retention time (at once when it is zero); the output is kept."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from shared.pipeline import stages
+from shared.pipeline.messages import TaskMessage
+
+from ..adapter import purge_job
+from ..inputs import write_output
+from ..runtime import Runtime
+
+__all__ = ["join_step", "output_key"]
+
+
+def output_key(job: str, format: str) -> str:
+    return f"outputs/{job}/output.{format}"
+
+
+def join_step(runtime: Runtime, message: TaskMessage) -> None:
+    job = message.job
+    plan = runtime.plan(job)
+    facts = runtime.facts(job)
+    form = facts.request.format
+    quality = stages.stored_output_quality(runtime.store, plan)
+    with tempfile.TemporaryDirectory(prefix="excamera-join-") as directory:
+        local = Path(directory) / f"output.{form}"
+        joined = stages.join(runtime.store, job, plan, local)
+        if facts.output is None:
+            location = output_key(job, form)
+            runtime.store.put_file(location, local)
+        else:
+            write_output(facts.output, runtime.policy, local)
+            location = facts.output
+    result = {**asdict(quality), "bytes": joined.file_bytes, "packets": joined.packets,
+              "format": form}
+    retention = runtime.config.retention_seconds
+    if runtime.records.finish_job(job, location, result, retention) and retention == 0:
+        purge_job(runtime, job)

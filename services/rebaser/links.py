@@ -1,0 +1,86 @@
+"""What every rebaser process does with a link, whichever queue it came from (RabbitMQ's
+shards, service.py; SQS's FIFO queue, sqs_rebaser.py): tell whether it came before its
+predecessor is final, and run it through the adapter with transient failures retried in
+place, in order (never re-queued to the tail, which would break the order), until the
+retries run out and the job fails with the reason."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from shared.pipeline.graph import TaskId
+from shared.pipeline.messages import TaskMessage, parse_task
+
+from ..adapter import Step, fail, handle
+from ..celery_tasks import backoff
+from ..config import ServiceConfig
+from ..errors import TransientError
+from ..hedger import Hedger
+from ..records import TERMINAL_STATES
+from ..runtime import Runtime
+
+__all__ = ["LINK_DELAY_ENV", "LinkRunner"]
+
+log = logging.getLogger("excamera.rebaser")
+
+# Test hook: seconds each link waits before it runs, so a test can kill a rebaser mid-group.
+LINK_DELAY_ENV = "EXCAMERA_TEST_LINK_DELAY"
+
+
+class LinkRunner:
+    """The part of a rebaser process that is not its transport."""
+
+    steps: dict[str, Step] = {}
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.runtime = Runtime.current(config)
+        self.topology = self.runtime.topology
+        self.hedger = Hedger(self.runtime)
+        self.links_run = 0
+        self._stopping = False
+
+    def stop(self, *_: Any) -> None:
+        self._stopping = True
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+
+    def before_predecessor(self, message: TaskMessage) -> bool:
+        """Whether this link arrived before link index-1 of its group is final."""
+        records = self.runtime.records
+        if records.job_state(message.job) in (None, *TERMINAL_STATES):
+            return False  # the adapter skips it
+        plan = self.runtime.plan(message.job)
+        return plan.position(message.index) >= 2 and not records.is_done(
+            message.job, TaskId("rebase", message.index - 1))
+
+    def run_link(self, document: Any, source: str) -> None:
+        """The adapter on one message, transient failures retried here, in place."""
+        if os.environ.get(LINK_DELAY_ENV):
+            self.pause(float(os.environ[LINK_DELAY_ENV]))
+        for retry in range(self.config.retries + 1):
+            try:
+                handle(document, self.runtime, service="rebaser", source=source,
+                       steps=self.steps)
+                self.links_run += 1
+                return
+            except TransientError as exc:
+                if retry == self.config.retries:
+                    fail(self.runtime, parse_task(document),
+                         f"gave up after {self.config.retries} retries: {exc}", attempt=0,
+                         source=source)
+                    return
+                delay = backoff(retry)
+                log.warning("rebaser: %s; retrying in %.1f s", exc, delay)
+                self.pause(delay)
+
+    def pause(self, seconds: float) -> None:
+        """Wait (a transport keeping a connection alive overrides it)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._stopping:
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,667 @@
+"""Job records in PostgreSQL: the one truth every API instance and every worker sees, which
+survives restarts of either.
+
+Why PostgreSQL and not the store: a job's record changes with every task (start, end, worker,
+attempt: two writes per task, about 14,000 tasks for the original's 3,552-chunk Sintel job), and
+status must answer in milliseconds while that goes on. Objects in a store (S3 in particular)
+have no atomic update and no query: counting a job's progress would mean listing thousands of
+keys per request. A database gives transactional state changes (a cancel racing a finish ends
+one way), counters updated with each task, unique constraints for idempotency keys, and
+indexed lookups of a caller's jobs.
+
+Tables (created on first use, in the database the URL names, which is created if missing):
+
+    excamera_jobs      one row per job: owner, state, the request, plan, result, times
+    excamera_tasks     one row per task of the graph: state, attempts, worker, times, deadline
+    excamera_progress  per job and stage: how many tasks there are, and how many are done
+    excamera_errors    every failed attempt, with its reason
+
+Every method is one statement (autocommit: a round trip each), or a short transaction where
+several statements must change together. `TransientError` wraps a lost connection, so the
+caller retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from shared.pipeline.graph import TaskId
+
+from .errors import TransientError
+
+__all__ = ["JobRecord", "JobRecords", "TERMINAL_STATES"]
+
+DEFAULT_DB_URL = "postgresql://postgres@127.0.0.1:5432/excamera"
+TERMINAL_STATES = ("done", "failed", "cancelled")
+JOB_STATES = ("queued", "running", *TERMINAL_STATES)
+MAX_ERRORS_SHOWN = 20
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS excamera_jobs (
+    id          text PRIMARY KEY,
+    owner       text NOT NULL,
+    client_id   text NOT NULL,
+    state       text NOT NULL,
+    request     jsonb NOT NULL,
+    output      text,
+    plan        jsonb,
+    result      jsonb,
+    error       text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    started_at  timestamptz,
+    finished_at timestamptz,
+    expires_at  timestamptz,
+    cleaned_at  timestamptz,
+    UNIQUE (owner, client_id)
+);
+CREATE INDEX IF NOT EXISTS excamera_jobs_by_owner ON excamera_jobs (owner, created_at DESC);
+CREATE INDEX IF NOT EXISTS excamera_jobs_to_clean ON excamera_jobs (expires_at)
+    WHERE cleaned_at IS NULL;
+CREATE TABLE IF NOT EXISTS excamera_tasks (
+    job         text NOT NULL REFERENCES excamera_jobs (id) ON DELETE CASCADE,
+    stage       text NOT NULL,
+    idx         integer NOT NULL,
+    state       text NOT NULL,
+    attempts    integer NOT NULL DEFAULT 0,
+    worker      text,
+    queued_at   timestamptz,
+    started_at  timestamptz,
+    finished_at timestamptz,
+    deadline    timestamptz,
+    seconds     double precision,
+    PRIMARY KEY (job, stage, idx)
+);
+CREATE INDEX IF NOT EXISTS excamera_tasks_running ON excamera_tasks (job)
+    WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS excamera_progress (
+    job   text NOT NULL REFERENCES excamera_jobs (id) ON DELETE CASCADE,
+    stage text NOT NULL,
+    total integer NOT NULL,
+    done  integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (job, stage)
+);
+ALTER TABLE excamera_progress ADD COLUMN IF NOT EXISTS seconds double precision NOT NULL
+    DEFAULT 0;
+ALTER TABLE excamera_progress ADD COLUMN IF NOT EXISTS reads bigint NOT NULL DEFAULT 0;
+ALTER TABLE excamera_progress ADD COLUMN IF NOT EXISTS writes bigint NOT NULL DEFAULT 0;
+ALTER TABLE excamera_tasks ADD COLUMN IF NOT EXISTS hedged boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS excamera_jobs_running ON excamera_jobs (id) WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS excamera_errors (
+    id        bigserial PRIMARY KEY,
+    job       text NOT NULL REFERENCES excamera_jobs (id) ON DELETE CASCADE,
+    stage     text,
+    idx       integer,
+    attempt   integer,
+    permanent boolean NOT NULL,
+    reason    text NOT NULL,
+    at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS excamera_errors_by_job ON excamera_errors (job, id);
+"""
+
+_SCHEMA_LOCK = 0x65786361  # pg_advisory_xact_lock key: concurrent first uses create it once
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    owner: str
+    client_id: str
+    state: str
+    request: dict[str, Any]
+    output: str | None
+    plan: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    expires_at: datetime | None
+    cleaned_at: datetime | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+def _record(row: dict[str, Any]) -> JobRecord:
+    return JobRecord(**{name: row[name] for name in JobRecord.__dataclass_fields__})
+
+
+@contextlib.contextmanager
+def _transient() -> Iterator[None]:
+    """Database trouble that a retry can fix (the server restarting, a dropped connection)
+    becomes TransientError; anything else is a bug and propagates as it is."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.errors.ConnectionTimeout) as exc:
+        raise TransientError(f"job records unavailable: {str(exc).strip()}") from exc
+    except PoolTimeout as exc:
+        raise TransientError(f"job records unavailable: {exc}") from exc
+
+
+def ensure_database(url: str) -> None:
+    """Create the database `url` names if it does not exist (connecting to `postgres`)."""
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+        return
+    except psycopg.OperationalError as exc:
+        if "does not exist" not in str(exc):
+            raise TransientError(f"job records unavailable: {str(exc).strip()}") from exc
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin = urlunparse(parsed._replace(path="/postgres"))
+    with (
+        _transient(),
+        psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn,
+        contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation),
+    ):
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+class JobRecords:
+    """Job and task records; thread-safe (a small pool of connections)."""
+
+    def __init__(self, url: str = DEFAULT_DB_URL, *, pool_size: int = 4) -> None:
+        self.url = url
+        with _transient():
+            ensure_database(url)
+            self._pool = ConnectionPool(
+                url, min_size=1, max_size=pool_size, open=True, timeout=30,
+                kwargs={"row_factory": dict_row, "connect_timeout": 10, "autocommit": True},
+                check=ConnectionPool.check_connection,
+            )
+        self._lock = threading.Lock()
+        with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            cur.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __repr__(self) -> str:
+        parsed = urlparse(self.url)
+        return f"JobRecords({parsed.hostname}:{parsed.port or 5432}{parsed.path})"
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A transaction, for the few changes of several statements that must be atomic."""
+        with (
+            _transient(),
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            yield cur
+
+    @contextlib.contextmanager
+    def _one(self) -> Iterator[psycopg.Cursor[Any]]:
+        """Statements each atomic on its own (autocommit: one round trip each, where a
+        transaction block would add a BEGIN and a COMMIT: the per-task path is three)."""
+        with _transient(), self._pool.connection() as conn, conn.cursor() as cur:
+            yield cur
+
+    def ping(self) -> None:
+        """One round trip to the database (health checks); TransientError if it is down."""
+        with self._one() as cur:
+            cur.execute("SELECT 1")
+
+    # ------------------------------------------------------------------ jobs
+
+    def create_job(
+        self, job: str, owner: str, client_id: str, request: dict[str, Any], output: str | None
+    ) -> tuple[JobRecord, bool]:
+        """The job for (owner, client_id): made now (True), or the one made before (False)."""
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO excamera_jobs (id, owner, client_id, state, request, output) "
+                "VALUES (%s, %s, %s, 'queued', %s, %s) ON CONFLICT DO NOTHING RETURNING *",
+                (job, owner, client_id, json.dumps(request), output),
+            )
+            row = cur.fetchone()
+            if row is not None:
+                # The split is the one task that exists before the plan.
+                cur.execute("INSERT INTO excamera_tasks (job, stage, idx, state) "
+                            "VALUES (%s, 'split', 0, 'waiting')", (job,))
+                cur.execute("INSERT INTO excamera_progress (job, stage, total) "
+                            "VALUES (%s, 'split', 1)", (job,))
+                return _record(row), True
+            cur.execute("SELECT * FROM excamera_jobs WHERE owner = %s AND client_id = %s",
+                        (owner, client_id))
+            row = cur.fetchone()
+            if row is None:  # the id exists under another owner: ids are owner-derived
+                raise ValueError(f"job {job} exists for another owner")
+            return _record(row), False
+
+    def get_job(self, job: str) -> JobRecord | None:
+        with self._one() as cur:
+            cur.execute("SELECT * FROM excamera_jobs WHERE id = %s", (job,))
+            row = cur.fetchone()
+        return None if row is None else _record(row)
+
+    def job_state(self, job: str) -> str | None:
+        with self._one() as cur:
+            cur.execute("SELECT state FROM excamera_jobs WHERE id = %s", (job,))
+            row = cur.fetchone()
+        return None if row is None else row["state"]
+
+    def list_jobs(self, owner: str, limit: int = 100, offset: int = 0) -> list[JobRecord]:
+        with self._one() as cur:
+            cur.execute(
+                "SELECT * FROM excamera_jobs WHERE owner = %s ORDER BY created_at DESC, id "
+                "LIMIT %s OFFSET %s", (owner, limit, offset),
+            )
+            return [_record(row) for row in cur.fetchall()]
+
+    def count_jobs_by_state(self) -> dict[str, int]:
+        with self._one() as cur:
+            cur.execute("SELECT state, count(*) AS n FROM excamera_jobs GROUP BY state")
+            return {row["state"]: row["n"] for row in cur.fetchall()}
+
+    def start_job(self, job: str) -> bool:
+        """queued -> running; False if the job has ended (cancelled, say)."""
+        with self._one() as cur:
+            cur.execute(
+                "UPDATE excamera_jobs SET state = 'running', started_at = coalesce(started_at, "
+                "now()) WHERE id = %s AND state IN ('queued', 'running') RETURNING id", (job,),
+            )
+            return cur.fetchone() is not None
+
+    def set_plan(
+        self, job: str, plan: dict[str, Any], sizes: dict[str, int], tasks: Iterable[TaskId]
+    ) -> None:
+        """Record the split's plan and every task it implies (once; a repeat changes nothing)."""
+        with self._tx() as cur:
+            cur.execute("SELECT plan IS NOT NULL AS planned FROM excamera_jobs WHERE id = %s "
+                        "FOR UPDATE", (job,))
+            row = cur.fetchone()
+            if row is None or row["planned"]:
+                return
+            cur.execute("UPDATE excamera_jobs SET plan = %s WHERE id = %s",
+                        (json.dumps(plan), job))
+            cur.executemany(
+                "INSERT INTO excamera_progress (job, stage, total) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING", [(job, stage, total) for stage, total in sizes.items()],
+            )
+            with cur.copy("COPY excamera_tasks (job, stage, idx, state) FROM STDIN") as copy:
+                for task in tasks:
+                    copy.write_row((job, task.stage, task.index, "waiting"))
+
+    def finish_job(
+        self, job: str, output: str, result: dict[str, Any], retention_seconds: float
+    ) -> bool:
+        """running -> done, with the output's location and figures; intermediates expire
+        after `retention_seconds`. False if the job had already ended."""
+        with self._one() as cur:
+            cur.execute(
+                "UPDATE excamera_jobs SET state = 'done', output = %s, result = %s, "
+                "finished_at = now(), expires_at = now() + make_interval(secs => %s) "
+                "WHERE id = %s AND state NOT IN ('done', 'failed', 'cancelled') RETURNING id",
+                (output, json.dumps(result), retention_seconds, job),
+            )
+            return cur.fetchone() is not None
+
+    def fail_job(self, job: str, reason: str, retention_seconds: float = 0.0) -> bool:
+        """-> failed with `reason` (the first failure wins); False if it had already ended."""
+        with self._one() as cur:
+            cur.execute(
+                "UPDATE excamera_jobs SET state = 'failed', error = %s, finished_at = now(), "
+                "expires_at = now() + make_interval(secs => %s) "
+                "WHERE id = %s AND state NOT IN ('done', 'failed', 'cancelled') RETURNING id",
+                (reason, retention_seconds, job),
+            )
+            return cur.fetchone() is not None
+
+    def cancel_job(self, job: str) -> str | None:
+        """-> cancelled unless it has ended; its waiting and queued tasks will not run.
+        Returns the job's state afterwards (None: no such job)."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE excamera_jobs SET state = 'cancelled', finished_at = now(), "
+                "expires_at = now() WHERE id = %s AND state IN ('queued', 'running') "
+                "RETURNING state", (job,),
+            )
+            row = cur.fetchone()
+            if row is not None:
+                cur.execute("UPDATE excamera_tasks SET state = 'cancelled' WHERE job = %s AND "
+                            "state IN ('waiting', 'queued')", (job,))
+                return "cancelled"
+            cur.execute("SELECT state FROM excamera_jobs WHERE id = %s", (job,))
+            row = cur.fetchone()
+            return None if row is None else row["state"]
+
+    def jobs_to_clean(self, limit: int = 50) -> list[str]:
+        """Ended jobs whose intermediates are past their retention and not deleted yet."""
+        with self._one() as cur:
+            cur.execute(
+                "SELECT id FROM excamera_jobs WHERE cleaned_at IS NULL AND expires_at <= now() "
+                "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED", (limit,),
+            )
+            return [row["id"] for row in cur.fetchall()]
+
+    def mark_cleaned(self, job: str) -> None:
+        with self._one() as cur:
+            cur.execute("UPDATE excamera_jobs SET cleaned_at = now() WHERE id = %s", (job,))
+
+    def delete_job(self, job: str) -> None:
+        """Forget a job entirely (tests and operators; its rows go with it)."""
+        with self._one() as cur:
+            cur.execute("DELETE FROM excamera_jobs WHERE id = %s", (job,))
+
+    # ------------------------------------------------------------------ tasks
+
+    def start_task(self, job: str, task: TaskId, worker: str, deadline_seconds: float
+                   ) -> tuple[str | None, int]:
+        """Record that `worker` starts `task`, in one statement: returns the job's state
+        (None: no such job) and which attempt this is (1 first; 0 when the task is done
+        already, a duplicate delivery, or the job has ended: nothing is recorded then)."""
+        with self._one() as cur:
+            cur.execute(
+                "WITH job AS (SELECT state FROM excamera_jobs WHERE id = %(job)s), "
+                "started AS (UPDATE excamera_tasks SET state = 'running', "
+                "attempts = attempts + 1, worker = %(worker)s, started_at = now(), "
+                "deadline = now() + make_interval(secs => %(deadline)s) "
+                "WHERE job = %(job)s AND stage = %(stage)s AND idx = %(idx)s "
+                "AND state <> 'done' AND (SELECT state FROM job) IN ('queued', 'running') "
+                "RETURNING attempts) "
+                "SELECT (SELECT state FROM job) AS job_state, "
+                "(SELECT attempts FROM started) AS attempts, EXISTS (SELECT 1 FROM "
+                "excamera_tasks WHERE job = %(job)s AND stage = %(stage)s AND idx = %(idx)s) "
+                "AS known",
+                {"job": job, "stage": task.stage, "idx": task.index, "worker": worker,
+                 "deadline": deadline_seconds},
+            )
+            row = cur.fetchone()
+        assert row is not None
+        if row["attempts"] is not None:
+            return row["job_state"], row["attempts"]
+        return row["job_state"], 0 if row["known"] else 1
+
+    def finish_task(self, job: str, task: TaskId, worker: str, seconds: float,
+                    reads: int = 0, writes: int = 0) -> tuple[bool, str | None]:
+        """Record `task` as done (its output is stored), with the time and store requests it
+        took, in one statement: whether this was the first time, and the job's state now (a
+        cancel may have come meanwhile)."""
+        with self._one() as cur:
+            cur.execute(
+                "WITH finished AS (UPDATE excamera_tasks SET state = 'done', "
+                "finished_at = now(), seconds = %(seconds)s, worker = %(worker)s "
+                "WHERE job = %(job)s AND stage = %(stage)s AND idx = %(idx)s "
+                "AND state <> 'done' RETURNING stage), "
+                "counted AS (UPDATE excamera_progress SET done = done + 1, "
+                "seconds = seconds + %(seconds)s, reads = reads + %(reads)s, "
+                "writes = writes + %(writes)s WHERE job = %(job)s "
+                "AND stage IN (SELECT stage FROM finished) RETURNING 1) "
+                "SELECT (SELECT count(*) FROM finished) AS first, (SELECT count(*) FROM "
+                "counted) AS counted, (SELECT state FROM excamera_jobs WHERE id = %(job)s) "
+                "AS job_state",
+                {"job": job, "stage": task.stage, "idx": task.index, "worker": worker,
+                 "seconds": seconds, "reads": reads, "writes": writes},
+            )
+            row = cur.fetchone()
+        assert row is not None
+        return bool(row["first"]), row["job_state"]
+
+    def stage_use(self, job: str) -> dict[str, dict[str, float]]:
+        """Per stage: tasks in all, done, and the summed seconds, store reads and writes of
+        those done (what the job's cost is estimated from)."""
+        with self._one() as cur:
+            cur.execute("SELECT stage, total, done, seconds, reads, writes FROM "
+                        "excamera_progress WHERE job = %s", (job,))
+            return {row["stage"]: {key: row[key] for key in
+                                   ("total", "done", "seconds", "reads", "writes")}
+                    for row in cur.fetchall()}
+
+    def claim_ready(self, job: str, candidates: list[tuple[TaskId, tuple[TaskId, ...]]],
+                    stage_sizes: dict[str, int], *, recovering: bool = False) -> set[TaskId]:
+        """Of `candidates` (each with the tasks it depends on), claim those whose dependencies
+        are all done and that were never published (`recovering`: or that were published but
+        never began), marking them queued; returns them. One statement for the usual few;
+        where a candidate depends on every task of a stage (the join), the stage's counter
+        answers, so its cost does not grow with the chunk count."""
+        wanted = "('waiting', 'queued')" if recovering else "('waiting')"
+        claimed: set[TaskId] = set()
+        pairs: list[tuple[str, int, str, int]] = []
+        fan_in: list[tuple[TaskId, str]] = []
+        for task, deps in candidates:
+            stages = {dep.stage for dep in deps}
+            if len(stages) == 1 and len(deps) == stage_sizes.get(next(iter(stages))) > 16:
+                fan_in.append((task, next(iter(stages))))
+            elif not deps:
+                pairs.append((task.stage, task.index, "", -1))
+            else:
+                pairs.extend((task.stage, task.index, d.stage, d.index) for d in deps)
+        with self._one() as cur:
+            if pairs:
+                cur.execute(
+                    "WITH want AS (SELECT * FROM unnest(%(cs)s::text[], %(ci)s::int[], "
+                    "%(ds)s::text[], %(di)s::int[]) AS w(cstage, cidx, dstage, didx)), "
+                    "ready AS (SELECT w.cstage, w.cidx FROM want w LEFT JOIN excamera_tasks d "
+                    "ON d.job = %(job)s AND d.stage = w.dstage AND d.idx = w.didx "
+                    "GROUP BY w.cstage, w.cidx "
+                    "HAVING bool_and(w.didx < 0 OR coalesce(d.state = 'done', false))) "
+                    "UPDATE excamera_tasks t SET state = 'queued', "
+                    "queued_at = coalesce(t.queued_at, now()) FROM ready "
+                    "WHERE t.job = %(job)s AND t.stage = ready.cstage AND t.idx = ready.cidx "
+                    f"AND t.state IN {wanted} RETURNING t.stage, t.idx",
+                    {"job": job, "cs": [p[0] for p in pairs], "ci": [p[1] for p in pairs],
+                     "ds": [p[2] for p in pairs], "di": [p[3] for p in pairs]},
+                )
+                claimed |= {TaskId(row["stage"], row["idx"]) for row in cur.fetchall()}
+            for task, stage in fan_in:
+                cur.execute(
+                    "UPDATE excamera_tasks SET state = 'queued', queued_at = coalesce("
+                    "queued_at, now()) WHERE job = %(job)s AND stage = %(stage)s AND "
+                    f"idx = %(idx)s AND state IN {wanted} AND (SELECT done >= total FROM "
+                    "excamera_progress WHERE job = %(job)s AND stage = %(dep)s) "
+                    "RETURNING stage, idx",
+                    {"job": job, "stage": task.stage, "idx": task.index, "dep": stage},
+                )
+                claimed |= {TaskId(row["stage"], row["idx"]) for row in cur.fetchall()}
+        return claimed
+
+    def running_jobs(self, limit: int = 1000) -> list[str]:
+        with self._one() as cur:
+            cur.execute("SELECT id FROM excamera_jobs WHERE state = 'running' LIMIT %s",
+                        (limit,))
+            return [row["id"] for row in cur.fetchall()]
+
+    def stragglers(self, job: str, stages: tuple[str, ...], *, slowdown: float,
+                   min_seconds: float, min_peers: int) -> list[tuple[TaskId, bool]]:
+        """Running, unhedged tasks of `stages` that have run longer than `slowdown` times
+        their stage's median (of at least `min_peers` finished ones) and `min_seconds`; each
+        with whether the rebase chain is waiting for it (a stage-4 task whose predecessor's
+        link is final)."""
+        with self._one() as cur:
+            cur.execute("SELECT 1 FROM excamera_tasks WHERE job = %s AND state = 'running' "
+                        "AND started_at < now() - make_interval(secs => %s) LIMIT 1",
+                        (job, min_seconds))
+            if cur.fetchone() is None:  # the usual case, answered from the partial index
+                return []
+            cur.execute(
+                "WITH peers AS (SELECT stage, percentile_cont(0.5) WITHIN GROUP "
+                "(ORDER BY seconds) AS median, count(*) AS n FROM excamera_tasks "
+                "WHERE job = %(job)s AND state = 'done' AND stage = ANY(%(stages)s) "
+                "GROUP BY stage) "
+                "SELECT t.stage, t.idx, (t.stage = 'first' AND EXISTS (SELECT 1 FROM "
+                "excamera_tasks r WHERE r.job = t.job AND r.stage = 'rebase' AND "
+                "r.idx = t.idx - 1 AND r.state = 'done')) AS chain_waits "
+                "FROM excamera_tasks t JOIN peers ON peers.stage = t.stage "
+                "WHERE t.job = %(job)s AND t.state = 'running' AND NOT t.hedged "
+                "AND peers.n >= %(peers)s AND now() - t.started_at > make_interval(secs => "
+                "greatest(%(min)s, %(slowdown)s * peers.median))",
+                {"job": job, "stages": list(stages), "peers": min_peers, "min": min_seconds,
+                 "slowdown": slowdown},
+            )
+            return [(TaskId(row["stage"], row["idx"]), row["chain_waits"])
+                    for row in cur.fetchall()]
+
+    def claim_hedges(self, job: str, tasks: list[TaskId]) -> set[TaskId]:
+        """Mark `tasks` hedged (once each, whoever asks first); returns those marked now."""
+        return self._select_tasks(
+            "UPDATE excamera_tasks t SET hedged = true FROM unnest(%s::text[], %s::int[]) "
+            "AS want(stage, idx) WHERE t.job = %s AND t.stage = want.stage AND "
+            "t.idx = want.idx AND t.state = 'running' AND NOT t.hedged "
+            "RETURNING t.stage, t.idx", job, tasks)
+
+    def record_error(self, job: str, reason: str) -> None:
+        """A reason about the job as a whole (not one task), shown with its errors."""
+        with self._one() as cur:
+            cur.execute("INSERT INTO excamera_errors (job, permanent, reason) SELECT %s, true, "
+                        "%s WHERE EXISTS (SELECT 1 FROM excamera_jobs WHERE id = %s)",
+                        (job, reason, job))
+
+    def fail_task(self, job: str, task: TaskId, reason: str, *, attempt: int,
+                  permanent: bool) -> None:
+        """Record a failed attempt; a permanent failure also marks the task failed."""
+        with self._one() as cur:
+            cur.execute(
+                "INSERT INTO excamera_errors (job, stage, idx, attempt, permanent, reason) "
+                "SELECT %s, %s, %s, %s, %s, %s WHERE EXISTS "
+                "(SELECT 1 FROM excamera_jobs WHERE id = %s)",
+                (job, task.stage, task.index, attempt, permanent, reason, job),
+            )
+            state = "failed" if permanent else "queued"
+            cur.execute(
+                "UPDATE excamera_tasks SET state = %s WHERE job = %s AND stage = %s AND idx = %s "
+                "AND state <> 'done'", (state, job, task.stage, task.index),
+            )
+
+    def claim(self, job: str, tasks: Iterable[TaskId]) -> set[TaskId]:
+        """Mark those of `tasks` never published yet as queued, atomically, and return them:
+        of two racers, exactly one gets each task to publish."""
+        return self._select_tasks(
+            "UPDATE excamera_tasks t SET state = 'queued', queued_at = now() FROM "
+            "unnest(%s::text[], %s::int[]) AS want(stage, idx) WHERE t.job = %s AND "
+            "t.stage = want.stage AND t.idx = want.idx AND t.state = 'waiting' "
+            "RETURNING t.stage, t.idx", job, tasks)
+
+    def unstarted(self, job: str, tasks: Iterable[TaskId]) -> set[TaskId]:
+        """Those of `tasks` not started yet: never published, or published but not begun."""
+        return self._select_tasks(
+            "SELECT t.stage, t.idx FROM excamera_tasks t JOIN unnest(%s::text[], %s::int[]) "
+            "AS want(stage, idx) ON t.stage = want.stage AND t.idx = want.idx "
+            "WHERE t.job = %s AND t.state IN ('waiting', 'queued')", job, tasks)
+
+    def _select_tasks(self, query: str, job: str, tasks: Iterable[TaskId]) -> set[TaskId]:
+        tasks = list(tasks)
+        if not tasks:
+            return set()
+        with self._one() as cur:
+            cur.execute(query, ([t.stage for t in tasks], [t.index for t in tasks], job))
+            return {TaskId(row["stage"], row["idx"]) for row in cur.fetchall()}
+
+    def is_done(self, job: str, task: TaskId) -> bool:
+        with self._one() as cur:
+            cur.execute("SELECT state = 'done' AS ok FROM excamera_tasks WHERE job = %s AND "
+                        "stage = %s AND idx = %s", (job, task.stage, task.index))
+            row = cur.fetchone()
+            return row is not None and row["ok"]
+
+    # ------------------------------------------------------------------ status
+
+    def progress(self, job: str) -> dict[str, dict[str, Any]]:
+        """Per stage: tasks in all, done, running (and of those, past their deadline),
+        failed, and the stage's first start, last end and summed task time."""
+        with self._one() as cur:
+            cur.execute("SELECT stage, total, done FROM excamera_progress WHERE job = %s",
+                        (job,))
+            totals = {row["stage"]: row for row in cur.fetchall()}
+            cur.execute(
+                "SELECT stage, count(*) FILTER (WHERE state = 'running') AS running, "
+                "count(*) FILTER (WHERE state = 'running' AND deadline < now()) AS overdue, "
+                "count(*) FILTER (WHERE state = 'failed') AS failed, "
+                "count(*) FILTER (WHERE state = 'queued') AS queued, "
+                "sum(attempts) AS attempts, min(started_at) AS first_start, "
+                "max(finished_at) AS last_end, sum(seconds) AS busy "
+                "FROM excamera_tasks WHERE job = %s GROUP BY stage", (job,),
+            )
+            counts = {row["stage"]: row for row in cur.fetchall()}
+        progress = {}
+        for stage, row in totals.items():
+            extra = counts.get(stage, {})
+            progress[stage] = {
+                "total": row["total"],
+                "done": row["done"],
+                "queued": int(extra.get("queued") or 0),
+                "running": int(extra.get("running") or 0),
+                "overdue": int(extra.get("overdue") or 0),
+                "failed": int(extra.get("failed") or 0),
+                "attempts": int(extra.get("attempts") or 0),
+                "first_start": _iso(extra.get("first_start")),
+                "last_end": _iso(extra.get("last_end")),
+                "busy_seconds": round(float(extra.get("busy") or 0.0), 3),
+            }
+        return progress
+
+    def errors(self, job: str, limit: int = MAX_ERRORS_SHOWN) -> list[dict[str, Any]]:
+        with self._one() as cur:
+            cur.execute(
+                "SELECT stage, idx, attempt, permanent, reason, at FROM excamera_errors "
+                "WHERE job = %s ORDER BY id DESC LIMIT %s", (job, limit),
+            )
+            rows = cur.fetchall()
+        return [
+            {"stage": row["stage"], "index": row["idx"], "attempt": row["attempt"],
+             "permanent": row["permanent"], "reason": row["reason"], "at": _iso(row["at"])}
+            for row in reversed(rows)
+        ]
+
+    def overdue(self, job: str, limit: int = MAX_ERRORS_SHOWN) -> list[dict[str, Any]]:
+        """Running tasks past their deadline: what a stuck job is waiting for."""
+        with self._one() as cur:
+            cur.execute(
+                "SELECT stage, idx, worker, attempts, started_at, deadline FROM excamera_tasks "
+                "WHERE job = %s AND state = 'running' AND deadline < now() "
+                "ORDER BY deadline LIMIT %s", (job, limit),
+            )
+            rows = cur.fetchall()
+        return [
+            {"stage": row["stage"], "index": row["idx"], "worker": row["worker"],
+             "attempt": row["attempts"], "started_at": _iso(row["started_at"]),
+             "deadline": _iso(row["deadline"])}
+            for row in rows
+        ]
+
+    def tasks(self, job: str, stage: str | None = None, offset: int = 0,
+              limit: int = 1000) -> list[dict[str, Any]]:
+        """Per-task timings: state, attempts, worker, start, end, seconds."""
+        with self._one() as cur:
+            cur.execute(
+                "SELECT stage, idx, state, attempts, worker, queued_at, started_at, "
+                "finished_at, seconds FROM excamera_tasks WHERE job = %s "
+                "AND (%s::text IS NULL OR stage = %s) ORDER BY stage, idx OFFSET %s LIMIT %s",
+                (job, stage, stage, offset, limit),
+            )
+            rows = cur.fetchall()
+        return [
+            {"stage": row["stage"], "index": row["idx"], "state": row["state"],
+             "attempts": row["attempts"], "worker": row["worker"],
+             "queued_at": _iso(row["queued_at"]), "started_at": _iso(row["started_at"]),
+             "finished_at": _iso(row["finished_at"]), "seconds": row["seconds"]}
+            for row in rows
+        ]
+
+    def active_task_count(self, job: str) -> int:
+        """Tasks running now (a cancelled job's stragglers, say)."""
+        with self._one() as cur:
+            cur.execute("SELECT count(*) AS n FROM excamera_tasks WHERE job = %s AND "
+                        "state = 'running'", (job,))
+            row = cur.fetchone()
+            return 0 if row is None else row["n"]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()

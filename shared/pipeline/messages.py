@@ -1,0 +1,329 @@
+"""The messages between the parts of the system: small versioned JSON documents, each type
+defined once here, with the JSON Schema it is validated against on receipt (and that the HTTP
+API's OpenAPI document quotes).
+
+- `JobRequest`: what to encode and how (the body of `POST /v1/jobs`).
+- `IngestMessage`: a `JobRequest` posted to the ingest queue by an upstream system, with the
+  client's own job id (which makes the post idempotent) and where to write the output.
+- `TaskMessage`: one task of the graph (`graph.TaskId`) of one job: keys, never pictures or
+  states. It is a task's only argument, in a Celery worker and in a Lambda handler alike.
+- `DeadLetter`: a message that could not be processed, with the reason.
+
+`parse_*` raise `MessageError` with a one-line reason naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import jsonschema
+
+from .graph import STAGES
+from .vpx import DEFAULT_CQ_LEVEL, MAX_CQ_LEVEL, EncodeSettings
+
+__all__ = [
+    "DeadLetter",
+    "IngestMessage",
+    "JobRequest",
+    "MessageError",
+    "TaskMessage",
+    "VERSION",
+    "job_id_for",
+    "parse_ingest",
+    "parse_job_request",
+    "parse_task",
+]
+
+VERSION = 1
+MAX_FRAMES_PER_CHUNK = 240
+MAX_CHUNKS_PER_GROUP = 1024
+MAX_URL_LENGTH = 4096
+FORMATS = ("webm", "ivf")
+JOB_ID_PATTERN = r"^j-[0-9a-f]{24}$"
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_MESSAGE_BYTES = 64 * 1024  # every message is a few hundred bytes; refuse anything absurd
+
+
+class MessageError(ValueError):
+    """A message or request that does not follow its schema; the text says what is wrong."""
+
+
+# --------------------------------------------------------------------------- schemas
+
+JOB_OPTIONS_SCHEMA: dict[str, Any] = {
+    "frames_per_chunk": {
+        "type": "integer", "minimum": 1, "maximum": MAX_FRAMES_PER_CHUNK, "default": 6,
+        "description": "n: frames per chunk",
+    },
+    "chunks_per_group": {
+        "type": "integer", "minimum": 1, "maximum": MAX_CHUNKS_PER_GROUP, "default": 16,
+        "description": "x: chunks per group, i.e. per key frame (1: independent chunks)",
+    },
+    "cq_level": {
+        "type": "integer", "minimum": 0, "maximum": MAX_CQ_LEVEL,
+        "description": f"libvpx's constant quality, 0 (best) to 63; default {DEFAULT_CQ_LEVEL}",
+    },
+    "ssim": {
+        "type": "number", "exclusiveMinimum": 0, "maximum": 100,
+        "description": "instead of cq_level: each chunk gets the highest cq level whose libvpx "
+                       "encode reaches this SSIM, in dB (e.g. 16), or below 1 as plain SSIM",
+    },
+    "format": {"type": "string", "enum": list(FORMATS), "default": "webm"},
+    "budget_usd": {
+        "type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000,
+        "description": "cancel the job as soon as its projected AWS cost passes this",
+    },
+}
+
+_ONE_QUALITY = {"not": {"required": ["cq_level", "ssim"]}}
+
+JOB_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "JobRequest",
+    "properties": {
+        "input": {
+            "type": "string", "minLength": 1, "maxLength": MAX_URL_LENGTH,
+            "description": "the video to encode: a URL under a prefix the operator allows",
+        },
+        **JOB_OPTIONS_SCHEMA,
+    },
+    "required": ["input"],
+    "additionalProperties": False,
+    **_ONE_QUALITY,
+}
+
+# The options part of a multipart upload: a JobRequest without its input.
+JOB_OPTIONS_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "JobOptions",
+    "properties": dict(JOB_OPTIONS_SCHEMA),
+    "additionalProperties": False,
+    **_ONE_QUALITY,
+}
+
+INGEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "IngestMessage",
+    "properties": {
+        "version": {"const": VERSION},
+        "id": {
+            "type": "string", "pattern": CLIENT_ID_PATTERN,
+            "description": "the client's job id: posting the same id again makes no new job",
+        },
+        "owner": {
+            "type": "string", "pattern": OWNER_PATTERN,
+            "description": "the API token name whose caller may read the job (default: none)",
+        },
+        "output": {
+            "type": "string", "minLength": 1, "maxLength": MAX_URL_LENGTH,
+            "description": "where to write the output, under a prefix the operator allows "
+                           "(default: the store, readable through the API)",
+        },
+        **JOB_REQUEST_SCHEMA["properties"],
+    },
+    "required": ["version", "id", "input"],
+    "additionalProperties": False,
+    **_ONE_QUALITY,
+}
+
+TASK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "TaskMessage",
+    "properties": {
+        "version": {"const": VERSION},
+        "job": {"type": "string", "pattern": JOB_ID_PATTERN},
+        "stage": {"type": "string", "enum": list(STAGES)},
+        "index": {"type": "integer", "minimum": 0, "maximum": 10_000_000},
+        "sent": {"type": "number", "minimum": 0,
+                 "description": "when it was published (Unix time): for queue latency"},
+    },
+    "required": ["version", "job", "stage", "index"],
+    "additionalProperties": False,
+}
+
+
+def _validate(document: Any, schema: dict[str, Any], what: str) -> dict[str, Any]:
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path)
+        raise MessageError(f"{what}: {where + ': ' if where else ''}{_short(error)}")
+    return document
+
+
+def _short(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}"
+    if error.validator == "not":
+        return "give either cq_level or ssim, not both"
+    if error.validator == "required":
+        return error.message.replace(" is a required property", " is required")
+    if error.validator == "const":
+        return f"unsupported version {error.instance!r} (this service speaks {VERSION})"
+    text = error.message
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def load_json(data: bytes | str, what: str) -> Any:
+    """JSON from a message body, refusing oversized or malformed documents."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"{what}: {len(data)} bytes is more than {MAX_MESSAGE_BYTES}")
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MessageError(f"{what}: not valid JSON ({exc})") from None
+
+
+# --------------------------------------------------------------------------- job requests
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What to encode and how; `ssim` in dB, or None for `cq_level`."""
+
+    input: str
+    frames_per_chunk: int = 6
+    chunks_per_group: int = 16
+    cq_level: int = DEFAULT_CQ_LEVEL
+    ssim: float | None = None
+    format: str = "webm"
+    budget_usd: float | None = None
+
+    def settings(self) -> EncodeSettings:
+        return EncodeSettings(cq_level=self.cq_level, target_ssim_db=self.ssim)
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        if self.ssim is None:
+            del document["ssim"]
+        else:
+            del document["cq_level"]
+        if self.budget_usd is None:
+            del document["budget_usd"]
+        return document
+
+
+def _ssim_db(value: float) -> float:
+    """As the command line takes it: below 1 is plain SSIM, else dB (at most 100)."""
+    decibels = round(-10 * math.log10(1 - value), 6) if value < 1 else float(value)
+    if not 0 < decibels <= 100:
+        raise MessageError(f"ssim: {value} is {decibels:g} dB; at most 100 dB (an SSIM of "
+                           "0.99999999990) can be asked for")
+    return decibels
+
+
+def _job_request(document: dict[str, Any], defaults: dict[str, Any] | None = None
+                 ) -> JobRequest:
+    known = {f.name for f in fields(JobRequest)}
+    values = {**(defaults or {}),
+              **{key: value for key, value in document.items() if key in known}}
+    for key in ("frames_per_chunk", "chunks_per_group", "cq_level"):
+        # JSON Schema's integers include 6.0; the pipeline wants 6.
+        if isinstance(values.get(key), float):
+            values[key] = int(values[key])
+    if values.get("ssim") is not None:
+        values["ssim"] = _ssim_db(values["ssim"])
+    return JobRequest(**values)
+
+
+def parse_job_request(document: Any, defaults: dict[str, Any] | None = None) -> JobRequest:
+    """A validated request; `defaults` (the operator's n and x, say) fill what it leaves out."""
+    return _job_request(_validate(document, JOB_REQUEST_SCHEMA, "job request"), defaults)
+
+
+def parse_job_options(document: Any, input_url: str,
+                      defaults: dict[str, Any] | None = None) -> JobRequest:
+    """The `options` part of an upload, for the uploaded `input_url`."""
+    options = _validate(document, JOB_OPTIONS_OBJECT_SCHEMA, "options")
+    return _job_request({**options, "input": input_url}, defaults)
+
+
+@dataclass(frozen=True)
+class IngestMessage:
+    id: str
+    request: JobRequest
+    output: str | None = None
+    owner: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"version": VERSION, "id": self.id, **self.request.to_json()}
+        if self.output is not None:
+            document["output"] = self.output
+        if self.owner is not None:
+            document["owner"] = self.owner
+        return document
+
+
+def parse_ingest(document: Any, defaults: dict[str, Any] | None = None) -> IngestMessage:
+    _validate(document, INGEST_SCHEMA, "ingest message")
+    return IngestMessage(
+        id=document["id"],
+        request=_job_request(document, defaults),
+        output=document.get("output"),
+        owner=document.get("owner"),
+    )
+
+
+INGEST_OWNER = "ingest"  # whose jobs upstream posts without an owner are
+
+
+def job_id_for(owner: str | None, client_id: str) -> str:
+    """The job a client's id names: the same owner and id always give the same job."""
+    digest = hashlib.sha256(f"{owner or INGEST_OWNER}\0{client_id}".encode()).hexdigest()
+    return f"j-{digest[:24]}"
+
+
+def is_job_id(text: str) -> bool:
+    return re.fullmatch(JOB_ID_PATTERN, text) is not None
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    job: str
+    stage: str
+    index: int
+    sent: float | None = None  # Unix time of publishing, when the publisher says
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"version": VERSION, "job": self.job, "stage": self.stage,
+                                    "index": self.index}
+        if self.sent is not None:
+            document["sent"] = self.sent
+        return document
+
+    def stamped(self) -> TaskMessage:
+        """The message as it is published now."""
+        return replace(self, sent=round(time.time(), 6))
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.stage}[{self.index}]"
+
+
+def parse_task(document: Any) -> TaskMessage:
+    _validate(document, TASK_SCHEMA, "task message")
+    return TaskMessage(document["job"], document["stage"], document["index"],
+                       document.get("sent"))
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message set aside: what it was (as received), from where, and why."""
+
+    reason: str
+    source: str  # the queue it came from
+    message: Any  # the document, or the raw text when it was not JSON
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": VERSION, "reason": self.reason, "source": self.source,
+                "message": self.message}

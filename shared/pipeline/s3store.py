@@ -1,0 +1,169 @@
+"""The store on S3 (`s3://bucket/prefix`), through boto3: the same `Store` as a local
+directory, so no stage or service knows which it has.
+
+- Whole-object puts are atomic on S3 (a reader sees the old object or the new one, never a
+  part), which is what lets stages skip work whose output exists.
+- Big files go up as multipart uploads (boto3's transfer manager), copies are server-side.
+- The endpoint comes from AWS_ENDPOINT_URL when set (moto in tests, MinIO, ...), credentials
+  and region from the usual boto3 chain.
+- Throttling, 5xx answers and lost connections are `TransientError` (the services retry them
+  with backoff); anything else, such as access denied, a `PipelineError` naming the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+from .errors import PipelineError, TransientError
+from .store import Store, check_key
+
+__all__ = ["S3Store"]
+
+# Objects above this go up in parts (S3's minimum part is 5 MiB).
+MULTIPART_THRESHOLD = 16 << 20
+_TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "503", "500", "RequestLimitExceeded",
+}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+class S3Store(Store):
+    def __init__(self, url: str, client: Any | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError(f"not an S3 URL: {url!r} (expected s3://bucket/prefix)")
+        self.bucket = parts.netloc
+        prefix = parts.path.strip("/")
+        if prefix:
+            check_key(prefix)
+        self.prefix = f"{prefix}/" if prefix else ""
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r})"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(retries={"max_attempts": 5, "mode": "adaptive"},
+                            max_pool_connections=32)
+            self._client = boto3.client("s3", config=config)
+        return self._client
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def _key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in _MISSING_CODES:
+                raise KeyError(key) from None
+            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+                raise TransientError(f"S3 {self.bucket}/{self._key(key)}: {code}") from exc
+            raise PipelineError(
+                f"S3 {self.bucket}/{self._key(key)}: {code}: {error.get('Message', '')}"
+            ) from exc
+        except BotoCoreError as exc:  # no connection, a timeout, no credentials, ...
+            raise TransientError(f"S3 {self.bucket}: {exc}") from exc
+
+    def put(self, key: str, data: bytes) -> None:
+        if len(data) > MULTIPART_THRESHOLD:
+            with tempfile.NamedTemporaryFile(prefix="excamera-put-") as file:
+                file.write(data)
+                file.flush()
+                self.put_file(key, file.name)
+            return
+        with self._errors(key):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
+                                multipart_chunksize=MULTIPART_THRESHOLD)
+        with self._errors(key):
+            self.client.upload_file(str(path), self.bucket, self._key(key), Config=config)
+
+    def get(self, key: str) -> bytes:
+        with self._errors(key):
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.size(key)
+        except KeyError:
+            return False
+        return True
+
+    def size(self, key: str) -> int:
+        with self._errors(key):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        return int(head["ContentLength"])
+
+    def copy(self, source: str, destination: str) -> None:
+        with self._errors(source):
+            # The managed copy: one CopyObject, or a multipart copy above 5 GB.
+            self.client.copy({"Bucket": self.bucket, "Key": self._key(source)}, self.bucket,
+                             self._key(destination))
+
+    def delete_prefix(self, prefix: str) -> int:
+        if not prefix.endswith("/"):
+            raise ValueError(f"a prefix to delete must end in '/': {prefix!r}")
+        check_key(prefix.rstrip("/"))
+        count = 0
+        with self._errors(prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix)
+            for page in pages:
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                for start in range(0, len(keys), 1000):  # DeleteObjects' limit
+                    self.client.delete_objects(Bucket=self.bucket,
+                                               Delete={"Objects": keys[start:start + 1000],
+                                                       "Quiet": True})
+                count += len(keys)
+        return count
+
+    @contextlib.contextmanager
+    def local_file(self, key: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="excamera-object-") as directory:
+            path = Path(directory) / Path(key).name
+            with self._errors(key):
+                self.client.download_file(self.bucket, self._key(key), str(path))
+            yield path
+
+    @contextlib.contextmanager
+    def open_read(self, key: str) -> Iterator[BinaryIO]:
+        with self._errors(key):
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        try:
+            yield body
+        finally:
+            body.close()
+
+    def presigned_url(self, key: str, seconds: int = 3600) -> str:
+        """A URL that reads the object for `seconds` without credentials (for downloads)."""
+        with self._errors(key):
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)},
+                ExpiresIn=seconds)

@@ -1,0 +1,828 @@
+"""The HTTP API over real HTTP on loopback, against the real PostgreSQL and RabbitMQ (fixtures
+in api_support.py): every bad input of issue 9 §2 answered with a 4xx and a one-line JSON
+reason, idempotency, ownership, listing, output with Range requests, cancel, the janitor,
+health, metrics, and the ingest message the API publishes.
+
+No worker runs here: a finished job is made by writing its output to the store and recording
+it done, as the rebaser's join would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from api_support import BLOCKED_HOSTS, TOKENS, UPLOAD_LIMIT, ApiServer, y4m_bytes
+
+from services.api.auth import Tokens
+from services.errors import ConfigError
+from shared.pipeline.graph import TaskId
+from shared.pipeline.messages import INGEST_SCHEMA, JobRequest, job_id_for, parse_ingest
+
+GOOD = {"frames_per_chunk": 6, "chunks_per_group": 16, "cq_level": 20, "format": "webm"}
+
+
+def error_of(response: Any, status: int) -> str:
+    """The one-line reason of an error answer with `status`."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["Content-Type"].startswith("application/json")
+    document = response.json()
+    assert set(document) == {"error"}, document
+    reason = document["error"]
+    assert isinstance(reason, str) and reason and "\n" not in reason
+    assert "Traceback" not in reason
+    return reason
+
+
+def submit_json(api: ApiServer, document: Any, token: str = "alice", key: str | None = None,
+                ) -> Any:
+    headers = {"Idempotency-Key": key} if key else {}
+    return api.request("POST", "/v1/jobs", token, json=document, headers=headers)
+
+
+def submit_upload(api: ApiServer, data: bytes, options: Any = None, token: str = "alice",
+                  key: str | None = None, **kwargs: Any) -> Any:
+    files: dict[str, Any] = {"video": ("clip", data, "application/octet-stream")}
+    if options is not None:
+        text = options if isinstance(options, str) else json.dumps(options)
+        files["options"] = (None, text, "application/json")
+    headers = {"Idempotency-Key": key} if key else {}
+    return api.request("POST", "/v1/jobs", token, files=files, headers=headers, **kwargs)
+
+
+@pytest.fixture
+def input_file(api: ApiServer, clip_y4m: Path) -> Path:
+    path = api.inputs / f"clip-{secrets.token_hex(4)}.y4m"
+    path.write_bytes(clip_y4m.read_bytes())
+    return path
+
+
+def raw_http(api: ApiServer, head: bytes, body: bytes) -> bytes:
+    """Send a request by hand (`head` without the blank line), then close the sending side;
+    whatever came back."""
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(head + b"\r\n\r\n" + body)
+        time.sleep(0.2)
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := connection.recv(65536):
+                answer += chunk
+    return answer
+
+
+# --------------------------------------------------------------------------- tokens
+
+ROUTES = [("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/j-000000000000000000000000"),
+          ("GET", "/v1/jobs/j-000000000000000000000000/tasks"),
+          ("GET", "/v1/jobs/j-000000000000000000000000/output"),
+          ("DELETE", "/v1/jobs/j-000000000000000000000000")]
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_no_token(api: ApiServer, method: str, path: str) -> None:
+    response = api.request(method, path, token=None)
+    assert "authentication required" in error_of(response, 401)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("header", ["Bearer wrong-token", "Bearer ", "Basic YWxpY2U6eA==",
+                                    f"Bearer {TOKENS['alice']}x", TOKENS["alice"]])
+@pytest.mark.parametrize(("method", "path"), ROUTES[:3])
+def test_wrong_token(api: ApiServer, method: str, path: str, header: str) -> None:
+    response = api.request(method, path, token=None, headers={"Authorization": header})
+    error_of(response, 401)
+
+
+def test_tokens_configuration(tmp_path: Path) -> None:
+    tokens = Tokens.parse("alice:one, alice:two,\nbob:three")
+    assert tokens.owner("Bearer one") == tokens.owner("bearer  two") == "alice"
+    assert tokens.owner("Bearer three") == "bob"
+    assert tokens.owner("Bearer four") is None and tokens.owner(None) is None
+    path = tmp_path / "tokens"
+    path.write_text("# operators\ncarol:c4r0l#1\n")
+    from_file = Tokens.from_env({"EXCAMERA_API_TOKENS_FILE": str(path)})
+    assert from_file.owner("Bearer c4r0l#1") == "carol"
+    for bad in ("alice", "alice:", ":x", "../x:y", "ingest:x", "a:same,b:same", "a:two words"):
+        with pytest.raises(ConfigError):
+            Tokens.parse(bad)
+    with pytest.raises(ConfigError):
+        Tokens.from_env({"EXCAMERA_API_TOKENS_FILE": str(tmp_path / "missing")})
+
+
+# --------------------------------------------------------------------------- JSON bodies
+
+BAD_REQUESTS = {
+    "not an object": ([1, 2], "not of type 'object'"),
+    "unknown field": ({"input": "x", "colour": "red"}, "unknown field 'colour'"),
+    "missing input": ({"frames_per_chunk": 6}, "'input' is required"),
+    "n a string": ({"input": "x", "frames_per_chunk": "6"}, "frames_per_chunk"),
+    "n fractional": ({"input": "x", "frames_per_chunk": 6.5}, "frames_per_chunk"),
+    "x boolean": ({"input": "x", "chunks_per_group": True}, "chunks_per_group"),
+    "input a number": ({"input": 5}, "input"),
+    "format unknown": ({"input": "x", "format": "mp4"}, "format"),
+    "n zero": ({"input": "x", "frames_per_chunk": 0}, "frames_per_chunk"),
+    "n too big": ({"input": "x", "frames_per_chunk": 241}, "frames_per_chunk"),
+    "x zero": ({"input": "x", "chunks_per_group": 0}, "chunks_per_group"),
+    "x too big": ({"input": "x", "chunks_per_group": 1025}, "chunks_per_group"),
+    "cq negative": ({"input": "x", "cq_level": -1}, "cq_level"),
+    "cq too big": ({"input": "x", "cq_level": 64}, "cq_level"),
+    "ssim zero": ({"input": "x", "ssim": 0}, "ssim"),
+    "ssim too big": ({"input": "x", "ssim": 101}, "ssim"),
+    "both qualities": ({"input": "x", "cq_level": 20, "ssim": 16.0}, "not both"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_request_fields(api: ApiServer, case: str) -> None:
+    document, expected = BAD_REQUESTS[case]
+    assert expected in error_of(submit_json(api, document), 400)
+
+
+@pytest.mark.parametrize("body", [b'{"input": ', b"{'input': 'x'}", b"\xff\xfe", b"",
+                                  b'{"input": "x"} trailing', b"NaN"])
+def test_malformed_json(api: ApiServer, body: bytes) -> None:
+    response = api.request("POST", "/v1/jobs", data=body,
+                           headers={"Content-Type": "application/json"})
+    reason = error_of(response, 400)
+    assert "JSON" in reason or "not of type" in reason
+
+
+def test_json_too_large(api: ApiServer) -> None:
+    document = {"input": "https://media.example.com/" + "a" * 70_000}
+    assert "at most 65536" in error_of(submit_json(api, document), 413)
+
+
+def test_json_body_cut_off(api: ApiServer, caplog: pytest.LogCaptureFixture) -> None:
+    key = f"cut-{secrets.token_hex(4)}"
+    head = (f"POST /v1/jobs HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {TOKENS['alice']}"
+            f"\r\nContent-Type: application/json\r\nIdempotency-Key: {key}\r\n"
+            "Content-Length: 1000").encode()
+    raw_http(api, head, b'{"input": "https://media.example.com/a.mp4"')
+    time.sleep(0.2)
+    assert api.records.get_job(job_id_for("alice", key)) is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "application/xml"])
+def test_wrong_content_type(api: ApiServer, content_type: str) -> None:
+    response = api.request("POST", "/v1/jobs", data=b"input=x",
+                           headers={"Content-Type": content_type})
+    error_of(response, 415)
+
+
+def test_integral_floats_are_integers(api: ApiServer, input_file: Path) -> None:
+    response = submit_json(api, {"input": input_file.as_uri(), "frames_per_chunk": 6.0})
+    assert response.status_code == 202, response.text
+    record = api.records.get_job(response.json()["id"])
+    assert record.request["frames_per_chunk"] == 6
+    assert isinstance(record.request["frames_per_chunk"], int)
+
+
+# --------------------------------------------------------------------------- input URLs
+
+
+def test_url_outside_the_allowed_prefixes(api: ApiServer, input_file: Path) -> None:
+    for url in ("file:///etc/passwd", "https://evil.example.com/a.mp4",
+                "https://media.example.com.evil.org/a.mp4", "ftp://media.example.com/a.mp4",
+                "s3://bucket/a.mp4", "/etc/passwd", "etc/passwd"):
+        reason = error_of(submit_json(api, {"input": url}), 400)
+        assert "not under a prefix" in reason or "scheme" in reason, (url, reason)
+
+
+def test_url_path_traversal(api: ApiServer, input_file: Path) -> None:
+    base = api.inputs.as_uri()
+    for url in (f"{base}/../../../etc/passwd", f"{base}/%2e%2e/%2e%2e/etc/passwd",
+                f"{base}/./{input_file.name}", f"{base}/x\\..\\..\\etc"):
+        reason = error_of(submit_json(api, {"input": url}), 400)
+        assert "'.' or '..'" in reason or "backslash" in reason, (url, reason)
+
+
+def test_url_symlink_out_of_the_prefix(api: ApiServer) -> None:
+    link = api.inputs / f"link-{secrets.token_hex(4)}.y4m"
+    link.symlink_to("/etc/passwd")
+    reason = error_of(submit_json(api, {"input": link.as_uri()}), 400)
+    assert "symbolic link" in reason
+
+
+def test_url_missing_local_file(api: ApiServer) -> None:
+    url = (api.inputs / "missing.y4m").as_uri()
+    assert "no such file" in error_of(submit_json(api, {"input": url}), 400)
+
+
+@pytest.mark.parametrize("host", BLOCKED_HOSTS)
+def test_url_to_private_addresses(api: ApiServer, host: str) -> None:
+    # Each host is under an allowed prefix: only its address (resolved first) refuses it.
+    reason = error_of(submit_json(api, {"input": f"http://{host}/latest/meta-data"}), 400)
+    assert "loopback, private, link-local" in reason, reason
+
+
+def test_url_with_credentials_or_fragment(api: ApiServer) -> None:
+    for url in ("https://user:pw@media.example.com/a.mp4", "https://media.example.com/a#b"):
+        error_of(submit_json(api, {"input": url}), 400)
+
+
+def test_url_into_the_store(api: ApiServer) -> None:
+    # The store's uploads are readable by any job: a request must not name another's upload.
+    url = api.store.url_for("uploads/j-000000000000000000000000/input-0")
+    assert "own store" in error_of(submit_json(api, {"input": url}), 400)
+
+
+def test_good_url(api: ApiServer, input_file: Path) -> None:
+    response = submit_json(api, {"input": input_file.as_uri(), **GOOD})
+    assert response.status_code == 202, response.text
+    job = response.json()["id"]
+    assert response.headers["Location"] == f"/v1/jobs/{job}"
+    status = api.request("GET", f"/v1/jobs/{job}").json()
+    assert status["state"] == "queued" and status["id"] == job
+    assert status["request"] == {"input": input_file.as_uri(), **GOOD}
+    assert status["progress"]["split"]["total"] == 1
+    assert status["errors"] == [] and status["overdue"] == []
+    assert status["cost"]["so_far"]["total"] == 0 and "total" in status["cost"]["projected"]
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+def test_upload_y4m(api: ApiServer, clip_y4m: Path) -> None:
+    data = clip_y4m.read_bytes()
+    response = submit_upload(api, data, {"frames_per_chunk": 4, "ssim": 16.0, "format": "ivf",
+                                         "budget_usd": 0.5})
+    assert response.status_code == 202, response.text
+    job = response.json()["id"]
+    request = api.records.get_job(job).request
+    assert request["frames_per_chunk"] == 4 and request["ssim"] == 16.0
+    assert request["format"] == "ivf" and "cq_level" not in request
+    assert request["budget_usd"] == 0.5
+    key = api.store.key_for(request["input"])
+    assert key.startswith(f"uploads/{job}/") and api.store.get(key) == data
+
+
+def test_upload_file_name_is_ignored(api: ApiServer, clip_y4m: Path) -> None:
+    # The part's file name never reaches a key or a path: the store names uploads itself.
+    files = {"video": ("../../../../tmp/evil.y4m", clip_y4m.read_bytes())}
+    response = api.request("POST", "/v1/jobs", files=files)
+    assert response.status_code == 202, response.text
+    job = response.json()["id"]
+    key = api.store.key_for(api.records.get_job(job).request["input"])
+    assert key.startswith(f"uploads/{job}/input-") and "evil" not in key
+    assert not Path("/tmp/evil.y4m").exists()
+
+
+def test_upload_mp4(api: ApiServer, clip_mp4: Path) -> None:
+    response = submit_upload(api, clip_mp4.read_bytes())
+    assert response.status_code == 202, response.text
+
+
+NOT_VIDEOS = {
+    "text": (b"hello, this is not a video\n" * 100, "not a video"),
+    "random": (os.urandom(50_000), "not a video"),
+    "png": (bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                          "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049"
+                          "454e44ae426082"), "image"),
+    "y4m header only": (b"YUV4MPEG2 W64 H48 F30:1\n", "no frames"),
+    "y4m bad header": (b"YUV4MPEG2 W0 H48\nFRAME\n", "Y4M"),
+    "y4m truncated": (y4m_bytes()[:-100], "truncated"),
+    "y4m 4:4:4": (b"YUV4MPEG2 W4 H4 C444\nFRAME\n" + bytes(48), "4:2:0"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOT_VIDEOS))
+def test_upload_not_a_video(api: ApiServer, case: str) -> None:
+    data, expected = NOT_VIDEOS[case]
+    key = f"nv-{secrets.token_hex(4)}"
+    assert expected in error_of(submit_upload(api, data, key=key), 400)
+    assert not (Path(api.store.root) / "uploads" / job_id_for("alice", key)).exists()
+    assert api.records.get_job(job_id_for("alice", key)) is None
+
+
+def test_upload_oversize(api: ApiServer) -> None:
+    # Refused by its Content-Length before any of it is read, or (a byte over the cap, within
+    # the allowance for the multipart framing) as the stream passes the cap.
+    far_over = b"YUV4MPEG2 W64 H48\n" + bytes(UPLOAD_LIMIT + 200_000)
+    assert "at most" in error_of(submit_upload(api, far_over), 413)
+    just_over = bytes(UPLOAD_LIMIT + 1)
+    assert "larger than" in error_of(submit_upload(api, just_over), 413)
+    exact = y4m_bytes(64, 48, 1)
+    exact += b"\0" * (UPLOAD_LIMIT - len(exact))  # at the cap: not refused for its size
+    assert "not a usable Y4M" in error_of(submit_upload(api, exact), 400)
+
+
+def test_upload_oversize_without_length(api: ApiServer) -> None:
+    # Chunked: no Content-Length to refuse it by, so the cap stops the stream itself.
+    boundary = "b0undary"
+
+    def body() -> Any:
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; "
+               'filename="v"\r\n\r\n').encode()
+        for _ in range(UPLOAD_LIMIT // (1 << 20) + 2):
+            yield bytes(1 << 20)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = api.request("POST", "/v1/jobs", data=body(),
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert "larger than" in error_of(response, 413)
+
+
+def test_upload_cut_off(api: ApiServer, clip_y4m: Path, caplog: pytest.LogCaptureFixture,
+                        tmp_path: Path) -> None:
+    """Content-Length promises more than is sent, then the client goes away."""
+    key = f"cut-{secrets.token_hex(4)}"
+    part = (b'--b\r\nContent-Disposition: form-data; name="video"; filename="v"\r\n\r\n'
+            + clip_y4m.read_bytes()[:20_000])
+    head = (f"POST /v1/jobs HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {TOKENS['alice']}"
+            f"\r\nIdempotency-Key: {key}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"Content-Length: {len(part) + 50_000}").encode()
+    raw_http(api, head, part)
+    job = job_id_for("alice", key)
+    time.sleep(0.3)
+    assert api.records.get_job(job) is None
+    assert not (Path(api.store.root) / "uploads" / job).exists()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not list(Path(api.store.root).parent.glob("excamera-upload-*"))  # temp file gone
+    assert api.request("GET", "/v1/health", token=None).status_code == 200
+
+
+def test_upload_multipart_without_its_end(api: ApiServer, clip_y4m: Path) -> None:
+    body = (b'--b\r\nContent-Disposition: form-data; name="video"; filename="v"\r\n\r\n'
+            + clip_y4m.read_bytes())
+    response = api.request("POST", "/v1/jobs", data=body,
+                           headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert "truncated" in error_of(response, 400)
+
+
+def test_upload_parts(api: ApiServer, clip_y4m: Path) -> None:
+    data = clip_y4m.read_bytes()
+    options_only = {"options": (None, "{}", "application/json")}
+    assert "no part named 'video'" in error_of(
+        api.request("POST", "/v1/jobs", files=options_only), 400)
+    extra = {"video": ("v", data), "thumbnail": ("t", b"x")}
+    assert "unknown part 'thumbnail'" in error_of(api.request("POST", "/v1/jobs", files=extra),
+                                                  400)
+    twice = [("video", ("v", data)), ("video", ("w", data))]
+    assert "twice" in error_of(api.request("POST", "/v1/jobs", files=twice), 400)
+    assert "empty" in error_of(submit_upload(api, b""), 400)
+
+
+def test_upload_bad_options(api: ApiServer, clip_y4m: Path) -> None:
+    data = clip_y4m.read_bytes()
+    assert "unknown field 'input'" in error_of(
+        submit_upload(api, data, {"input": "file:///etc/passwd"}), 400)
+    assert "not valid JSON" in error_of(submit_upload(api, data, "{frames"), 400)
+    assert "frames_per_chunk" in error_of(submit_upload(api, data, {"frames_per_chunk": 0}), 400)
+    assert "not both" in error_of(submit_upload(api, data, {"cq_level": 1, "ssim": 1.0}), 400)
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+def test_idempotency_key_json(api: ApiServer, input_file: Path) -> None:
+    key = f"key-{secrets.token_hex(4)}"
+    document = {"input": input_file.as_uri(), **GOOD}
+    first = submit_json(api, document, key=key)
+    again = submit_json(api, document, key=key)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"] == job_id_for("alice", key)
+    # The same request spelled differently (defaults left out) is the same request.
+    assert submit_json(api, {"input": input_file.as_uri()}, key=key).status_code == 202
+    reason = error_of(submit_json(api, {**document, "cq_level": 30}, key=key), 409)
+    assert key in reason
+    # Keys are per token: bob's same key is bob's own job.
+    other = submit_json(api, document, token="bob", key=key)
+    assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
+
+
+def test_idempotency_key_upload(api: ApiServer, clip_y4m: Path) -> None:
+    key = f"up-{secrets.token_hex(4)}"
+    data = clip_y4m.read_bytes()
+    first = submit_upload(api, data, {"frames_per_chunk": 4}, key=key)
+    again = submit_upload(api, data, {"frames_per_chunk": 4}, key=key)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    error_of(submit_upload(api, data, {"frames_per_chunk": 5}, key=key), 409)
+    error_of(submit_upload(api, y4m_bytes(frames=3), {"frames_per_chunk": 4}, key=key), 409)
+
+
+@pytest.mark.parametrize("key", ["../../etc/passwd", "a" * 129, "with space", "-lead", "é"])
+def test_idempotency_key_malformed(api: ApiServer, input_file: Path, key: str) -> None:
+    headers = {"Idempotency-Key": key.encode("utf-8")}
+    response = api.request("POST", "/v1/jobs", json={"input": input_file.as_uri()},
+                           headers=headers)
+    assert "Idempotency-Key" in error_of(response, 400)
+
+
+# --------------------------------------------------------------------------- ids, owners
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/jobs/j-000000000000000000000000", "/v1/jobs/nope", "/v1/jobs/J-000000000000000000000000",
+    "/v1/jobs/..%2F..%2Fetc%2Fpasswd", "/v1/jobs/j-..%2F..%2Fsecret/output",
+    "/v1/jobs/%2e%2e/tasks", "/v1/jobs/j-000000000000000000000000%00/output",
+    "/v1/jobs/j-000000000000000000000000/../../../etc/passwd",
+])
+def test_unknown_or_malformed_job(api: ApiServer, path: str) -> None:
+    error_of(api.request("GET", path), 404)
+
+
+def test_another_tokens_job(api: ApiServer, input_file: Path, make_done_job: Any) -> None:
+    job = submit_json(api, {"input": input_file.as_uri()}).json()["id"]
+    done = make_done_job(b"output", owner="alice")
+    for target in (job, done):
+        for method, suffix in (("GET", ""), ("GET", "/tasks"), ("GET", "/output"),
+                               ("DELETE", "")):
+            response = api.request(method, f"/v1/jobs/{target}{suffix}", token="bob")
+            assert error_of(response, 404) == f"no such job: {target}"
+    listed = api.request("GET", "/v1/jobs?limit=1000", token="bob").json()["jobs"]
+    assert not {job, done} & {item["id"] for item in listed}
+    assert api.request("GET", f"/v1/jobs/{job}").status_code == 200
+
+
+def test_listing(api: ApiServer, input_file: Path) -> None:
+    made = [submit_json(api, {"input": input_file.as_uri()}, token="bob").json()["id"]
+            for _ in range(3)]
+    listed = api.request("GET", "/v1/jobs", token="bob").json()
+    ids = [item["id"] for item in listed["jobs"]]
+    assert set(made) <= set(ids)
+    assert all(api.records.get_job(job).owner == "bob" for job in ids)
+    first = api.request("GET", "/v1/jobs?limit=2", token="bob").json()
+    assert len(first["jobs"]) == 2 and first["next_offset"] == 2
+    rest = api.request("GET", "/v1/jobs?limit=1000&offset=2", token="bob").json()
+    assert rest["next_offset"] is None
+    assert [j["id"] for j in first["jobs"] + rest["jobs"]] == ids
+    for query in ("limit=0", "limit=1001", "limit=x", "offset=-1", "limit=1&limit=2", "state=x"):
+        error_of(api.request("GET", f"/v1/jobs?{query}", token="bob"), 400)
+
+
+def test_tasks(api: ApiServer, input_file: Path) -> None:
+    job = submit_json(api, {"input": input_file.as_uri()}).json()["id"]
+    tasks = api.request("GET", f"/v1/jobs/{job}/tasks").json()
+    assert tasks["id"] == job and [t["stage"] for t in tasks["tasks"]] == ["split"]
+    assert tasks["tasks"][0]["state"] in ("waiting", "queued")  # until a splitter claims it
+    assert api.request("GET", f"/v1/jobs/{job}/tasks?stage=encode").json()["tasks"] == []
+    assert "stage must be one of" in error_of(
+        api.request("GET", f"/v1/jobs/{job}/tasks?stage=nope"), 400)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def test_output_and_ranges(api: ApiServer, make_done_job: Any) -> None:
+    data = bytes(range(256)) * 40
+    job = make_done_job(data)
+    status = api.request("GET", f"/v1/jobs/{job}").json()
+    assert status["state"] == "done" and status["output"] == f"/v1/jobs/{job}/output"
+    whole = api.request("GET", f"/v1/jobs/{job}/output")
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["Content-Type"] == "video/webm"
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    for header, expected, content_range in (
+        ("bytes=0-9", data[:10], f"bytes 0-9/{len(data)}"),
+        ("bytes=100-", data[100:], f"bytes 100-{len(data) - 1}/{len(data)}"),
+        ("bytes=-16", data[-16:], f"bytes {len(data) - 16}-{len(data) - 1}/{len(data)}"),
+        (f"bytes=10-{len(data) * 2}", data[10:], f"bytes 10-{len(data) - 1}/{len(data)}"),
+    ):
+        part = api.request("GET", f"/v1/jobs/{job}/output", headers={"Range": header})
+        assert part.status_code == 206, (header, part.status_code)
+        assert part.content == expected and part.headers["Content-Range"] == content_range
+    for header in (f"bytes={len(data)}-", "bytes=9-2", "bytes=a-b", "bytes=0-1,4-5"):
+        beyond = api.request("GET", f"/v1/jobs/{job}/output", headers={"Range": header})
+        assert "range" in error_of(beyond, 416)
+        assert beyond.headers["Content-Range"] == f"bytes */{len(data)}"
+    head = api.request("HEAD", f"/v1/jobs/{job}/output")
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == len(data)
+    ivf = make_done_job(b"DKIF....", form="ivf")
+    assert api.request("GET", f"/v1/jobs/{ivf}/output").headers["Content-Type"] == "video/x-ivf"
+
+
+def test_output_link(api: ApiServer, make_done_job: Any, input_file: Path) -> None:
+    """The status's signed link reads the output without a token (a <video src>), until it
+    expires; it opens nothing else."""
+    data = bytes(range(256)) * 8
+    job = make_done_job(data)
+    link = api.request("GET", f"/v1/jobs/{job}").json()["output_link"]
+    assert link.startswith(f"/v1/jobs/{job}/output?expires=")
+    assert api.request("GET", link, token=None).content == data
+    part = api.request("GET", link, token=None, headers={"Range": "bytes=8-15"})
+    assert part.status_code == 206 and part.content == data[8:16]
+    expires = link.split("expires=")[1].split("&")[0]
+    other = make_done_job(b"another's")
+    tokens = Tokens.parse(",".join(f"{name}:{token}" for name, token in TOKENS.items()))
+    past = int(time.time()) - 1
+    for bad in (link[:-1] + ("0" if link[-1] != "0" else "1"),  # tampered
+                link.replace(job, other),  # another job's
+                f"/v1/jobs/{job}/output?expires={past}&signature={tokens.sign_link(job, past)}",
+                f"/v1/jobs/{job}/output?expires={expires}",  # no signature
+                f"/v1/jobs/{job}/output?expires=x&signature=y"):
+        assert "not valid or has expired" in error_of(api.request("GET", bad, token=None),
+                                                      401), bad
+    queued = submit_json(api, {"input": input_file.as_uri()}).json()["id"]
+    assert api.request("GET", f"/v1/jobs/{queued}").json()["output_link"] is None
+
+
+def test_output_not_ready(api: ApiServer, input_file: Path) -> None:
+    job = submit_json(api, {"input": input_file.as_uri()}).json()["id"]
+    assert "queued" in error_of(api.request("GET", f"/v1/jobs/{job}/output"), 409)
+    api.records.fail_job(job, "chunk 3 is corrupt")
+    reason = error_of(api.request("GET", f"/v1/jobs/{job}/output"), 409)
+    assert "failed" in reason and "chunk 3 is corrupt" in reason
+
+
+def test_output_gone(api: ApiServer, make_done_job: Any) -> None:
+    job = make_done_job(b"x" * 100)
+    os.unlink(api.store.local_path(f"outputs/{job}/output.webm"))
+    assert "no longer" in error_of(api.request("GET", f"/v1/jobs/{job}/output"), 410)
+
+
+# --------------------------------------------------------------------------- cancel, janitor
+
+
+def test_cancel(api: ApiServer, input_file: Path, make_done_job: Any) -> None:
+    job = submit_json(api, {"input": input_file.as_uri()}).json()["id"]
+    api.store.put(f"jobs/{job}/chunks/00000/source.y4m", b"intermediate")
+    response = api.request("DELETE", f"/v1/jobs/{job}")
+    assert response.status_code == 200 and response.json() == {"id": job, "state": "cancelled"}
+    assert api.request("GET", f"/v1/jobs/{job}").json()["state"] == "cancelled"
+    assert not api.store.exists(f"jobs/{job}/chunks/00000/source.y4m")
+    assert [t["state"] for t in api.request("GET", f"/v1/jobs/{job}/tasks").json()["tasks"]] \
+        == ["cancelled"]
+    assert "cancelled" in error_of(api.request("DELETE", f"/v1/jobs/{job}"), 409)
+    done = make_done_job(b"output")
+    assert "done" in error_of(api.request("DELETE", f"/v1/jobs/{done}"), 409)
+    assert api.request("GET", f"/v1/jobs/{done}/output").content == b"output"
+
+
+def test_janitor_deletes_intermediates_after_retention(api: ApiServer,
+                                                       make_done_job: Any) -> None:
+    job = make_done_job(b"kept")
+    api.store.put(f"jobs/{job}/states/00000.state", b"intermediate")
+    with api.records._tx() as cur:  # retention over: as if the job ended an hour ago
+        cur.execute("UPDATE excamera_jobs SET expires_at = now() WHERE id = %s", (job,))
+    deadline = time.monotonic() + 10
+    while api.records.get_job(job).cleaned_at is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert api.records.get_job(job).cleaned_at is not None
+    assert not api.store.exists(f"jobs/{job}/states/00000.state")
+    assert api.request("GET", f"/v1/jobs/{job}/output").content == b"kept"
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def test_health(api: ApiServer) -> None:
+    response = api.request("GET", "/v1/health", token=None)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "db": "ok", "broker": "ok"}
+
+
+def test_health_with_the_broker_down(api: ApiServer, input_file: Path) -> None:
+    from api_support import _ServerThread
+
+    from services.api.app import create_app
+
+    config = api.config.with_changes(broker="amqp://guest:guest@127.0.0.1:1//")
+    server = _ServerThread(create_app(config, Tokens.parse("alice:x")))
+    port = server.start()
+    try:
+        import requests
+
+        began = time.monotonic()
+        response = requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=30)
+        assert time.monotonic() - began < 15
+        assert response.status_code == 503
+        document = response.json()
+        assert document["status"] == "unavailable" and document["db"] == "ok"
+        assert document["broker"] != "ok" and "broker" in document["error"]
+        key = f"down-{secrets.token_hex(4)}"
+        submitted = requests.post(f"http://127.0.0.1:{port}/v1/jobs", timeout=30,
+                                  headers={"Authorization": "Bearer x", "Idempotency-Key": key},
+                                  json={"input": input_file.as_uri()})
+        assert "unavailable" in error_of(submitted, 503)
+        assert submitted.headers["Retry-After"]
+        assert api.records.get_job(job_id_for("alice", key)) is None  # a retry starts afresh
+        began = time.monotonic()
+        scraped = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=60)
+        assert scraped.status_code == 200 and time.monotonic() - began < 15
+    finally:
+        server.stop()
+
+
+def test_wrong_method(api: ApiServer) -> None:
+    response = api.request("PUT", "/v1/jobs")
+    assert "not allowed" in error_of(response, 405)
+    assert set(response.headers["Allow"].split(",")) == {"GET", "POST"}
+    assert "no such resource" in error_of(api.request("GET", "/v2/jobs"), 404)
+
+
+def test_metrics(api: ApiServer, input_file: Path, make_done_job: Any) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    job = submit_json(api, {"input": input_file.as_uri()}).json()["id"]
+    api.request("GET", f"/v1/jobs/{job}")
+    api.request("GET", "/v1/jobs/unknown")
+    api.request("GET", "/no/such/path/" + secrets.token_hex(4))
+    done = make_done_job(b"0123456789")
+    api.request("GET", f"/v1/jobs/{done}/output", headers={"Range": "bytes=2-3"})
+    response = api.request("GET", "/metrics", token=None)
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith(
+        "text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    requests_ = families["excamera_http_requests"].samples
+    routes = {(s.labels["method"], s.labels["route"], s.labels["status"]) for s in requests_}
+    assert ("GET", "/v1/jobs/{id}", "200") in routes
+    assert ("GET", "/v1/jobs/{id}", "404") in routes
+    assert ("POST", "/v1/jobs", "202") in routes
+    assert ("GET", "/v1/jobs/{id}/output", "206") in routes
+    assert ("GET", "unmatched", "404") in routes  # never a series per random path
+    assert not any("/no/such/path" in route for _, route, _ in routes)
+    assert "excamera_http_request_seconds" in families
+    depths = {s.labels["queue"]: s.value for s in families["excamera_queue_depth"].samples}
+    assert f"{api.config.queue_prefix}.ingest" in depths
+    jobs = {s.labels["state"]: s.value for s in families["excamera_jobs"].samples}
+    assert set(jobs) >= {"queued", "running", "done", "failed", "cancelled"}
+    assert jobs["queued"] >= 1
+
+
+def test_ingest_message(api: ApiServer, input_file: Path, clip_y4m: Path) -> None:
+    """What the API publishes is a valid ingest message, which the splitter accepts."""
+    import kombu
+
+    key = f"ingest-{secrets.token_hex(4)}"
+    job = submit_json(api, {"input": input_file.as_uri(), **GOOD}, key=key).json()["id"]
+    upload = submit_upload(api, clip_y4m.read_bytes(), {"cq_level": 30}).json()["id"]
+    found: dict[str, Any] = {}
+    with kombu.Connection(api.config.broker) as connection:
+        channel = connection.channel()
+        deadline = time.monotonic() + 10
+        while not {job, upload} <= set(found) and time.monotonic() < deadline:
+            message = channel.basic_get(f"{api.config.queue_prefix}.ingest", no_ack=True)
+            if message is None:
+                time.sleep(0.05)
+                continue
+            assert message.properties["content_type"] == "application/json"
+            document = json.loads(message.body)
+            jsonschema.validate(document, INGEST_SCHEMA)
+            found[job_id_for(document["owner"], document["id"])] = document
+    assert found[job] == {"version": 1, "id": key, "owner": "alice",
+                          "input": input_file.as_uri(), **GOOD}
+    uploaded = parse_ingest(found[upload])
+    assert uploaded.request.cq_level == 30 and uploaded.output is None
+    from services.runtime import Runtime
+
+    runtime = Runtime(api.config)  # as the splitter checks it, and reads the file
+    assert runtime.policy.check_input(uploaded.request.input, runtime.store)
+    assert runtime.store.get(runtime.store.key_for(uploaded.request.input)) \
+        == clip_y4m.read_bytes()
+
+
+def test_status_latency_with_a_big_job(api: ApiServer, record_property: Any) -> None:
+    """The status of a job of 3,552 chunks (14,000 tasks) answers in milliseconds."""
+    client = secrets.token_hex(8)
+    job = job_id_for("alice", client)
+    request = JobRequest("https://media.example.com/sintel-4k.mp4").to_json()
+    api.records.create_job(job, "alice", client, request, None)
+    chunks = 3552
+    stages = ("encode", "state", "first", "rebase")
+    tasks = [TaskId(stage, index) for index in range(chunks) for stage in stages]
+    api.records.set_plan(job, {"chunks": chunks}, {stage: chunks for stage in stages}, tasks)
+    for index in range(0, chunks, 3):
+        api.records.start_task(job, TaskId("encode", index), "w", 60.0)
+    import requests
+
+    with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {TOKENS['alice']}"
+        times = []
+        for _ in range(40):
+            began = time.perf_counter()
+            response = session.get(f"{api.url}/v1/jobs/{job}", timeout=30)
+            times.append(time.perf_counter() - began)
+            assert response.status_code == 200
+    assert response.json()["progress"]["encode"]["running"] == len(range(0, chunks, 3))
+    times.sort()
+    record_property("status_ms_p50", round(statistics.median(times) * 1000, 1))
+    record_property("status_ms_max", round(times[-1] * 1000, 1))
+    assert statistics.median(times) < 0.25
+
+
+def test_the_api_imports_no_compiled_codec() -> None:
+    code = ("import sys, services.api.app, services.api.uploads\n"
+            "print([m for m, v in sys.modules.items() if m.startswith('shared.codec')"
+            " and (getattr(v, '__file__', '') or '').endswith(('.so', '.pyd'))])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[1]).stdout.strip()
+    assert out == "[]"
+
+
+# --------------------------------------------------------------------------- S3
+
+
+def test_with_an_s3_store(api: ApiServer, clip_y4m: Path) -> None:
+    """With the store on S3 (moto here) uploads go there, and the output is a redirect to a
+    presigned URL, which serves ranges itself."""
+    pytest.importorskip("moto")
+    import boto3
+    import requests
+    from api_support import TEST_LIMITS, _ServerThread
+    from aws_support import moto_server
+
+    from services.api.app import create_app
+    from services.rebaser.join import output_key
+    from shared.pipeline.store import open_store
+
+    with moto_server():
+        bucket = f"excamera-api-{secrets.token_hex(4)}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        config = api.config.with_changes(store=f"s3://{bucket}/store")
+        tokens = Tokens.parse(f"alice:{TOKENS['alice']}")
+        server = _ServerThread(create_app(config, tokens, TEST_LIMITS))
+        url = f"http://127.0.0.1:{server.start()}"
+        store = open_store(config.store)
+        try:
+            auth = {"Authorization": f"Bearer {TOKENS['alice']}"}
+            files = {"video": ("clip", clip_y4m.read_bytes())}
+            job = requests.post(f"{url}/v1/jobs", files=files, headers=auth, timeout=30)
+            assert job.status_code == 202, job.text
+            request = api.records.get_job(job.json()["id"]).request
+            assert request["input"].startswith(f"s3://{bucket}/store/uploads/")
+            assert store.get(store.key_for(request["input"])) == clip_y4m.read_bytes()
+
+            client = secrets.token_hex(8)
+            done = job_id_for("alice", client)
+            api.records.create_job(done, "alice", client, request, None)
+            data = bytes(range(256)) * 4
+            store.put(output_key(done, "webm"), data)
+            api.records.finish_job(done, output_key(done, "webm"), {}, 3600.0)
+            answer = requests.get(f"{url}/v1/jobs/{done}/output", headers=auth, timeout=30,
+                                  allow_redirects=False)
+            assert answer.status_code == 307
+            presigned = answer.headers["Location"]
+            assert presigned.startswith("http://127.0.0.1") and "Signature" in presigned
+            assert requests.get(presigned, timeout=30).content == data
+            ranged = requests.get(presigned, headers={"Range": "bytes=4-7"}, timeout=30)
+            assert ranged.status_code == 206 and ranged.content == data[4:8]
+        finally:
+            server.stop()
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_an_upload_over_http_matches_the_embedded_encode(tmp_path: Path) -> None:
+    """The real worker services (as processes) behind the API: an uploaded clip's output,
+    read back in ranges as a browser would, is byte-identical to `excamera encode`'s."""
+    from api_support import TEST_LIMITS, _ServerThread
+    from services_support import cluster_at, embedded_output
+
+    from services.api.app import create_app
+    from services.config import ServiceConfig
+
+    source = tmp_path / "clip.y4m"
+    source.write_bytes(y4m_bytes(96, 64, 30))
+    reference = embedded_output(source, tmp_path / "reference.ivf", n=5, x=3, cq=20)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    with cluster_at(tmp_path / "cluster", inputs) as cluster:
+        cluster.start({"encoder": 2})
+        config = ServiceConfig.from_env(
+            {k: v for k, v in cluster.env().items() if k.startswith("EXCAMERA_")})
+        tokens = Tokens.parse(f"alice:{TOKENS['alice']}")
+        server = _ServerThread(create_app(config, tokens, TEST_LIMITS))
+        api = ApiServer(f"http://127.0.0.1:{server.start()}", config, None, inputs, None)
+        try:
+            options = {"frames_per_chunk": 5, "chunks_per_group": 3, "cq_level": 20,
+                       "format": "ivf"}
+            response = submit_upload(api, source.read_bytes(), options)
+            assert response.status_code == 202, response.text
+            job = response.json()["id"]
+            deadline = time.monotonic() + 120
+            while (status := api.request("GET", f"/v1/jobs/{job}").json())["state"] in (
+                    "queued", "running") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert status["state"] == "done", status
+            assert all(p["done"] == p["total"] for p in status["progress"].values())
+            assert status["plan"]["chunks"] == 6 and status["result"]["bytes"] == len(reference)
+            tasks = api.request("GET", f"/v1/jobs/{job}/tasks?limit=1000").json()["tasks"]
+            assert tasks and all(t["state"] == "done" and t["worker"] for t in tasks)
+            pieces, step = [], 1000
+            for start in range(0, len(reference), step):
+                part = api.request("GET", f"/v1/jobs/{job}/output",
+                                   headers={"Range": f"bytes={start}-{start + step - 1}"})
+                assert part.status_code == 206
+                pieces.append(part.content)
+            assert b"".join(pieces) == reference
+        finally:
+            server.stop()

@@ -1,0 +1,141 @@
+"""The AWS side against moto in server mode on localhost: the S3 store, the SQS transport, and
+Lambda handlers driven with SQS events made of messages the real producer published."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from aws_support import moto_server
+
+from services.broker import Topology
+from services.config import ServiceConfig
+from services.runtime import Runtime
+from shared.pipeline.messages import MessageError, TaskMessage
+from shared.pipeline.s3store import MULTIPART_THRESHOLD, S3Store
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def bucket(moto: str) -> str:
+    name = f"b{secrets.token_hex(4)}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def test_s3_store_round_trip(bucket: str, tmp_path: Path) -> None:
+    store = S3Store(f"s3://{bucket}/pre/fix")
+    assert store.url == f"s3://{bucket}/pre/fix/"
+    store.put("jobs/a/x.bin", b"hello")
+    assert store.get("jobs/a/x.bin") == b"hello" and store.exists("jobs/a/x.bin")
+    assert not store.exists("jobs/a/missing")
+    with pytest.raises(KeyError):
+        store.get("jobs/a/missing")
+    store.copy("jobs/a/x.bin", "jobs/a/y.bin")  # server-side
+    assert store.get("jobs/a/y.bin") == b"hello" and store.size("jobs/a/y.bin") == 5
+    # A big object goes up in parts, and comes back whole.
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(MULTIPART_THRESHOLD + 12345))
+    store.put_file("outputs/big", big)
+    head = boto3.client("s3").head_object(Bucket=bucket, Key="pre/fix/outputs/big")
+    assert head["ETag"].strip('"').endswith("-2")  # a multipart upload's ETag
+    with store.local_file("outputs/big") as path:
+        assert path.read_bytes() == big.read_bytes()
+    with store.open_read("jobs/a/x.bin") as file:
+        assert file.read() == b"hello"
+    assert store.key_for(store.url_for("uploads/j/input")) == "uploads/j/input"
+    assert store.delete_prefix("jobs/") == 2
+    assert not store.exists("jobs/a/x.bin") and store.exists("outputs/big")
+    with pytest.raises(ValueError):
+        store.put("../escape", b"")
+
+
+def test_s3_store_missing_bucket_is_a_clear_error(moto: str) -> None:
+    from shared.pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="NoSuchBucket"):
+        S3Store("s3://no-such-bucket-here/x").put("k", b"data")
+
+
+@pytest.fixture
+def sqs_runtime(moto: str, bucket: str) -> Iterator[Runtime]:
+    config = ServiceConfig(broker="sqs://", store=f"s3://{bucket}/store",
+                           queue_prefix=f"q{secrets.token_hex(3)}")
+    runtime = Runtime(config)
+    runtime.topology.declare(None)  # type: ignore[arg-type]
+    yield runtime
+    runtime.topology.delete(None)  # type: ignore[arg-type]
+
+
+def receive_all(queue_url: str) -> list[dict]:
+    client = boto3.client("sqs")
+    messages = []
+    while batch := client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                          WaitTimeSeconds=0, AttributeNames=["All"],
+                                          MessageSystemAttributeNames=["All"]
+                                          ).get("Messages", []):
+        messages += batch
+    return messages
+
+
+def test_tasks_published_to_sqs_unwrap_to_the_same_document(sqs_runtime: Runtime) -> None:
+    """What the real producer (the dispatcher: Celery's send_task through kombu's SQS
+    transport) puts on the encode queue is what the Lambda handler reads back; rebase tasks
+    go to the FIFO queue as plain JSON with their group and a deduplication id."""
+    from services.lambda_runtime import task_document
+
+    topology: Topology = sqs_runtime.topology
+    job = "j-" + "0" * 24
+    sqs_runtime.dispatcher.publish_task(TaskMessage(job, "encode", 7), ordering_key="k",
+                                        position=0)
+    sqs_runtime.dispatcher.publish_task(TaskMessage(job, "rebase", 9), ordering_key=f"{job}:0",
+                                        position=9)
+    sqs_runtime.dispatcher.publish_task(TaskMessage(job, "rebase", 9), ordering_key=f"{job}:0",
+                                        position=9)  # a repeat within 5 minutes: dropped
+    (encode,) = receive_all(sqs_runtime.dispatcher.sqs.url(topology.encode))
+    document = task_document(encode["Body"])
+    assert {k: document[k] for k in ("version", "job", "stage", "index")} == {
+        "version": 1, "job": job, "stage": "encode", "index": 7}
+    assert isinstance(document["sent"], float)
+    (rebase,) = receive_all(sqs_runtime.dispatcher.sqs.url(topology.rebase_fifo))
+    assert json.loads(rebase["Body"])["index"] == 9
+    assert rebase["Attributes"]["MessageGroupId"] == f"{job}:0"
+    assert rebase["Attributes"]["MessageDeduplicationId"] == f"{job}:rebase:9"
+    assert task_document(rebase["Body"])["stage"] == "rebase"  # plain JSON reads as it is
+    for bad in ("not json", json.dumps({"body": "e30=", "properties": {}, "headers": {
+            "task": "someone.else"}})):
+        with pytest.raises(MessageError):
+            task_document(bad)
+
+
+def test_partial_batch_failures(sqs_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record whose task hits a transient failure (here: job records out of reach) is
+    reported, the others are not; on a FIFO queue, the failure and every record after it."""
+    from aws_support import sqs_event
+
+    from services.encoder.lambda_handler import handler
+
+    config = sqs_runtime.config.with_changes(db="postgresql://postgres@127.0.0.1:9/none")
+    for key, value in config.to_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(Runtime, "_instance", None)
+    task = json.dumps({"version": 1, "job": "j-" + "1" * 24, "stage": "encode", "index": 0})
+    messages = [{"MessageId": f"m{k}", "ReceiptHandle": f"r{k}", "Body": body,
+                 "Attributes": {"ApproximateReceiveCount": "1"}}
+                for k, body in enumerate(["not json", task, "[1, 2"])]
+    standard = handler(sqs_event("https://sqs/123/q-encode", messages), None)
+    assert standard == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    fifo = handler(sqs_event("https://sqs/123/q-encode.fifo", messages), None)
+    assert fifo == {"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]}
+    assert handler({"warm": True}, None) == {"warm": True}
+    monkeypatch.setattr(Runtime, "_instance", None)
