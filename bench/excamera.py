@@ -84,8 +84,8 @@ from shared.pipeline.store import LocalStore  # noqa: E402
 from shared.pipeline.vpx import MAX_LAG_IN_FRAMES, EncodeSettings, vpxenc_command  # noqa: E402
 
 GOAL_CONFIG = (6, 16)  # ExCamera[6,16] (x capped at the chunk count)
-GOAL_BD_RATE = 10.0  # percent over single-stream libvpx at equal SSIM, at most
-GOAL_CHAIN_SHARE = 40.0  # percent of the projected one-worker-per-chunk latency, under
+GOAL_BD_RATE = 3.0  # percent over single-stream libvpx at equal SSIM, at most (issue 11)
+GOAL_CHAIN_SHARE = 34.0  # percent of the projected latency, under (33 % before issue 11)
 
 DEFAULT_CQ = (10, 20, 30, 40)
 QUICK_CQ = (20, 40)
