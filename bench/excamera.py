@@ -55,6 +55,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,8 @@ from shared.pipeline.store import LocalStore  # noqa: E402
 from shared.pipeline.vpx import MAX_LAG_IN_FRAMES, EncodeSettings, vpxenc_command  # noqa: E402
 
 GOAL_CONFIG = (6, 16)  # ExCamera[6,16] (x capped at the chunk count)
-GOAL_BD_RATE = 10.0  # percent over single-stream libvpx at equal SSIM, at most
-GOAL_CHAIN_SHARE = 40.0  # percent of the projected one-worker-per-chunk latency, under
+GOAL_BD_RATE = 3.0  # percent over single-stream libvpx at equal SSIM, at most (issue 11)
+GOAL_CHAIN_SHARE = 34.0  # percent of the projected latency, under (33 % before issue 11)
 
 DEFAULT_CQ = (10, 20, 30, 40)
 QUICK_CQ = (20, 40)
@@ -102,20 +103,59 @@ PLOTS = REPO / "bench" / "plots"
 class Clip:
     name: str
     label: str
-    source: str  # path inside ../shared
+    source: str  # path inside ../shared ("" for a clip joined from others: CUTS_CLIP)
     frames: int | None  # None: all
 
 
 CLIPS = {
     "bbb": Clip("bbb", "Big Buck Bunny", "video/clips/bigbuckbunny.mp4", 96),
     "sintel": Clip("sintel", "Sintel", "video/sintel", None),
+    "cuts": Clip("cuts", "Scene cuts", "", 96),
 }
+
+# The scene-cut clip: real video joined with two hard cuts, both inside a 6-frame chunk
+# (frames 40 and 64), at Sintel's 1024x436: Big Buck Bunny frames 0-39 (the centre of the
+# 720p picture, cropped: no resampling), Sintel's 24 frames, then Big Buck Bunny frames
+# 100-131 (the same shot as the first part, later: a cut back, as an edit makes).
+CUTS_BBB_PARTS = ((0, 40), (100, 132))
+CUTS_AT = (40, 64)
+
+
+def cuts_y4m(shared: Path, partial: Path) -> None:
+    """Write the scene-cut clip (CUTS_BBB_PARTS, CUTS_AT) to `partial`."""
+    from shared.codec.image import Image
+    from shared.pipeline.sources import open_source
+
+    with open_source(require_source(shared, CLIPS["bbb"].source)) as video:
+        bbb = [image for number, image in enumerate(video.images)
+               if any(a <= number < b for a, b in CUTS_BBB_PARTS)]
+    with Y4mReader(CACHE / "excamera-sintel-all.y4m") as reader:
+        width, height, fps = reader.header.width, reader.header.height, reader.header.fps
+        sintel = list(reader)
+    top, left = (720 - height) // 2 & ~1, (1280 - width) // 2 & ~1
+
+    def crop(image: Image) -> Image:
+        return Image(image.y[top:top + height, left:left + width].copy(),
+                     image.u[top // 2:(top + height) // 2, left // 2:(left + width) // 2].copy(),
+                     image.v[top // 2:(top + height) // 2, left // 2:(left + width) // 2].copy())
+
+    first = CUTS_BBB_PARTS[0][1] - CUTS_BBB_PARTS[0][0]
+    pictures = [*map(crop, bbb[:first]), *sintel, *map(crop, bbb[first:])]
+    with partial.open("wb") as file:
+        writer = Y4mWriter(file, width, height, fps)
+        for image in pictures:
+            writer.write(image)
+        writer.close()
 
 
 def source_y4m(clip: Clip, shared: Path) -> Path:
     """The clip as 4:2:0 Y4M, from bench/.cache/ or converted now."""
 
     def make(partial: Path, _: Path) -> None:
+        if clip.name == "cuts":
+            source_y4m(CLIPS["sintel"], shared)
+            cuts_y4m(shared, partial)
+            return
         source = require_source(shared, clip.source)
         if source.is_dir():
             sintel_y4m(source, partial)
@@ -179,6 +219,10 @@ class Point:
     join: float = 0.0
     chunk_times: dict[str, list[float | None]] = field(default_factory=dict)  # stage -> per chunk
     latency: Latency | None = None
+    positions: list[int] = field(default_factory=list)  # each chunk's place in its group
+    scene_cuts: list[int] = field(default_factory=list)  # frames where the plan starts groups
+    start_cost: float | None = None  # chunk-start frames' bytes / the chunks' other frames'
+    rebase_gap_db: float | None = None  # libvpx's PSNR of rebased chunks minus the output's
 
 
 @dataclass
@@ -259,14 +303,37 @@ def timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - started
 
 
+def single_stream_path(source: Path, vpxenc: str, cq: int) -> Path:
+    """Where the single stream of `source` at `cq` is cached: keyed by the source's name and
+    size, the vpxenc command line and vpxenc's version (the stream depends on nothing else)."""
+    from shared.pipeline.vpx import vpxenc_version
+
+    command = " ".join(vpxenc_command("vpxenc", cq, MAX_LAG_IN_FRAMES, Path("in"), Path("out")))
+    identity = f"{source.name} {source.stat().st_size} {command} {vpxenc_version(vpxenc)}"
+    digest = hashlib.sha1(identity.encode()).hexdigest()[:10]
+    return CACHE / f"single-{source.stem}-cq{cq}-{digest}.ivf"
+
+
+def cached_seconds(stream: Path) -> float:
+    """vpxenc's wall time when it made the cached stream (recorded beside it)."""
+    return float(json.loads(stream.with_suffix(".json").read_text())["seconds"])
+
+
 def encode_single(vpxenc: str, cq: int, source: str, output: str) -> float:
-    """The whole clip as one libvpx stream; returns vpxenc's wall time."""
+    """The whole clip as one libvpx stream; returns vpxenc's wall time.
+
+    The pipeline's settings, but with libvpx's own key-frame placement (no --disable-kf, which
+    a chunk needs to have exactly one key frame): at scene cuts libvpx starts key frames, as
+    any single-stream encode would. Where it places none (BBB, Sintel) the bytes are the same.
+    """
     command = vpxenc_command(vpxenc, cq, MAX_LAG_IN_FRAMES, Path(source), Path(output))
+    command.remove("--disable-kf")
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise BenchError(f"vpxenc failed ({done.returncode}): {done.stderr.strip()}")
+    Path(output).with_suffix(".json").write_text(json.dumps({"seconds": seconds}))
     return seconds
 
 
@@ -319,17 +386,24 @@ def run_excamera(
     x: int,
     cq: int,
     output: Path,
+    options: argparse.Namespace,
 ) -> Point:
-    """Encode `source` with ExCamera[n,x] into `output`; the point has times, not quality."""
+    """Encode `source` with ExCamera[n,x] into `output` (`options`: the split's, from the
+    command line); the point has times, not quality."""
     settings = EncodeSettings(cq_level=cq, vpxenc=require_tool("vpxenc"))
     with tempfile.TemporaryDirectory(prefix="excamera-bench-") as directory:
         store, job = LocalStore(directory, durable=False), f"bench-{n}x{x}-cq{cq}"
         started = time.perf_counter()
-        plan, split = pool.submit(timed, stages.split, store, job, str(source), n, x).result()
+        split_options = {"scene_cuts": options.scene_cuts, "lead_in": options.lead_in}
+        plan, split = pool.submit(
+            timed, partial(stages.split, **split_options), store, job, str(source), n, x
+        ).result()
         scheduler = Scheduler(pool, workers, Progress(False), None, lanes)
         results = scheduler.run(task_graph(store, plan, settings, output, verify=False))
         seconds = scheduler.task_seconds
         wall = time.perf_counter() - started
+        start_cost = chunk_start_cost(store, plan)
+        gap = rebase_gap(store, plan)
     chunk_times: dict[str, list[float | None]] = {
         stage: [seconds.get((stage, i)) for i in range(plan.chunk_count)]
         for stage in ("encode", "state", "first")
@@ -343,10 +417,71 @@ def run_excamera(
     chunk_times["rebase_task"] = [seconds.get(("rebase", i)) for i in range(plan.chunk_count)]
     point = Point(
         label(n, x), n, x, cq, seconds=wall, split=split, join=seconds[("join", 0)],
-        chunk_times=chunk_times,
+        chunk_times=chunk_times, positions=[plan.position(i) for i in range(plan.chunk_count)],
+        scene_cuts=list(plan.scene_cuts), start_cost=start_cost, rebase_gap_db=gap,
     )  # fmt: skip
     point.latency = project_latency(point)
     return point
+
+
+def rebase_gap(store: LocalStore, plan: stages.ChunkPlan) -> float | None:
+    """How much lower the PSNR of rebased chunks is than libvpx's own encode of them (phase 1),
+    in dB: over the chunks that continue their group, their frames after the first (the
+    rebased ones), all squared errors pooled; None without such chunks."""
+    from shared.codec import DecoderState
+
+    errors = {"final": 0, "libvpx": 0}
+    samples = 0
+    state = DecoderState.initial()
+    for i in range(plan.chunk_count):
+        pictures = stages._source_images(store, plan.job, i)
+        final = read_ivf_frames(store.get(stages.chunk_key(plan.job, i, "final.ivf")))
+        state, decoded = decode_shown(state, final)
+        if plan.position(i) == 0 or len(pictures) < 2:
+            continue
+        vpx = read_ivf_frames(store.get(stages.chunk_key(plan.job, i, "vpx.ivf")))
+        _, own = decode_shown(DecoderState.initial(), vpx)
+        own = own[len(own) - len(pictures):]  # after a lead-in, if any
+        for name, images in (("final", decoded), ("libvpx", own)):
+            errors[name] += sum(picture_sse(a, b) for a, b in zip(images[1:], pictures[1:],
+                                                                   strict=True))
+        samples += sum(sum(plane.size for plane in p.planes) for p in pictures[1:])
+    if not samples:
+        return None
+    return metrics.psnr_from_sse(errors["libvpx"], samples) - metrics.psnr_from_sse(
+        errors["final"], samples)
+
+
+def decode_shown(state: Any, frames: list[bytes]) -> tuple[Any, list[Any]]:
+    from shared.codec import decode
+
+    shown = []
+    for frame in frames:
+        state, image = decode(state, frame)
+        if image is not None:
+            shown.append(image)
+    return state, shown
+
+
+def picture_sse(a: Any, b: Any) -> int:
+    return sum(metrics.sse(x, y) for x, y in zip(a.planes, b.planes, strict=True))
+
+
+def chunk_start_cost(store: LocalStore, plan: stages.ChunkPlan) -> float | None:
+    """What the first frame of a chunk that continues its group costs, in ordinary frames:
+    over those chunks, the first frames' bytes over the mean bytes of the chunks' other shown
+    frames (None without such chunks)."""
+    firsts, others = 0, []
+    for i in range(plan.chunk_count):
+        if plan.position(i) == 0:
+            continue
+        frames = read_ivf_frames(store.get(stages.chunk_key(plan.job, i, "final.ivf")))
+        shown = [len(frame) for frame in frames if frame[0] & 0x10]
+        if len(shown) < 2:
+            continue
+        firsts += len(frames[0])
+        others.append(sum(shown[1:]) / len(shown[1:]))
+    return firsts / sum(others) if others else None
 
 
 def project_latency(point: Point) -> Latency:
@@ -359,6 +494,8 @@ def project_latency(point: Point) -> Latency:
     "finish" follows the chain. Results saved before the split have whole tasks as "rebase".
     """
     chunks = len(point.chunk_times["encode"])
+    # Results saved before variable groups have no positions: groups of x then.
+    positions = point.positions or [i % point.x for i in range(chunks)]
     times = {
         stage: [t or 0.0 for t in point.chunk_times.get(stage, [None] * chunks)]
         for stage in ("encode", "state", "first", "prepare", "rebase", "finish")
@@ -369,7 +506,8 @@ def project_latency(point: Point) -> Latency:
         for i in range(chunks)
     ]
     slowest = max(range(chunks), key=paths.__getitem__)
-    groups = [range(g, min(g + point.x, chunks)) for g in range(0, chunks, point.x)]
+    starts = [i for i in range(chunks) if positions[i] == 0] + [chunks]
+    groups = [range(a, b) for a, b in zip(starts, starts[1:], strict=False)]
     chain = max(sum(times["rebase"][i] for i in group) for group in groups)
     tail = max(times["finish"][group[-1]] for group in groups)
     total = paths[slowest] + chain + tail + point.join
@@ -380,10 +518,10 @@ def project_latency(point: Point) -> Latency:
     done: list[float] = []
     for i in range(chunks):
         ready = state_done[i]
-        if i % point.x:
+        if positions[i]:
             ready = max(ready, state_done[i - 1]) + times["first"][i]
             ready += times["prepare"][i]
-            if i % point.x >= 2:
+            if positions[i] >= 2:
                 ready = max(ready, handed_on[i - 1])
         handed_on.append(ready + times["rebase"][i])
         done.append(handed_on[-1] + times["finish"][i])
@@ -500,18 +638,22 @@ def bench_clip(clip: Clip, args: argparse.Namespace, specs: list[tuple[int, int]
         # Single streams: each vpxenc process is single-threaded; --workers of them at once.
         single = {}
         for cq in args.cq:
-            streams[(BASELINE, cq)] = Path(directory) / f"single-cq{cq}.ivf"
-            single[cq] = pool.submit(
-                encode_single, vpxenc, cq, str(source), str(streams[(BASELINE, cq)])
-            )
-        for cq, future in single.items():
-            result.points.append(Point(BASELINE, 0, 0, cq, seconds=future.result()))
-            note(f"  cq {cq:2d} libvpx single stream: {future.result():6.1f} s")
+            streams[(BASELINE, cq)] = single_stream_path(source, vpxenc, cq)
+            if not streams[(BASELINE, cq)].exists() or args.fresh_single:
+                single[cq] = pool.submit(
+                    encode_single, vpxenc, cq, str(source), str(streams[(BASELINE, cq)])
+                )
+        for cq in args.cq:
+            stream = streams[(BASELINE, cq)]
+            seconds = single[cq].result() if cq in single else cached_seconds(stream)
+            result.points.append(Point(BASELINE, 0, 0, cq, seconds=seconds))
+            cached_note = "" if cq in single else " (cached)"
+            note(f"  cq {cq:2d} libvpx single stream: {seconds:6.1f} s{cached_note}")
         # ExCamera configs one at a time, each with the whole pool.
         for cq in args.cq:
             for n, x in configs:
                 output = Path(directory) / f"excamera-{n}x{x}-cq{cq}.ivf"
-                point = run_excamera(pool, lanes, args.workers, source, n, x, cq, output)
+                point = run_excamera(pool, lanes, args.workers, source, n, x, cq, output, args)
                 streams[(point.config, cq)] = output
                 result.points.append(point)
                 assert point.latency is not None
@@ -581,18 +723,24 @@ def print_tables(result: ClipResult) -> None:
         f"\n## {result.label}: {result.width}x{result.height}, {result.frames} frames at "
         f"{result.fps:g} fps, {result.workers} workers\n"
     )
-    print("| encoder | cq | kbit/s | SSIM dB | PSNR dB | wall s | projected s | chain % |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| encoder | cq | kbit/s | SSIM dB | PSNR dB | wall s | projected s | chain % | "
+          "chunk start, frames | rebase gap dB |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for config in [BASELINE, *result.configs()]:
         for p in result.series(config):
             lat = p.latency
             projected = f"{lat.total:.2f}" if lat else "-"
             chain = f"{lat.chain_share:.0f}" if lat and p.x > 1 else "-"
             name = "libvpx, one stream" if config == BASELINE else f"ExCamera{config}"
+            start = f"{p.start_cost:.1f}" if p.start_cost is not None else "-"
+            gap = f"{p.rebase_gap_db:.2f}" if p.rebase_gap_db is not None else "-"
             print(
                 f"| {name} | {p.cq} | {p.kbps:.0f} | {p.ssim_db:.3f} | {p.psnr_db:.3f} | "
-                f"{p.seconds:.1f} | {projected} | {chain} |"
+                f"{p.seconds:.1f} | {projected} | {chain} | {start} | {gap} |"
             )
+    if any(p.scene_cuts for p in result.points):
+        cuts = next(p.scene_cuts for p in result.points if p.scene_cuts)
+        print(f"\nScene cuts found by the split (frames): {', '.join(map(str, cuts))}")
 
     print("\nBD-rate against the single libvpx stream (positive: ExCamera spends more bits):\n")
     print("| ExCamera | at equal SSIM | SSIM range dB | at equal PSNR | PSNR range dB |")
@@ -823,7 +971,9 @@ def run(args: argparse.Namespace, names: list[str]) -> tuple[list[ClipResult], d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", default="bbb,sintel", help="from bbb, sintel (default: both)")
+    parser.add_argument(
+        "--clips", default="bbb,sintel,cuts", help="from bbb, sintel, cuts (default: all three)"
+    )
     parser.add_argument(
         "--cq", type=int_list, default=None, help="cq levels (default: 10,20,30,40)"
     )
@@ -836,6 +986,18 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help=f"Sintel only, cq {QUICK_CQ[0]} and {QUICK_CQ[1]}"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument(
+        "--scene-cuts", choices=("auto", "off"), default="auto",
+        help="the split's scene-cut detection (default: auto)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--lead-in", action="store_true",
+        help="chunks start with a lead-in picture in phase 1 instead of a re-encoded key frame",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fresh-single", action="store_true",
+        help="encode the single streams again (and time them) instead of using bench/.cache/",
+    )  # fmt: skip
     parser.add_argument(
         "--no-check", dest="check", action="store_false", help="skip the run_job cross-check"
     )

@@ -362,6 +362,16 @@ def _add_encode(commands: SubParsers) -> None:
         ),
     )
     parser.add_argument(
+        "--scene-cuts",
+        choices=("auto", "off"),
+        default="auto",
+        help=(
+            "auto (the default): start a group, with a key frame, at every scene cut the "
+            "splitter is confident of, varying chunk lengths around N there; off: cut every N "
+            "frames"
+        ),
+    )
+    parser.add_argument(
         "--workers",
         type=_positive_int,
         default=os.cpu_count() or 1,
@@ -415,6 +425,7 @@ def _run_encode(args: argparse.Namespace) -> int:
             progress=not args.json,
             work_dir=args.keep_work,
             log=lambda message: print(f"{PROG} encode: note: {message}", file=sys.stderr),
+            scene_cuts=args.scene_cuts,
         )
     except PipelineError as exc:
         raise CommandError(None, str(exc)) from exc
@@ -459,6 +470,15 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def _describe_cuts(cuts: Sequence[int]) -> list[str]:
+    """The summary's line about scene cuts (none when there were none)."""
+    if not cuts:
+        return []
+    frames = "frame" if len(cuts) == 1 else "frames"
+    where = ", ".join(map(str, cuts))
+    return [f"  {_plural(len(cuts), 'scene cut')}, each starting a group: at {frames} {where}"]
+
+
 def _describe_summary(summary: Any) -> str:
     levels = summary.cq_levels
     quality = f"cq {levels[0]}" if levels[0] == levels[1] else f"cq {levels[0]}-{levels[1]}"
@@ -470,6 +490,7 @@ def _describe_summary(summary: Any) -> str:
             f"at {summary.fps:.5g} fps, ExCamera[{summary.frames_per_chunk},"
             f"{summary.chunks_per_group}] ({_plural(summary.chunks, 'chunk')}, "
             f"{_plural(summary.groups, 'key frame')}), {quality}",
+            *_describe_cuts(summary.scene_cuts),
             f"  {summary.bytes:,} bytes, {summary.bitrate_kbps:.1f} kbit/s; "
             f"SSIM {summary.ssim_db:.2f} dB, PSNR {summary.psnr_db:.2f} dB (vs the input)",
             f"  {summary.seconds:.2f} s with {summary.workers} workers; work per stage "

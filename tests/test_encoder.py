@@ -398,3 +398,31 @@ def test_mv_probability_updates_decode_identically_with_libvpx(
     assert sum(updates) > 0, f"no vector probability updates in {updates}"
     problem = libvpx_difference(frames, shown, vpxdec=True)
     assert problem is None, problem
+
+
+# --- tuning for SSIM -----------------------------------------------------------------------------
+
+
+def test_ssim_tuning_changes_choices_and_decodes_exactly(request: pytest.FixtureRequest) -> None:
+    """tune="ssim" moves bits between macroblocks (a different stream) and libvpx still shows
+    exactly our pictures; the SSIM of the result stays in the same place."""
+    pictures = images(SOURCES["carphone-176x144"], request)
+    tuned = [encode_keyframe(pictures[0], 30, tune="ssim")]
+    plain = [encode_keyframe(pictures[0], 30)]
+    state = decode(DecoderState.initial(), tuned[0])[0]
+    for picture in pictures[1:]:
+        tuned.append(encode(state, picture, 30, tune="ssim"))
+        state = decode(state, tuned[-1])[0]
+    assert tuned[0] != plain[0]
+    _, shown = decode_chain(tuned)
+    assert libvpx_difference(tuned, shown) is None
+    _, plain_shown = decode_chain(plain)
+    assert abs(ssim(shown[0], pictures[0]) - ssim(plain_shown[0], pictures[0])) < 0.01
+    original = decode_record(decode(DecoderState.initial(), tuned[0])[0], tuned[1])[2]
+    from shared.codec.encoder import rebase_record
+
+    moved = rebase_record(decode(DecoderState.initial(), plain[0])[0], pictures[1],
+                                original, tune="ssim")
+    assert libvpx_difference([plain[0], moved], decode_chain([plain[0], moved])[1]) is None
+    with pytest.raises(ValueError, match="tune"):
+        encode_keyframe(pictures[0], 30, tune="vmaf")

@@ -22,6 +22,7 @@ state) and `write_frames` (after the exit state has been passed on).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from .decoder import decode_record, parse_records
@@ -35,7 +36,19 @@ from .state import DecoderState
 _SHOW_FRAME_BIT = 0x10      # in the first byte of a frame tag (section 9.1)
 
 # Weight of a key frame's own quantizer when it is re-encoded as an interframe (ExCamera's).
+# A rate-distortion choice among quantizers 3 apart around it, scored over the whole chunk
+# rebased after it (squared error + the encoder's lambda x bits), kept it in 9 of 12 chunk
+# starts of Sintel and measured worse where it moved (BD-rate at equal SSIM +16.5 -> +17.2 %).
 KEY_FRAME_QUANTIZER_WEIGHT = 0.75
+
+# How the pipeline's rebase tunes its choices (encoder.TUNINGS). By squared error: weighting
+# by SSIM measured worse at equal SSIM as well (bench/REPORT.md); the variable lets the
+# benchmark measure it.
+TUNE_ENV = "EXCAMERA_CODEC_TUNE"
+
+
+def default_tuning() -> str:
+    return os.environ.get(TUNE_ENV, "psnr").strip().lower() or "psnr"
 
 
 def rebase_chunk(
@@ -45,12 +58,13 @@ def rebase_chunk(
     original_state: DecoderState | None = None,
     *,
     key_frame_weight: float = KEY_FRAME_QUANTIZER_WEIGHT,
+    tune: str | None = None,
 ) -> tuple[list[bytes], DecoderState]:
     """Re-encode `chunk_frames` (made against `original_state`, or starting with a key frame)
     to continue from `incoming_state`; returns the new frames and the state after them."""
     records = parse_chunk(chunk_frames, original_state)
     coded, exit_state = rebase_records(
-        incoming_state, records, source_images, key_frame_weight=key_frame_weight
+        incoming_state, records, source_images, key_frame_weight=key_frame_weight, tune=tune
     )
     return write_frames(coded), exit_state
 
@@ -61,10 +75,13 @@ def rebase_records(
     source_images: Sequence[Image],
     *,
     key_frame_weight: float = KEY_FRAME_QUANTIZER_WEIGHT,
+    tune: str | None = None,
 ) -> tuple[list[FrameRecord], DecoderState]:
     """The part of `rebase_chunk` that needs the incoming state: the chunk's parsed `records`
     coded again, as FrameRecords not yet written (`write_frames`), and the exit state. The
-    state does not depend on the written bytes, so a serial chain can pass it on first."""
+    state does not depend on the written bytes, so a serial chain can pass it on first.
+    `tune`: encoder.TUNINGS, by default `default_tuning()`."""
+    tune = tune or default_tuning()
     if not incoming_state.has_keyframe:
         raise CodecError("the incoming state has no decoded key frame to continue from")
     shown = sum(1 for record in records if record.show_frame)
@@ -80,9 +97,10 @@ def rebase_records(
         if record.key_frame:
             frame, state = encode(state, target,
                                   _key_frame_quantizer(records, index, key_frame_weight),
-                                  refresh_all=True, with_state=True, as_record=True)
+                                  refresh_all=True, with_state=True, as_record=True, tune=tune)
         else:
-            frame, state = rebase_record(state, target, record, with_state=True, as_record=True)
+            frame, state = rebase_record(state, target, record, with_state=True, as_record=True,
+                                         tune=tune)
         coded.append(frame)
     return coded, state
 
@@ -112,6 +130,18 @@ def parse_chunk(
             raise type(exc)(f"chunk frame {index}: {exc}") from None
         records.append(record)
     return records
+
+
+def drop_lead_in(records: Sequence[FrameRecord]) -> list[FrameRecord]:
+    """A chunk encoded after a lead-in (a key frame of the picture before the chunk) without
+    that key frame: the frame after it then also does what the key frame did to the golden and
+    alt-ref references, taking the last reference's picture, which in the stream it now
+    continues is the previous chunk's last picture, the one the lead-in coded
+    (FrameRecord.follow_dropped_key_frame). Records are changed in place."""
+    if len(records) < 2 or not records[0].key_frame or records[1].key_frame:
+        raise CodecError("a chunk with a lead-in starts with one key frame and continues")
+    records[1].follow_dropped_key_frame()
+    return list(records[1:])
 
 
 def _key_frame_quantizer(records: Sequence, index: int, weight: float) -> int:

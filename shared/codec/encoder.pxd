@@ -23,6 +23,16 @@ ctypedef struct Encoder:
     int prune
     int trellis               # trellis quantization instead of greedy pruning
     int y2_rounding[2]        # Y2's DC and AC rounding, in 1/256 of a step
+    int ac_rounding           # every other block's AC rounding, and DC (when not in Y2)
+    int dc_rounding
+    int trellis_weight        # distortion weight of the trellis (TRELLIS_WEIGHT, per MB)
+    # SSIM tuning: the frame's lambdas, and each macroblock's weight (x256: above 256 where
+    # SSIM counts an error less than on average), from which tune_macroblock sets the
+    # per-macroblock lambdas above. NULL: no tuning.
+    uint16_t* mb_weight
+    int64_t frame_lambda
+    int64_t frame_lambda_trellis
+    int frame_lambda_sad
     int need_rate
     uint8_t best_pixels[384]  # the reconstruction of the best candidate so far (Y, U, V)
     int intra_penalty

@@ -17,7 +17,7 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.math cimport cos, log2, lround, sqrt
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport abs, calloc, free, malloc
 from libc.string cimport memcpy, memset
 
@@ -539,7 +539,7 @@ cdef void code_luma_16x16(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
     memcpy(left, left_ctx, 9)
     for b in range(0, 16, 4):
         transform_strip(enc, s + b * src.stride, src.stride, dst + b * cur.stride, cur.stride, 4,
-                        zero_limit(q[1], 85), coeffs + b * 16, empty + b)
+                        zero_limit(q[1], enc.ac_rounding), coeffs + b * 16, empty + b)
     for b in range(16):
         dc[b] = coeffs[b * 16]
     forward_walsh(dc, y2)
@@ -557,7 +557,7 @@ cdef void code_luma_16x16(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
             eob = 1
         else:
             eob = quantize_block(coeffs + b * 16, out.levels + b * 16, dequant + b * 16, 1,
-                                 q[0], q[1], 0, 85)
+                                 q[0], q[1], 0, enc.ac_rounding)
             eob = refine_block(enc, 0, ctx, 1, coeffs + b * 16, out.levels + b * 16,
                                dequant + b * 16, eob, q[0], q[1])
         out.eobs[b] = eob
@@ -583,7 +583,7 @@ cdef void code_chroma(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
     cdef int16_t coeffs[4 * 16]
     cdef int16_t dequant[16]
     cdef int p, b, eob, ctx_index, row, col
-    cdef int limit = min(zero_limit(q[0], 96), zero_limit(q[1], 85))
+    cdef int limit = min(zero_limit(q[0], enc.dc_rounding), zero_limit(q[1], enc.ac_rounding))
     cdef uint8_t above[9]
     cdef uint8_t left[9]
     cdef bint empty[4]
@@ -609,7 +609,7 @@ cdef void code_chroma(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
                 eob = 0
             else:
                 eob = quantize_block(coeffs + 16 * b, out.levels + (12 + 4 * p + b) * 16,
-                                     dequant, 0, q[0], q[1], 96, 85)
+                                     dequant, 0, q[0], q[1], enc.dc_rounding, enc.ac_rounding)
                 eob = refine_block(enc, 2, above[ctx_index + col] + left[ctx_index + row], 0,
                                    coeffs + 16 * b, out.levels + (12 + 4 * p + b) * 16, dequant,
                                    eob, q[0], q[1])
@@ -659,7 +659,7 @@ cdef void code_luma_split(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
         transform_strip(
             enc, src.data + (mb_row * 16 + b) * src.stride + mb_col * 16, src.stride,
             cur.data + (mb_row * 16 + b) * cur.stride + mb_col * 16, cur.stride, 4,
-            min(zero_limit(q[0], 96), zero_limit(q[1], 85)), coeffs + b * 16, empty + b)
+            min(zero_limit(q[0], enc.dc_rounding), zero_limit(q[1], enc.ac_rounding)), coeffs + b * 16, empty + b)
     for b in range(16):
         dst = cur.data + (mb_row * 16 + 4 * (b >> 2)) * cur.stride + mb_col * 16 + 4 * (b & 3)
         if empty[b]:
@@ -668,7 +668,7 @@ cdef void code_luma_split(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
             eob = 0
         else:
             eob = quantize_block(coeffs + b * 16, out.levels + b * 16, dequant, 0, q[0], q[1],
-                                 96, 85)
+                                 enc.dc_rounding, enc.ac_rounding)
             eob = refine_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs + b * 16,
                                out.levels + b * 16, dequant, eob, q[0], q[1])
         out.eobs[b] = eob
@@ -768,7 +768,7 @@ cdef void code_luma_subblocks(Encoder* enc, MacroblockInfo* mb, int mb_row, int 
             mode = candidates[k]
             predict_subblock(pred, 4, mode, &edge[1], sub_left)
             edsp_fdct4x4(s, src.stride, pred, 4, coeffs)
-            eob = quantize_block(coeffs, levels, dequant, 0, q[0], q[1], 96, 85)
+            eob = quantize_block(coeffs, levels, dequant, 0, q[0], q[1], enc.dc_rounding, enc.ac_rounding)
             eob = refine_block(enc, 3, above[b & 3] + left[b >> 2], 0, coeffs, levels, dequant,
                                eob, q[0], q[1])
             add_block(dequant, eob, pred, 4)
@@ -1250,6 +1250,18 @@ KEY_LAMBDA_FACTOR = 0.008
 TRELLIS_LAMBDA_FACTOR = 0.012
 KEY_TRELLIS_LAMBDA_FACTOR = 0.004
 SAD_LAMBDA_SCALE = 1.4
+# Quantizer rounding in 1/256 of a step (a dead zone below one half keeps small, costly
+# coefficients at zero): Y2's DC and AC, every other block's AC, and DC where not in Y2.
+Y2_ROUNDING = (80, 64)
+# A segmented frame being rebased keeps a narrower one: its segments' quantizers were chosen
+# to refresh quality where they are lower (libvpx's cyclic refresh), which the wider dead zone
+# would undo (a real-time stream of tests/test_rebase.py: 0.65 dB lower instead of 0.32).
+SEGMENTED_REBASE_Y2_ROUNDING = (110, 100)
+AC_ROUNDING = 85
+DC_ROUNDING = 96
+# Tunings of the rate-distortion choices: by squared error, or weighted by how much SSIM counts
+# each macroblock's errors (activity_weights).
+TUNINGS = ("psnr", "ssim")
 # Trellis quantization (trellis_block) for every block coded, decisions included; 0 falls back
 # to rounding and greedy pruning.
 TRELLIS = 1
@@ -1267,6 +1279,73 @@ LF_MODE_DELTAS = (4, -2, 2, 4)
 DEF PRIOR_MBS = 32
 DEF PRIOR_INTRA = 1
 DEF PRIOR_LAST = 28
+
+# --- SSIM tuning -----------------------------------------------------------------------------
+
+cdef double block_variance(const uint8_t* p, int stride) noexcept nogil:
+    """Variance of an 8x8 block of pixels."""
+    cdef int64_t total = 0, squares = 0
+    cdef int r, c, v
+    for r in range(8):
+        for c in range(8):
+            v = p[r * stride + c]
+            total += v
+            squares += v * v
+    return (squares - total * total / 64.0) / 64.0
+
+
+# SSIM's stabilising constant for contrast, (0.03 x 255)^2.
+DEF SSIM_C2 = 58.5225
+
+
+cdef double ssim_error_weight(const Plane* src, int mb_row, int mb_col) noexcept nogil:
+    """How much SSIM counts a squared error in this macroblock: SSIM's loss in a window is
+    about its squared error / (2 variance + C2), so the mean of 1 / (2 variance + C2) over
+    the macroblock's four 8x8 windows."""
+    cdef const uint8_t* p = src.data + mb_row * 16 * src.stride + mb_col * 16
+    cdef double total = 0.0
+    cdef int k
+    for k in range(4):
+        total += 1.0 / (2.0 * block_variance(p + (k >> 1) * 8 * src.stride + (k & 1) * 8,
+                                             src.stride) + SSIM_C2)
+    return total / 4.0
+
+
+cdef void activity_weights(Encoder* enc, int mb_rows, int mb_cols) noexcept nogil:
+    """Each macroblock's lambda weight (x256): the frame's geometric mean of the SSIM error
+    weights over its own, clamped to [1/8, 16]. Bits then go where SSIM counts errors most
+    (flat areas) instead of evenly by squared error."""
+    cdef int index, count = mb_rows * mb_cols
+    cdef double log_mean = 0.0, weight
+    cdef double* logs = <double*>malloc(count * sizeof(double))
+    if logs == NULL:
+        for index in range(count):
+            enc.mb_weight[index] = 256
+        return
+    for index in range(count):
+        logs[index] = log2(ssim_error_weight(&enc.src[0], index // mb_cols, index % mb_cols))
+        log_mean += logs[index]
+    log_mean /= count
+    for index in range(count):
+        weight = 256.0 * 2.0 ** (log_mean - logs[index])
+        enc.mb_weight[index] = <uint16_t>(32 if weight < 32 else (4096 if weight > 4096
+                                                                   else weight))
+    free(logs)
+
+
+cdef void tune_macroblock(Encoder* enc, int index) noexcept nogil:
+    """Macroblock `index`'s lambdas from the frame's and its SSIM weight (when tuning for
+    SSIM): lambda in proportion, the motion search's by its square root, the trellis's
+    distortion weight inversely."""
+    cdef int weight
+    if enc.mb_weight == NULL:
+        return
+    weight = enc.mb_weight[index]
+    enc.lambda_ = enc.frame_lambda * weight // 256
+    enc.lambda_sad = <int>(enc.frame_lambda_sad * sqrt(weight / 256.0))
+    enc.lambda_trellis = enc.frame_lambda_trellis * weight // 256
+    enc.trellis_weight = TRELLIS_WEIGHT * 256 // weight
+
 
 # --- frames --------------------------------------------------------------------------------
 
@@ -1436,11 +1515,12 @@ cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Pictur
 
 cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
                         bint key_frame, bint refresh_all, bint want_state=False,
-                        bint as_record=False):
+                        bint as_record=False, bint tune_ssim=False):
     """Encode (original is None) or rebase (keep `original`'s decisions) one frame; returns its
     bytes, or with `want_state` (bytes, the state a decoder reaches after it). With `as_record`
     the coded FrameRecord stands in for the bytes: the state does not depend on them, so a
-    caller can hand the state on first and write the frame (frame_writer.serialize) later."""
+    caller can hand the state on first and write the frame (frame_writer.serialize) later.
+    With `tune_ssim`, lambdas vary by macroblock with SSIM's weight of its errors."""
     cdef FrameRecord rec = FrameRecord()
     cdef FrameContext* fc = <FrameContext*>calloc(1, sizeof(FrameContext))
     cdef Encoder* enc = <Encoder*>calloc(1, sizeof(Encoder))
@@ -1580,11 +1660,18 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         enc.key_frame = key_frame
         enc.prune = 1
         # Not when rebasing: the chain is serial, and there the trellis costs 40 % more time
-        # for 0.4 % fewer bits (bench/excamera.py, Sintel).
+        # for 0.4 % fewer bits (bench/excamera.py, Sintel; libvpx's own chunks re-coded on
+        # the states they were made against: 8.3 % more bytes than libvpx with it, 8.4 %
+        # without).
         enc.trellis = TRELLIS and not rebasing
-        # Y2 (no trellis): a wider dead zone pays in a full encode (-3 % bits at equal PSNR,
-        # bench/encode.py); a rebase keeps closer to the frame it re-codes.
-        enc.y2_rounding[0], enc.y2_rounding[1] = (110, 100) if rebasing else (80, 64)
+        # Y2 (no trellis): a wider dead zone pays, in a full encode (-3 % bits at equal PSNR,
+        # bench/encode.py) as in a rebase (libvpx's chunks re-coded on their own states: 8.4 %
+        # more bytes than libvpx at its dead zone of 110/100, 0.2 % at this one, 0.05 dB lower;
+        # ExCamera[6,16] at equal SSIM: BBB +5.0 -> +3.8 %, Sintel +16.5 -> +15.7 %).
+        enc.y2_rounding[0], enc.y2_rounding[1] = (
+            SEGMENTED_REBASE_Y2_ROUNDING if rebasing and rec.hdr.segmentation_enabled
+            else Y2_ROUNDING)
+        enc.ac_rounding, enc.dc_rounding = AC_ROUNDING, DC_ROUNDING
         enc.intra_penalty = INTRA_PENALTY
         enc.split_min_bits = SPLIT_MIN_BITS
         enc.need_rate = not rebasing      # rates only inform decisions, which rebase keeps
@@ -1594,6 +1681,14 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         enc.lambda_sad = <int>(256 * sqrt(factor * SAD_LAMBDA_SCALE) * step)
         factor = KEY_TRELLIS_LAMBDA_FACTOR if key_frame else TRELLIS_LAMBDA_FACTOR
         enc.lambda_trellis = <int64_t>(256 * factor * step * step)
+        enc.trellis_weight = TRELLIS_WEIGHT
+        enc.frame_lambda, enc.frame_lambda_trellis = enc.lambda_, enc.lambda_trellis
+        enc.frame_lambda_sad = enc.lambda_sad
+        if tune_ssim:
+            enc.mb_weight = <uint16_t*>malloc(n_mbs * sizeof(uint16_t))
+            if enc.mb_weight == NULL:
+                raise MemoryError()
+            activity_weights(enc, rec.mb_rows, rec.mb_cols)
         enc.prob_intra = 32
         enc.prob_last = 220
         enc.prob_golden = 128
@@ -1605,6 +1700,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                 memset(left, 0, 9)
                 for mb_col in range(rec.mb_cols):
                     mb = rec.macroblock(mb_row, mb_col)
+                    tune_macroblock(enc, mb_row * rec.mb_cols + mb_col)
                     if rebasing:
                         memcpy(mb, original.macroblock(mb_row, mb_col), sizeof(MacroblockInfo))
                     else:
@@ -1715,6 +1811,8 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
     finally:
         free(fc.above_ctx)
         free(fc)
+        if enc != NULL:
+            free(enc.mb_weight)
         free(enc)
         free(trial)
         free(best)
@@ -1778,26 +1876,37 @@ def _with_quality(code, DecoderState state, image, quality, bint with_state):
     return code(_check_quantizer(quality), with_state, True)
 
 
-def encode_keyframe(image, quality, *, with_state=False):
+def _tune_ssim(tune) -> bool:
+    if tune not in TUNINGS:
+        raise ValueError(f"tune must be one of {', '.join(TUNINGS)}, not {tune!r}")
+    return tune == "ssim"
+
+
+def encode_keyframe(image, quality, *, with_state=False, tune="psnr"):
     """A key frame of `image`. `quality`: a quantizer index (int, 0 best .. 127 smallest) or
     an SSIM target (float in (0, 1)) met with the largest quantizer that reaches it. With
-    `with_state`, returns (frame, the state after it) without decoding the frame again."""
-    return _with_quality(lambda q, s, final: _code_frame(None, image, q, None, True, False, s),
-                         None, image, quality, bool(with_state))
+    `with_state`, returns (frame, the state after it) without decoding the frame again.
+    `tune`: "psnr" decides by squared error, "ssim" weights each macroblock's error by how
+    much SSIM counts it (TUNINGS)."""
+    cdef bint ssim = _tune_ssim(tune)
+    return _with_quality(
+        lambda q, s, final: _code_frame(None, image, q, None, True, False, s, False, ssim),
+        None, image, quality, bool(with_state))
 
 
 def encode(DecoderState state not None, image, quality, *, refresh_all=False,
-           with_state=False, as_record=False):
-    """An interframe coding `image` against `state`'s references (`quality` and `with_state`
-    as for `encode_keyframe`).
+           with_state=False, as_record=False, tune="psnr"):
+    """An interframe coding `image` against `state`'s references (`quality`, `with_state`
+    and `tune` as for `encode_keyframe`).
 
     With `refresh_all`, the frame replaces all three references, as a key frame would (this is
     how a chunk's first frame continues the previous chunk). With `as_record`, the coded
     FrameRecord comes back in place of the bytes, for `frame_writer.serialize` to write later.
     """
+    cdef bint ssim = _tune_ssim(tune)
     return _with_quality(
         lambda q, s, final: _code_frame(state, image, q, None, False, bool(refresh_all), s,
-                                        bool(as_record) and final), state,
+                                        bool(as_record) and final, ssim), state,
         image, quality, bool(with_state))
 
 
@@ -1816,15 +1925,16 @@ def rebase(DecoderState state not None, image, frame, DecoderState original_stat
 
 
 def rebase_record(DecoderState state not None, image, FrameRecord record not None,
-                  quality=None, *, with_state=False, as_record=False):
+                  quality=None, *, with_state=False, as_record=False, tune="psnr"):
     """`rebase` given the original frame already parsed into a FrameRecord; with `with_state`,
     returns (frame, the state after it). With `as_record`, the coded FrameRecord comes back in
-    place of the bytes, for `frame_writer.serialize` to write later."""
+    place of the bytes, for `frame_writer.serialize` to write later. `tune` as for `encode`
+    (a rebase decides only which trailing levels to drop)."""
     if record.tag.key_frame:
         raise CodecError("a key frame does not depend on a state; rebase only interframes")
     q_index = record.hdr.q_index if quality is None else _check_quantizer(quality)
     return _code_frame(state, image, q_index, record, False, False, bool(with_state),
-                       bool(as_record))
+                       bool(as_record), _tune_ssim(tune))
 
 
 # --- kernel access for tests ---------------------------------------------------------------
@@ -1950,6 +2060,7 @@ def _trellis_check(residuals, int q_index, int block_type):
         enc.prune = 1
         enc.lambda_ = <int64_t>(256 * LAMBDA_FACTOR * step * step)
         enc.lambda_trellis = enc.lambda_
+        enc.trellis_weight = TRELLIS_WEIGHT
         entropy_context_defaults(&probs)
         fill_token_costs(enc, &probs)
         for b in range(blocks.shape[0]):
@@ -1999,3 +2110,4 @@ cdef int64_t _block_rd(Encoder* enc, int block_type, int first, const int16_t* c
     if eob < 16:
         total += enc.rd_token_cost[block_type][VP8_COEF_BANDS[eob]][context][11]
     return total
+

@@ -92,6 +92,19 @@ cdef class FrameRecord:
         result["coef_updates"] = sum(1 for x in (<unsigned char*>self.hdr.coef_update)[:1056] if x)
         return result
 
+    def follow_dropped_key_frame(self):
+        """Make this interframe, which follows a key frame that is being dropped, also do what
+        that key frame did to the golden and alt-ref references: take the picture in the last
+        reference (copy flags, section 9.7), unless it refreshes them itself. Decoded after
+        the frame before the key frame, it then leaves the references as the key frame would
+        have, with the earlier picture in place of the key frame's."""
+        if self.tag.key_frame:
+            raise ValueError("a key frame refreshes every reference already")
+        if not self.hdr.refresh_altref:
+            self.hdr.copy_to_altref = 1
+        if not self.hdr.refresh_golden:
+            self.hdr.copy_to_golden = 1
+
     def macroblocks(self):
         """Per-macroblock decisions as numpy arrays: y_mode, uv_mode, ref_frame, segment_id,
         skip, mv (rows, cols, 2: row, col in 1/8 pel), b_modes (rows, cols, 16: subblock

@@ -16,6 +16,7 @@ store is a temporary directory, or `work_dir` (kept, and reused: an interrupted 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import json
@@ -51,7 +52,7 @@ __all__ = ["DIE_ENV", "StageTime", "Summary", "run_job"]
 DIE_ENV = "EXCAMERA_TEST_WORKER_EXIT"
 _DIE_STATUS = 70
 
-_JOB_FORMAT = 2  # bump when stage outputs change meaning, so old work dirs are not reused
+_JOB_FORMAT = 3  # bump when stage outputs change meaning, so old work dirs are not reused
 
 
 
@@ -100,6 +101,7 @@ class Summary:
     seconds: float
     stages: dict[str, StageTime] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    scene_cuts: list[int] = field(default_factory=list)  # frames where a cut starts a group
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -118,13 +120,17 @@ def run_job(
     progress: bool = True,
     work_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    *,
+    scene_cuts: str = "auto",
 ) -> Summary:
     """Encode `input_path` into `output_path` (.ivf or .webm) with ExCamera[n,x].
 
     `quality`: an int is a cq level (0-63); `EncodeSettings(target_ssim_db=S)` targets an SSIM
     instead; the default is cq level 20. `log` receives notices about the input (audio ignored,
-    pixels converted). Raises a `PipelineError` subclass, with a one-line message, on any
-    failure; the output is then left untouched.
+    pixels converted). `scene_cuts`: "auto" starts a group at every confident scene cut (the
+    chunks around it vary in length), "off" cuts every n frames (stages.split). Raises a
+    `PipelineError` subclass, with a one-line message, on any failure; the output is then left
+    untouched.
     """
     began = time.time()
     if isinstance(quality, int):
@@ -135,7 +141,7 @@ def run_job(
     if n < 1 or x < 1 or workers < 1:
         raise ValueError("n, x and workers must be at least 1")
     settings = _preflight(input_path, output_path, x, settings)
-    job = _job_id(Path(input_path), n, x, settings)
+    job = _job_id(Path(input_path), n, x, settings, scene_cuts)
     # join writes here; renamed to the output only once every group has been verified.
     partial = _partial_path(Path(output_path))
     try:
@@ -146,7 +152,8 @@ def run_job(
         ):
             store = CountingStore(local)
             scheduler = Scheduler(pool, workers, Progress(progress), _die_at(), lanes)
-            split_task = Task(stages.split, (store, job, str(input_path), n, x), (), (0, 0, 0))
+            split = functools.partial(stages.split, scene_cuts=scene_cuts)
+            split_task = Task(split, (store, job, str(input_path), n, x), (), (0, 0, 0))
             plan = scheduler.run({("split", 0): split_task})[("split", 0)]
             if log is not None:
                 for notice in plan.notices:
@@ -202,7 +209,9 @@ def _check_output(path: Path) -> None:
         raise OutputError(f"{path}: cannot write there ({exc.strerror or exc})") from exc
 
 
-def _job_id(input_path: Path, n: int, x: int, settings: EncodeSettings) -> str:
+def _job_id(
+    input_path: Path, n: int, x: int, settings: EncodeSettings, scene_cuts: str
+) -> str:
     """A name for the job's keys, the same exactly when the same work would be done."""
     info = input_path.stat()
     identity = {
@@ -211,6 +220,7 @@ def _job_id(input_path: Path, n: int, x: int, settings: EncodeSettings) -> str:
         "n": n,
         "x": x,
         "settings": [settings.cq_level, settings.target_ssim_db, settings.lag_in_frames],
+        "scene_cuts": scene_cuts,
         "vpxenc": encoder_version(settings),
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
@@ -480,4 +490,5 @@ def _summary(
         seconds=0.0,  # set by run_job once the output is in place
         stages=scheduler.stage_times(),
         notices=list(plan.notices),
+        scene_cuts=list(plan.scene_cuts),
     )

@@ -31,13 +31,14 @@ that have a successor in their group: nothing else reads them.
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import mmap
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from shared.codec.y4m import BufferFile, Y4mReader, Y4mWriter
 
 from .errors import InputError, OutputError, PipelineError, RebaseUnavailableError
 from .mux import ivf_bytes, read_ivf_frames, write_output
+from .scenes import SCENE_CUT_MODES, chunks_of
 from .sources import open_source
 from .store import Store
 from .vpx import MAX_CQ_LEVEL, EncodeSettings, encode_chunk, is_key_frame, is_shown
@@ -100,8 +102,17 @@ def group_key(job: str, group: int, name: str) -> str:
 
 @dataclass(frozen=True)
 class ChunkPlan:
-    """How a job's input was cut: chunk i holds `chunk_frames[i]` pictures, all of
-    `frames_per_chunk` but the last; groups are `chunks_per_group` consecutive chunks."""
+    """How a job's input was cut: chunk i holds `chunk_frames[i]` pictures; groups are runs of
+    consecutive chunks, each starting with a real key frame.
+
+    Without scene cuts every chunk but the last holds `frames_per_chunk` pictures and a group
+    is `chunks_per_group` chunks. With them (`scene_cuts`: the frame numbers where a detected
+    cut starts a group), chunks vary in length around `frames_per_chunk` and `group_starts`
+    lists the first chunk of every group; empty means every `chunks_per_group`-th chunk.
+
+    `lead_in`: phase 1 encodes each chunk that does not start a group after a lead-in, the
+    previous chunk's last picture as its key frame, which stage 4 drops (has_lead_in).
+    """
 
     job: str
     source: str
@@ -112,6 +123,9 @@ class ChunkPlan:
     chunks_per_group: int
     chunk_frames: tuple[int, ...]
     notices: tuple[str, ...] = field(default=())
+    group_starts: tuple[int, ...] = field(default=())
+    scene_cuts: tuple[int, ...] = field(default=())
+    lead_in: bool = False
 
     @property
     def chunk_count(self) -> int:
@@ -123,22 +137,35 @@ class ChunkPlan:
 
     @property
     def group_count(self) -> int:
-        return -(-self.chunk_count // self.chunks_per_group)
+        return len(self._starts())
+
+    def _starts(self) -> Sequence[int]:
+        """The first chunk of every group, ascending."""
+        return self.group_starts or range(0, self.chunk_count, self.chunks_per_group)
 
     def group_of(self, index: int) -> int:
-        return index // self.chunks_per_group
+        return bisect.bisect_right(self._starts(), index) - 1
 
     def position(self, index: int) -> int:
         """The chunk's place in its group: 0 starts the group with a key frame."""
-        return index % self.chunks_per_group
+        return index - self._starts()[self.group_of(index)]
 
     def group_chunks(self, group: int) -> range:
-        start = group * self.chunks_per_group
-        return range(start, min(start + self.chunks_per_group, self.chunk_count))
+        starts = self._starts()
+        end = starts[group + 1] if group + 1 < len(starts) else self.chunk_count
+        return range(starts[group], end)
 
     def has_successor(self, index: int) -> bool:
         """Whether the next chunk continues this chunk's group (and so needs its state)."""
         return index + 1 < self.chunk_count and self.position(index + 1) != 0
+
+    def has_lead_in(self, index: int) -> bool:
+        """Whether phase 1 encodes the chunk after a lead-in picture (see the class)."""
+        return self.lead_in and self.position(index) != 0
+
+    def first_frame(self, index: int) -> int:
+        """The number of the chunk's first picture in the input."""
+        return sum(self.chunk_frames[:index])
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=1).encode()
@@ -146,9 +173,9 @@ class ChunkPlan:
     @classmethod
     def from_json(cls, data: bytes) -> ChunkPlan:
         fields = json.loads(data)
-        fields["fps"] = tuple(fields["fps"])
-        fields["chunk_frames"] = tuple(fields["chunk_frames"])
-        fields["notices"] = tuple(fields["notices"])
+        for name in ("fps", "chunk_frames", "notices", "group_starts", "scene_cuts"):
+            if name in fields:
+                fields[name] = tuple(fields[name])
         return cls(**fields)
 
 
@@ -165,20 +192,32 @@ def split(
     input_path: str | Path,
     frames_per_chunk: int,
     chunks_per_group: int = 1,
+    *,
+    scene_cuts: str = "auto",
+    lead_in: bool = False,
 ) -> ChunkPlan:
-    """Cut the input into chunks of `frames_per_chunk` pictures, each stored as Y4M.
+    """Cut the input into chunks of about `frames_per_chunk` pictures, each stored as Y4M.
 
     Reads Y4M directly and anything else through PyAV (converted to 8-bit 4:2:0, audio
-    ignored with a notice in `ChunkPlan.notices`).
+    ignored with a notice in `ChunkPlan.notices`). With `scene_cuts="auto"` a group (with its
+    key frame) starts at every confident scene cut, and chunks there vary in length
+    (`scenes.Chunker`); "off" cuts every `frames_per_chunk` pictures. With `lead_in`, every
+    chunk that does not start a group also gets its lead-in picture stored (`ChunkPlan`).
     """
     if frames_per_chunk < 1 or chunks_per_group < 1:
         raise ValueError("frames_per_chunk and chunks_per_group must be at least 1")
+    if scene_cuts not in SCENE_CUT_MODES:
+        raise ValueError(f"scene_cuts must be one of {', '.join(SCENE_CUT_MODES)}")
     if store.exists(plan_key(job)):
         return load_plan(store, job)
     with open_source(input_path) as source:
-        chunk_frames = _write_chunks(store, job, source, frames_per_chunk)
-        if not chunk_frames:
+        layout = _write_chunks(
+            store, job, source, frames_per_chunk, chunks_per_group,
+            detect_cuts=scene_cuts == "auto", lead_in=lead_in,
+        )  # fmt: skip
+        if not layout.chunk_frames:
             raise InputError(f"{source.name}: the input has no video frames")
+        regular = not layout.cuts
         plan = ChunkPlan(
             job=job,
             source=source.name,
@@ -187,26 +226,51 @@ def split(
             fps=source.fps,
             frames_per_chunk=frames_per_chunk,
             chunks_per_group=chunks_per_group,
-            chunk_frames=tuple(chunk_frames),
+            chunk_frames=tuple(layout.chunk_frames),
             notices=tuple(source.notices),
+            group_starts=() if regular else tuple(layout.group_starts),
+            scene_cuts=tuple(layout.cuts),
+            lead_in=lead_in,
         )
     store.put(plan_key(job), plan.to_json())
     return plan
 
 
-def _write_chunks(store: Store, job: str, source: Any, frames_per_chunk: int) -> list[int]:
-    counts: list[int] = []
-    pending: list[Image] = []
-    for image in source.images:
-        pending.append(image)
-        if len(pending) == frames_per_chunk:
-            store.put(chunk_key(job, len(counts), "source.y4m"), _y4m_bytes(pending, source.fps))
-            counts.append(len(pending))
-            pending = []
-    if pending:
-        store.put(chunk_key(job, len(counts), "source.y4m"), _y4m_bytes(pending, source.fps))
-        counts.append(len(pending))
-    return counts
+@dataclass
+class _Layout:
+    chunk_frames: list[int] = field(default_factory=list)
+    group_starts: list[int] = field(default_factory=list)
+    cuts: list[int] = field(default_factory=list)
+
+
+def _write_chunks(
+    store: Store,
+    job: str,
+    source: Any,
+    frames_per_chunk: int,
+    chunks_per_group: int,
+    *,
+    detect_cuts: bool,
+    lead_in: bool,
+) -> _Layout:
+    """Store every chunk's pictures (and lead-in picture) as the chunks are laid out."""
+    layout = _Layout()
+    chunks, chunker = chunks_of(source.images, frames_per_chunk, detect_cuts=detect_cuts)
+    previous: Image | None = None
+    for chunk in chunks:
+        index = len(layout.chunk_frames)
+        starts_group = index == 0 or chunk.at_cut or (
+            index - layout.group_starts[-1] == chunks_per_group
+        )
+        if starts_group:
+            layout.group_starts.append(index)
+        elif lead_in and previous is not None:
+            store.put(chunk_key(job, index, "leadin.y4m"), _y4m_bytes([previous], source.fps))
+        store.put(chunk_key(job, index, "source.y4m"), _y4m_bytes(chunk.images, source.fps))
+        layout.chunk_frames.append(len(chunk.images))
+        previous = chunk.images[-1]
+    layout.cuts = list(chunker.cuts)
+    return layout
 
 
 def _y4m_bytes(images: list[Image], fps: tuple[int, int]) -> bytes:
@@ -239,31 +303,32 @@ def _source_images(store: Store, job: str, index: int) -> list[Image]:
 
 @dataclass(frozen=True)
 class ChunkEncode:
-    """What phase 1 made of a chunk: its cq level, size, and frames (hidden included)."""
+    """What phase 1 made of a chunk: its cq level, size, and frames (hidden included; with a
+    lead-in, its key frame too)."""
 
     index: int
     cq_level: int
     bytes: int
     frames: int
     hidden: int
+    lead_in: int = 0  # frames of the lead-in, which stage 4 drops (0 or 1)
 
 
 def encode_chunk_vpx(store: Store, job: str, index: int, settings: EncodeSettings) -> ChunkEncode:
     """Phase 1: libvpx encodes chunk `index` on its own (key frame first, then interframes),
-    in process or by vpxenc (`vpx.encode_chunk`)."""
+    in process or by vpxenc (`vpx.encode_chunk`); after its lead-in picture if it has one."""
     output, meta = chunk_key(job, index, "vpx.ivf"), chunk_key(job, index, "vpx.json")
     if store.exists(output) and store.exists(meta):
         return ChunkEncode(**json.loads(store.get(meta)))
-    with (
-        store.local_file(chunk_key(job, index, "source.y4m")) as source,
-        tempfile.TemporaryDirectory(prefix="excamera-vpxenc-") as workdir,
-    ):
+    lead_in = int(load_plan(store, job).has_lead_in(index))
+    with tempfile.TemporaryDirectory(prefix="excamera-vpxenc-") as workdir:
+        source = _phase1_source(store, job, index, bool(lead_in), Path(workdir))
         expected = _count_y4m_frames(source)
         if settings.target_ssim_db is None:
             cq_level = settings.cq_level
             data = _encode_checked(settings, cq_level, source, Path(workdir), expected)
         else:
-            cq_level, data = _encode_for_ssim(settings, source, Path(workdir), expected)
+            cq_level, data = _encode_for_ssim(settings, source, Path(workdir), expected, lead_in)
     frames = read_ivf_frames(data)
     result = ChunkEncode(
         index=index,
@@ -271,10 +336,23 @@ def encode_chunk_vpx(store: Store, job: str, index: int, settings: EncodeSetting
         bytes=sum(map(len, frames)),
         frames=len(frames),
         hidden=sum(not is_shown(frame) for frame in frames),
+        lead_in=lead_in,
     )
     store.put(output, data)
     store.put(meta, json.dumps(asdict(result)).encode())
     return result
+
+
+def _phase1_source(store: Store, job: str, index: int, lead_in: bool, workdir: Path) -> Path:
+    """The Y4M file phase 1 encodes: the chunk's pictures, after its lead-in picture if any
+    (both files come from one writer, so the lead-in's header serves for the whole)."""
+    path = workdir / "phase1.y4m"
+    chunk = store.get(chunk_key(job, index, "source.y4m"))
+    if lead_in:
+        _, _, pictures = chunk.partition(b"\n")
+        chunk = store.get(chunk_key(job, index, "leadin.y4m")) + pictures
+    path.write_bytes(chunk)
+    return path
 
 
 def _count_y4m_frames(path: Path) -> int:
@@ -298,9 +376,10 @@ def _encode_checked(
 
 
 def _encode_for_ssim(
-    settings: EncodeSettings, source: Path, workdir: Path, expected: int
+    settings: EncodeSettings, source: Path, workdir: Path, expected: int, lead_in: int
 ) -> tuple[int, bytes]:
-    """The largest cq level whose encode reaches the target SSIM (0 if none does).
+    """The largest cq level whose encode reaches the target SSIM (0 if none does), measured
+    on the chunk's own pictures (not on its lead-in).
 
     Bisection assumes SSIM falls as the cq level rises, which holds for libvpx in practice.
     """
@@ -312,7 +391,7 @@ def _encode_for_ssim(
     def probe(level: int) -> tuple[bytes, float]:
         if level not in cache:
             data = _encode_checked(settings, level, source, workdir, expected)
-            cache[level] = data, _stream_ssim_db(read_ivf_frames(data), pictures)
+            cache[level] = data, _stream_ssim_db(read_ivf_frames(data), pictures, lead_in)
         return cache[level]
 
     low, high, best = 0, MAX_CQ_LEVEL, 0
@@ -325,15 +404,19 @@ def _encode_for_ssim(
     return best, probe(best)[0]
 
 
-def _stream_ssim_db(frames: list[bytes], pictures: list[Image]) -> float:
+def _stream_ssim_db(frames: list[bytes], pictures: list[Image], skip: int = 0) -> float:
+    """Mean SSIM (dB) of the decoded stream's shown pictures after the first `skip`."""
     from shared.codec import DecoderState, decode
 
     state = DecoderState.initial()
     scores = []
+    shown = 0
     for frame in frames:
         state, image = decode(state, frame)
         if image is not None:
-            scores.append(metrics.ssim(image, pictures[len(scores)]))
+            if shown >= skip:
+                scores.append(metrics.ssim(image, pictures[shown]))
+            shown += 1
     return metrics.ssim_db(sum(scores) / len(scores))
 
 
@@ -375,6 +458,9 @@ class Rebaser:
     parse: Callable[[list[bytes], Any], list[Any]]
     rebase: Callable[[Any, list[Any], list[Image]], tuple[list[Any], Any]]
     write: Callable[[list[Any]], list[bytes]]
+    # Parsed frames without their lead-in key frame, the next frame taking over what that key
+    # frame did to the references (chunk_rebase.drop_lead_in).
+    drop_lead_in: Callable[[list[Any]], list[Any]] = field(default=lambda records: records[1:])
 
 
 def load_rebase() -> Rebaser:
@@ -384,7 +470,12 @@ def load_rebase() -> Rebaser:
         from shared.codec import chunk_rebase
     except ImportError as exc:
         raise RebaseUnavailableError(f"the compiled codec is not available: {exc}") from exc
-    return Rebaser(chunk_rebase.parse_chunk, chunk_rebase.rebase_records, chunk_rebase.write_frames)
+    return Rebaser(
+        chunk_rebase.parse_chunk,
+        chunk_rebase.rebase_records,
+        chunk_rebase.write_frames,
+        chunk_rebase.drop_lead_in,
+    )
 
 
 def _load_state(store: Store, key: str) -> Any:
@@ -448,8 +539,10 @@ def _geometry(plan: ChunkPlan) -> tuple[int, int, tuple[int, int]]:
 
 
 def rebase_first(store: Store, job: str, index: int) -> None:
-    """Stage 4 (parallel): chunk `index`'s first frame becomes an interframe against the
-    libvpx exit state of chunk index-1, and the rest of the chunk is rebased onto it."""
+    """Stage 4 (parallel): chunk `index` made to continue from the libvpx exit state of chunk
+    index-1. With a lead-in, its key frame (the lead-in picture) is dropped and every frame
+    after it is rebased; without, the chunk's key frame becomes an interframe and the rest of
+    the chunk is rebased onto it."""
     plan = load_plan(store, job)
     if plan.position(index) == 0:
         raise ValueError(f"chunk {index} starts its group: it keeps its key frame")
@@ -458,6 +551,8 @@ def rebase_first(store: Store, job: str, index: int) -> None:
     rebaser = load_rebase()
     incoming = _load_state(store, chunk_key(job, index - 1, "vpx.state"))
     records = rebaser.parse(read_ivf_frames(store.get(chunk_key(job, index, "vpx.ivf"))), None)
+    if plan.has_lead_in(index):
+        records = rebaser.drop_lead_in(records)
     coded, exit_state = rebaser.rebase(incoming, records, _source_images(store, job, index))
     new_frames = rebaser.write(coded)
     if all(is_shown(frame) for frame in new_frames):
