@@ -451,11 +451,17 @@ class JobRecords:
                     "ready AS (SELECT w.cstage, w.cidx FROM want w LEFT JOIN excamera_tasks d "
                     "ON d.job = %(job)s AND d.stage = w.dstage AND d.idx = w.didx "
                     "GROUP BY w.cstage, w.cidx "
-                    "HAVING bool_and(w.didx < 0 OR coalesce(d.state = 'done', false))) "
+                    "HAVING bool_and(w.didx < 0 OR coalesce(d.state = 'done', false))), "
+                    # Rows locked in one order, and none another claim holds: two claims of
+                    # overlapping tasks never deadlock (the other one publishes those).
+                    "locked AS (SELECT t.stage, t.idx FROM excamera_tasks t JOIN ready ON "
+                    "t.stage = ready.cstage AND t.idx = ready.cidx WHERE t.job = %(job)s "
+                    f"AND t.state IN {wanted} ORDER BY t.stage, t.idx "
+                    "FOR UPDATE OF t SKIP LOCKED) "
                     "UPDATE excamera_tasks t SET state = 'queued', "
-                    "queued_at = coalesce(t.queued_at, now()) FROM ready "
-                    "WHERE t.job = %(job)s AND t.stage = ready.cstage AND t.idx = ready.cidx "
-                    f"AND t.state IN {wanted} RETURNING t.stage, t.idx",
+                    "queued_at = coalesce(t.queued_at, now()) FROM locked "
+                    "WHERE t.job = %(job)s AND t.stage = locked.stage AND t.idx = locked.idx "
+                    "RETURNING t.stage, t.idx",
                     {"job": job, "cs": [p[0] for p in pairs], "ci": [p[1] for p in pairs],
                      "ds": [p[2] for p in pairs], "di": [p[3] for p in pairs]},
                 )

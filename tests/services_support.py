@@ -370,12 +370,14 @@ def cluster_at(root: Path, inputs: Path, **options: Any) -> Iterator[Cluster]:
             drop_database(cluster.database)
 
 
-def embedded_output(source: Path, output: Path, n: int = 6, x: int = 16, cq: int = 20) -> bytes:
+def embedded_output(source: Path, output: Path, n: int = 6, x: int = 16, cq: int = 20,
+                    scene_cuts: str = "auto") -> bytes:
     """What `excamera encode` makes of the same input: the reference every service path must
     reproduce byte for byte."""
     from shared.pipeline.runner import run_job
 
-    run_job(source, output, n=n, x=x, quality=cq, workers=2, progress=False)
+    run_job(source, output, n=n, x=x, quality=cq, workers=2, progress=False,
+            scene_cuts=scene_cuts)
     return output.read_bytes()
 
 

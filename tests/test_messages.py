@@ -27,7 +27,7 @@ from shared.pipeline.messages import (
 
 def test_a_job_request_with_defaults_and_conversions() -> None:
     request = parse_job_request({"input": "file:///x.y4m"})
-    assert request == JobRequest("file:///x.y4m", 6, 16, 20, None, "webm", None)
+    assert request == JobRequest("file:///x.y4m", 6, 16, 20, None, "webm", "auto", None)
     request = parse_job_request({"input": "u", "ssim": 0.98, "frames_per_chunk": 12.0},
                                 defaults={"frames_per_chunk": 4, "chunks_per_group": 8})
     assert request.frames_per_chunk == 12 and isinstance(request.frames_per_chunk, int)
@@ -37,6 +37,8 @@ def test_a_job_request_with_defaults_and_conversions() -> None:
     assert "cq_level" not in request.to_json()
     options = parse_job_options({"cq_level": 30, "budget_usd": 2.5}, "s3://b/uploads/j/input")
     assert options.cq_level == 30 and options.budget_usd == 2.5
+    off = parse_job_options({"scene_cuts": "off"}, "s3://b/uploads/j/input")
+    assert off.scene_cuts == "off" and off.to_json()["scene_cuts"] == "off"
 
 
 @pytest.mark.parametrize(("document", "reason"), [
@@ -49,6 +51,7 @@ def test_a_job_request_with_defaults_and_conversions() -> None:
     ({"input": "u", "ssim": 0}, "ssim: 0 is less than or equal to the minimum"),
     ({"input": "u", "ssim": 0.99999999999999}, "at most 100 dB"),
     ({"input": "u", "format": "mp4"}, "format: 'mp4' is not one of"),
+    ({"input": "u", "scene_cuts": "on"}, "scene_cuts: 'on' is not one of"),
     ({"input": "u", "budget_usd": -1}, "budget_usd: -1 is less than or equal"),
     ({"input": ""}, "input: '' should be non-empty"),
     (["input"], "is not of type 'object'"),

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from decoder_support import first_difference, require_decoder, require_tools
 from libvpx_oracle import read_ivf, vpxdec_frames
+from scene_clip import CUTS, frames_of, joined_clip
 
 from shared import cli
 from shared.codec.image import Image
 from shared.pipeline import graph, stages
 from shared.pipeline.scenes import Chunker, CutDetector, min_chunk_frames
-from shared.pipeline.sources import open_source
 from shared.pipeline.stages import ChunkPlan
 from shared.pipeline.store import LocalStore
 from shared.pipeline.vpx import EncodeSettings, find_vpxenc, is_key_frame, is_shown
@@ -29,42 +29,9 @@ from shared.pipeline.vpx import EncodeSettings, find_vpxenc, is_key_frame, is_sh
 codec = require_decoder()
 require_tools()
 
-# The joined clip: carphone 0-13, Big Buck Bunny 0-9 (cropped), carphone 60-71.
-CUTS = (14, 24)
-WIDTH, HEIGHT = 176, 144
-
-
-def _frames(path: Path, wanted: range) -> list[Image]:
-    with open_source(path) as source:
-        return [image for number, image in enumerate(source.images) if number in wanted]
-
-
-def _crop(image: Image, width: int, height: int) -> Image:
-    top = (image.height - height) // 2 & ~1
-    left = (image.width - width) // 2 & ~1
-
-    def plane(p: np.ndarray, scale: int) -> np.ndarray:
-        t, lft = top // scale, left // scale
-        return p[t : t + height // scale, lft : lft + width // scale].copy()
-
-    return Image(plane(image.y, 1), plane(image.u, 2), plane(image.v, 2))
-
-
-def _write_y4m(path: Path, images: list[Image], fps: str = "30000:1001") -> Path:
-    with open(path, "wb") as file:
-        file.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F{fps} Ip A0:0 C420jpeg\n".encode())
-        for image in images:
-            file.write(b"FRAME\n" + b"".join(p.tobytes() for p in image.planes))
-    return path
-
-
 @pytest.fixture(scope="session")
 def joined_y4m(video_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    carphone = _frames(video_dir / "clips" / "carphone_pristine.mp4", range(72))
-    bbb = _frames(video_dir / "clips" / "bigbuckbunny.mp4", range(10))
-    images = carphone[:14] + [_crop(image, WIDTH, HEIGHT) for image in bbb] + carphone[60:72]
-    path = tmp_path_factory.mktemp("joined") / "joined.y4m"
-    return _write_y4m(path, images)
+    return joined_clip(video_dir, tmp_path_factory.mktemp("joined") / "joined.y4m")
 
 
 def detect(images: list[Image]) -> list[int]:
@@ -79,7 +46,7 @@ def detect(images: list[Image]) -> list[int]:
 
 
 def test_detector_finds_the_cuts_of_a_joined_clip(joined_y4m: Path) -> None:
-    assert detect(_frames(joined_y4m, range(10_000))) == list(CUTS)
+    assert detect(frames_of(joined_y4m, range(10_000))) == list(CUTS)
 
 
 @pytest.mark.parametrize(
@@ -87,12 +54,12 @@ def test_detector_finds_the_cuts_of_a_joined_clip(joined_y4m: Path) -> None:
 )
 def test_detector_finds_no_cut_in_a_single_shot(video_dir: Path, clip: str) -> None:
     """Whole real clips without cuts: motion, pans, repeated frames, no false cut."""
-    assert detect(_frames(video_dir / clip, range(10_000))) == []
+    assert detect(frames_of(video_dir / clip, range(10_000))) == []
 
 
 def test_a_flash_is_not_a_cut(video_dir: Path) -> None:
     """A single picture from elsewhere, with the scene resuming after it: no group there."""
-    carphone = _frames(video_dir / "clips" / "carphone_pristine.mp4", range(20))
+    carphone = frames_of(video_dir / "clips" / "carphone_pristine.mp4", range(20))
     bright = Image(np.full_like(carphone[0].y, 235), carphone[0].u, carphone[0].v)
     assert detect(carphone[:10] + [bright] + carphone[10:]) == []
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scene_clip import CUTS, joined_clip
 from services_support import Cluster, cluster_at, embedded_output
 
 from services.adapter import cancel_job
@@ -86,6 +87,21 @@ def test_ingest_job_matches_the_embedded_encode(cluster: Cluster, inputs: Path,
         assert all(t["started_at"] and t["finished_at"] and t["worker"] for t in tasks)
     assert record.result["frames"] == 120 and record.result["bytes"] == output.stat().st_size
     assert record.output == output.as_uri()
+
+
+@pytest.mark.parametrize("scene_cuts", ["auto", "off"])
+def test_scene_cuts_reach_the_split(cluster: Cluster, inputs: Path, video_dir: Path,
+                                    tmp_path: Path, scene_cuts: str) -> None:
+    """A clip with two hard cuts: with scene cuts on, groups start at them, and either way the
+    output is the embedded encode's with the same setting."""
+    source = inputs / "joined.y4m"
+    if not source.exists():
+        joined_clip(video_dir, source)
+    expected = embedded_output(source, tmp_path / "reference.ivf", scene_cuts=scene_cuts)
+    output = cluster.outputs / unique("scenes") / "out.ivf"
+    job = cluster.submit(unique("scenes"), source, output, scene_cuts=scene_cuts)
+    record = finished(cluster, job, output, expected)
+    assert record.plan["scene_cuts"] == (list(CUTS) if scene_cuts == "auto" else [])
 
 
 def test_workers_serve_metrics(cluster: Cluster, inputs: Path, references: Any) -> None:

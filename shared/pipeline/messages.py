@@ -46,6 +46,7 @@ MAX_FRAMES_PER_CHUNK = 240
 MAX_CHUNKS_PER_GROUP = 1024
 MAX_URL_LENGTH = 4096
 FORMATS = ("webm", "ivf")
+SCENE_CUTS = ("auto", "off")
 JOB_ID_PATTERN = r"^j-[0-9a-f]{24}$"
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -77,6 +78,11 @@ JOB_OPTIONS_SCHEMA: dict[str, Any] = {
                        "encode reaches this SSIM, in dB (e.g. 16), or below 1 as plain SSIM",
     },
     "format": {"type": "string", "enum": list(FORMATS), "default": "webm"},
+    "scene_cuts": {
+        "type": "string", "enum": list(SCENE_CUTS), "default": "auto",
+        "description": "auto: a group (with a key frame) starts at each confident scene cut; "
+                       "off: chunks of n frames throughout",
+    },
     "budget_usd": {
         "type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000,
         "description": "cancel the job as soon as its projected AWS cost passes this",
@@ -196,6 +202,7 @@ class JobRequest:
     cq_level: int = DEFAULT_CQ_LEVEL
     ssim: float | None = None
     format: str = "webm"
+    scene_cuts: str = "auto"
     budget_usd: float | None = None
 
     def settings(self) -> EncodeSettings:
