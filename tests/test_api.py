@@ -249,7 +249,8 @@ def test_good_url(api: ApiServer, input_file: Path) -> None:
     assert response.headers["Location"] == f"/v1/jobs/{job}"
     status = api.request("GET", f"/v1/jobs/{job}").json()
     assert status["state"] == "queued" and status["id"] == job
-    assert status["request"] == {"input": input_file.as_uri(), **GOOD}
+    # The request as the job runs it: what was asked, with the defaults filled in.
+    assert status["request"] == {"input": input_file.as_uri(), **GOOD, "scene_cuts": "auto"}
     assert status["progress"]["split"]["total"] == 1
     assert status["errors"] == [] and status["overdue"] == []
     assert status["cost"]["so_far"]["total"] == 0 and "total" in status["cost"]["projected"]
@@ -677,7 +678,7 @@ def test_ingest_message(api: ApiServer, input_file: Path, clip_y4m: Path) -> Non
             jsonschema.validate(document, INGEST_SCHEMA)
             found[job_id_for(document["owner"], document["id"])] = document
     assert found[job] == {"version": 1, "id": key, "owner": "alice",
-                          "input": input_file.as_uri(), **GOOD}
+                          "input": input_file.as_uri(), **GOOD, "scene_cuts": "auto"}
     uploaded = parse_ingest(found[upload])
     assert uploaded.request.cq_level == 30 and uploaded.output is None
     from services.runtime import Runtime
