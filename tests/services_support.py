@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -368,6 +369,12 @@ def cluster_at(root: Path, inputs: Path, **options: Any) -> Iterator[Cluster]:
                 Topology(cluster.prefix, 4).delete(connection)
         with contextlib.suppress(Exception):
             drop_database(cluster.database)
+
+
+def carphone_inputs(directory: Path, video_dir: Path) -> Path:
+    """A directory for the cluster to allow, holding the 120-frame carphone clip."""
+    shutil.copy(video_dir / "clips" / "carphone_pristine.mp4", directory / "carphone.mp4")
+    return directory
 
 
 def embedded_output(source: Path, output: Path, n: int = 6, x: int = 16, cq: int = 20,

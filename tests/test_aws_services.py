@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from aws_support import moto_server
-from services_support import Cluster, cluster_at, embedded_output
+from services_support import Cluster, carphone_inputs, cluster_at, embedded_output
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +28,7 @@ def moto() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory, video_dir: Path) -> Path:
-    directory = tmp_path_factory.mktemp("inputs")
-    shutil.copy(video_dir / "clips" / "carphone_pristine.mp4", directory / "carphone.mp4")
-    return directory
+    return carphone_inputs(tmp_path_factory.mktemp("inputs"), video_dir)
 
 
 @pytest.fixture(scope="module")

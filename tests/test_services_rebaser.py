@@ -5,7 +5,6 @@ takes the group over, and no link is done twice or lost."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,14 @@ from typing import Any
 
 import kombu
 import pytest
-from services_support import BROKER, Cluster, ServiceProcess, cluster_at, embedded_output
+from services_support import (
+    BROKER,
+    Cluster,
+    ServiceProcess,
+    carphone_inputs,
+    cluster_at,
+    embedded_output,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -22,9 +28,7 @@ N, X = 3, 8  # carphone's 120 frames: 40 chunks in 5 groups of 8
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory, video_dir: Path) -> Path:
-    directory = tmp_path_factory.mktemp("inputs")
-    shutil.copy(video_dir / "clips" / "carphone_pristine.mp4", directory / "carphone.mp4")
-    return directory
+    return carphone_inputs(tmp_path_factory.mktemp("inputs"), video_dir)
 
 
 @pytest.fixture(scope="module")
