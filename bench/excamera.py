@@ -7,6 +7,8 @@
 Clips (converted once to Y4M and cached under bench/.cache/):
   bbb     Big Buck Bunny 1280x720, the first 96 frames (16 chunks of 6, as the original measured)
   sintel  Sintel 1024x436, the 24 frames of ../shared/video/sintel/chunk1..4.y4m
+  cuts    the scene-cut clip (CUTS_AT below), at Sintel's size
+  bbb1080 bbb upscaled to 1920x1080 (not by default): the stage times bench/scale.py can scale
 
 For every clip and cq level:
   libvpx      the whole clip as one stream: the exact vpxenc command line the pipeline uses for a
@@ -111,7 +113,12 @@ CLIPS = {
     "bbb": Clip("bbb", "Big Buck Bunny", "video/clips/bigbuckbunny.mp4", 96),
     "sintel": Clip("sintel", "Sintel", "video/sintel", None),
     "cuts": Clip("cuts", "Scene cuts", "", 96),
+    # The per-stage times at 1080p, for bench/scale.py's pixel scaling (no real 1080p clip in
+    # the reference folder: Big Buck Bunny's first 96 frames, upscaled bicubically).
+    "bbb1080": Clip("bbb1080", "Big Buck Bunny upscaled to 1920x1080",
+                    "video/clips/bigbuckbunny.mp4", 96),
 }
+UPSCALED = {"bbb1080": (1920, 1080)}
 
 # The scene-cut clip: real video joined with two hard cuts, both inside a 6-frame chunk
 # (frames 40 and 64), at Sintel's 1024x436: Big Buck Bunny frames 0-39 (the centre of the
@@ -160,6 +167,9 @@ def source_y4m(clip: Clip, shared: Path) -> Path:
         if source.is_dir():
             sintel_y4m(source, partial)
             return
+        if clip.name in UPSCALED:
+            upscaled_y4m(source, partial, *UPSCALED[clip.name], clip.frames)
+            return
         from shared.pipeline.sources import open_source  # PyAV; converts to 8-bit 4:2:0
 
         with open_source(source) as video, partial.open("wb") as file:
@@ -172,6 +182,28 @@ def source_y4m(clip: Clip, shared: Path) -> Path:
 
     out = CACHE / f"excamera-{clip.name}-{clip.frames or 'all'}.y4m"
     return cached(out, f"converting {clip.label}", make)
+
+
+def upscaled_y4m(source: Path, partial: Path, width: int, height: int, frames: int | None
+                 ) -> None:
+    """The first `frames` pictures of `source`, resized bicubically by FFmpeg (PyAV)."""
+    import av
+
+    from shared.codec.image import Image
+
+    with av.open(str(source)) as container, partial.open("wb") as file:
+        stream = container.streams.video[0]
+        fps = (stream.average_rate.numerator, stream.average_rate.denominator)
+        writer = Y4mWriter(file, width, height, fps)
+        for count, frame in enumerate(container.decode(stream)):
+            if frames is not None and count == frames:
+                break
+            frame = frame.reformat(width=width, height=height, format="yuv420p",
+                                   interpolation="BICUBIC")
+            planes = [np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+                      [: plane.height, : plane.width].copy() for plane in frame.planes]
+            writer.write(Image(*planes))
+        writer.close()
 
 
 def y4m_info(path: Path) -> tuple[int, int, tuple[int, int], int]:
@@ -972,7 +1004,8 @@ def run(args: argparse.Namespace, names: list[str]) -> tuple[list[ClipResult], d
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--clips", default="bbb,sintel,cuts", help="from bbb, sintel, cuts (default: all three)"
+        "--clips", default="bbb,sintel,cuts",
+        help="from bbb, sintel, cuts, bbb1080 (default: the first three)",
     )
     parser.add_argument(
         "--cq", type=int_list, default=None, help="cq levels (default: 10,20,30,40)"

@@ -6,6 +6,7 @@ as ExCamera[n,x] on AWS Lambda with 1,000-4,000 concurrent workers: a discrete-e
     python bench/scale.py --plots DIR     # also latency vs workers and vs n, x (bench/plots/)
     options: --config 6x16 --workers 3600 --dispatch direct|sqs --prewarm SECONDS --seeds 5
              --rebaser-lanes 256 --cpu-factor 1.0 --no-hedge --report bench/REPORT.md
+             --stage-times bench/.cache/excamera.json [--stage-clip bbb1080]
 
 Per-stage times are the ones bench/excamera.py measured on this machine (bench/REPORT.md: Big
 Buck Bunny 1280x720, [6,16], cq 20: libvpx encode, exit state, encode given state, and a rebase
@@ -127,6 +128,39 @@ def read_report(path: Path) -> StageTimes:
         encode=mean[0], state=mean[1], stage4=mean[2],
         link=float(link_row.group(2)) / 1000, link_write=float(link_row.group(3)) / 1000,
         source=f"{path.name}: BBB {size.group(1)}x{size.group(2)} [6,16] cq 20",
+    )
+
+
+def _mean(values: list[float | None]) -> float:
+    known = [value for value in values if value is not None]
+    if not known:
+        raise SystemExit("a saved result without those stage times")
+    return sum(known) / len(known)
+
+
+def read_saved(path: Path, clip: str | None) -> StageTimes:
+    """The [6,16] cq 20 per-chunk means of one clip (default: the one with the most pixels) in
+    a result bench/excamera.py saved (--save), e.g. the 1080p clip: `--clips bbb1080`."""
+    try:
+        clips = json.loads(path.read_text())["clips"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{path}: not a result bench/excamera.py saved ({exc})") from exc
+    if clip is not None:
+        clips = [c for c in clips if c["clip"] == clip]
+    if not clips:
+        raise SystemExit(f"{path}: no clip {clip!r}")
+    chosen = max(clips, key=lambda c: c["width"] * c["height"])
+    points = [p for p in chosen["points"] if p["n"] == 6 and p["cq"] == 20]
+    if not points:
+        raise SystemExit(f"{path}: {chosen['clip']} has no ExCamera[6,x] point at cq 20")
+    times = points[0]["chunk_times"]
+    return StageTimes(
+        width=chosen["width"], height=chosen["height"], frames=6,
+        encode=_mean(times["encode"]), state=_mean(times["state"]),
+        stage4=_mean(times["first"]), link=_mean(times["rebase"]),
+        link_write=_mean(times["finish"]),
+        source=f"{path.name}: {chosen['clip']} {chosen['width']}x{chosen['height']} "
+               f"{points[0]['config']} cq 20",
     )
 
 
@@ -612,12 +646,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-hedge", action="store_true")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "REPORT.md")
+    parser.add_argument("--stage-times", type=Path, metavar="SAVED_JSON",
+                        help="per-stage times from a result bench/excamera.py saved, instead "
+                             "of REPORT.md's 720p ones (e.g. its bbb1080 clip)")
+    parser.add_argument("--stage-clip", help="the clip in --stage-times (default: the largest)")
     parser.add_argument("--json", action="store_true", help="the configured job, as JSON")
     parser.add_argument("--sweep", action="store_true", help="with --json: the sweeps too")
     parser.add_argument("--plots", type=Path, nargs="?", const=ROOT / "bench" / "plots")
     args = parser.parse_args(argv)
     CPU_FACTOR[0] = args.cpu_factor
-    times = read_report(args.report)
+    times = (read_saved(args.stage_times, args.stage_clip) if args.stage_times
+             else read_report(args.report))
     n, x = args.config
     base = Scenario(frames_per_chunk=n, chunks_per_group=x, workers=args.workers,
                     dispatch=args.dispatch, prewarm_s=args.prewarm,
