@@ -8,11 +8,15 @@ as ExCamera[n,x] on AWS Lambda with 1,000-4,000 concurrent workers: a discrete-e
              --rebaser-lanes 256 --cpu-factor 1.0 --no-hedge --report bench/REPORT.md
              --stage-times bench/.cache/excamera.json [--stage-clip bbb1080]
 
-Per-stage times are the ones bench/excamera.py measured on this machine (bench/REPORT.md: Big
-Buck Bunny 1280x720, [6,16], cq 20: libvpx encode, exit state, encode given state, and a rebase
-link's serial step and write), scaled by pixel count to 4096x1744 (x7.75) and by frames per
-chunk, times --cpu-factor for a Lambda vCPU against this machine's core (1769 MB is one vCPU).
-Not measured at 1080p yet: linear pixel scaling is the assumption.
+Per-stage times are the ones bench/excamera.py measured on this machine, saved in
+bench/stage-times.json (`python bench/excamera.py --clips bbb,bbb1080 --cq 20 --configs 6x16
+--no-check --save bench/stage-times.json`): Big Buck Bunny's first 96 frames at 1280x720 and
+upscaled to 1920x1080, [6,16], cq 20, per-chunk means of the libvpx encode, the exit state, the
+encode given state, and a rebase link's serial step and write. The 1080p ones (the largest
+clip, by default) are scaled by pixel count to 4096x1744 (x3.44) and by frames per chunk, times
+--cpu-factor for a Lambda vCPU against this machine's core (1769 MB is one vCPU). Linear
+pixel scaling holds between the two sizes: the text output prints each stage's 1080p/720p
+ratio against the pixel ratio, 2.25.
 
 What is modelled (each a named constant below):
 - The task graph per chunk: libvpx encode; exit-state decode (decoder function); encode given
@@ -53,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+STAGE_TIMES = ROOT / "bench" / "stage-times.json"
 sys.path.insert(0, str(ROOT))
 
 from shared.pipeline import costs  # noqa: E402
@@ -108,34 +113,25 @@ class StageTimes:
                           f"{self.source}, x{factor:.2f}")
 
 
-def _cells(line: str) -> list[str]:
-    return [cell.strip() for cell in line.strip().strip("|").split("|")]
-
-
-def read_report(path: Path) -> StageTimes:
-    """The 720p [6,16] per-chunk means at cq 20 from bench/REPORT.md's first stage table, and
-    the link's serial step from its per-link table (three significant digits there)."""
-    text = path.read_text()
-    stage_row = re.search(r"^\| ExCamera\[6,16\] \| [^\n]*/[^\n]*$", text, re.M)
-    link_row = re.search(r"^\s*\| 20 \| ([\d.]+) ms \| ([\d.]+) ms \| ([\d.]+) ms \|", text, re.M)
-    size = re.search(r"Big Buck Bunny, (\d+)x(\d+)", text)
-    if not (stage_row and link_row and size):
-        raise SystemExit(f"{path}: the stage tables of bench/excamera.py were not found")
-    cells = _cells(stage_row.group(0))
-    mean = [float(cell.split("/")[0]) for cell in cells[3:6]]
-    return StageTimes(
-        width=int(size.group(1)), height=int(size.group(2)), frames=6,
-        encode=mean[0], state=mean[1], stage4=mean[2],
-        link=float(link_row.group(2)) / 1000, link_write=float(link_row.group(3)) / 1000,
-        source=f"{path.name}: BBB {size.group(1)}x{size.group(2)} [6,16] cq 20",
-    )
-
-
 def _mean(values: list[float | None]) -> float:
     known = [value for value in values if value is not None]
     if not known:
         raise SystemExit("a saved result without those stage times")
     return sum(known) / len(known)
+
+
+def print_pixel_scaling(path: Path) -> None:
+    """Each stage's time ratio between the two sizes in `path`, against their pixel ratio."""
+    clips = {c["clip"] for c in json.loads(path.read_text())["clips"]}
+    if len(clips) < 2:
+        return
+    small, large = sorted((read_saved(path, clip) for clip in clips),
+                          key=lambda t: t.width * t.height)[:: len(clips) - 1]
+    pixels = large.width * large.height / (small.width * small.height)
+    ratios = ", ".join(f"{name} {getattr(large, name) / getattr(small, name):.2f}"
+                       for name in ("encode", "state", "stage4", "link", "link_write"))
+    print(f"{large.width}x{large.height} over {small.width}x{small.height}: pixels "
+          f"x{pixels:.2f}; time {ratios}")
 
 
 def read_saved(path: Path, clip: str | None) -> StageTimes:
@@ -585,10 +581,14 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
 
 
 def plot(results: dict[str, list[dict[str, Any]]], directory: Path) -> list[Path]:
-    import matplotlib
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise SystemExit(f"bench/scale.py: the plots need matplotlib ({exc}): "
+                         "pip install -e '.[bench]'") from exc
 
     directory.mkdir(parents=True, exist_ok=True)
     rows = results["workers"]
@@ -645,18 +645,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="a Lambda vCPU's time for this machine's second")
     parser.add_argument("--no-hedge", action="store_true")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--report", type=Path, default=ROOT / "bench" / "REPORT.md")
-    parser.add_argument("--stage-times", type=Path, metavar="SAVED_JSON",
-                        help="per-stage times from a result bench/excamera.py saved, instead "
-                             "of REPORT.md's 720p ones (e.g. its bbb1080 clip)")
+    parser.add_argument("--stage-times", type=Path, metavar="SAVED_JSON", default=STAGE_TIMES,
+                        help="per-stage times: a result bench/excamera.py saved "
+                             "(default: bench/stage-times.json)")
     parser.add_argument("--stage-clip", help="the clip in --stage-times (default: the largest)")
     parser.add_argument("--json", action="store_true", help="the configured job, as JSON")
     parser.add_argument("--sweep", action="store_true", help="with --json: the sweeps too")
     parser.add_argument("--plots", type=Path, nargs="?", const=ROOT / "bench" / "plots")
     args = parser.parse_args(argv)
     CPU_FACTOR[0] = args.cpu_factor
-    times = (read_saved(args.stage_times, args.stage_clip) if args.stage_times
-             else read_report(args.report))
+    times = read_saved(args.stage_times, args.stage_clip)
     n, x = args.config
     base = Scenario(frames_per_chunk=n, chunks_per_group=x, workers=args.workers,
                     dispatch=args.dispatch, prewarm_s=args.prewarm,
@@ -681,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{scaled.state:.2f} s, encode given state {scaled.stage4:.2f} s, link "
               f"{scaled.link:.3f} s; dispatch {args.dispatch}, prewarm {args.prewarm:.0f} s; "
               f"prices of {costs.PRICES_DATE}")
+        print_pixel_scaling(args.stage_times)
         print_table([headline], "The configured job (median of seeds)")
         print_table(results["workers"], "ExCamera[6,16] against the worker count")
         print_table(results["nx"], f"ExCamera[n,x] at {args.workers} workers")
