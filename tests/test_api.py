@@ -134,6 +134,7 @@ BAD_REQUESTS = {
     "x boolean": ({"input": "x", "chunks_per_group": True}, "chunks_per_group"),
     "input a number": ({"input": 5}, "input"),
     "format unknown": ({"input": "x", "format": "mp4"}, "format"),
+    "scene cuts unknown": ({"input": "x", "scene_cuts": "on"}, "scene_cuts"),
     "n zero": ({"input": "x", "frames_per_chunk": 0}, "frames_per_chunk"),
     "n too big": ({"input": "x", "frames_per_chunk": 241}, "frames_per_chunk"),
     "x zero": ({"input": "x", "chunks_per_group": 0}, "chunks_per_group"),
@@ -386,6 +387,7 @@ def test_upload_bad_options(api: ApiServer, clip_y4m: Path) -> None:
     assert "not valid JSON" in error_of(submit_upload(api, data, "{frames"), 400)
     assert "frames_per_chunk" in error_of(submit_upload(api, data, {"frames_per_chunk": 0}), 400)
     assert "not both" in error_of(submit_upload(api, data, {"cq_level": 1, "ssim": 1.0}), 400)
+    assert "scene_cuts" in error_of(submit_upload(api, data, {"scene_cuts": True}), 400)
 
 
 # --------------------------------------------------------------------------- idempotency
