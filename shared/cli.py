@@ -493,7 +493,7 @@ def _describe_summary(summary: Any) -> str:
             *_describe_cuts(summary.scene_cuts),
             f"  {summary.bytes:,} bytes, {summary.bitrate_kbps:.1f} kbit/s; "
             f"SSIM {summary.ssim_db:.2f} dB, PSNR {summary.psnr_db:.2f} dB (vs the input)",
-            f"  {summary.seconds:.2f} s with {summary.workers} workers; work per stage "
+            f"  {summary.seconds:.2f} s with {_plural(summary.workers, 'worker')}; work per stage "
             f"(s, overlapping): {stage_times}",
         ]
     )
