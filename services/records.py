@@ -448,16 +448,21 @@ class JobRecords:
                 cur.execute(
                     "WITH want AS (SELECT * FROM unnest(%(cs)s::text[], %(ci)s::int[], "
                     "%(ds)s::text[], %(di)s::int[]) AS w(cstage, cidx, dstage, didx)), "
-                    "ready AS (SELECT w.cstage, w.cidx FROM want w LEFT JOIN excamera_tasks d "
-                    "ON d.job = %(job)s AND d.stage = w.dstage AND d.idx = w.didx "
-                    "GROUP BY w.cstage, w.cidx "
-                    "HAVING bool_and(w.didx < 0 OR coalesce(d.state = 'done', false))), "
+                    # Every lookup by primary key, one row at a time (a correlated subquery,
+                    # a LATERAL one that locks): right after the split's COPY the planner's
+                    # statistics say a job has a few dozen tasks, and a join it then picks
+                    # scans all of the job's tasks per candidate (17 s for 3,552 chunks).
+                    "met AS (SELECT w.cstage, w.cidx, w.didx < 0 OR coalesce((SELECT d.state "
+                    "= 'done' FROM excamera_tasks d WHERE d.job = %(job)s AND d.stage = "
+                    "w.dstage AND d.idx = w.didx), false) AS ok FROM want w), "
+                    "ready AS (SELECT cstage, cidx FROM met GROUP BY cstage, cidx "
+                    "HAVING bool_and(ok) ORDER BY cstage, cidx), "
                     # Rows locked in one order, and none another claim holds: two claims of
                     # overlapping tasks never deadlock (the other one publishes those).
-                    "locked AS (SELECT t.stage, t.idx FROM excamera_tasks t JOIN ready ON "
-                    "t.stage = ready.cstage AND t.idx = ready.cidx WHERE t.job = %(job)s "
-                    f"AND t.state IN {wanted} ORDER BY t.stage, t.idx "
-                    "FOR UPDATE OF t SKIP LOCKED) "
+                    "locked AS (SELECT l.stage, l.idx FROM ready CROSS JOIN LATERAL ("
+                    "SELECT t.stage, t.idx FROM excamera_tasks t WHERE t.job = %(job)s AND "
+                    f"t.stage = ready.cstage AND t.idx = ready.cidx AND t.state IN {wanted} "
+                    "FOR UPDATE OF t SKIP LOCKED) l) "
                     "UPDATE excamera_tasks t SET state = 'queued', "
                     "queued_at = coalesce(t.queued_at, now()) FROM locked "
                     "WHERE t.job = %(job)s AND t.stage = locked.stage AND t.idx = locked.idx "
