@@ -1,0 +1,90 @@
+"""Claims of ready tasks in the job records (real PostgreSQL): a task is claimed once its
+inputs are all done, exactly once however many finishers race for it, and a job of 3,552
+chunks claims its encodes in one statement right after the split wrote its tasks."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+
+import pytest
+from services_support import drop_database, require_peers
+
+from services.records import JobRecords
+from shared.pipeline import graph
+from shared.pipeline.graph import TaskId
+from shared.pipeline.stages import ChunkPlan
+
+
+@pytest.fixture(scope="module")
+def records() -> Iterator[JobRecords]:
+    require_peers()
+    name = f"excamera_records_{secrets.token_hex(4)}"
+    opened = JobRecords(f"postgresql://postgres@127.0.0.1:5432/{name}")
+    try:
+        yield opened
+    finally:
+        opened.close()
+        drop_database(name)
+
+
+def planned_job(records: JobRecords, chunks: int) -> tuple[str, ChunkPlan]:
+    job = f"j-{secrets.token_hex(12)}"
+    plan = ChunkPlan(job, "in.y4m", 16, 16, (25, 1), 6, 16, (6,) * chunks)
+    records.create_job(job, "owner", job, {}, None)
+    records.set_plan(job, {}, graph.stage_sizes(plan), graph.tasks(plan))
+    return job, plan
+
+
+def claim_after(records: JobRecords, job: str, plan: ChunkPlan, done: TaskId) -> set[TaskId]:
+    """What the adapter claims once `done` is recorded done."""
+    records.finish_task(job, done, "w", 0.01)
+    candidates = [(task, graph.dependencies(plan, task)) for task in graph.dependents(plan, done)]
+    return records.claim_ready(job, candidates, graph.stage_sizes(plan))
+
+
+def test_a_big_split_claims_every_encode_once(records: JobRecords) -> None:
+    job, plan = planned_job(records, 3552)
+    heads = [(task, graph.dependencies(plan, task)) for task in graph.tasks(plan)
+             if not graph.dependencies(plan, task)]
+    sizes = graph.stage_sizes(plan)
+    claimed = records.claim_ready(job, heads, sizes)
+    assert claimed == {TaskId("encode", i) for i in range(3552)}
+    assert records.claim_ready(job, heads, sizes) == set()  # claimed: never again
+
+
+def test_a_task_is_claimed_when_its_last_input_is_done(records: JobRecords) -> None:
+    job, plan = planned_job(records, 20)  # groups of 16: chunk 1 follows chunk 0
+    # chunk 1's exit state needs its encode only; its stage 4 also chunk 0's exit state
+    assert claim_after(records, job, plan, TaskId("encode", 1)) == {TaskId("state", 1)}
+    assert claim_after(records, job, plan, TaskId("encode", 0)) == {TaskId("state", 0)}
+    # the group's head link needs its encode and its exit state
+    assert claim_after(records, job, plan, TaskId("state", 0)) == {
+        TaskId("first", 1), TaskId("rebase", 0)}
+    assert claim_after(records, job, plan, TaskId("state", 0)) == set()  # a duplicate
+
+
+def test_racing_finishers_claim_each_task_once(records: JobRecords) -> None:
+    job, plan = planned_job(records, 64)
+    encodes = [TaskId("encode", i) for i in range(64)]
+    for task in encodes:
+        records.finish_task(job, task, "w", 0.01)
+    # Every finisher asks for every dependent of every encode at once, in opposite orders.
+    candidates = [(task, graph.dependencies(plan, task))
+                  for done in encodes for task in graph.dependents(plan, done)]
+    results: list[set[TaskId]] = []
+
+    def claim(order: list) -> None:
+        results.append(records.claim_ready(job, order, graph.stage_sizes(plan)))
+
+    threads = [threading.Thread(target=claim, args=(candidates[::step],))
+               for step in (1, -1, 1, -1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    together = [task for result in results for task in result]
+    assert len(together) == len(set(together))  # nobody claimed what another did
+    # Only the exit states are ready: every chunk's but each group's last (groups of 16).
+    assert set(together) == {TaskId("state", i) for i in range(64) if i % 16 != 15}
