@@ -426,7 +426,8 @@ def run_excamera(
     with tempfile.TemporaryDirectory(prefix="excamera-bench-") as directory:
         store, job = LocalStore(directory, durable=False), f"bench-{n}x{x}-cq{cq}"
         started = time.perf_counter()
-        split_options = {"scene_cuts": options.scene_cuts, "lead_in": options.lead_in}
+        split_options = {"scene_cuts": options.scene_cuts, "lead_in": options.lead_in,
+                         "start_frames": options.start_frames}
         plan, split = pool.submit(
             timed, partial(stages.split, **split_options), store, job, str(source), n, x
         ).result()
@@ -708,11 +709,13 @@ def bench_clip(clip: Clip, args: argparse.Namespace, specs: list[tuple[int, int]
             point.ssim_db, point.psnr_db = found.ssim_db, found.psnr_db
     add_bd_rates(result)
     if args.check:
-        result.check = runner_check(result, source, args.workers)
+        result.check = runner_check(result, source, args.workers, args.start_frames)
     return result
 
 
-def runner_check(result: ClipResult, source: Path, workers: int) -> Check | None:
+def runner_check(
+    result: ClipResult, source: Path, workers: int, start_frames: str = "rebase"
+) -> Check | None:
     """The embedded runner on the goal config at the reference cq, for comparison."""
     from shared.pipeline.runner import run_job
 
@@ -725,7 +728,7 @@ def runner_check(result: ClipResult, source: Path, workers: int) -> Check | None
     with tempfile.TemporaryDirectory(prefix="excamera-bench-") as directory:
         summary = run_job(
             source, Path(directory) / "out.ivf", n=point.n, x=point.x, quality=cq,
-            workers=workers, progress=False,
+            workers=workers, progress=False, start_frames=start_frames,
         )  # fmt: skip
     return Check(
         config=config,
@@ -1026,6 +1029,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lead-in", action="store_true",
         help="chunks start with a lead-in picture in phase 1 instead of a re-encoded key frame",
+    )  # fmt: skip
+    parser.add_argument(
+        "--start-frames", choices=("rebase", "revisit"), default="rebase",
+        help="how the serial chain codes each chunk's first frame (default: rebase)",
     )  # fmt: skip
     parser.add_argument(
         "--fresh-single", action="store_true",

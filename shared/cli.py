@@ -372,6 +372,17 @@ def _add_encode(commands: SubParsers) -> None:
         ),
     )
     parser.add_argument(
+        "--start-frames",
+        choices=("rebase", "revisit"),
+        default="rebase",
+        help=(
+            "rebase (the default): the serial chain keeps the decisions the parallel stage made "
+            "for each chunk's first frame; revisit: it decides that frame again against the "
+            "true state, for 4-6 %% fewer bits at equal SSIM and a serial chain about 1.5-2x "
+            "as long"
+        ),
+    )
+    parser.add_argument(
         "--workers",
         type=_positive_int,
         default=os.cpu_count() or 1,
@@ -426,6 +437,7 @@ def _run_encode(args: argparse.Namespace) -> int:
             work_dir=args.keep_work,
             log=lambda message: print(f"{PROG} encode: note: {message}", file=sys.stderr),
             scene_cuts=args.scene_cuts,
+            start_frames=args.start_frames,
         )
     except PipelineError as exc:
         raise CommandError(None, str(exc)) from exc

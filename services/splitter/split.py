@@ -25,7 +25,8 @@ def split_step(runtime: Runtime, message: TaskMessage) -> stages.ChunkPlan:
     with fetch_input(request.input, runtime.policy, runtime.store,
                      runtime.config.max_input_bytes) as path:
         plan = stages.split(runtime.store, job, path, request.frames_per_chunk,
-                            request.chunks_per_group, scene_cuts=request.scene_cuts)
+                            request.chunks_per_group, scene_cuts=request.scene_cuts,
+                            start_frames=request.start_frames)
     runtime.records.set_plan(job, plan_summary(plan), graph.stage_sizes(plan), graph.tasks(plan))
     return plan
 

@@ -11,6 +11,11 @@ chunk so that it continues from `incoming_state`:
   gets new residuals: against its source picture if shown, or, for a hidden alt-ref frame,
   against the picture the original stream decoded for it.
 
+With `revisit_start`, a chunk whose first frame is such a converted key frame, already encoded
+against an approximate state (stage 4), has that frame decided again against the true incoming
+state instead of rebased (`encoder.revisit_record`): decisions made against other references
+cost ExCamera most of its bitrate gap, at six to seven times a rebased frame's time.
+
 The state after each output frame comes from the encoder's own reconstruction, loop-filtered and
 updated exactly as the decoder does (the tests check it against decoding the output), so the
 returned exit state is what a decoder of the joined stream will hold.
@@ -26,7 +31,7 @@ import os
 from collections.abc import Sequence
 
 from .decoder import decode_record, parse_records
-from .encoder import encode, rebase_record
+from .encoder import encode, rebase_record, revisit_record
 from .errors import CodecError
 from .frame_record import FrameRecord
 from .frame_writer import serialize
@@ -76,11 +81,13 @@ def rebase_records(
     *,
     key_frame_weight: float = KEY_FRAME_QUANTIZER_WEIGHT,
     tune: str | None = None,
+    revisit_start: bool = False,
 ) -> tuple[list[FrameRecord], DecoderState]:
     """The part of `rebase_chunk` that needs the incoming state: the chunk's parsed `records`
     coded again, as FrameRecords not yet written (`write_frames`), and the exit state. The
     state does not depend on the written bytes, so a serial chain can pass it on first.
-    `tune`: encoder.TUNINGS, by default `default_tuning()`."""
+    `tune`: encoder.TUNINGS, by default `default_tuning()`. `revisit_start`: decide a first
+    frame that refreshes every reference (a converted key frame) again (module docstring)."""
     tune = tune or default_tuning()
     if not incoming_state.has_keyframe:
         raise CodecError("the incoming state has no decoded key frame to continue from")
@@ -98,6 +105,9 @@ def rebase_records(
             frame, state = encode(state, target,
                                   _key_frame_quantizer(records, index, key_frame_weight),
                                   refresh_all=True, with_state=True, as_record=True, tune=tune)
+        elif index == 0 and revisit_start and _is_converted_key_frame(record):
+            frame, state = revisit_record(state, target, record, with_state=True,
+                                          as_record=True, tune=tune)
         else:
             frame, state = rebase_record(state, target, record, with_state=True, as_record=True,
                                          tune=tune)
@@ -142,6 +152,11 @@ def drop_lead_in(records: Sequence[FrameRecord]) -> list[FrameRecord]:
         raise CodecError("a chunk with a lead-in starts with one key frame and continues")
     records[1].follow_dropped_key_frame()
     return list(records[1:])
+
+
+def _is_converted_key_frame(record: FrameRecord) -> bool:
+    header = record.header
+    return record.show_frame and bool(header["refresh_golden"] and header["refresh_altref"])
 
 
 def _key_frame_quantizer(records: Sequence, index: int, weight: float) -> int:

@@ -37,3 +37,6 @@ ctypedef struct Encoder:
     uint8_t best_pixels[384]  # the reconstruction of the best candidate so far (Y, U, V)
     int intra_penalty
     int split_min_bits
+    # Revisiting a frame's decisions (revisit_record): the earlier decision of the macroblock
+    # being decided, which seeds a narrow motion search; NULL for a full decision.
+    const MacroblockInfo* hint

@@ -1133,6 +1133,7 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
     cdef int64_t intra16_cost
     cdef uint32_t ref_cost, intra_cost
     cdef MotionVector mv, zero
+    cdef MotionVector starts[4]
     cdef InterCandidate candidates[13]
     cdef InterCandidate swap
     cdef const uint8_t* ymode_probs = fc.probs.ymode
@@ -1201,8 +1202,19 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
                               + bit_cost(1, VP8_MODE_CONTEXTS[counts[1]][1])
                               + bit_cost(0, VP8_MODE_CONTEXTS[counts[2]][2]), mb_row, mb_col)
             # A wide search on the last frame; golden and alt-ref only refine their census vectors.
-            mv = motion_search(enc, &fc.refs[ref][0], mb_col * 16, mb_row * 16, 16, near_mvs, 3,
-                               near_mvs[0], 16 if ref == LAST_FRAME else 2)
+            if enc.hint == NULL:
+                mv = motion_search(enc, &fc.refs[ref][0], mb_col * 16, mb_row * 16, 16, near_mvs,
+                                   3, near_mvs[0], 16 if ref == LAST_FRAME else 2)
+            else:
+                # Revisiting: the earlier vector was found against references much like these,
+                # so a one-pixel step around it and the census vectors finds what a wide
+                # search would, at a fraction of its cost.
+                starts[0] = near_mvs[0]
+                starts[1] = near_mvs[1]
+                starts[2] = near_mvs[2]
+                starts[3] = enc.hint.mv
+                mv = motion_search(enc, &fc.refs[ref][0], mb_col * 16, mb_row * 16, 16, starts,
+                                   3 if enc.hint.ref_frame == INTRA_FRAME else 4, near_mvs[0], 1)
             if (mv.row or mv.col) and not mv_equal(mv, near_mvs[1]) \
                     and not mv_equal(mv, near_mvs[2]):
                 add_candidate(enc, candidates, &n, ref, NEWMV, mv,
@@ -1211,7 +1223,10 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
                               + bit_cost(1, VP8_MODE_CONTEXTS[counts[2]][2])
                               + bit_cost(0, VP8_MODE_CONTEXTS[counts[3]][3])
                               + mv_cost(enc, mv, near_mvs[0]), mb_row, mb_col)
-            if ref == LAST_FRAME and not split_futile(enc, candidates, n):
+            # Revisiting, SPLITMV only where it was chosen before (30-50 % of a revisit's time
+            # otherwise, for little: bench/REPORT.md).
+            if ref == LAST_FRAME and not split_futile(enc, candidates, n) and (
+                    enc.hint == NULL or enc.hint.y_mode == SPLITMV):
                 add_split_candidate(enc, mb, candidates, &n, ref, mv, near_mvs, counts, ref_cost,
                                     mb_row, mb_col)
         for i in range(n if n < INTER_TRIALS else INTER_TRIALS):
@@ -1515,12 +1530,14 @@ cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Pictur
 
 cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
                         bint key_frame, bint refresh_all, bint want_state=False,
-                        bint as_record=False, bint tune_ssim=False):
+                        bint as_record=False, bint tune_ssim=False, FrameRecord hint=None):
     """Encode (original is None) or rebase (keep `original`'s decisions) one frame; returns its
     bytes, or with `want_state` (bytes, the state a decoder reaches after it). With `as_record`
     the coded FrameRecord stands in for the bytes: the state does not depend on them, so a
     caller can hand the state on first and write the frame (frame_writer.serialize) later.
-    With `tune_ssim`, lambdas vary by macroblock with SSIM's weight of its errors."""
+    With `tune_ssim`, lambdas vary by macroblock with SSIM's weight of its errors. With `hint`
+    (an encode of the same frame against other references), decisions are made again from
+    its decisions, by a narrow search, keeping its loop-filter level (`revisit_record`)."""
     cdef FrameRecord rec = FrameRecord()
     cdef FrameContext* fc = <FrameContext*>calloc(1, sizeof(FrameContext))
     cdef Encoder* enc = <Encoder*>calloc(1, sizeof(Encoder))
@@ -1569,6 +1586,8 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         rec.mb_info_stride = rec.mb_cols + 1
         if rebasing and (original.mb_cols != rec.mb_cols or original.mb_rows != rec.mb_rows):
             raise CodecError("the frame being rebased is from a stream of another size")
+        if hint is not None and (hint.mb_cols != rec.mb_cols or hint.mb_rows != rec.mb_rows):
+            raise CodecError("the frame being revisited is from a stream of another size")
         n_mbs = rec.mb_cols * rec.mb_rows
         rec.mb_info = <MacroblockInfo*>calloc((rec.mb_rows + 1) * rec.mb_info_stride,
                                               sizeof(MacroblockInfo))
@@ -1663,7 +1682,9 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         # for 0.4 % fewer bits (bench/excamera.py, Sintel; libvpx's own chunks re-coded on
         # the states they were made against: 8.3 % more bytes than libvpx with it, 8.4 %
         # without).
-        enc.trellis = TRELLIS and not rebasing
+        # Nor when revisiting, which is in the serial chain too.
+        enc.trellis = TRELLIS and not rebasing and hint is None
+        enc.hint = NULL
         # Y2 (no trellis): a wider dead zone pays, in a full encode (-3 % bits at equal PSNR,
         # bench/encode.py) as in a rebase (libvpx's chunks re-coded on their own states: 8.4 %
         # more bytes than libvpx at its dead zone of 110/100, 0.2 % at this one, 0.05 dB lower;
@@ -1713,6 +1734,8 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                                 last_count + PRIOR_LAST, inter_count + PRIOR_MBS)
                             enc.prob_golden = probability_of_zero(
                                 golden_count + PRIOR_MBS // 2, inter_count - last_count + PRIOR_MBS)
+                        if hint is not None:
+                            enc.hint = hint.macroblock(mb_row, mb_col)
                         decide_macroblock(enc, mb, mb_row, mb_col, fc.above_ctx + mb_col * 9,
                                           left, trial, best)
                     if rebasing:
@@ -1759,7 +1782,11 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         if rec.hdr.segmentation_enabled and rebasing:
             _segment_tree_probs(rec)
 
-        if not rebasing:
+        if hint is not None:
+            # Its search is a tenth of a revisit's time; the level chosen against the other
+            # references is as good within the noise (bench/REPORT.md).
+            rec.hdr.filter_level = hint.hdr.filter_level
+        elif not rebasing:
             # Loop-filter level: the one whose filtered picture is closest to the source; a
             # coarse pass in steps of 8, then the minimum of the parabola through the best and
             # its coarse neighbours, and the levels 2 either side of it.
@@ -1935,6 +1962,26 @@ def rebase_record(DecoderState state not None, image, FrameRecord record not Non
     q_index = record.hdr.q_index if quality is None else _check_quantizer(quality)
     return _code_frame(state, image, q_index, record, False, False, bool(with_state),
                        bool(as_record), _tune_ssim(tune))
+
+
+def revisit_record(DecoderState state not None, image, FrameRecord record not None, *,
+                   with_state=False, as_record=False, tune="psnr"):
+    """Encode `image` against `state` again, deciding every macroblock anew from `record`'s
+    decisions, which an encode of the same frame made against other references (ExCamera's
+    chunk-start frame, encoded in parallel against an approximate state, revisited in the
+    serial chain against the true one). Same quantizer, reference refreshes and loop-filter
+    level as `record`; vectors are searched one pixel around the record's and the census
+    vectors, SPLITMV only where the record chose it. About a third of a full `encode`'s
+    time and seven times a `rebase_record`'s; it recovers what decisions made against other
+    references lose (bench/REPORT.md). `with_state`, `as_record` and `tune` as for `encode`."""
+    if record.tag.key_frame:
+        raise CodecError("a key frame does not depend on a state; revisit only interframes")
+    cdef bint refresh_all = record.hdr.refresh_golden and record.hdr.refresh_altref
+    if not refresh_all and (record.hdr.refresh_golden or record.hdr.refresh_altref
+                            or not record.hdr.refresh_last or not record.tag.show_frame):
+        raise CodecError("revisit only shown frames that refresh the last reference or all three")
+    return _code_frame(state, image, record.hdr.q_index, None, False, refresh_all,
+                       bool(with_state), bool(as_record), _tune_ssim(tune), record)
 
 
 # --- kernel access for tests ---------------------------------------------------------------

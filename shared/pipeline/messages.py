@@ -47,6 +47,7 @@ MAX_CHUNKS_PER_GROUP = 1024
 MAX_URL_LENGTH = 4096
 FORMATS = ("webm", "ivf")
 SCENE_CUTS = ("auto", "off")
+START_FRAMES = ("rebase", "revisit")  # stages.START_FRAME_MODES
 JOB_ID_PATTERN = r"^j-[0-9a-f]{24}$"
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -82,6 +83,12 @@ JOB_OPTIONS_SCHEMA: dict[str, Any] = {
         "type": "string", "enum": list(SCENE_CUTS), "default": "auto",
         "description": "auto: a group (with a key frame) starts at each confident scene cut; "
                        "off: chunks of n frames throughout",
+    },
+    "start_frames": {
+        "type": "string", "enum": list(START_FRAMES), "default": "rebase",
+        "description": "revisit: the rebase chain decides each chunk's first frame again "
+                       "against the true state (fewer bits at equal quality, a serial chain "
+                       "about 1.5-2x as long); rebase: it keeps the parallel stage's decisions",
     },
     "budget_usd": {
         "type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000,
@@ -203,6 +210,7 @@ class JobRequest:
     ssim: float | None = None
     format: str = "webm"
     scene_cuts: str = "auto"
+    start_frames: str = "rebase"
     budget_usd: float | None = None
 
     def settings(self) -> EncodeSettings:

@@ -122,13 +122,16 @@ def run_job(
     log: Callable[[str], None] | None = None,
     *,
     scene_cuts: str = "auto",
+    start_frames: str = "rebase",
 ) -> Summary:
     """Encode `input_path` into `output_path` (.ivf or .webm) with ExCamera[n,x].
 
     `quality`: an int is a cq level (0-63); `EncodeSettings(target_ssim_db=S)` targets an SSIM
     instead; the default is cq level 20. `log` receives notices about the input (audio ignored,
     pixels converted). `scene_cuts`: "auto" starts a group at every confident scene cut (the
-    chunks around it vary in length), "off" cuts every n frames (stages.split). Raises a
+    chunks around it vary in length), "off" cuts every n frames (stages.split).
+    `start_frames`: "revisit" has the rebase chain decide each chunk's first frame again
+    against the true state (fewer bits, a slower chain), "rebase" keeps stage 4's. Raises a
     `PipelineError` subclass, with a one-line message, on any failure; the output is then left
     untouched.
     """
@@ -141,7 +144,7 @@ def run_job(
     if n < 1 or x < 1 or workers < 1:
         raise ValueError("n, x and workers must be at least 1")
     settings = _preflight(input_path, output_path, x, settings)
-    job = _job_id(Path(input_path), n, x, settings, scene_cuts)
+    job = _job_id(Path(input_path), n, x, settings, scene_cuts, start_frames)
     # join writes here; renamed to the output only once every group has been verified.
     partial = _partial_path(Path(output_path))
     try:
@@ -152,7 +155,8 @@ def run_job(
         ):
             store = CountingStore(local)
             scheduler = Scheduler(pool, workers, Progress(progress), _die_at(), lanes)
-            split = functools.partial(stages.split, scene_cuts=scene_cuts)
+            split = functools.partial(stages.split, scene_cuts=scene_cuts,
+                                      start_frames=start_frames)
             split_task = Task(split, (store, job, str(input_path), n, x), (), (0, 0, 0))
             plan = scheduler.run({("split", 0): split_task})[("split", 0)]
             if log is not None:
@@ -210,7 +214,8 @@ def _check_output(path: Path) -> None:
 
 
 def _job_id(
-    input_path: Path, n: int, x: int, settings: EncodeSettings, scene_cuts: str
+    input_path: Path, n: int, x: int, settings: EncodeSettings, scene_cuts: str,
+    start_frames: str = "rebase",
 ) -> str:
     """A name for the job's keys, the same exactly when the same work would be done."""
     info = input_path.stat()
@@ -221,6 +226,7 @@ def _job_id(
         "x": x,
         "settings": [settings.cq_level, settings.target_ssim_db, settings.lag_in_frames],
         "scene_cuts": scene_cuts,
+        "start_frames": start_frames,
         "vpxenc": encoder_version(settings),
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]

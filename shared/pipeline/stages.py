@@ -55,6 +55,11 @@ from .sources import open_source
 from .store import Store
 from .vpx import MAX_CQ_LEVEL, EncodeSettings, encode_chunk, is_key_frame, is_shown
 
+# How the serial chain codes a chunk's first frame, which stage 4 encoded against an
+# approximate state: "rebase" keeps stage 4's decisions, "revisit" decides it again against
+# the true state (chunk_rebase.rebase_records; slower chain, fewer bits: bench/REPORT.md).
+START_FRAME_MODES = ("rebase", "revisit")
+
 __all__ = [
     "ChunkEncode",
     "ChunkPlan",
@@ -112,6 +117,7 @@ class ChunkPlan:
 
     `lead_in`: phase 1 encodes each chunk that does not start a group after a lead-in, the
     previous chunk's last picture as its key frame, which stage 4 drops (has_lead_in).
+    `start_frames`: START_FRAME_MODES, how stage 5 codes a chunk's first frame.
     """
 
     job: str
@@ -126,6 +132,7 @@ class ChunkPlan:
     group_starts: tuple[int, ...] = field(default=())
     scene_cuts: tuple[int, ...] = field(default=())
     lead_in: bool = False
+    start_frames: str = "rebase"
 
     @property
     def chunk_count(self) -> int:
@@ -195,6 +202,7 @@ def split(
     *,
     scene_cuts: str = "auto",
     lead_in: bool = False,
+    start_frames: str = "rebase",
 ) -> ChunkPlan:
     """Cut the input into chunks of about `frames_per_chunk` pictures, each stored as Y4M.
 
@@ -203,11 +211,14 @@ def split(
     key frame) starts at every confident scene cut, and chunks there vary in length
     (`scenes.Chunker`); "off" cuts every `frames_per_chunk` pictures. With `lead_in`, every
     chunk that does not start a group also gets its lead-in picture stored (`ChunkPlan`).
+    `start_frames` is recorded in the plan for stage 5 (START_FRAME_MODES).
     """
     if frames_per_chunk < 1 or chunks_per_group < 1:
         raise ValueError("frames_per_chunk and chunks_per_group must be at least 1")
     if scene_cuts not in SCENE_CUT_MODES:
         raise ValueError(f"scene_cuts must be one of {', '.join(SCENE_CUT_MODES)}")
+    if start_frames not in START_FRAME_MODES:
+        raise ValueError(f"start_frames must be one of {', '.join(START_FRAME_MODES)}")
     if store.exists(plan_key(job)):
         return load_plan(store, job)
     with open_source(input_path) as source:
@@ -231,6 +242,7 @@ def split(
             group_starts=() if regular else tuple(layout.group_starts),
             scene_cuts=tuple(layout.cuts),
             lead_in=lead_in,
+            start_frames=start_frames,
         )
     store.put(plan_key(job), plan.to_json())
     return plan
@@ -620,7 +632,8 @@ def rebase_serial(store: Store, job: str, index: int, *, keep_state: bool = Fals
     incoming = HELD_STATES.take(store, chunk_key(job, index - 1, "final.state"))
     if incoming is None:
         incoming = final_state(store, plan, index - 1)
-    coded, exit_state = rebaser.rebase(incoming, records, sources)
+    revisit = {"revisit_start": True} if plan.start_frames == "revisit" else {}
+    coded, exit_state = rebaser.rebase(incoming, records, sources, **revisit)
     held = chunk_key(job, index, "final.state")
     evicted = HELD_STATES.keep(store, held, exit_state) if plan.has_successor(index) else []
     handed_on = time.perf_counter()
