@@ -501,7 +501,8 @@ def _describe_summary(summary: Any) -> str:
             f"wrote {summary.output}: {summary.frames} frames, {summary.width}x{summary.height} "
             f"at {summary.fps:.5g} fps, ExCamera[{summary.frames_per_chunk},"
             f"{summary.chunks_per_group}] ({_plural(summary.chunks, 'chunk')}, "
-            f"{_plural(summary.groups, 'key frame')}), {quality}",
+            f"{_plural(summary.groups, 'key frame')}), {quality}"
+            + (", chunk-start frames revisited" if summary.start_frames == "revisit" else ""),
             *_describe_cuts(summary.scene_cuts),
             f"  {summary.bytes:,} bytes, {summary.bitrate_kbps:.1f} kbit/s; "
             f"SSIM {summary.ssim_db:.2f} dB, PSNR {summary.psnr_db:.2f} dB (vs the input)",

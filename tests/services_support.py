@@ -378,13 +378,13 @@ def carphone_inputs(directory: Path, video_dir: Path) -> Path:
 
 
 def embedded_output(source: Path, output: Path, n: int = 6, x: int = 16, cq: int = 20,
-                    scene_cuts: str = "auto") -> bytes:
+                    scene_cuts: str = "auto", start_frames: str = "rebase") -> bytes:
     """What `excamera encode` makes of the same input: the reference every service path must
     reproduce byte for byte."""
     from shared.pipeline.runner import run_job
 
     run_job(source, output, n=n, x=x, quality=cq, workers=2, progress=False,
-            scene_cuts=scene_cuts)
+            scene_cuts=scene_cuts, start_frames=start_frames)
     return output.read_bytes()
 
 

@@ -135,6 +135,7 @@ BAD_REQUESTS = {
     "input a number": ({"input": 5}, "input"),
     "format unknown": ({"input": "x", "format": "mp4"}, "format"),
     "scene cuts unknown": ({"input": "x", "scene_cuts": "on"}, "scene_cuts"),
+    "start frames unknown": ({"input": "x", "start_frames": "redo"}, "start_frames"),
     "n zero": ({"input": "x", "frames_per_chunk": 0}, "frames_per_chunk"),
     "n too big": ({"input": "x", "frames_per_chunk": 241}, "frames_per_chunk"),
     "x zero": ({"input": "x", "chunks_per_group": 0}, "chunks_per_group"),
@@ -251,7 +252,8 @@ def test_good_url(api: ApiServer, input_file: Path) -> None:
     status = api.request("GET", f"/v1/jobs/{job}").json()
     assert status["state"] == "queued" and status["id"] == job
     # The request as the job runs it: what was asked, with the defaults filled in.
-    assert status["request"] == {"input": input_file.as_uri(), **GOOD, "scene_cuts": "auto"}
+    assert status["request"] == {"input": input_file.as_uri(), **GOOD, "scene_cuts": "auto",
+                                 "start_frames": "rebase"}
     assert status["progress"]["split"]["total"] == 1
     assert status["errors"] == [] and status["overdue"] == []
     assert status["cost"]["so_far"]["total"] == 0 and "total" in status["cost"]["projected"]
@@ -388,6 +390,7 @@ def test_upload_bad_options(api: ApiServer, clip_y4m: Path) -> None:
     assert "frames_per_chunk" in error_of(submit_upload(api, data, {"frames_per_chunk": 0}), 400)
     assert "not both" in error_of(submit_upload(api, data, {"cq_level": 1, "ssim": 1.0}), 400)
     assert "scene_cuts" in error_of(submit_upload(api, data, {"scene_cuts": True}), 400)
+    assert "start_frames" in error_of(submit_upload(api, data, {"start_frames": 1}), 400)
 
 
 # --------------------------------------------------------------------------- idempotency
@@ -680,7 +683,8 @@ def test_ingest_message(api: ApiServer, input_file: Path, clip_y4m: Path) -> Non
             jsonschema.validate(document, INGEST_SCHEMA)
             found[job_id_for(document["owner"], document["id"])] = document
     assert found[job] == {"version": 1, "id": key, "owner": "alice",
-                          "input": input_file.as_uri(), **GOOD, "scene_cuts": "auto"}
+                          "input": input_file.as_uri(), **GOOD, "scene_cuts": "auto",
+                                 "start_frames": "rebase"}
     uploaded = parse_ingest(found[upload])
     assert uploaded.request.cq_level == 30 and uploaded.output is None
     from services.runtime import Runtime

@@ -39,6 +39,9 @@ def test_a_job_request_with_defaults_and_conversions() -> None:
     assert options.cq_level == 30 and options.budget_usd == 2.5
     off = parse_job_options({"scene_cuts": "off"}, "s3://b/uploads/j/input")
     assert off.scene_cuts == "off" and off.to_json()["scene_cuts"] == "off"
+    revisit = parse_job_options({"start_frames": "revisit"}, "s3://b/uploads/j/input")
+    assert revisit.start_frames == "revisit" and revisit.to_json()["start_frames"] == "revisit"
+    assert parse_job_options({}, "s3://b/uploads/j/input").start_frames == "rebase"
 
 
 @pytest.mark.parametrize(("document", "reason"), [
@@ -52,6 +55,7 @@ def test_a_job_request_with_defaults_and_conversions() -> None:
     ({"input": "u", "ssim": 0.99999999999999}, "at most 100 dB"),
     ({"input": "u", "format": "mp4"}, "format: 'mp4' is not one of"),
     ({"input": "u", "scene_cuts": "on"}, "scene_cuts: 'on' is not one of"),
+    ({"input": "u", "start_frames": "both"}, "start_frames: 'both' is not one of"),
     ({"input": "u", "budget_usd": -1}, "budget_usd: -1 is less than or equal"),
     ({"input": ""}, "input: '' should be non-empty"),
     (["input"], "is not of type 'object'"),

@@ -578,6 +578,26 @@ def test_groups_carphone_webm_and_fewer_bits(
     assert grouped["payload_bytes"] < independent["payload_bytes"]
 
 
+def test_revisited_start_frames_carphone(
+    capsys: pytest.CaptureFixture[str], carphone_y4m: Path, tmp_path: Path
+) -> None:
+    """--start-frames revisit: libvpx-exact, one key frame; the group's first two chunks (the
+    key frame's, and the one whose start was encoded against the exact state) are the same
+    frames as without it, and every later chunk starts differently."""
+    plain = encode_json(capsys, carphone_y4m, "-o", tmp_path / "r.ivf", "-n", 6, "-x", 5)
+    revisited = encode_json(capsys, carphone_y4m, "-o", tmp_path / "v.ivf", "-n", 6, "-x", 5,
+                            "--start-frames", "revisit")
+    check_summary(revisited, 30, 6, 5)
+    assert (plain["start_frames"], revisited["start_frames"]) == ("rebase", "revisit")
+    frames = check_output(tmp_path / "v.ivf", 30, 30)
+    reference = stream_frames(tmp_path / "r.ivf")
+    assert frames[:12] == reference[:12]
+    assert all(frames[k] != reference[k] for k in (12, 18, 24))
+    human = encode(capsys, carphone_y4m, "-o", tmp_path / "h.ivf", "-n", 6, "-x", 5,
+                   "--start-frames", "revisit")
+    assert human.code == 0 and "chunk-start frames revisited" in human.stdout, human
+
+
 def test_serial_chain_holds_states_and_rebuilds_them_after_a_crash(
     carphone_y4m: Path, tmp_path: Path
 ) -> None:

@@ -353,6 +353,44 @@ def test_excamera_three_chunks_serial_rebase(
     _check_joined(first.frames + final2 + final3, sintel_chunks, [exit2, exit3], record_property)
 
 
+def test_excamera_revisited_chunk_start(
+    sintel_chunks: list[Chunk], record_property: Record
+) -> None:
+    """The serial step with the chunk's first frame decided again against the true state: the
+    joined stream is still libvpx-exact with exact exit states, the revisited frame keeps its
+    quantizer, refreshes and loop-filter level, and its decisions are its own."""
+    first, second, third = sintel_chunks
+    provisional2, _ = rebase_chunk(first.exit_state, second.frames, second.pictures)
+    provisional3, _ = rebase_chunk(second.exit_state, third.frames, third.pictures)
+    final2, exit2 = rebase_chunk(
+        first.exit_state, provisional2, second.pictures, original_state=first.exit_state
+    )
+    rebased3, _ = rebase_chunk(exit2, provisional3, third.pictures,
+                               original_state=second.exit_state)
+    final3, exit3 = rebase_chunk(exit2, provisional3, third.pictures,
+                                 original_state=second.exit_state, revisit_start=True)
+    assert final3[1:] != rebased3[1:]  # the frames after it follow the new reconstruction
+    original = decode_record(second.exit_state, provisional3[0])[2]
+    revisited = decode_record(exit2, final3[0])[2]
+    for field in ("q_index", "filter_level", "refresh_golden", "refresh_altref", "refresh_last"):
+        assert revisited.header[field] == original.header[field], field
+    assert changed_decisions(original, revisited), "no macroblock decided differently"
+    _check_joined(first.frames + final2 + final3, sintel_chunks, [exit2, exit3], record_property)
+
+
+def test_revisit_refuses_what_it_cannot_revisit(sintel_chunks: list[Chunk]) -> None:
+    first, second = sintel_chunks[:2]
+    key = decode_record(DecoderState.initial(), second.frames[0])[2]
+    with pytest.raises(codec.CodecError, match="key frame"):
+        codec.encoder.revisit_record(first.exit_state, second.pictures[0], key)
+    small = encode_keyframe(codec.Image(*[np.zeros((h, w), np.uint8) for h, w in
+                                          ((32, 32), (16, 16), (16, 16))]), 40, with_state=True)
+    inter = decode_record(small[1], encode(small[1], codec.Image(
+        *[np.full((h, w), 9, np.uint8) for h, w in ((32, 32), (16, 16), (16, 16))]), 40))[2]
+    with pytest.raises(codec.CodecError, match="another size"):
+        codec.encoder.revisit_record(first.exit_state, second.pictures[0], inter)
+
+
 # --- the state returned with the frame ----------------------------------------------------------
 
 

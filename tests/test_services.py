@@ -104,6 +104,21 @@ def test_scene_cuts_reach_the_split(cluster: Cluster, inputs: Path, video_dir: P
     assert record.plan["scene_cuts"] == (list(CUTS) if scene_cuts == "auto" else [])
 
 
+def test_revisited_start_frames_through_the_services(cluster: Cluster, inputs: Path,
+                                                     tmp_path: Path) -> None:
+    """start_frames=revisit reaches the plan and the rebaser: the output is the embedded
+    encode's with the same option, and differs from the one without it."""
+    source = inputs / "sintel4.y4m"
+    expected = embedded_output(source, tmp_path / "reference.ivf", 2, 4,
+                               start_frames="revisit")
+    assert expected != embedded_output(source, tmp_path / "plain.ivf", 2, 4)
+    output = cluster.outputs / unique("revisit") / "out.ivf"
+    job = cluster.submit(unique("revisit"), source, output, frames_per_chunk=2,
+                         chunks_per_group=4, start_frames="revisit")
+    record = finished(cluster, job, output, expected)
+    assert record.plan["start_frames"] == "revisit"
+
+
 def test_workers_serve_metrics(cluster: Cluster, inputs: Path, references: Any) -> None:
     """Each worker service serves Prometheus metrics for all its processes: tasks by stage
     and outcome, their durations, queue latency."""

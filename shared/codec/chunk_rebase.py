@@ -64,12 +64,15 @@ def rebase_chunk(
     *,
     key_frame_weight: float = KEY_FRAME_QUANTIZER_WEIGHT,
     tune: str | None = None,
+    revisit_start: bool = False,
 ) -> tuple[list[bytes], DecoderState]:
     """Re-encode `chunk_frames` (made against `original_state`, or starting with a key frame)
-    to continue from `incoming_state`; returns the new frames and the state after them."""
+    to continue from `incoming_state`; returns the new frames and the state after them.
+    `revisit_start`: as for `rebase_records`."""
     records = parse_chunk(chunk_frames, original_state)
     coded, exit_state = rebase_records(
-        incoming_state, records, source_images, key_frame_weight=key_frame_weight, tune=tune
+        incoming_state, records, source_images, key_frame_weight=key_frame_weight, tune=tune,
+        revisit_start=revisit_start,
     )
     return write_frames(coded), exit_state
 

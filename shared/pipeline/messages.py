@@ -210,8 +210,8 @@ class JobRequest:
     ssim: float | None = None
     format: str = "webm"
     scene_cuts: str = "auto"
-    start_frames: str = "rebase"
     budget_usd: float | None = None
+    start_frames: str = "rebase"
 
     def settings(self) -> EncodeSettings:
         return EncodeSettings(cq_level=self.cq_level, target_ssim_db=self.ssim)

@@ -102,6 +102,7 @@ class Summary:
     stages: dict[str, StageTime] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     scene_cuts: list[int] = field(default_factory=list)  # frames where a cut starts a group
+    start_frames: str = "rebase"  # how the chain coded chunk-start frames (stages.split)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -497,4 +498,5 @@ def _summary(
         stages=scheduler.stage_times(),
         notices=list(plan.notices),
         scene_cuts=list(plan.scene_cuts),
+        start_frames=plan.start_frames,
     )
