@@ -85,12 +85,15 @@ def rebase_records(
     key_frame_weight: float = KEY_FRAME_QUANTIZER_WEIGHT,
     tune: str | None = None,
     revisit_start: bool = False,
+    trellis: bool = True,
 ) -> tuple[list[FrameRecord], DecoderState]:
     """The part of `rebase_chunk` that needs the incoming state: the chunk's parsed `records`
     coded again, as FrameRecords not yet written (`write_frames`), and the exit state. The
     state does not depend on the written bytes, so a serial chain can pass it on first.
     `tune`: encoder.TUNINGS, by default `default_tuning()`. `revisit_start`: decide a first
-    frame that refreshes every reference (a converted key frame) again (module docstring)."""
+    frame that refreshes every reference (a converted key frame) again (module docstring).
+    `trellis=False`: a converted key frame is quantized greedily, for a chain that will
+    revisit it."""
     tune = tune or default_tuning()
     if not incoming_state.has_keyframe:
         raise CodecError("the incoming state has no decoded key frame to continue from")
@@ -107,7 +110,8 @@ def rebase_records(
         if record.key_frame:
             frame, state = encode(state, target,
                                   _key_frame_quantizer(records, index, key_frame_weight),
-                                  refresh_all=True, with_state=True, as_record=True, tune=tune)
+                                  refresh_all=True, with_state=True, as_record=True, tune=tune,
+                                  trellis=trellis)
         elif index == 0 and revisit_start and _is_converted_key_frame(record):
             frame, state = revisit_record(state, target, record, with_state=True,
                                           as_record=True, tune=tune)

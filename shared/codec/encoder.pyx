@@ -1530,7 +1530,8 @@ cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Pictur
 
 cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
                         bint key_frame, bint refresh_all, bint want_state=False,
-                        bint as_record=False, bint tune_ssim=False, FrameRecord hint=None):
+                        bint as_record=False, bint tune_ssim=False, FrameRecord hint=None,
+                        bint trellis=True):
     """Encode (original is None) or rebase (keep `original`'s decisions) one frame; returns its
     bytes, or with `want_state` (bytes, the state a decoder reaches after it). With `as_record`
     the coded FrameRecord stands in for the bytes: the state does not depend on them, so a
@@ -1683,7 +1684,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         # the states they were made against: 8.3 % more bytes than libvpx with it, 8.4 %
         # without).
         # Nor when revisiting, which is in the serial chain too.
-        enc.trellis = TRELLIS and not rebasing and hint is None
+        enc.trellis = TRELLIS and trellis and not rebasing and hint is None
         enc.hint = NULL
         # Y2 (no trellis): a wider dead zone pays, in a full encode (-3 % bits at equal PSNR,
         # bench/encode.py) as in a rebase (libvpx's chunks re-coded on their own states: 8.4 %
@@ -1922,18 +1923,21 @@ def encode_keyframe(image, quality, *, with_state=False, tune="psnr"):
 
 
 def encode(DecoderState state not None, image, quality, *, refresh_all=False,
-           with_state=False, as_record=False, tune="psnr"):
+           with_state=False, as_record=False, tune="psnr", trellis=True):
     """An interframe coding `image` against `state`'s references (`quality`, `with_state`
     and `tune` as for `encode_keyframe`).
 
     With `refresh_all`, the frame replaces all three references, as a key frame would (this is
     how a chunk's first frame continues the previous chunk). With `as_record`, the coded
     FrameRecord comes back in place of the bytes, for `frame_writer.serialize` to write later.
+    `trellis=False` quantizes greedily (for a frame whose decisions will be revisited anyway:
+    the trellis is 40 % of a boosted frame's encode).
     """
     cdef bint ssim = _tune_ssim(tune)
     return _with_quality(
         lambda q, s, final: _code_frame(state, image, q, None, False, bool(refresh_all), s,
-                                        bool(as_record) and final, ssim), state,
+                                        bool(as_record) and final, ssim, None, bool(trellis)),
+        state,
         image, quality, bool(with_state))
 
 

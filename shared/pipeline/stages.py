@@ -565,7 +565,10 @@ def rebase_first(store: Store, job: str, index: int) -> None:
     records = rebaser.parse(read_ivf_frames(store.get(chunk_key(job, index, "vpx.ivf"))), None)
     if plan.has_lead_in(index):
         records = rebaser.drop_lead_in(records)
-    coded, exit_state = rebaser.rebase(incoming, records, _source_images(store, job, index))
+    # A start the chain will revisit (position 1's is final as it is) needs no trellis.
+    revisited = plan.start_frames == "revisit" and plan.position(index) >= 2
+    coded, exit_state = rebaser.rebase(incoming, records, _source_images(store, job, index),
+                                       **({"trellis": False} if revisited else {}))
     new_frames = rebaser.write(coded)
     if all(is_shown(frame) for frame in new_frames):
         # Stage 5 parses these frames; with no hidden frame to decode, this is all it needs.
