@@ -14,7 +14,7 @@ chunk so that it continues from `incoming_state`:
 With `revisit_start`, a chunk whose first frame is such a converted key frame, already encoded
 against an approximate state (stage 4), has that frame decided again against the true incoming
 state instead of rebased (`encoder.revisit_record`): decisions made against other references
-cost ExCamera most of its bitrate gap, at six to seven times a rebased frame's time.
+cost ExCamera most of its bitrate gap, at six times a rebased frame's time.
 
 The state after each output frame comes from the encoder's own reconstruction, loop-filtered and
 updated exactly as the decoder does (the tests check it against decoding the output), so the

@@ -1223,8 +1223,7 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
                               + bit_cost(1, VP8_MODE_CONTEXTS[counts[2]][2])
                               + bit_cost(0, VP8_MODE_CONTEXTS[counts[3]][3])
                               + mv_cost(enc, mv, near_mvs[0]), mb_row, mb_col)
-            # Revisiting, SPLITMV only where it was chosen before (30-50 % of a revisit's time
-            # otherwise, for little: bench/REPORT.md).
+            # Revisiting, SPLITMV only where it was chosen before: the chain waits for this.
             if ref == LAST_FRAME and not split_futile(enc, candidates, n) and (
                     enc.hint == NULL or enc.hint.y_mode == SPLITMV):
                 add_split_candidate(enc, mb, candidates, &n, ref, mv, near_mvs, counts, ref_cost,
@@ -1784,8 +1783,8 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
             _segment_tree_probs(rec)
 
         if hint is not None:
-            # Its search is a tenth of a revisit's time; the level chosen against the other
-            # references is as good within the noise (bench/REPORT.md).
+            # The level search would filter the frame up to ten times more in the serial chain;
+            # the level chosen against references this close serves as well.
             rec.hdr.filter_level = hint.hdr.filter_level
         elif not rebasing:
             # Loop-filter level: the one whose filtered picture is closest to the source; a
@@ -1975,9 +1974,10 @@ def revisit_record(DecoderState state not None, image, FrameRecord record not No
     chunk-start frame, encoded in parallel against an approximate state, revisited in the
     serial chain against the true one). Same quantizer, reference refreshes and loop-filter
     level as `record`; vectors are searched one pixel around the record's and the census
-    vectors, SPLITMV only where the record chose it. About a third of a full `encode`'s
-    time and seven times a `rebase_record`'s; it recovers what decisions made against other
-    references lose (bench/REPORT.md). `with_state`, `as_record` and `tune` as for `encode`."""
+    vectors, SPLITMV only where the record chose it. About half a full `encode`'s time and
+    six times a `rebase_record`'s (a boosted 720p frame: 80, 170 and 13 ms); it recovers what
+    decisions made against other references lose (bench/REPORT.md). `with_state`,
+    `as_record` and `tune` as for `encode`."""
     if record.tag.key_frame:
         raise CodecError("a key frame does not depend on a state; revisit only interframes")
     cdef bint refresh_all = record.hdr.refresh_golden and record.hdr.refresh_altref
