@@ -202,6 +202,8 @@ def test_kill_9_a_worker_mid_job(cluster: Cluster, inputs: Path, references: Any
     client = unique(f"kill-{victim}")
     output = cluster.outputs / client / "out.ivf"
     stage = STAGE_OF_SERVICE[victim]
+    # The reference first: made while the job ran, it could outlast the job, and the kill with it.
+    expected = references(source, 3, 8)
     job = cluster.submit(client, source, output, frames_per_chunk=3, chunks_per_group=8)
     total = {"split": 1, "encode": 40, "state": 35, "rebase": 40}[stage]
     # The split takes a fraction of a second: kill its service at a random moment of the
@@ -223,8 +225,7 @@ def test_kill_9_a_worker_mid_job(cluster: Cluster, inputs: Path, references: Any
             killed.append(progress["done"] if progress else 0)
             cluster.services[victim].start()
 
-    finished(cluster, job, output, references(source, 3, 8), during=kill_at_the_moment,
-             timeout=180)
+    finished(cluster, job, output, expected, during=kill_at_the_moment, timeout=180)
     assert killed, f"the job ended before {victim} was killed"
     with cluster.records() as records:
         tasks = records.tasks(job)
@@ -240,6 +241,7 @@ def test_broker_restart_mid_job(cluster: Cluster, inputs: Path, references: Any)
     source = inputs / "carphone.mp4"
     client = unique("restart")
     output = cluster.outputs / client / "out.ivf"
+    expected = references(source, 3, 8)  # before the job, as for the kills above
     job = cluster.submit(client, source, output, frames_per_chunk=3, chunks_per_group=8)
     restarted: list[bool] = []
 
@@ -253,8 +255,7 @@ def test_broker_restart_mid_job(cluster: Cluster, inputs: Path, references: Any)
             subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True)
             restarted.append(True)
 
-    finished(cluster, job, output, references(source, 3, 8), during=restart_broker,
-             timeout=240)
+    finished(cluster, job, output, expected, during=restart_broker, timeout=240)
     assert restarted
     cluster.wait_ready()
 
