@@ -5,7 +5,7 @@ chunk so that it continues from `incoming_state`:
 
 - a key frame (libvpx starts every chunk with one) becomes an interframe against the incoming
   state, chosen with a full mode decision, at a quantizer blended from its own and the next
-  frame's (ExCamera used 3/4 of the key frame's), refreshing all three references as the key
+  frame's (0.7 of the key frame's; ExCamera used 3/4), refreshing all three references as the key
   frame would have;
 - every interframe keeps its decisions (modes, vectors, references, segments, header flags) and
   gets new residuals: against its source picture if shown, or, for a hidden alt-ref frame,
@@ -40,11 +40,15 @@ from .state import DecoderState
 
 _SHOW_FRAME_BIT = 0x10      # in the first byte of a frame tag (section 9.1)
 
-# Weight of a key frame's own quantizer when it is re-encoded as an interframe (ExCamera's).
-# A rate-distortion choice among quantizers 3 apart around it, scored over the whole chunk
-# rebased after it (squared error + the encoder's lambda x bits), kept it in 9 of 12 chunk
-# starts of Sintel and measured worse where it moved (BD-rate at equal SSIM +16.5 -> +17.2 %).
-KEY_FRAME_QUANTIZER_WEIGHT = 0.75
+# Weight of a key frame's own quantizer when it is re-encoded as an interframe (ExCamera's
+# was 0.75), and the scale of that encode's lambda. The frame is decided against an
+# approximate state (stage 4) and rebased onto the true one: decisions at 1.6x the lambda,
+# and a quantizer a step coarser, serve the true references better (ExCamera[6,16] at equal
+# SSIM: BBB +3.8 -> +2.4 %, Sintel +15.7 -> +15.5 %, scene cuts +11.8 -> +10.8 %; either
+# alone +2.9 / +3.3 % on BBB; bench/REPORT.md). A per-chunk rate-distortion choice among
+# quantizers 3 apart, scored over the whole chunk rebased after it, measured worse.
+KEY_FRAME_QUANTIZER_WEIGHT = 0.7
+KEY_FRAME_LAMBDA_SCALE = 1.6
 
 # How the pipeline's rebase tunes its choices (encoder.TUNINGS). By squared error: weighting
 # by SSIM measured worse at equal SSIM as well (bench/REPORT.md); the variable lets the
@@ -111,7 +115,7 @@ def rebase_records(
             frame, state = encode(state, target,
                                   _key_frame_quantizer(records, index, key_frame_weight),
                                   refresh_all=True, with_state=True, as_record=True, tune=tune,
-                                  trellis=trellis)
+                                  trellis=trellis, lambda_scale=KEY_FRAME_LAMBDA_SCALE)
         elif index == 0 and revisit_start and _is_converted_key_frame(record):
             frame, state = revisit_record(state, target, record, with_state=True,
                                           as_record=True, tune=tune)

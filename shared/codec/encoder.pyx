@@ -1530,7 +1530,7 @@ cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Pictur
 cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
                         bint key_frame, bint refresh_all, bint want_state=False,
                         bint as_record=False, bint tune_ssim=False, FrameRecord hint=None,
-                        bint trellis=True):
+                        bint trellis=True, double lambda_scale=1.0):
     """Encode (original is None) or rebase (keep `original`'s decisions) one frame; returns its
     bytes, or with `want_state` (bytes, the state a decoder reaches after it). With `as_record`
     the coded FrameRecord stands in for the bytes: the state does not depend on them, so a
@@ -1697,7 +1697,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         enc.split_min_bits = SPLIT_MIN_BITS
         enc.need_rate = not rebasing      # rates only inform decisions, which rebase keeps
         step = fc.dequant[0][0][1]
-        factor = KEY_LAMBDA_FACTOR if key_frame else LAMBDA_FACTOR
+        factor = (KEY_LAMBDA_FACTOR if key_frame else LAMBDA_FACTOR) * lambda_scale
         enc.lambda_ = <int64_t>(256 * factor * step * step)
         enc.lambda_sad = <int>(256 * sqrt(factor * SAD_LAMBDA_SCALE) * step)
         factor = KEY_TRELLIS_LAMBDA_FACTOR if key_frame else TRELLIS_LAMBDA_FACTOR
@@ -1922,7 +1922,7 @@ def encode_keyframe(image, quality, *, with_state=False, tune="psnr"):
 
 
 def encode(DecoderState state not None, image, quality, *, refresh_all=False,
-           with_state=False, as_record=False, tune="psnr", trellis=True):
+           with_state=False, as_record=False, tune="psnr", trellis=True, lambda_scale=1.0):
     """An interframe coding `image` against `state`'s references (`quality`, `with_state`
     and `tune` as for `encode_keyframe`).
 
@@ -1930,12 +1930,17 @@ def encode(DecoderState state not None, image, quality, *, refresh_all=False,
     how a chunk's first frame continues the previous chunk). With `as_record`, the coded
     FrameRecord comes back in place of the bytes, for `frame_writer.serialize` to write later.
     `trellis=False` quantizes greedily (for a frame whose decisions will be revisited anyway:
-    the trellis is 40 % of a boosted frame's encode).
+    the trellis is 40 % of a boosted frame's encode). `lambda_scale` multiplies the
+    rate-distortion multiplier of the decisions (not the trellis's), for frames whose
+    decisions must serve references other than the ones they were made against.
     """
+    if not 0.0 < lambda_scale <= 16.0:
+        raise ValueError(f"lambda_scale must be in (0, 16], not {lambda_scale!r}")
     cdef bint ssim = _tune_ssim(tune)
     return _with_quality(
         lambda q, s, final: _code_frame(state, image, q, None, False, bool(refresh_all), s,
-                                        bool(as_record) and final, ssim, None, bool(trellis)),
+                                        bool(as_record) and final, ssim, None, bool(trellis),
+                                        float(lambda_scale)),
         state,
         image, quality, bool(with_state))
 
