@@ -426,3 +426,23 @@ def test_ssim_tuning_changes_choices_and_decodes_exactly(request: pytest.Fixture
     assert libvpx_difference([plain[0], moved], decode_chain([plain[0], moved])[1]) is None
     with pytest.raises(ValueError, match="tune"):
         encode_keyframe(pictures[0], 30, tune="vmaf")
+
+
+def test_lambda_scale_and_greedy_quantization(request: pytest.FixtureRequest) -> None:
+    """`lambda_scale` and `trellis=False` change the choices (a different frame, which libvpx
+    shows exactly as we do); a larger lambda spends fewer bits; bad scales are refused."""
+    pictures = images(SOURCES["carphone-176x144"], request)
+    key = encode_keyframe(pictures[0], 10)
+    state = decode(DecoderState.initial(), key)[0]
+    frames = {
+        (scale, trellis): encode(state, pictures[1], 10, refresh_all=True, lambda_scale=scale,
+                                 trellis=trellis)
+        for scale in (1.0, 4.0) for trellis in (True, False)
+    }
+    assert len(set(frames.values())) == 4
+    assert len(frames[4.0, True]) < len(frames[1.0, True])
+    for frame in frames.values():
+        assert libvpx_difference([key, frame], decode_chain([key, frame])[1]) is None
+    for scale in (0, -1.0, 17.0):
+        with pytest.raises(ValueError, match="lambda_scale"):
+            encode(state, pictures[1], 10, lambda_scale=scale)
