@@ -378,7 +378,7 @@ def _add_encode(commands: SubParsers) -> None:
         help=(
             "rebase (the default): the serial chain keeps the decisions the parallel stage made "
             "for each chunk's first frame; revisit: it decides that frame again against the "
-            "true state, for 4-7 %% fewer bits at equal SSIM and a serial chain about 3.5x as "
+            "true state, for 3-6 %% fewer bits at equal SSIM and a serial chain about 3x as "
             "long"
         ),
     )

@@ -87,8 +87,8 @@ JOB_OPTIONS_SCHEMA: dict[str, Any] = {
     "start_frames": {
         "type": "string", "enum": list(START_FRAMES), "default": "rebase",
         "description": "revisit: the rebase chain decides each chunk's first frame again "
-                       "against the true state (4-7 % fewer bits at equal SSIM, a serial chain "
-                       "about 3.5x as long); rebase: it keeps the parallel stage's decisions",
+                       "against the true state (3-6 % fewer bits at equal SSIM, a serial chain "
+                       "about 3x as long); rebase: it keeps the parallel stage's decisions",
     },
     "budget_usd": {
         "type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000,
