@@ -25,6 +25,13 @@ from shared.pipeline.messages import (
 )
 
 
+def test_option_values_are_the_pipelines() -> None:
+    from shared.pipeline import messages, scenes, stages
+
+    assert messages.SCENE_CUTS == scenes.SCENE_CUT_MODES
+    assert messages.START_FRAMES == stages.START_FRAME_MODES
+
+
 def test_a_job_request_with_defaults_and_conversions() -> None:
     request = parse_job_request({"input": "file:///x.y4m"})
     assert request == JobRequest("file:///x.y4m", 6, 16, 20, None, "webm", "auto", None)

@@ -502,7 +502,8 @@ def test_rebase_stages_pass_the_right_states(
     def fake_parse(frames: list[bytes], original_state: Any) -> list[tuple[bytes, Any]]:
         return [(frame, original_state) for frame in frames]
 
-    def fake_rebase(incoming: Any, parsed: list[tuple[bytes, Any]], sources: list):
+    def fake_rebase(incoming: Any, parsed: list[tuple[bytes, Any]], sources: list,
+                    **options: bool):
         frames = [frame for frame, _ in parsed]
         assert len(sources) == sum(map(is_shown, frames))
         calls.append((len(calls), incoming, parsed[0][1]))

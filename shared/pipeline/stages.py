@@ -468,7 +468,8 @@ class Rebaser:
     an incoming state (giving coded frames and the exit state), `write` the coded frames."""
 
     parse: Callable[[list[bytes], Any], list[Any]]
-    rebase: Callable[[Any, list[Any], list[Image]], tuple[list[Any], Any]]
+    # (incoming state, parsed frames, source images, *, revisit_start=, trellis=)
+    rebase: Callable[..., tuple[list[Any], Any]]
     write: Callable[[list[Any]], list[bytes]]
     # Parsed frames without their lead-in key frame, the next frame taking over what that key
     # frame did to the references (chunk_rebase.drop_lead_in).
@@ -568,7 +569,7 @@ def rebase_first(store: Store, job: str, index: int) -> None:
     # A start the chain will revisit (position 1's is final as it is) needs no trellis.
     revisited = plan.start_frames == "revisit" and plan.position(index) >= 2
     coded, exit_state = rebaser.rebase(incoming, records, _source_images(store, job, index),
-                                       **({"trellis": False} if revisited else {}))
+                                       trellis=not revisited)
     new_frames = rebaser.write(coded)
     if all(is_shown(frame) for frame in new_frames):
         # Stage 5 parses these frames; with no hidden frame to decode, this is all it needs.
@@ -635,8 +636,8 @@ def rebase_serial(store: Store, job: str, index: int, *, keep_state: bool = Fals
     incoming = HELD_STATES.take(store, chunk_key(job, index - 1, "final.state"))
     if incoming is None:
         incoming = final_state(store, plan, index - 1)
-    revisit = {"revisit_start": True} if plan.start_frames == "revisit" else {}
-    coded, exit_state = rebaser.rebase(incoming, records, sources, **revisit)
+    coded, exit_state = rebaser.rebase(incoming, records, sources,
+                                       revisit_start=plan.start_frames == "revisit")
     held = chunk_key(job, index, "final.state")
     evicted = HELD_STATES.keep(store, held, exit_state) if plan.has_successor(index) else []
     handed_on = time.perf_counter()
