@@ -1031,8 +1031,8 @@ def main(argv: list[str] | None = None) -> int:
         help="chunks start with a lead-in picture in phase 1 instead of a re-encoded key frame",
     )  # fmt: skip
     parser.add_argument(
-        "--start-frames", choices=("rebase", "revisit"), default="rebase",
-        help="how the serial chain codes each chunk's first frame (default: rebase)",
+        "--start-frames", choices=stages.START_FRAME_MODES, default="rebase",
+        help="how a chunk that continues its group starts (default: rebase)",
     )  # fmt: skip
     parser.add_argument(
         "--fresh-single", action="store_true",

@@ -446,3 +446,29 @@ def test_lambda_scale_and_greedy_quantization(request: pytest.FixtureRequest) ->
     for scale in (0, -1.0, 17.0):
         with pytest.raises(ValueError, match="lambda_scale"):
             encode(state, pictures[1], 10, lambda_scale=scale)
+
+
+def test_hidden_frames(request: pytest.FixtureRequest) -> None:
+    """`hidden=True` codes a frame that is not shown and refreshes golden and alt-ref only (an
+    alt-ref): libvpx shows what we do around it, the frame after it predicts from it (fewer
+    bits than without it), and `revisit_record` decides such a frame again, hidden still."""
+    pictures = images(SOURCES["carphone-176x144"], request)
+    key, state = encode_keyframe(pictures[0], 10, with_state=True)
+    anchor, after = encode(state, pictures[2], 4, hidden=True, with_state=True)
+    header = decode_record(state, anchor)[2].header
+    assert not decode_record(state, anchor)[2].show_frame
+    assert (header["refresh_last"], header["refresh_golden"], header["refresh_altref"]) == (
+        0, 1, 1)
+    assert np.array_equal(after.references[0].y, state.references[0].y)  # last: unchanged
+    assert not np.array_equal(after.references[1].y, state.references[1].y)
+    frame = encode(after, pictures[2], 20)
+    states, shown = decode_chain([key, anchor, frame])
+    assert len(shown) == 2 and states[-1] == encode(after, pictures[2], 20, with_state=True)[1]
+    assert libvpx_difference([key, anchor, frame], shown) is None
+    assert len(frame) < len(encode(state, pictures[2], 20)) / 2
+    record = decode_record(state, anchor)[2]
+    revisited = codec.encoder.revisit_record(state, pictures[2], record)
+    again = decode_record(state, revisited)[2]
+    assert not again.show_frame and again.header["refresh_last"] == 0
+    assert libvpx_difference([key, revisited, frame], decode_chain([key, revisited, frame])[1]) \
+        is None

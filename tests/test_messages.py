@@ -48,6 +48,8 @@ def test_a_job_request_with_defaults_and_conversions() -> None:
     assert off.scene_cuts == "off" and off.to_json()["scene_cuts"] == "off"
     revisit = parse_job_options({"start_frames": "revisit"}, "s3://b/uploads/j/input")
     assert revisit.start_frames == "revisit" and revisit.to_json()["start_frames"] == "revisit"
+    anchor = parse_job_options({"start_frames": "anchor"}, "s3://b/uploads/j/input")
+    assert anchor.start_frames == "anchor" and anchor.to_json()["start_frames"] == "anchor"
     assert parse_job_options({}, "s3://b/uploads/j/input").start_frames == "rebase"
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 from decoder_support import first_difference, require_decoder, require_tools
-from libvpx_oracle import pyav_frames, read_ivf, vpxdec_frames
+from libvpx_oracle import peek_header, pyav_frames, read_ivf, vpxdec_frames
 
 from shared import cli
 from shared.codec.image import chroma_size
@@ -597,6 +597,39 @@ def test_revisited_start_frames_carphone(
     human = encode(capsys, carphone_y4m, "-o", tmp_path / "h.ivf", "-n", 6, "-x", 5,
                    "--start-frames", "revisit")
     assert human.code == 0 and "chunk-start frames revisited" in human.stdout, human
+
+
+def test_anchored_chunks_carphone(
+    capsys: pytest.CaptureFixture[str], carphone_y4m: Path, tmp_path: Path
+) -> None:
+    """--start-frames anchor: libvpx-exact, one key frame; the group's first chunk is the same
+    frames as without it, and every later chunk starts with a hidden frame of its middle
+    picture (an alt-ref: golden and alt-ref refreshed, last kept), boosted, then six shown
+    frames. The plan and the summary say so."""
+    encode_json(capsys, carphone_y4m, "-o", tmp_path / "r.ivf", "-n", 6, "-x", 5)
+    anchored = encode_json(capsys, carphone_y4m, "-o", tmp_path / "a.ivf", "-n", 6, "-x", 5,
+                           "--start-frames", "anchor")
+    check_summary(anchored, 30, 6, 5)
+    assert anchored["start_frames"] == "anchor"
+    frames = check_output(tmp_path / "a.ivf", 30, 30)
+    assert frames[:6] == stream_frames(tmp_path / "r.ivf")[:6]
+    assert len(frames) == 34
+    for start in (6, 13, 20, 27):
+        anchor = peek_header(frames[start])
+        assert not anchor.show_frame and not anchor.key_frame
+        assert (anchor.refresh_last, anchor.refresh_golden, anchor.refresh_altref) == (0, 1, 1)
+        assert anchor.q_index < min(peek_header(f).q_index for f in frames[start + 1:start + 7])
+        assert all(peek_header(f).show_frame for f in frames[start + 1:start + 7])
+    human = encode(capsys, carphone_y4m, "-o", tmp_path / "h.ivf", "-n", 6, "-x", 5,
+                   "--start-frames", "anchor")
+    assert human.code == 0 and "chunks anchored on hidden frames" in human.stdout, human
+    assert stream_frames(tmp_path / "h.ivf") == frames
+
+
+def test_anchor_and_lead_in_exclude_each_other(carphone_y4m: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lead-in or an anchor"):
+        stages.split(LocalStore(tmp_path / "w"), "job", carphone_y4m, 6, 5, lead_in=True,
+                     start_frames="anchor")
 
 
 def test_serial_chain_holds_states_and_rebuilds_them_after_a_crash(

@@ -391,6 +391,89 @@ def test_revisit_refuses_what_it_cannot_revisit(sintel_chunks: list[Chunk]) -> N
         codec.encoder.revisit_record(first.exit_state, second.pictures[0], inter)
 
 
+def _anchored_phase1(chunk: Chunk) -> list[bytes]:
+    """What phase 1 makes of a chunk with start_frames "anchor": libvpx's encode of the chunk
+    after a key frame of its middle picture (the pipeline's settings, in process)."""
+    from shared import libvpx
+
+    pictures = chunk.pictures
+    anchor = pictures[codec.chunk_rebase.anchor_index(len(pictures))]
+    packets = libvpx.encode_two_pass_packets([anchor, *pictures], anchor.width, anchor.height,
+                                             (24, 1), cq_level=20, lag_in_frames=25)
+    return [bytes(packet.data) for packet in packets]
+
+
+def test_excamera_anchored_chunks(sintel_chunks: list[Chunk], record_property: Record) -> None:
+    """Anchored chunks (start_frames "anchor"): stage 4 makes each chunk's key frame a hidden
+    anchor and encodes its first picture anew, against libvpx's exit state of the chunk
+    before; the chain rebases them onto the true state, deciding the anchor and the first
+    frame again. The joined stream is libvpx-exact with exact exit states, each anchor is
+    hidden, refreshes golden and alt-ref only, at 0.8 of its key frame's quantizer, and the
+    chunks after it show every picture once."""
+    from shared.codec import chunk_rebase
+
+    first, second, third = sintel_chunks
+    phase1 = [_anchored_phase1(chunk) for chunk in (second, third)]
+    records = [chunk_rebase.parse_chunk(frames) for frames in phase1]
+    # Position 1: against chunk 1's exit state, which is already the true one.
+    coded2, exit2 = chunk_rebase.anchor_chunk(first.exit_state, records[0], second.pictures)
+    final2 = chunk_rebase.write_frames(coded2)
+    # Position 2: stage 4 against chunk 2's libvpx exit state, then the chain.
+    vpx_exit2 = decode_chain(phase1[0])[0][-1]
+    provisional3 = chunk_rebase.write_frames(chunk_rebase.anchor_chunk(
+        vpx_exit2, records[1], third.pictures, trellis=False)[0])
+    parsed3 = chunk_rebase.parse_chunk(provisional3, vpx_exit2)
+    anchor3 = third.pictures[chunk_rebase.anchor_index(len(third.pictures))]
+    coded3, exit3 = chunk_rebase.rebase_records(exit2, parsed3, third.pictures,
+                                                revisit_start=True, anchor_image=anchor3)
+    final3 = chunk_rebase.write_frames(coded3)
+    assert [peek_header(f).show_frame for f in final2 + final3] == ([False] + [True] * 6) * 2
+    for frames, chunk_records in ((final2, records[0]), (final3, records[1])):
+        header = peek_header(frames[0])
+        assert (header.refresh_last, header.refresh_golden, header.refresh_altref) == (0, 1, 1)
+        key_q, next_q = chunk_records[0].q_index, chunk_records[1].q_index
+        assert header.q_index == round(0.8 * key_q + 0.2 * next_q) < next_q
+    revisited = decode_record(exit2, final3[0])[2]
+    assert changed_decisions(parsed3[0], revisited), "the anchor was not decided again"
+
+    joined = first.frames + final2 + final3
+    states, shown = decode_chain(joined)
+    assert states[len(first.frames) + len(final2) - 1] == exit2
+    assert states[-1] == exit3
+    assert sum(peek_header(f).key_frame for f in joined) == 1
+    assert len(shown) == 18
+    problem = libvpx_difference(joined, shown, vpxdec=True)
+    assert problem is None, problem
+    pictures = [p for chunk in sintel_chunks for p in chunk.pictures]
+    classic2, exit_classic2 = rebase_chunk(first.exit_state, second.frames, second.pictures)
+    classic3, _ = rebase_chunk(exit_classic2, rebase_chunk(second.exit_state, third.frames,
+                                                           third.pictures)[0],
+                               third.pictures, original_state=second.exit_state)
+    classic = first.frames + classic2 + classic3
+    record_property(
+        "anchored vs rebased chunk starts: bytes, PSNR",
+        f"{sum(map(len, joined))} vs {sum(map(len, classic))} B, "
+        f"{mean_psnr(shown, pictures):.2f} vs "
+        f"{mean_psnr(decode_chain(classic)[1], pictures):.2f} dB",
+    )
+
+
+def test_anchored_chunks_refuse_other_chunks(sintel_chunks: list[Chunk]) -> None:
+    from shared.codec import chunk_rebase
+
+    first, second = sintel_chunks[:2]
+    plain = chunk_rebase.parse_chunk(second.frames)   # no anchor key frame before the chunk
+    with pytest.raises(codec.CodecError, match="after its anchor"):
+        chunk_rebase.anchor_chunk(first.exit_state, plain, second.pictures)
+    with pytest.raises(codec.CodecError, match="one key frame"):
+        chunk_rebase.anchor_chunk(first.exit_state, plain[1:], second.pictures[1:])
+    provisional, _ = rebase_chunk(first.exit_state, second.frames, second.pictures)
+    parsed = chunk_rebase.parse_chunk(provisional, first.exit_state)
+    with pytest.raises(codec.CodecError, match="hidden anchor"):
+        chunk_rebase.rebase_records(first.exit_state, parsed, second.pictures,
+                                    anchor_image=second.pictures[3])
+
+
 # --- the state returned with the frame ----------------------------------------------------------
 
 

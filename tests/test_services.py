@@ -104,19 +104,19 @@ def test_scene_cuts_reach_the_split(cluster: Cluster, inputs: Path, video_dir: P
     assert record.plan["scene_cuts"] == (list(CUTS) if scene_cuts == "auto" else [])
 
 
-def test_revisited_start_frames_through_the_services(cluster: Cluster, inputs: Path,
-                                                     tmp_path: Path) -> None:
-    """start_frames=revisit reaches the plan and the rebaser: the output is the embedded
+@pytest.mark.parametrize("mode", ["revisit", "anchor"])
+def test_start_frames_through_the_services(cluster: Cluster, inputs: Path, tmp_path: Path,
+                                           mode: str) -> None:
+    """start_frames reaches the plan, phase 1 and the rebaser: the output is the embedded
     encode's with the same option, and differs from the one without it."""
     source = inputs / "sintel4.y4m"
-    expected = embedded_output(source, tmp_path / "reference.ivf", 2, 4,
-                               start_frames="revisit")
+    expected = embedded_output(source, tmp_path / "reference.ivf", 2, 4, start_frames=mode)
     assert expected != embedded_output(source, tmp_path / "plain.ivf", 2, 4)
-    output = cluster.outputs / unique("revisit") / "out.ivf"
-    job = cluster.submit(unique("revisit"), source, output, frames_per_chunk=2,
-                         chunks_per_group=4, start_frames="revisit")
+    output = cluster.outputs / unique(mode) / "out.ivf"
+    job = cluster.submit(unique(mode), source, output, frames_per_chunk=2,
+                         chunks_per_group=4, start_frames=mode)
     record = finished(cluster, job, output, expected)
-    assert record.plan["start_frames"] == "revisit"
+    assert record.plan["start_frames"] == mode
 
 
 def test_workers_serve_metrics(cluster: Cluster, inputs: Path, references: Any) -> None:

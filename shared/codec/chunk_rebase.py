@@ -16,6 +16,14 @@ against an approximate state (stage 4), has that frame decided again against the
 state instead of rebased (`encoder.revisit_record`): decisions made against other references
 cost ExCamera most of its bitrate gap, at six times a rebased frame's time.
 
+An anchored chunk (`anchor_chunk`) was encoded by libvpx after a key frame of its own middle
+picture, the anchor. It is turned into a hidden interframe of that picture, boosted, which
+refreshes golden and alt-ref and not last, then the chunk's first picture coded anew as an
+ordinary interframe against the last reference and the anchor, then the rest rebased: the
+alt-ref structure of a single stream, a boosted future picture that the whole chunk predicts
+from, instead of a boosted first frame. `rebase_records(..., anchor_image=)` rebases such a
+chunk; with `revisit_start` it decides the anchor and the first frame again.
+
 The state after each output frame comes from the encoder's own reconstruction, loop-filtered and
 updated exactly as the decoder does (the tests check it against decoding the output), so the
 returned exit state is what a decoder of the joined stream will hold.
@@ -49,6 +57,16 @@ _SHOW_FRAME_BIT = 0x10      # in the first byte of a frame tag (section 9.1)
 # quantizers 3 apart, scored over the whole chunk rebased after it, measured worse.
 KEY_FRAME_QUANTIZER_WEIGHT = 0.7
 KEY_FRAME_LAMBDA_SCALE = 1.6
+
+# The anchor's quantizer: 0.8 of its key frame's and 0.2 of the chunk's (q 5 at cq 20, where
+# libvpx's single stream codes its alt-refs at q 4); 0.7 and 0.9 measured worse on Sintel.
+ANCHOR_QUANTIZER_WEIGHT = 0.8
+
+
+def anchor_index(length: int) -> int:
+    """Which of a chunk's `length` pictures is its anchor: the middle one, closest on average
+    to the rest (a third of the way in, or two thirds, measured worse on Sintel)."""
+    return length // 2
 
 # How the pipeline's rebase tunes its choices (encoder.TUNINGS). By squared error: weighting
 # by SSIM measured worse at equal SSIM as well (bench/REPORT.md); the variable lets the
@@ -90,6 +108,7 @@ def rebase_records(
     tune: str | None = None,
     revisit_start: bool = False,
     trellis: bool = True,
+    anchor_image: Image | None = None,
 ) -> tuple[list[FrameRecord], DecoderState]:
     """The part of `rebase_chunk` that needs the incoming state: the chunk's parsed `records`
     coded again, as FrameRecords not yet written (`write_frames`), and the exit state. The
@@ -97,7 +116,9 @@ def rebase_records(
     `tune`: encoder.TUNINGS, by default `default_tuning()`. `revisit_start`: decide a first
     frame that refreshes every reference (a converted key frame) again (module docstring).
     `trellis=False`: a converted key frame is quantized greedily, for a chain that will
-    revisit it."""
+    revisit it. `anchor_image`: the records are an anchored chunk's (`anchor_chunk`), whose
+    first record, the hidden anchor, codes this picture; with `revisit_start` the anchor and
+    the first shown frame are decided again."""
     tune = tune or default_tuning()
     if not incoming_state.has_keyframe:
         raise CodecError("the incoming state has no decoded key frame to continue from")
@@ -106,12 +127,20 @@ def rebase_records(
         raise CodecError(
             f"chunk shows {shown} frames but {len(source_images)} source images were given")
 
+    if anchor_image is not None and not (records and _is_anchor(records[0])):
+        raise CodecError("an anchored chunk starts with its hidden anchor frame")
+
     coded: list[FrameRecord] = []
     state = incoming_state
     sources = iter(source_images)
     for index, record in enumerate(records):
         target = next(sources) if record.show_frame else record.image
-        if record.key_frame:
+        if index == 0 and anchor_image is not None:
+            target = anchor_image     # the source picture, not its approximate decode
+        if anchor_image is not None and index < 2 and revisit_start:
+            frame, state = revisit_record(state, target, record, with_state=True,
+                                          as_record=True, tune=tune)
+        elif record.key_frame:
             frame, state = encode(state, target,
                                   _key_frame_quantizer(records, index, key_frame_weight),
                                   refresh_all=True, with_state=True, as_record=True, tune=tune,
@@ -124,6 +153,37 @@ def rebase_records(
                                          tune=tune)
         coded.append(frame)
     return coded, state
+
+
+def anchor_chunk(
+    state: DecoderState,
+    records: Sequence[FrameRecord],
+    source_images: Sequence[Image],
+    *,
+    tune: str | None = None,
+    trellis: bool = True,
+) -> tuple[list[FrameRecord], DecoderState]:
+    """An anchored chunk made to continue from `state` (module docstring): `records` are
+    libvpx's encode of the chunk after a key frame of its anchor picture
+    (`source_images[anchor_index(len(source_images))]`). Returns the coded records (the
+    hidden anchor, then one per picture) and the state after them. `trellis=False` for frames
+    a chain will decide again."""
+    tune = tune or default_tuning()
+    if not state.has_keyframe:
+        raise CodecError("the incoming state has no decoded key frame to continue from")
+    if len(records) < 2 or not records[0].key_frame or any(r.key_frame for r in records[1:]):
+        raise CodecError("an anchored chunk is one key frame, of its anchor, then interframes")
+    if sum(1 for record in records[1:] if record.show_frame) != len(source_images):
+        raise CodecError(f"chunk shows {len(records) - 1} frames after its anchor but "
+                         f"{len(source_images)} source images were given")
+    anchor, state = encode(state, source_images[anchor_index(len(source_images))],
+                           _key_frame_quantizer(records, 0, ANCHOR_QUANTIZER_WEIGHT),
+                           hidden=True, with_state=True, as_record=True, tune=tune,
+                           trellis=trellis)
+    first, state = encode(state, source_images[0], records[1].q_index, with_state=True,
+                          as_record=True, tune=tune, trellis=trellis)
+    rest, state = rebase_records(state, records[2:], source_images[1:], tune=tune)
+    return [anchor, first, *rest], state
 
 
 def write_frames(coded: Sequence[FrameRecord]) -> list[bytes]:
@@ -163,6 +223,12 @@ def drop_lead_in(records: Sequence[FrameRecord]) -> list[FrameRecord]:
         raise CodecError("a chunk with a lead-in starts with one key frame and continues")
     records[1].follow_dropped_key_frame()
     return list(records[1:])
+
+
+def _is_anchor(record: FrameRecord) -> bool:
+    header = record.header
+    return not record.show_frame and not record.key_frame and bool(
+        header["refresh_golden"] and header["refresh_altref"] and not header["refresh_last"])
 
 
 def _is_converted_key_frame(record: FrameRecord) -> bool:

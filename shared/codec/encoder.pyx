@@ -1174,7 +1174,7 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
         # only the best INTER_TRIALS are coded in full.
         n = 0
         for ref in range(LAST_FRAME, ALTREF_FRAME + 1):
-            if fc.refs[ref][0].data == NULL:
+            if fc.refs[ref][0].data == NULL or enc.last_only and ref != LAST_FRAME:
                 continue
             if ref != LAST_FRAME and fc.refs[ref][0].data == fc.refs[LAST_FRAME][0].data:
                 continue
@@ -1530,7 +1530,8 @@ cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Pictur
 cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
                         bint key_frame, bint refresh_all, bint want_state=False,
                         bint as_record=False, bint tune_ssim=False, FrameRecord hint=None,
-                        bint trellis=True, double lambda_scale=1.0):
+                        bint trellis=True, double lambda_scale=1.0, bint hidden=False,
+                        bint last_only=False):
     """Encode (original is None) or rebase (keep `original`'s decisions) one frame; returns its
     bytes, or with `want_state` (bytes, the state a decoder reaches after it). With `as_record`
     the coded FrameRecord stands in for the bytes: the state does not depend on them, so a
@@ -1644,6 +1645,10 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
             rec.hdr.refresh_entropy = 1
             rec.hdr.refresh_last = 1
             rec.hdr.refresh_golden = rec.hdr.refresh_altref = 1 if (key_frame or refresh_all) else 0
+            if hidden:
+                rec.tag.show_frame = 0
+                rec.hdr.refresh_last = 0
+                rec.hdr.refresh_golden = rec.hdr.refresh_altref = 1
             # Loop-filter deltas by reference and mode (sent when the state's differ, and on
             # every key frame): static zero-vector macroblocks are filtered less, so that their
             # edges are not smoothed again in every frame.
@@ -1678,6 +1683,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         enc.fc = fc
         enc.key_frame = key_frame
         enc.prune = 1
+        enc.last_only = last_only
         # Not when rebasing: the chain is serial, and there the trellis costs 40 % more time
         # for 0.4 % fewer bits (bench/excamera.py, Sintel; libvpx's own chunks re-coded on
         # the states they were made against: 8.3 % more bytes than libvpx with it, 8.4 %
@@ -1922,7 +1928,8 @@ def encode_keyframe(image, quality, *, with_state=False, tune="psnr"):
 
 
 def encode(DecoderState state not None, image, quality, *, refresh_all=False,
-           with_state=False, as_record=False, tune="psnr", trellis=True, lambda_scale=1.0):
+           with_state=False, as_record=False, tune="psnr", trellis=True, lambda_scale=1.0,
+           hidden=False, last_only=False):
     """An interframe coding `image` against `state`'s references (`quality`, `with_state`
     and `tune` as for `encode_keyframe`).
 
@@ -1940,7 +1947,7 @@ def encode(DecoderState state not None, image, quality, *, refresh_all=False,
     return _with_quality(
         lambda q, s, final: _code_frame(state, image, q, None, False, bool(refresh_all), s,
                                         bool(as_record) and final, ssim, None, bool(trellis),
-                                        float(lambda_scale)),
+                                        float(lambda_scale), bool(hidden), bool(last_only)),
         state,
         image, quality, bool(with_state))
 
@@ -1986,11 +1993,19 @@ def revisit_record(DecoderState state not None, image, FrameRecord record not No
     if record.tag.key_frame:
         raise CodecError("a key frame does not depend on a state; revisit only interframes")
     cdef bint refresh_all = record.hdr.refresh_golden and record.hdr.refresh_altref
-    if not refresh_all and (record.hdr.refresh_golden or record.hdr.refresh_altref
-                            or not record.hdr.refresh_last or not record.tag.show_frame):
-        raise CodecError("revisit only shown frames that refresh the last reference or all three")
-    return _code_frame(state, image, record.hdr.q_index, None, False, refresh_all,
-                       bool(with_state), bool(as_record), _tune_ssim(tune), record)
+    cdef bint hidden = (not record.tag.show_frame and refresh_all
+                        and not record.hdr.refresh_last)
+    if not hidden and not refresh_all and (record.hdr.refresh_golden
+                                           or record.hdr.refresh_altref
+                                           or not record.hdr.refresh_last):
+        raise CodecError("revisit only frames that refresh the last reference or all three, "
+                         "or hidden frames that refresh golden and alt-ref")
+    if not hidden and not record.tag.show_frame:
+        raise CodecError("revisit only shown frames that refresh the last reference or all three, "
+                         "or hidden frames that refresh golden and alt-ref")
+    return _code_frame(state, image, record.hdr.q_index, None, False, refresh_all and not hidden,
+                       bool(with_state), bool(as_record), _tune_ssim(tune), record, True, 1.0,
+                       hidden)
 
 
 # --- kernel access for tests ---------------------------------------------------------------

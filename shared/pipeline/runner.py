@@ -132,7 +132,9 @@ def run_job(
     pixels converted). `scene_cuts`: "auto" starts a group at every confident scene cut (the
     chunks around it vary in length), "off" cuts every n frames (stages.split).
     `start_frames`: "revisit" has the rebase chain decide each chunk's first frame again
-    against the true state (fewer bits, a slower chain), "rebase" keeps stage 4's. Raises a
+    against the true state (fewer bits, a slower chain), "rebase" keeps stage 4's, "anchor"
+    starts each chunk from a hidden boosted frame of its middle picture, decided again with
+    the first frame in the chain (the fewest bits; stages.START_FRAME_MODES). Raises a
     `PipelineError` subclass, with a one-line message, on any failure; the output is then left
     untouched.
     """

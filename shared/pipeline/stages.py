@@ -55,10 +55,13 @@ from .sources import open_source
 from .store import Store
 from .vpx import MAX_CQ_LEVEL, EncodeSettings, encode_chunk, is_key_frame, is_shown
 
-# How the serial chain codes a chunk's first frame, which stage 4 encoded against an
-# approximate state: "rebase" keeps stage 4's decisions, "revisit" decides it again against
-# the true state (chunk_rebase.rebase_records; slower chain, fewer bits: bench/REPORT.md).
-START_FRAME_MODES = ("rebase", "revisit")
+# How a chunk that continues its group starts. Stage 4 encodes its start against an
+# approximate state; "rebase" keeps those decisions in the serial chain, "revisit" decides the
+# first frame again against the true state. "anchor" has phase 1 encode the chunk after a key
+# frame of its middle picture, which becomes a boosted hidden frame (an alt-ref) that the
+# chunk predicts from, and the chain decides that frame and the first one again
+# (chunk_rebase; slower chains, fewer bits: bench/REPORT.md).
+START_FRAME_MODES = ("rebase", "revisit", "anchor")
 
 __all__ = [
     "ChunkEncode",
@@ -117,7 +120,9 @@ class ChunkPlan:
 
     `lead_in`: phase 1 encodes each chunk that does not start a group after a lead-in, the
     previous chunk's last picture as its key frame, which stage 4 drops (has_lead_in).
-    `start_frames`: START_FRAME_MODES, how stage 5 codes a chunk's first frame.
+    `start_frames`: START_FRAME_MODES, how a chunk that continues its group starts; with
+    "anchor", phase 1 encodes such a chunk after a key frame of its anchor picture
+    (`anchored`).
     """
 
     job: str
@@ -170,6 +175,10 @@ class ChunkPlan:
         """Whether phase 1 encodes the chunk after a lead-in picture (see the class)."""
         return self.lead_in and self.position(index) != 0
 
+    def anchored(self, index: int) -> bool:
+        """Whether the chunk starts with a hidden anchor frame (START_FRAME_MODES)."""
+        return self.start_frames == "anchor" and self.position(index) != 0
+
     def first_frame(self, index: int) -> int:
         """The number of the chunk's first picture in the input."""
         return sum(self.chunk_frames[:index])
@@ -219,6 +228,8 @@ def split(
         raise ValueError(f"scene_cuts must be one of {', '.join(SCENE_CUT_MODES)}")
     if start_frames not in START_FRAME_MODES:
         raise ValueError(f"start_frames must be one of {', '.join(START_FRAME_MODES)}")
+    if lead_in and start_frames == "anchor":
+        raise ValueError("a chunk has either a lead-in or an anchor, not both")
     if store.exists(plan_key(job)):
         return load_plan(store, job)
     with open_source(input_path) as source:
@@ -328,13 +339,15 @@ class ChunkEncode:
 
 def encode_chunk_vpx(store: Store, job: str, index: int, settings: EncodeSettings) -> ChunkEncode:
     """Phase 1: libvpx encodes chunk `index` on its own (key frame first, then interframes),
-    in process or by vpxenc (`vpx.encode_chunk`); after its lead-in picture if it has one."""
+    in process or by vpxenc (`vpx.encode_chunk`); after its lead-in or anchor picture if it
+    has one."""
     output, meta = chunk_key(job, index, "vpx.ivf"), chunk_key(job, index, "vpx.json")
     if store.exists(output) and store.exists(meta):
         return ChunkEncode(**json.loads(store.get(meta)))
-    lead_in = int(load_plan(store, job).has_lead_in(index))
+    plan = load_plan(store, job)
+    lead_in = int(plan.has_lead_in(index) or plan.anchored(index))
     with tempfile.TemporaryDirectory(prefix="excamera-vpxenc-") as workdir:
-        source = _phase1_source(store, job, index, bool(lead_in), Path(workdir))
+        source = _phase1_source(store, plan, index, Path(workdir))
         expected = _count_y4m_frames(source)
         if settings.target_ssim_db is None:
             cq_level = settings.cq_level
@@ -355,16 +368,26 @@ def encode_chunk_vpx(store: Store, job: str, index: int, settings: EncodeSetting
     return result
 
 
-def _phase1_source(store: Store, job: str, index: int, lead_in: bool, workdir: Path) -> Path:
+def _phase1_source(store: Store, plan: ChunkPlan, index: int, workdir: Path) -> Path:
     """The Y4M file phase 1 encodes: the chunk's pictures, after its lead-in picture if any
-    (both files come from one writer, so the lead-in's header serves for the whole)."""
+    (both files come from one writer, so the lead-in's header serves for the whole), or after
+    its anchor picture."""
     path = workdir / "phase1.y4m"
-    chunk = store.get(chunk_key(job, index, "source.y4m"))
-    if lead_in:
+    chunk = store.get(chunk_key(plan.job, index, "source.y4m"))
+    if plan.has_lead_in(index):
         _, _, pictures = chunk.partition(b"\n")
-        chunk = store.get(chunk_key(job, index, "leadin.y4m")) + pictures
+        chunk = store.get(chunk_key(plan.job, index, "leadin.y4m")) + pictures
+    elif plan.anchored(index):
+        images = _source_images(store, plan.job, index)
+        chunk = _y4m_bytes([_anchor_picture(images), *images], plan.fps)
     path.write_bytes(chunk)
     return path
+
+
+def _anchor_picture(images: list[Image]) -> Image:
+    from shared.codec.chunk_rebase import anchor_index
+
+    return images[anchor_index(len(images))]
 
 
 def _count_y4m_frames(path: Path) -> int:
@@ -474,6 +497,8 @@ class Rebaser:
     # Parsed frames without their lead-in key frame, the next frame taking over what that key
     # frame did to the references (chunk_rebase.drop_lead_in).
     drop_lead_in: Callable[[list[Any]], list[Any]] = field(default=lambda records: records[1:])
+    # (state, parsed frames of an anchored chunk, source images, *, trellis=) -> (coded, state)
+    anchor: Callable[..., tuple[list[Any], Any]] | None = None
 
 
 def load_rebase() -> Rebaser:
@@ -488,6 +513,7 @@ def load_rebase() -> Rebaser:
         chunk_rebase.rebase_records,
         chunk_rebase.write_frames,
         chunk_rebase.drop_lead_in,
+        chunk_rebase.anchor_chunk,
     )
 
 
@@ -554,8 +580,9 @@ def _geometry(plan: ChunkPlan) -> tuple[int, int, tuple[int, int]]:
 def rebase_first(store: Store, job: str, index: int) -> None:
     """Stage 4 (parallel): chunk `index` made to continue from the libvpx exit state of chunk
     index-1. With a lead-in, its key frame (the lead-in picture) is dropped and every frame
-    after it is rebased; without, the chunk's key frame becomes an interframe and the rest of
-    the chunk is rebased onto it."""
+    after it is rebased; anchored, the key frame becomes the hidden anchor, the first picture
+    is encoded and the rest rebased (chunk_rebase.anchor_chunk); otherwise the chunk's key
+    frame becomes an interframe and the rest of the chunk is rebased onto it."""
     plan = load_plan(store, job)
     if plan.position(index) == 0:
         raise ValueError(f"chunk {index} starts its group: it keeps its key frame")
@@ -567,9 +594,14 @@ def rebase_first(store: Store, job: str, index: int) -> None:
     if plan.has_lead_in(index):
         records = rebaser.drop_lead_in(records)
     # A start the chain will revisit (position 1's is final as it is) needs no trellis.
-    revisited = plan.start_frames == "revisit" and plan.position(index) >= 2
-    coded, exit_state = rebaser.rebase(incoming, records, _source_images(store, job, index),
-                                       trellis=not revisited)
+    revisited = plan.start_frames != "rebase" and plan.position(index) >= 2
+    sources = _source_images(store, job, index)
+    if plan.anchored(index):
+        if rebaser.anchor is None:
+            raise RebaseUnavailableError("this rebase cannot code anchored chunks")
+        coded, exit_state = rebaser.anchor(incoming, records, sources, trellis=not revisited)
+    else:
+        coded, exit_state = rebaser.rebase(incoming, records, sources, trellis=not revisited)
     new_frames = rebaser.write(coded)
     if all(is_shown(frame) for frame in new_frames):
         # Stage 5 parses these frames; with no hidden frame to decode, this is all it needs.
@@ -636,8 +668,9 @@ def rebase_serial(store: Store, job: str, index: int, *, keep_state: bool = Fals
     incoming = HELD_STATES.take(store, chunk_key(job, index - 1, "final.state"))
     if incoming is None:
         incoming = final_state(store, plan, index - 1)
-    coded, exit_state = rebaser.rebase(incoming, records, sources,
-                                       revisit_start=plan.start_frames == "revisit")
+    coded, exit_state = rebaser.rebase(
+        incoming, records, sources, revisit_start=plan.start_frames != "rebase",
+        anchor_image=_anchor_picture(sources) if plan.anchored(index) else None)
     held = chunk_key(job, index, "final.state")
     evicted = HELD_STATES.keep(store, held, exit_state) if plan.has_successor(index) else []
     handed_on = time.perf_counter()
