@@ -472,3 +472,5 @@ def test_hidden_frames(request: pytest.FixtureRequest) -> None:
     assert not again.show_frame and again.header["refresh_last"] == 0
     assert libvpx_difference([key, revisited, frame], decode_chain([key, revisited, frame])[1]) \
         is None
+    with pytest.raises(ValueError, match="hidden"):
+        encode(state, pictures[2], 4, hidden=True, refresh_all=True)

@@ -21,7 +21,6 @@ ctypedef struct Encoder:
     int prob_golden
     int key_frame
     int prune
-    int last_only             # inter candidates from the last reference only
     int trellis               # trellis quantization instead of greedy pruning
     int y2_rounding[2]        # Y2's DC and AC rounding, in 1/256 of a step
     int ac_rounding           # every other block's AC rounding, and DC (when not in Y2)

@@ -1174,7 +1174,7 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
         # only the best INTER_TRIALS are coded in full.
         n = 0
         for ref in range(LAST_FRAME, ALTREF_FRAME + 1):
-            if fc.refs[ref][0].data == NULL or enc.last_only and ref != LAST_FRAME:
+            if fc.refs[ref][0].data == NULL:
                 continue
             if ref != LAST_FRAME and fc.refs[ref][0].data == fc.refs[LAST_FRAME][0].data:
                 continue
@@ -1530,8 +1530,7 @@ cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Pictur
 cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
                         bint key_frame, bint refresh_all, bint want_state=False,
                         bint as_record=False, bint tune_ssim=False, FrameRecord hint=None,
-                        bint trellis=True, double lambda_scale=1.0, bint hidden=False,
-                        bint last_only=False):
+                        bint trellis=True, double lambda_scale=1.0, bint hidden=False):
     """Encode (original is None) or rebase (keep `original`'s decisions) one frame; returns its
     bytes, or with `want_state` (bytes, the state a decoder reaches after it). With `as_record`
     the coded FrameRecord stands in for the bytes: the state does not depend on them, so a
@@ -1683,7 +1682,6 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         enc.fc = fc
         enc.key_frame = key_frame
         enc.prune = 1
-        enc.last_only = last_only
         # Not when rebasing: the chain is serial, and there the trellis costs 40 % more time
         # for 0.4 % fewer bits (bench/excamera.py, Sintel; libvpx's own chunks re-coded on
         # the states they were made against: 8.3 % more bytes than libvpx with it, 8.4 %
@@ -1929,7 +1927,7 @@ def encode_keyframe(image, quality, *, with_state=False, tune="psnr"):
 
 def encode(DecoderState state not None, image, quality, *, refresh_all=False,
            with_state=False, as_record=False, tune="psnr", trellis=True, lambda_scale=1.0,
-           hidden=False, last_only=False):
+           hidden=False):
     """An interframe coding `image` against `state`'s references (`quality`, `with_state`
     and `tune` as for `encode_keyframe`).
 
@@ -1939,15 +1937,19 @@ def encode(DecoderState state not None, image, quality, *, refresh_all=False,
     `trellis=False` quantizes greedily (for a frame whose decisions will be revisited anyway:
     the trellis is 40 % of a boosted frame's encode). `lambda_scale` multiplies the
     rate-distortion multiplier of the decisions (not the trellis's), for frames whose
-    decisions must serve references other than the ones they were made against.
+    decisions must serve references other than the ones they were made against. With
+    `hidden`, the frame is not shown and refreshes golden and alt-ref, not last: an alt-ref
+    frame, of a picture later frames predict from (ExCamera's chunk anchors, chunk_rebase).
     """
     if not 0.0 < lambda_scale <= 16.0:
         raise ValueError(f"lambda_scale must be in (0, 16], not {lambda_scale!r}")
+    if hidden and refresh_all:
+        raise ValueError("a hidden frame refreshes golden and alt-ref, not all three")
     cdef bint ssim = _tune_ssim(tune)
     return _with_quality(
         lambda q, s, final: _code_frame(state, image, q, None, False, bool(refresh_all), s,
                                         bool(as_record) and final, ssim, None, bool(trellis),
-                                        float(lambda_scale), bool(hidden), bool(last_only)),
+                                        float(lambda_scale), bool(hidden)),
         state,
         image, quality, bool(with_state))
 
@@ -1988,7 +1990,8 @@ def revisit_record(DecoderState state not None, image, FrameRecord record not No
     level as `record`; vectors are searched one pixel around the record's and the census
     vectors, SPLITMV only where the record chose it. About half a full `encode`'s time and
     six times a `rebase_record`'s (a boosted 720p frame: 80, 170 and 13 ms); it recovers what
-    decisions made against other references lose (bench/REPORT.md). `with_state`,
+    decisions made against other references lose (bench/REPORT.md). A hidden frame that
+    refreshes golden and alt-ref (`encode(hidden=True)`) stays one. `with_state`,
     `as_record` and `tune` as for `encode`."""
     if record.tag.key_frame:
         raise CodecError("a key frame does not depend on a state; revisit only interframes")
