@@ -381,8 +381,9 @@ def _add_encode(commands: SubParsers) -> None:
             "revisit: it decides that frame again against the true state (3-6 %% fewer bits "
             "at equal SSIM, a serial chain about 3x as long); anchor: the chunk predicts from "
             "a boosted hidden frame of its middle picture, an alt-ref, which the chain decides "
-            "again with the first frame (the fewest bits: 1-12 %% fewer than rebase at equal "
-            "SSIM; one more libvpx frame per chunk, a serial chain about 4x as long)"
+            "again with the first frame (the fewest bits: within +3 %% of one libvpx stream at "
+            "equal SSIM on every clip measured; one more libvpx frame per chunk, a serial "
+            "chain about 4x as long)"
         ),
     )
     parser.add_argument(

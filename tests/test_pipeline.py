@@ -626,6 +626,25 @@ def test_anchored_chunks_carphone(
     assert stream_frames(tmp_path / "h.ivf") == frames
 
 
+def test_short_chunks_are_not_anchored(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """With --start-frames anchor a chunk of fewer than ANCHOR_MIN_FRAMES pictures (here the
+    video's last, of 4) starts as with revisit: a shown converted key frame, no anchor."""
+    assert stages.ANCHOR_MIN_FRAMES == 5
+    source = make_y4m(tmp_path / "in.y4m", 16)           # chunks of 6, 6 and 4
+    summary = encode_json(capsys, source, "-o", tmp_path / "a.ivf", "-n", 6, "-x", 5,
+                          "--start-frames", "anchor")
+    check_summary(summary, 16, 6, 5)
+    frames = check_output(tmp_path / "a.ivf", 16, 30)
+    assert len(frames) == 17 and not peek_header(frames[6]).show_frame
+    start = peek_header(frames[13])
+    assert start.show_frame and not start.key_frame
+    assert (start.refresh_last, start.refresh_golden, start.refresh_altref) == (1, 1, 1)
+    plan = stages.split(LocalStore(tmp_path / "w"), "job", source, 6, 5, start_frames="anchor")
+    assert [plan.anchored(i) for i in range(3)] == [False, True, False]
+
+
 def test_anchor_and_lead_in_exclude_each_other(carphone_y4m: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lead-in or an anchor"):
         stages.split(LocalStore(tmp_path / "w"), "job", carphone_y4m, 6, 5, lead_in=True,

@@ -408,8 +408,9 @@ def test_excamera_anchored_chunks(sintel_chunks: list[Chunk], record_property: R
     anchor and encodes its first picture anew, against libvpx's exit state of the chunk
     before; the chain rebases them onto the true state, deciding the anchor and the first
     frame again. The joined stream is libvpx-exact with exact exit states, each anchor is
-    hidden, refreshes golden and alt-ref only, at 0.8 of its key frame's quantizer, and the
-    chunks after it show every picture once."""
+    hidden, refreshes golden and alt-ref only, at ANCHOR_QUANTIZER_WEIGHT of its key frame's
+    quantizer (and the rest of the next frame's), and the chunks after it show every picture
+    once."""
     from shared.codec import chunk_rebase
 
     first, second, third = sintel_chunks
@@ -432,7 +433,8 @@ def test_excamera_anchored_chunks(sintel_chunks: list[Chunk], record_property: R
         header = peek_header(frames[0])
         assert (header.refresh_last, header.refresh_golden, header.refresh_altref) == (0, 1, 1)
         key_q, next_q = chunk_records[0].q_index, chunk_records[1].q_index
-        assert header.q_index == round(0.8 * key_q + 0.2 * next_q) < next_q
+        weight = chunk_rebase.ANCHOR_QUANTIZER_WEIGHT
+        assert header.q_index == round(weight * key_q + (1 - weight) * next_q) < next_q
     revisited = decode_record(exit2, final3[0])[2]
     assert changed_decisions(parsed3[0], revisited), "the anchor was not decided again"
 

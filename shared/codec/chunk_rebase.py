@@ -58,9 +58,10 @@ _SHOW_FRAME_BIT = 0x10      # in the first byte of a frame tag (section 9.1)
 KEY_FRAME_QUANTIZER_WEIGHT = 0.7
 KEY_FRAME_LAMBDA_SCALE = 1.6
 
-# The anchor's quantizer: 0.8 of its key frame's and 0.2 of the chunk's (q 5 at cq 20, where
-# libvpx's single stream codes its alt-refs at q 4); 0.7 and 0.9 measured worse on Sintel.
-ANCHOR_QUANTIZER_WEIGHT = 0.8
+# The anchor's quantizer: 0.75 of its key frame's and 0.25 of the chunk's (q 6 at cq 20, where
+# libvpx's single stream codes its alt-refs at q 4). ExCamera[6,16] at equal SSIM, BBB /
+# Sintel: 0.75 +1.0 / +2.9 %, 0.8 +1.2 / +3.0 %, 0.85 +2.9 / +4.6 % (bench/REPORT.md).
+ANCHOR_QUANTIZER_WEIGHT = 0.75
 
 
 def anchor_index(length: int) -> int:
