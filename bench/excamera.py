@@ -846,7 +846,10 @@ def verdicts(results: list[ClipResult]) -> list[str]:
         config = goal_config(result)
         if config is None:
             continue
-        bd = next(b for b in result.bd_rates if b.config == config and b.metric == "ssim")
+        bd = next((b for b in result.bd_rates if b.config == config and b.metric == "ssim"),
+                  None)
+        if bd is None:  # results merged from several runs label their configs otherwise
+            continue
         ok = bd.percent is not None and bd.percent <= GOAL_BD_RATE
         lines.append(
             f"{result.label}: ExCamera{config} BD-rate at equal SSIM {percent(bd.percent)} "
