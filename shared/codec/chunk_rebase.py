@@ -174,8 +174,9 @@ def anchor_chunk(
         raise CodecError("the incoming state has no decoded key frame to continue from")
     if len(records) < 2 or not records[0].key_frame or any(r.key_frame for r in records[1:]):
         raise CodecError("an anchored chunk is one key frame, of its anchor, then interframes")
-    if sum(1 for record in records[1:] if record.show_frame) != len(source_images):
-        raise CodecError(f"chunk shows {len(records) - 1} frames after its anchor but "
+    shown = sum(1 for record in records[1:] if record.show_frame)
+    if shown != len(source_images):
+        raise CodecError(f"chunk shows {shown} frames after its anchor but "
                          f"{len(source_images)} source images were given")
     anchor, state = encode(state, source_images[anchor_index(len(source_images))],
                            _key_frame_quantizer(records, 0, ANCHOR_QUANTIZER_WEIGHT),
