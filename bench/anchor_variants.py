@@ -11,15 +11,8 @@ frame's quantizer. Without `approx`, the anchor and the first frame are encoded 
 true state; with it, against libvpx's exit state of the chunk before (stage 4), then rebased,
 or decided again (`revisit_h`, `revisit_first`) or encoded (`exact_h`, `exact_first`) in the
 chain. `hidden_target: "decoded"` rebases the anchor towards its approximate decode instead of
-the source picture. `without_last` predicts the anchor from golden and alt-ref only (the
-anchor before it). `anchor_chain` (with `approx`) runs the anchors in a chain of their own, each
-decided in stage 4 against libvpx's exit state, predicted from the previous anchor only, and
-decided again (or with `anchor_exact`, encoded) against the previous exact anchor; the first
-frame is encoded in stage 4 against libvpx's last reference and the exact anchor, and the
-main chain writes the anchor again (`replay_record`) and rebases the rest (or, with
-`revisit_first`, decides the first frame again). Prints BD-rates against the single stream
-(cq 10/20/30/40); the scene-cut clip is run as its three shots. The pipeline's mode is the
-last example's settings.
+the source picture. Prints BD-rates against the single stream (cq 10/20/30/40); the scene-cut
+clip is run as its three shots. The pipeline's mode is the last example's settings.
 """
 
 import json
@@ -30,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from shared.codec.decoder import decode_record
-from shared.codec.encoder import encode, rebase_record, replay_record, revisit_record
+from shared.codec.encoder import encode, rebase_record, revisit_record
 from shared.codec.frame_writer import serialize
 
 from shared import libvpx as binding
@@ -92,9 +85,6 @@ def run(
     hidden_target="source",
     revisit_h=False,
     revisit_first=False,
-    without_last=False,
-    anchor_chain=False,
-    anchor_exact=False,
 ):
     out = []
     chunks = [list(range(i, min(i + n, len(src)))) for i in range(0, len(src), n)]
@@ -102,7 +92,6 @@ def run(
     out += c0
     _, state = records_of(c0)
     vpx_exit = state
-    anchor_state = None
     k = 1
     while k < len(chunks):
         members = chunks[k : k + span]
@@ -114,38 +103,6 @@ def run(
             recs, next_vpx_exit = records_of(frames)
             key_q = recs[0].q_index
             inter_q = recs[1].q_index
-            if approx and anchor_chain:
-                # Anchors in a chain of their own, each predicted from the one before only.
-                if anchor_state is None:
-                    anchor_state = state
-                hidden_q = max(0, min(127, round(weight * key_q + (1 - weight) * inter_q)))
-                opts = dict(hidden=True, with_state=True, as_record=True, without_last=True)
-                if anchor_exact:
-                    arec, anchor_state = encode(anchor_state, src[a], hidden_q, **opts)
-                else:
-                    hr, _ = encode(vpx_exit, src[a], hidden_q, **opts)
-                    arec, anchor_state = revisit_record(
-                        anchor_state, src[a], hr, with_state=True, as_record=True,
-                        without_last=True,
-                    )
-                s4 = vpx_exit.with_golden_and_altref(anchor_state)
-                fr, _ = encode(s4, src[c[0]], recs[1].q_index, with_state=True, as_record=True)
-                f, state = replay_record(state, arec, with_state=True)
-                assert np.array_equal(state.references[1].y, anchor_state.references[1].y)
-                out.append(f)
-                if revisit_first:
-                    f, state = revisit_record(state, src[c[0]], fr, with_state=True)
-                else:
-                    f, state = rebase_record(state, src[c[0]], fr, with_state=True)
-                out.append(f)
-                for r, i in zip(recs[2:], c[1:], strict=False):
-                    f, state = rebase_record(state, src[i], r, with_state=True)
-                    out.append(f)
-                g_true = state.references[1].y
-                if not np.array_equal(g_true, anchor_state.references[1].y):
-                    print("golden changed inside chunk", k)
-                vpx_exit = next_vpx_exit
-                continue
             if approx:
                 # stage 4: against the approximate state
                 ap = vpx_exit
@@ -160,7 +117,6 @@ def run(
                         with_state=True,
                         as_record=True,
                         lambda_scale=lam,
-                        without_last=without_last,
                     )
                     prov.append((hr, src[a] if hidden_target == "source" else None))
                 fr, ap = encode(
@@ -192,9 +148,7 @@ def run(
             if hidden_q is None:
                 hidden_q = max(0, min(127, round(weight * key_q + (1 - weight) * inter_q)))
                 t = time.perf_counter()
-                hf, state = encode(
-                    state, src[a], hidden_q, hidden=True, with_state=True, without_last=without_last
-                )
+                hf, state = encode(state, src[a], hidden_q, hidden=True, with_state=True)
                 if verbose:
                     print(f"anchor p{a} q{hidden_q} {len(hf)} B {time.perf_counter() - t:.2f}s")
                 out.append(hf)

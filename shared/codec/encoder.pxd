@@ -40,7 +40,3 @@ ctypedef struct Encoder:
     # Revisiting a frame's decisions (revisit_record): the earlier decision of the macroblock
     # being decided, which seeds a narrow motion search; NULL for a full decision.
     const MacroblockInfo* hint
-    # Predict from golden and alt-ref only (a chunk's anchor, whose decisions must not depend
-    # on the last reference: see chunk_rebase).
-    int no_last
-    int wide_ref              # the reference searched widely, and for SPLITMV

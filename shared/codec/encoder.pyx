@@ -27,7 +27,6 @@ from .frame_record cimport FrameRecord
 from .frame_writer cimport (
     TokenCounts,
     TokenTally,
-    count_tokens,
     tally_macroblock,
     token_class,
     tree_counts,
@@ -1019,6 +1018,37 @@ ctypedef struct InterCandidate:
     uint8_t b_modes[16]
 
 
+cdef inline uint32_t reference_cost(Encoder* enc, int ref) noexcept nogil:
+    """Bits (x256) of coding an inter macroblock's reference frame."""
+    cdef uint32_t cost = bit_cost(1, enc.prob_intra)
+    if ref == LAST_FRAME:
+        return cost + bit_cost(0, enc.prob_last)
+    return cost + bit_cost(1, enc.prob_last) + bit_cost(ref == ALTREF_FRAME, enc.prob_golden)
+
+
+cdef inline uint32_t inter_mode_cost(int mode, const int* counts) noexcept nogil:
+    """Bits (x256) of an inter mode in the contexts `counts` (find_near_mvs), without NEWMV's
+    vector or SPLITMV's partitions."""
+    cdef uint32_t cost = bit_cost(mode != ZEROMV, VP8_MODE_CONTEXTS[counts[0]][0])
+    if mode == ZEROMV:
+        return cost
+    cost += bit_cost(mode != NEARESTMV, VP8_MODE_CONTEXTS[counts[1]][1])
+    if mode == NEARESTMV:
+        return cost
+    cost += bit_cost(mode != NEARMV, VP8_MODE_CONTEXTS[counts[2]][2])
+    if mode == NEARMV:
+        return cost
+    return cost + bit_cost(mode == SPLITMV, VP8_MODE_CONTEXTS[counts[3]][3])
+
+
+cdef inline void set_whole_block_modes(MacroblockInfo* mb, int mode) noexcept nogil:
+    """The subblock modes a 16x16 intra mode implies (for later macroblocks' contexts)."""
+    cdef int i
+    for i in range(16):
+        mb.b_modes[i] = B_DC_PRED + (0 if mode == DC_PRED else (
+            2 if mode == 1 else (3 if mode == 2 else 1)))
+
+
 cdef bint split_futile(Encoder* enc, const InterCandidate* candidates, int n) noexcept nogil:
     """Whether some whole-macroblock candidate already predicts so well (its error worth fewer
     than enc.split_min_bits bits) that SPLITMV's extra vectors cannot pay."""
@@ -1053,10 +1083,7 @@ cdef void add_split_candidate(Encoder* enc, MacroblockInfo* mb, InterCandidate* 
         predict_inter(&enc.fc.refs[ref][0], x, y, 8, 8, quarter[q].row, quarter[q].col, scratch,
                       16, enc.fc.bilinear)
         sse += block_sse(src.data + y * src.stride + x, src.stride, scratch, 16, 8)
-    rate = ref_cost + bit_cost(1, VP8_MODE_CONTEXTS[counts[0]][0]) \
-        + bit_cost(1, VP8_MODE_CONTEXTS[counts[1]][1]) \
-        + bit_cost(1, VP8_MODE_CONTEXTS[counts[2]][2]) \
-        + bit_cost(1, VP8_MODE_CONTEXTS[counts[3]][3]) \
+    rate = ref_cost + inter_mode_cost(SPLITMV, counts) \
         + tree_cost(VP8_MBSPLIT_TREE, 6, VP8_MBSPLIT_PROBS, SPLIT_QUARTERS)
     # The references of each quarter depend on the quarters before it: fill in order.
     mb.y_mode = SPLITMV
@@ -1120,37 +1147,6 @@ cdef void try_subblock_modes(Encoder* enc, MacroblockInfo* mb, int mb_row, int m
                   best_mb, best_cost)
 
 
-cdef inline uint32_t reference_cost(Encoder* enc, int ref) noexcept nogil:
-    """Bits (x256) of coding an inter macroblock's reference frame."""
-    cdef uint32_t cost = bit_cost(1, enc.prob_intra)
-    if ref == LAST_FRAME:
-        return cost + bit_cost(0, enc.prob_last)
-    return cost + bit_cost(1, enc.prob_last) + bit_cost(ref == ALTREF_FRAME, enc.prob_golden)
-
-
-cdef inline uint32_t inter_mode_cost(int mode, const int* counts) noexcept nogil:
-    """Bits (x256) of a whole-macroblock inter mode in the contexts `counts` (find_near_mvs),
-    without NEWMV's vector."""
-    cdef uint32_t cost = bit_cost(mode != ZEROMV, VP8_MODE_CONTEXTS[counts[0]][0])
-    if mode == ZEROMV:
-        return cost
-    cost += bit_cost(mode != NEARESTMV, VP8_MODE_CONTEXTS[counts[1]][1])
-    if mode == NEARESTMV:
-        return cost
-    cost += bit_cost(mode != NEARMV, VP8_MODE_CONTEXTS[counts[2]][2])
-    if mode == NEARMV:
-        return cost
-    return cost + bit_cost(mode == SPLITMV, VP8_MODE_CONTEXTS[counts[3]][3])
-
-
-cdef inline void set_whole_block_modes(MacroblockInfo* mb, int mode) noexcept nogil:
-    """The subblock modes a 16x16 intra mode implies (for later macroblocks' contexts)."""
-    cdef int i
-    for i in range(16):
-        mb.b_modes[i] = B_DC_PRED + (0 if mode == DC_PRED else (
-            2 if mode == 1 else (3 if mode == 2 else 1)))
-
-
 cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_col,
                             const uint8_t* above_ctx, const uint8_t* left_ctx,
                             MacroblockCoding* trial, MacroblockCoding* best) noexcept nogil:
@@ -1204,10 +1200,9 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
         # only the best INTER_TRIALS are coded in full.
         n = 0
         for ref in range(LAST_FRAME, ALTREF_FRAME + 1):
-            if fc.refs[ref][0].data == NULL or (ref == LAST_FRAME and enc.no_last):
+            if fc.refs[ref][0].data == NULL:
                 continue
-            if ref != LAST_FRAME and not enc.no_last \
-                    and fc.refs[ref][0].data == fc.refs[LAST_FRAME][0].data:
+            if ref != LAST_FRAME and fc.refs[ref][0].data == fc.refs[LAST_FRAME][0].data:
                 continue
             if ref == ALTREF_FRAME and fc.refs[ref][0].data == fc.refs[GOLDEN_FRAME][0].data:
                 continue
@@ -1224,11 +1219,10 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
             if (near_mvs[2].row or near_mvs[2].col) and not mv_equal(near_mvs[2], near_mvs[1]):
                 add_candidate(enc, candidates, &n, ref, NEARMV, near_mvs[2],
                               ref_cost + inter_mode_cost(NEARMV, counts), mb_row, mb_col)
-            # A wide search on the last frame (or golden without it); the others only refine their
-            # census vectors.
+            # A wide search on the last frame; golden and alt-ref only refine their census vectors.
             if enc.hint == NULL:
                 mv = motion_search(enc, &fc.refs[ref][0], mb_col * 16, mb_row * 16, 16, near_mvs,
-                                   3, near_mvs[0], 16 if ref == enc.wide_ref else 2)
+                                   3, near_mvs[0], 16 if ref == LAST_FRAME else 2)
             else:
                 # Revisiting: the earlier vector was found against references much like these,
                 # so a one-pixel step around it and the census vectors finds what a wide
@@ -1245,7 +1239,7 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
                               ref_cost + inter_mode_cost(NEWMV, counts)
                               + mv_cost(enc, mv, near_mvs[0]), mb_row, mb_col)
             # Revisiting, SPLITMV only where it was chosen before: the chain waits for this.
-            if ref == enc.wide_ref and not split_futile(enc, candidates, n) and (
+            if ref == LAST_FRAME and not split_futile(enc, candidates, n) and (
                     enc.hint == NULL or enc.hint.y_mode == SPLITMV):
                 add_split_candidate(enc, mb, candidates, &n, ref, mv, near_mvs, counts, ref_cost,
                                     mb_row, mb_col)
@@ -1551,8 +1545,7 @@ cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Pictur
 cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
                         bint key_frame, bint refresh_all, bint want_state=False,
                         bint as_record=False, bint tune_ssim=False, FrameRecord hint=None,
-                        bint trellis=True, double lambda_scale=1.0, bint hidden=False,
-                        bint without_last=False):
+                        bint trellis=True, double lambda_scale=1.0, bint hidden=False):
     """Encode (original is None) or rebase (keep `original`'s decisions) one frame; returns its
     bytes, or with `want_state` (bytes, the state a decoder reaches after it). With `as_record`
     the coded FrameRecord stands in for the bytes: the state does not depend on them, so a
@@ -1711,8 +1704,6 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         # Nor when revisiting, which is in the serial chain too.
         enc.trellis = TRELLIS and trellis and not rebasing and hint is None
         enc.hint = NULL
-        enc.no_last = without_last
-        enc.wide_ref = GOLDEN_FRAME if without_last else LAST_FRAME
         # Y2 (no trellis): a wider dead zone pays, in a full encode (-3 % bits at equal PSNR,
         # bench/encode.py) as in a rebase (libvpx's chunks re-coded on their own states: 8.4 %
         # more bytes than libvpx at its dead zone of 110/100, 0.2 % at this one, 0.05 dB lower;
@@ -1951,7 +1942,7 @@ def encode_keyframe(image, quality, *, with_state=False, tune="psnr"):
 
 def encode(DecoderState state not None, image, quality, *, refresh_all=False,
            with_state=False, as_record=False, tune="psnr", trellis=True, lambda_scale=1.0,
-           hidden=False, without_last=False):
+           hidden=False):
     """An interframe coding `image` against `state`'s references (`quality`, `with_state`
     and `tune` as for `encode_keyframe`).
 
@@ -1964,8 +1955,6 @@ def encode(DecoderState state not None, image, quality, *, refresh_all=False,
     decisions must serve references other than the ones they were made against. With
     `hidden`, the frame is not shown and refreshes golden and alt-ref, not last: an alt-ref
     frame, of a picture later frames predict from (ExCamera's chunk anchors, chunk_rebase).
-    With `without_last`, macroblocks predict from golden and alt-ref only (or are intra): the
-    frame's decisions then hold for any state whose golden and alt-ref are this one's.
     """
     if not 0.0 < lambda_scale <= 16.0:
         raise ValueError(f"lambda_scale must be in (0, 16], not {lambda_scale!r}")
@@ -1975,8 +1964,7 @@ def encode(DecoderState state not None, image, quality, *, refresh_all=False,
     return _with_quality(
         lambda q, s, final: _code_frame(state, image, q, None, False, bool(refresh_all), s,
                                         bool(as_record) and final, ssim, None, bool(trellis),
-                                        float(lambda_scale), bool(hidden),
-                                        bool(without_last)),
+                                        float(lambda_scale), bool(hidden)),
         state,
         image, quality, bool(with_state))
 
@@ -2009,7 +1997,7 @@ def rebase_record(DecoderState state not None, image, FrameRecord record not Non
 
 
 def revisit_record(DecoderState state not None, image, FrameRecord record not None, *,
-                   with_state=False, as_record=False, tune="psnr", without_last=False):
+                   with_state=False, as_record=False, tune="psnr"):
     """Encode `image` against `state` again, deciding every macroblock anew from `record`'s
     decisions, which an encode of the same frame made against other references (ExCamera's
     chunk-start frame, encoded in parallel against an approximate state, revisited in the
@@ -2035,80 +2023,7 @@ def revisit_record(DecoderState state not None, image, FrameRecord record not No
                          "or hidden frames that refresh golden and alt-ref")
     return _code_frame(state, image, record.hdr.q_index, None, False, refresh_all and not hidden,
                        bool(with_state), bool(as_record), _tune_ssim(tune), record, True, 1.0,
-                       hidden, bool(without_last))
-
-
-def replay_record(DecoderState state not None, FrameRecord record not None, *,
-                  with_state=False):
-    """`record` written to follow `state` instead of the state it was coded against: the same
-    macroblocks, vectors and levels, with probability and loop-filter-delta updates chosen
-    against `state`'s. It decodes to the same picture wherever the references its macroblocks
-    use are the same: for a frame that predicts from golden and alt-ref only
-    (`encode(without_last=True)`), any state whose golden and alt-ref are the ones it was coded
-    against. Costs a write, not a decision. With `with_state`, (frame, the state after it)."""
-    if record.tag.key_frame:
-        raise CodecError("a key frame does not depend on a state; replay only interframes")
-    if record.levels == NULL:
-        raise ValueError("this record holds no coded levels (parsed with levels=False)")
-    if record.hdr.segmentation_enabled:
-        raise CodecError("replay only frames without segmentation")
-    if not state.has_keyframe or not state.has_references:
-        raise CodecError("replaying needs a state with reference pictures")
-    if (state.width, state.height) != (record.tag.width, record.tag.height):
-        raise CodecError(
-            f"the frame is {record.tag.width}x{record.tag.height} but the state's frames are "
-            f"{state.width}x{state.height}")
-    cdef FrameRecord rec = FrameRecord()
-    cdef int n_mbs = record.mb_rows * record.mb_cols, i
-    cdef size_t info_size = (record.mb_rows + 1) * record.mb_info_stride * sizeof(MacroblockInfo)
-    cdef TokenCounts* counts = <TokenCounts*>calloc(1, sizeof(TokenCounts))
-    cdef uint8_t* above_ctx = <uint8_t*>calloc(record.mb_cols * 9 + 1, 1)
-    cdef EntropyContext before = state.probs
-    try:
-        rec.mb_info = <MacroblockInfo*>malloc(info_size)
-        rec.levels = <int16_t*>malloc(n_mbs * 400 * sizeof(int16_t))
-        rec.level_eobs = <uint8_t*>malloc(n_mbs * 25)
-        if counts == NULL or above_ctx == NULL or rec.mb_info == NULL or rec.levels == NULL \
-                or rec.level_eobs == NULL:
-            raise MemoryError()
-        memcpy(rec.mb_info, record.mb_info, info_size)
-        memcpy(rec.levels, record.levels, n_mbs * 400 * sizeof(int16_t))
-        memcpy(rec.level_eobs, record.level_eobs, n_mbs * 25)
-        rec.tag, rec.hdr = record.tag, record.hdr
-        rec.mb_cols, rec.mb_rows = record.mb_cols, record.mb_rows
-        rec.mb_info_stride = record.mb_info_stride
-        rec.segment_map = record.segment_map
-        rec.features = state.features
-        rec.probs = state.probs
-        if rec.hdr.ymode_update:
-            memcpy(rec.probs.ymode, record.probs.ymode, sizeof(rec.probs.ymode))
-        if rec.hdr.uvmode_update:
-            memcpy(rec.probs.uvmode, record.probs.uvmode, sizeof(rec.probs.uvmode))
-        # Loop-filter deltas: send the frame's own wherever the state's differ.
-        rec.deltas = state.deltas
-        if rec.hdr.lf_deltas_enabled:
-            rec.hdr.lf_delta_update = 0
-            for i in range(4):
-                if record.deltas.ref[i] != state.deltas.ref[i] \
-                        or record.deltas.mode[i] != state.deltas.mode[i]:
-                    rec.hdr.lf_delta_update = 1
-            if rec.hdr.lf_delta_update:
-                rec.deltas = record.deltas
-                for i in range(4):
-                    rec.hdr.ref_delta_present[i] = 1
-                    rec.hdr.mode_delta_present[i] = 1
-        with nogil:
-            count_tokens(rec, counts, above_ctx)
-            choose_coefficient_updates(rec, &before, counts)
-            if MV_UPDATES:
-                choose_mv_updates(rec, &before)
-    finally:
-        free(counts)
-        free(above_ctx)
-    frame = write_frame(rec)
-    if with_state:
-        return frame, decode(state, frame)[0]
-    return frame
+                       hidden)
 
 
 # --- kernel access for tests ---------------------------------------------------------------

@@ -87,27 +87,6 @@ cdef class DecoderState:
         context.segment_map = self.segment_map
         return context
 
-    def with_golden_and_altref(self, DecoderState other not None):
-        """This state with `other`'s golden and alt-ref pictures in place of its own (a chunk
-        whose anchor was decided apart from the chain that reaches its last reference)."""
-        if not (self.has_keyframe and other.has_keyframe) or self.last is None \
-                or other.golden is None:
-            raise ValueError("both states need reference pictures")
-        if (self.width, self.height) != (other.width, other.height):
-            raise ValueError(f"states of {self.width}x{self.height} and "
-                             f"{other.width}x{other.height} pictures do not combine")
-        cdef DecoderState state = DecoderState.__new__(DecoderState)
-        state.has_keyframe = True
-        state.width, state.height = self.width, self.height
-        state.horizontal_scale = self.horizontal_scale
-        state.vertical_scale = self.vertical_scale
-        state.probs = self.probs
-        state.features = self.features
-        state.deltas = self.deltas
-        state.segment_map = self.segment_map
-        state.last, state.golden, state.altref = self.last, other.golden, other.altref
-        return state
-
     @property
     def references(self):
         """(last, golden, altref) pictures, or Nones before the first key frame."""
