@@ -1041,14 +1041,6 @@ cdef inline uint32_t inter_mode_cost(int mode, const int* counts) noexcept nogil
     return cost + bit_cost(mode == SPLITMV, VP8_MODE_CONTEXTS[counts[3]][3])
 
 
-cdef inline void set_whole_block_modes(MacroblockInfo* mb, int mode) noexcept nogil:
-    """The subblock modes a 16x16 intra mode implies (for later macroblocks' contexts)."""
-    cdef int i
-    for i in range(16):
-        mb.b_modes[i] = B_DC_PRED + (0 if mode == DC_PRED else (
-            2 if mode == 1 else (3 if mode == 2 else 1)))
-
-
 cdef bint split_futile(Encoder* enc, const InterCandidate* candidates, int n) noexcept nogil:
     """Whether some whole-macroblock candidate already predicts so well (its error worth fewer
     than enc.split_min_bits bits) that SPLITMV's extra vectors cannot pay."""
@@ -1186,7 +1178,9 @@ cdef void decide_macroblock(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb
         if not enc.key_frame and mode != luma_mode:
             continue
         mb.y_mode = mode
-        set_whole_block_modes(mb, mode)
+        for i in range(16):
+            mb.b_modes[i] = B_DC_PRED + (0 if mode == DC_PRED else (
+                2 if mode == 1 else (3 if mode == 2 else 1)))
         try_candidate(enc, mb, mb_row, mb_col, above_ctx, left_ctx,
                       intra_cost + tree_cost(ymode_tree, 8, ymode_probs, mode),
                       trial, best, &best_mb, &best_cost)
