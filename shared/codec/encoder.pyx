@@ -683,17 +683,31 @@ cdef void code_luma_split(Encoder* enc, MacroblockInfo* mb, int mb_row, int mb_c
             cur.data + mb_row * 16 * cur.stride + mb_col * 16, cur.stride, 16)
 
 
-cdef uint32_t bmode_cost(Encoder* enc, const MacroblockInfo* mb, int b, int mode) noexcept nogil:
+# Subblock mode costs: their probabilities are fixed (by the neighbours' modes on key frames),
+# and B_PRED trials ask for them ten times per subblock.
+cdef uint32_t INTER_BMODE_COST[10]
+cdef uint32_t KEY_BMODE_COST[10][10][10]      # [above mode][left mode][mode]
+cdef int _a, _l, _m
+for _m in range(10):
+    INTER_BMODE_COST[_m] = tree_cost(VP8_BMODE_TREE, 18, VP8_BMODE_PROBS, _m)
+    for _a in range(10):
+        for _l in range(10):
+            KEY_BMODE_COST[_a][_l][_m] = tree_cost(VP8_BMODE_TREE, 18,
+                                                   VP8_KF_BMODE_PROBS[_a][_l], _m)
+
+
+cdef inline uint32_t bmode_cost(Encoder* enc, const MacroblockInfo* mb, int b,
+                                int mode) noexcept nogil:
     cdef const MacroblockInfo* above
     cdef const MacroblockInfo* left
     cdef int above_mode, left_mode
     if not enc.key_frame:
-        return tree_cost(VP8_BMODE_TREE, 18, VP8_BMODE_PROBS, mode)
+        return INTER_BMODE_COST[mode]
     above = mb - enc.fc.mb_info_stride
     left = mb - 1
     above_mode = above.b_modes[b + 12] if b < 4 else mb.b_modes[b - 4]
     left_mode = left.b_modes[b + 3] if (b & 3) == 0 else mb.b_modes[b - 1]
-    return tree_cost(VP8_BMODE_TREE, 18, VP8_KF_BMODE_PROBS[above_mode][left_mode], mode)
+    return KEY_BMODE_COST[above_mode][left_mode][mode]
 
 
 # Subblock modes fully coded per 4x4 (the rest are ruled out by their prediction error alone).
