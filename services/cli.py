@@ -183,7 +183,9 @@ def _run_celery_worker(config: Any, service: str, concurrency: int | None,
     if service == "splitter":
         app.steps["consumer"].add(IngestConsumer)
     queue = app.excamera_topology.queue_of_service(service)  # type: ignore[attr-defined]
-    argv = [
+    # Celery's banner only when verbose: `excamera up` starts four workers in one terminal.
+    argv = [] if verbose else ["--quiet"]
+    argv += [
         "worker", f"--loglevel={'INFO' if verbose else 'WARNING'}", "-Q", queue,
         f"--concurrency={concurrency or os.cpu_count() or 1}", "--pool=prefork",
         "-n", f"{service}-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
