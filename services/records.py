@@ -111,6 +111,11 @@ CREATE TABLE IF NOT EXISTS excamera_errors (
 CREATE INDEX IF NOT EXISTS excamera_errors_by_job ON excamera_errors (job, id);
 """
 
+# The schema's version, kept in excamera_schema: raise it with every change to _SCHEMA. A
+# process finding it current runs no DDL. (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS` takes
+# an exclusive lock even when the column exists, and deadlocked against live writers when
+# every process ran the DDL as it started.)
+SCHEMA_VERSION = 1
 _SCHEMA_LOCK = 0x65786361  # pg_advisory_xact_lock key: concurrent first uses create it once
 
 
@@ -171,6 +176,18 @@ def ensure_database(url: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
+def _schema_version(cur: psycopg.Cursor[Any]) -> int:
+    """The version excamera_schema records; 0 before there is one (a new database, or one
+    made before versions were recorded). Reads only: no lock that writers wait for."""
+    cur.execute("SELECT to_regclass('excamera_schema') IS NOT NULL AS present")
+    row = cur.fetchone()
+    if not row or not row["present"]:
+        return 0
+    cur.execute("SELECT max(version) AS version FROM excamera_schema")
+    row = cur.fetchone()
+    return int(row["version"]) if row and row["version"] is not None else 0
+
+
 class JobRecords:
     """Job and task records; thread-safe (a small pool of connections)."""
 
@@ -184,9 +201,20 @@ class JobRecords:
                 check=ConnectionPool.check_connection,
             )
         self._lock = threading.Lock()
+        self._ensure_schema()
+
+    def _ensure_schema(self) -> None:
+        """Create or upgrade the tables unless the database already has this version's."""
         with self._tx() as cur:
+            if _schema_version(cur) >= SCHEMA_VERSION:
+                return
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            if _schema_version(cur) >= SCHEMA_VERSION:   # another process just did it
+                return
             cur.execute(_SCHEMA)
+            cur.execute("CREATE TABLE IF NOT EXISTS excamera_schema (version integer NOT NULL)")
+            cur.execute("DELETE FROM excamera_schema")
+            cur.execute("INSERT INTO excamera_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         self._pool.close()

@@ -88,3 +88,50 @@ def test_racing_finishers_claim_each_task_once(records: JobRecords) -> None:
     assert len(together) == len(set(together))  # nobody claimed what another did
     # Only the exit states are ready: every chunk's but each group's last (groups of 16).
     assert set(together) == {TaskId("state", i) for i in range(64) if i % 16 != 15}
+
+
+def test_opening_beside_a_live_writer_runs_no_ddl(records: JobRecords) -> None:
+    """Every service process opens the records as it starts, while others write: with the
+    schema current, opening must not wait for (or deadlock with) their row locks."""
+    import psycopg
+
+    writer = psycopg.connect(records.url)
+    try:
+        writer.execute("LOCK TABLE excamera_progress, excamera_tasks IN ROW EXCLUSIVE MODE")
+        opened: list[JobRecords] = []
+        opener = threading.Thread(target=lambda: opened.append(JobRecords(records.url)),
+                                  daemon=True)
+        opener.start()
+        opener.join(timeout=20)
+        assert opened, "opening the records waited for a writer's row locks (DDL ran)"
+        opened[0].close()
+    finally:
+        writer.rollback()
+        writer.close()
+
+
+def test_an_older_schema_is_upgraded_once() -> None:
+    """A database made before the schema had versions (no excamera_schema, a later column
+    missing) gets the columns and the version; opening again then finds it current."""
+    import psycopg
+
+    from services.records import SCHEMA_VERSION
+
+    require_peers()
+    name = f"excamera_records_{secrets.token_hex(4)}"
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    JobRecords(url).close()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TABLE excamera_schema")
+            conn.execute("ALTER TABLE excamera_tasks DROP COLUMN hedged")
+        JobRecords(url).close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            hedged = conn.execute(
+                "SELECT count(*) FROM information_schema.columns"
+                " WHERE table_name = 'excamera_tasks' AND column_name = 'hedged'").fetchone()
+            versions = conn.execute("SELECT version FROM excamera_schema").fetchall()
+        assert hedged == (1,)
+        assert versions == [(SCHEMA_VERSION,)]
+    finally:
+        drop_database(name)
