@@ -8,10 +8,11 @@ import secrets
 import threading
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from services_support import drop_database, require_peers
 
-from services.records import JobRecords
+from services.records import SCHEMA_VERSION, JobRecords
 from shared.pipeline import graph
 from shared.pipeline.graph import TaskId
 from shared.pipeline.stages import ChunkPlan
@@ -93,8 +94,6 @@ def test_racing_finishers_claim_each_task_once(records: JobRecords) -> None:
 def test_opening_beside_a_live_writer_runs_no_ddl(records: JobRecords) -> None:
     """Every service process opens the records as it starts, while others write: with the
     schema current, opening must not wait for (or deadlock with) their row locks."""
-    import psycopg
-
     writer = psycopg.connect(records.url)
     try:
         writer.execute("LOCK TABLE excamera_progress, excamera_tasks IN ROW EXCLUSIVE MODE")
@@ -113,10 +112,6 @@ def test_opening_beside_a_live_writer_runs_no_ddl(records: JobRecords) -> None:
 def test_an_older_schema_is_upgraded_once() -> None:
     """A database made before the schema had versions (no excamera_schema, a later column
     missing) gets the columns and the version; opening again then finds it current."""
-    import psycopg
-
-    from services.records import SCHEMA_VERSION
-
     require_peers()
     name = f"excamera_records_{secrets.token_hex(4)}"
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
