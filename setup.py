@@ -48,7 +48,8 @@ def codec_extension(name: str) -> Extension:
         f"shared.codec.{name}",
         [os.path.join(CODEC_DIR, f"{name}.pyx")],
         include_dirs=[CODEC_DIR, numpy.get_include()],
-        extra_compile_args=["-O3", "-Wno-unused-function", "-Wno-unreachable-code"],
+        extra_compile_args=["-O3", "-pthread", "-Wno-unused-function", "-Wno-unreachable-code"],
+        extra_link_args=["-pthread"],  # rows.h: the rebase's wavefront threads
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
 

@@ -117,6 +117,7 @@ def run_service(args: argparse.Namespace) -> int:
         # Before services.metrics is imported anywhere: one directory for all this
         # service's processes.
         os.environ.setdefault(METRICS_ENV, tempfile.mkdtemp(prefix="excamera-metrics-"))
+    _check_chain_threads()
     _check_connections(config, args.name)
     if args.name == "api":
         from .api.app import serve
@@ -130,6 +131,19 @@ def run_service(args: argparse.Namespace) -> int:
     if args.name == "rebaser":
         return _run_rebasers(config, args.concurrency or 1)
     return _run_celery_worker(config, args.name, args.concurrency, args.verbose)
+
+
+def _check_chain_threads() -> None:
+    """EXCAMERA_CHAIN_THREADS, which the rebasers' links read, is refused at start-up."""
+    from shared.pipeline.errors import PipelineError
+    from shared.pipeline.stages import chain_threads
+
+    from .errors import ConfigError
+
+    try:
+        chain_threads()
+    except PipelineError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_connections(config: Any, name: str) -> None:

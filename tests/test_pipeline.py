@@ -349,6 +349,26 @@ def test_bad_output(
     no_stray_files(tmp_path, {"in.y4m", "adir.ivf"})
 
 
+@pytest.mark.parametrize("value", ["0", "9", "two", "-1"])
+def test_bad_chain_threads(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    value: str,
+) -> None:
+    """A bad EXCAMERA_CHAIN_THREADS is refused before any work, in one line."""
+    source = make_y4m(tmp_path / "in.y4m", 3)
+    monkeypatch.setenv(stages.CHAIN_THREADS_ENV, value)
+    result = encode(capsys, source, "-o", tmp_path / "o.ivf", "-n", 1)
+    assert_one_line_error(result, "EXCAMERA_CHAIN_THREADS", "from 1 to 8")
+    no_stray_files(tmp_path, {"in.y4m"})
+
+
+def test_chain_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(stages.CHAIN_THREADS_ENV, " 3 ")
+    assert stages.chain_threads() == 3
+    monkeypatch.delenv(stages.CHAIN_THREADS_ENV)
+    assert stages.chain_threads() == 1
+
+
 def test_unusable_work_dir(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     source = make_y4m(tmp_path / "in.y4m", 3)
     (tmp_path / "afile").write_text("")

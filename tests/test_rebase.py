@@ -27,7 +27,7 @@ import pytest
 from decoder_support import require_tools
 from encoder_support import codec, decode_chain, images, libvpx_difference, mean_psnr, psnr, ssim
 from libvpx_oracle import peek_header, read_ivf
-from vp8_streams import STREAMS, Clip, Sintel, Stream, build
+from vp8_streams import STREAMS, Clip, Sintel, Stream, Synthetic, build
 
 DecoderState = codec.DecoderState
 decode, decode_record = codec.decode, codec.decode_record
@@ -527,3 +527,48 @@ def test_as_record_writes_the_same_frame_later(
     )
     assert serialize(coded) == encoded and coded_after == encoded_after
     assert decode(state, serialize(coded))[0] == coded_after
+
+
+@pytest.mark.parametrize(
+    "name", ["sintel-good-cpu0", "altref-2pass", "cbr-rt-segmentation", "partitions-8"]
+)
+def test_rebase_on_threads_writes_the_same_frames(
+    vp8_stream: Callable[[str], Path], name: str
+) -> None:
+    """The serial chain rebases macroblock rows in a wavefront (`threads`): every thread count,
+    more threads than rows included, writes the frames and reaches the states of one thread.
+    Each frame is rebased onto another state than its own (the previous frame's decode held
+    back one frame), so predictions, residuals and skips all change."""
+    frames = read_ivf(vp8_stream(name)).frames
+    states, _ = decode_chain(frames)
+    for index in range(2, min(len(frames), 8)):
+        record = decode_record(states[index - 1], frames[index])[2]
+        if record.key_frame:
+            continue
+        onto = states[index - 2]
+        target = record.image
+        one = codec.encoder.rebase_record(onto, target, record, with_state=True)
+        for threads in (2, 3, 8):
+            assert codec.encoder.rebase_record(
+                onto, target, record, with_state=True, threads=threads) == one, (index, threads)
+
+
+def test_rebase_on_more_threads_than_rows() -> None:
+    """A frame one macroblock row high, on eight threads: seven find no row and return."""
+    pictures = images(Synthetic(72, 16, 2), None)
+    key, state = encode_keyframe(pictures[0], 30, with_state=True)
+    frame = encode(state, pictures[1], 30)
+    record = decode_record(state, frame)[2]
+    other = decode(DecoderState.initial(), encode_keyframe(pictures[1], 60))[0]
+    one = codec.encoder.rebase_record(other, pictures[1], record, with_state=True)
+    assert codec.encoder.rebase_record(
+        other, pictures[1], record, with_state=True, threads=8) == one
+
+
+@pytest.mark.parametrize("threads", [0, 9, -1, 1.5, True, "2"])
+def test_rebase_refuses_a_bad_thread_count(threads: object) -> None:
+    pictures = images(Synthetic(48, 16, 2), None)
+    key, state = encode_keyframe(pictures[0], 30, with_state=True)
+    record = decode_record(state, encode(state, pictures[1], 30))[2]
+    with pytest.raises(ValueError, match="threads must be an integer from 1 to 8"):
+        codec.encoder.rebase_record(state, pictures[1], record, threads=threads)

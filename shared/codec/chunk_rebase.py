@@ -110,6 +110,7 @@ def rebase_records(
     revisit_start: bool = False,
     trellis: bool = True,
     anchor_image: Image | None = None,
+    threads: int = 1,
 ) -> tuple[list[FrameRecord], DecoderState]:
     """The part of `rebase_chunk` that needs the incoming state: the chunk's parsed `records`
     coded again, as FrameRecords not yet written (`write_frames`), and the exit state. The
@@ -119,7 +120,8 @@ def rebase_records(
     `trellis=False`: a converted key frame is quantized greedily, for a chain that will
     revisit it. `anchor_image`: the records are an anchored chunk's (`anchor_chunk`), whose
     first record, the hidden anchor, codes this picture; with `revisit_start` the anchor and
-    the first shown frame are decided again."""
+    the first shown frame are decided again. `threads`: the rebased frames' macroblock rows
+    on that many threads (`encoder.rebase_record`; the same bytes), for the serial chain."""
     tune = tune or default_tuning()
     if not incoming_state.has_keyframe:
         raise CodecError("the incoming state has no decoded key frame to continue from")
@@ -151,7 +153,7 @@ def rebase_records(
                                           as_record=True, tune=tune)
         else:
             frame, state = rebase_record(state, target, record, with_state=True, as_record=True,
-                                         tune=tune)
+                                         tune=tune, threads=threads)
         coded.append(frame)
     return coded, state
 

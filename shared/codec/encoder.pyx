@@ -110,6 +110,15 @@ cnp.import_array()
 
 # --- costs ------------------------------------------------------------------------------------
 
+cdef extern from "rows.h" nogil:
+    ctypedef void (*rows_worker)(void* job, int worker) noexcept nogil
+    int ROWS_MAX_THREADS
+    void rows_run(rows_worker fn, void* job, int threads)
+    int rows_take(int* next_row)
+    void rows_publish(int* progress, int done)
+    void rows_wait(const int* progress, int needed)
+
+
 cdef uint32_t PROB_COST[256]     # cost in 1/256 bits of a 0 coded at probability p/256
 cdef int _i
 for _i in range(1, 256):
@@ -1386,6 +1395,129 @@ cdef void tune_macroblock(Encoder* enc, int index) noexcept nogil:
 
 # --- frames --------------------------------------------------------------------------------
 
+ctypedef struct FrameCounts:
+    # What a frame's macroblocks add up to, for its header's probabilities.
+    uint32_t skip, intra, inter, last, golden
+
+
+cdef void finish_macroblock(MacroblockInfo* mb, const MacroblockCoding* best, TokenTally* tally,
+                            const EntropyContext* probs, uint8_t* above, uint8_t* left,
+                            int16_t* levels, uint8_t* eobs, FrameCounts* counts) noexcept nogil:
+    """Keep a coded macroblock's levels (`levels`, `eobs`: its place in the record), tally its
+    tokens, which also moves the token contexts on past it, and count it."""
+    cdef int i, first
+    mb.skip = coding_is_empty(mb, best)
+    mb.skip_coded = mb.skip
+    counts.skip += mb.skip
+    tally_macroblock(tally, probs, mb, best.levels, best.eobs, above, left)
+    memcpy(eobs, best.eobs, 25)
+    # Only levels before a block's end are read; a luma block whose DC is in Y2 starts at
+    # position 1, so an end of 1 means it has none.
+    first = 1 if mb.y_mode != B_PRED and mb.y_mode != SPLITMV else 0
+    for i in range(25):
+        if best.eobs[i] > (first if i < 16 else 0):
+            memcpy(levels + i * 16, best.levels + i * 16, 16 * sizeof(int16_t))
+    if mb.ref_frame == INTRA_FRAME:
+        counts.intra += 1
+    else:
+        counts.inter += 1
+        if mb.ref_frame == LAST_FRAME:
+            counts.last += 1
+        elif mb.ref_frame == GOLDEN_FRAME:
+            counts.golden += 1
+
+
+ctypedef struct RowWorker:
+    # A rebase worker's own: the encoder (whose lambdas tune_macroblock sets per macroblock),
+    # the coding buffer, the token tally and the counts.
+    Encoder enc
+    MacroblockCoding best
+    TokenTally tally
+    FrameCounts counts
+
+
+ctypedef struct RebaseRows:
+    # A frame's rebase by macroblock rows (rows.h): what every worker reads and writes.
+    FrameContext* fc
+    MacroblockInfo* mb_info           # the record's, and the original's (same geometry)
+    const MacroblockInfo* original_info
+    int mb_info_stride
+    int16_t* levels
+    uint8_t* level_eobs
+    const EntropyContext* probs
+    int* progress                     # per row: macroblocks done
+    int next_row
+    RowWorker* workers
+
+
+cdef void rebase_rows(void* arg, int worker) noexcept nogil:
+    """Rebase rows taken in order until none is left; a macroblock waits for the one above
+    and to its right (intra edges, token contexts), so the result is that of one thread."""
+    cdef RebaseRows* job = <RebaseRows*>arg
+    cdef RowWorker* w = &job.workers[worker]
+    cdef int mb_cols = job.fc.mb_cols, mb_row, mb_col, index, at
+    cdef uint8_t left[9]
+    cdef MacroblockInfo* mb
+    while True:
+        mb_row = rows_take(&job.next_row)
+        if mb_row >= job.fc.mb_rows:
+            return
+        memset(left, 0, 9)
+        for mb_col in range(mb_cols):
+            if mb_row > 0:
+                rows_wait(&job.progress[mb_row - 1], min(mb_col + 2, mb_cols))
+            index = mb_row * mb_cols + mb_col
+            at = (mb_row + 1) * job.mb_info_stride + mb_col + 1
+            mb = job.mb_info + at
+            tune_macroblock(&w.enc, index)
+            memcpy(mb, job.original_info + at, sizeof(MacroblockInfo))
+            code_macroblock(&w.enc, mb, mb_row, mb_col, &w.best, job.fc.above_ctx + mb_col * 9,
+                            left, False)
+            finish_macroblock(mb, &w.best, &w.tally, job.probs, job.fc.above_ctx + mb_col * 9,
+                              left, job.levels + index * 400, job.level_eobs + index * 25,
+                              &w.counts)
+            rows_publish(&job.progress[mb_row], mb_col + 1)
+
+
+cdef int rebase_macroblocks(Encoder* enc, FrameRecord rec, FrameRecord original,
+                            TokenTally* tally, FrameCounts* counts, int threads) noexcept nogil:
+    """Rebase every macroblock of `rec` (original's decisions) on up to `threads` threads;
+    their tallies and counts are added to `tally` and `counts`. -1 if out of memory."""
+    cdef RebaseRows job
+    cdef int w, i, n = max(1, min(threads, ROWS_MAX_THREADS, rec.mb_rows))
+    cdef uint32_t* total = <uint32_t*>tally
+    cdef uint32_t* part
+    job.fc = enc.fc
+    job.mb_info = rec.mb_info
+    job.original_info = original.mb_info
+    job.mb_info_stride = rec.mb_info_stride
+    job.levels = rec.levels
+    job.level_eobs = rec.level_eobs
+    job.probs = &rec.probs
+    job.next_row = 0
+    job.progress = <int*>calloc(rec.mb_rows, sizeof(int))
+    job.workers = <RowWorker*>calloc(n, sizeof(RowWorker))
+    if job.progress == NULL or job.workers == NULL:
+        free(job.progress)
+        free(job.workers)
+        return -1
+    for w in range(n):
+        memcpy(&job.workers[w].enc, enc, sizeof(Encoder))
+    rows_run(rebase_rows, &job, n)
+    for w in range(n):
+        part = <uint32_t*>&job.workers[w].tally
+        for i in range(<int>(sizeof(TokenTally) // sizeof(uint32_t))):
+            total[i] += part[i]
+        counts.skip += job.workers[w].counts.skip
+        counts.intra += job.workers[w].counts.intra
+        counts.inter += job.workers[w].counts.inter
+        counts.last += job.workers[w].counts.last
+        counts.golden += job.workers[w].counts.golden
+    free(job.progress)
+    free(job.workers)
+    return 0
+
+
 cdef int probability_of_zero(uint32_t zeros, uint32_t total) noexcept nogil:
     if total == 0:
         return 128
@@ -1553,7 +1685,8 @@ cdef int64_t _filtered_sse(FrameContext* fc, Encoder* enc, Picture recon, Pictur
 cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord original,
                         bint key_frame, bint refresh_all, bint want_state=False,
                         bint as_record=False, bint tune_ssim=False, FrameRecord hint=None,
-                        bint trellis=True, double lambda_scale=1.0, bint hidden=False):
+                        bint trellis=True, double lambda_scale=1.0, bint hidden=False,
+                        int threads=1):
     """Encode (original is None) or rebase (keep `original`'s decisions) one frame; returns its
     bytes, or with `want_state` (bytes, the state a decoder reaches after it). With `as_record`
     the coded FrameRecord stands in for the bytes: the state does not depend on them, so a
@@ -1578,10 +1711,12 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
     cdef int64_t sse, best_sse
     cdef MacroblockInfo* mb
     cdef uint8_t left[9]
-    cdef uint32_t intra_count = 0, inter_count = 0, last_count = 0, golden_count = 0
-    cdef uint32_t skip_count = 0, n_mbs
+    cdef FrameCounts frame_counts
+    cdef bint out_of_memory = False
+    cdef uint32_t n_mbs
     cdef double step, factor
     cdef bint rebasing = original is not None
+    memset(&frame_counts, 0, sizeof(frame_counts))
     try:
         if fc == NULL or enc == NULL or trial == NULL or best == NULL or counts == NULL \
                 or tally == NULL:
@@ -1744,68 +1879,51 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         fill_mv_costs(enc, &before)
 
         with nogil:
-            for mb_row in range(rec.mb_rows):
-                memset(left, 0, 9)
-                for mb_col in range(rec.mb_cols):
-                    mb = rec.macroblock(mb_row, mb_col)
-                    tune_macroblock(enc, mb_row * rec.mb_cols + mb_col)
-                    if rebasing:
-                        memcpy(mb, original.macroblock(mb_row, mb_col), sizeof(MacroblockInfo))
-                    else:
+            if rebasing:
+                out_of_memory = rebase_macroblocks(enc, rec, original, tally, &frame_counts,
+                                                   threads) < 0
+            else:
+                for mb_row in range(rec.mb_rows):
+                    memset(left, 0, 9)
+                    for mb_col in range(rec.mb_cols):
+                        mb = rec.macroblock(mb_row, mb_col)
+                        index = mb_row * rec.mb_cols + mb_col
+                        tune_macroblock(enc, index)
                         if not key_frame:
                             # Reference-choice bit costs from this frame's choices so far (the
                             # header's probabilities come from the same counts), with a prior.
                             enc.prob_intra = probability_of_zero(
-                                intra_count + PRIOR_INTRA, intra_count + inter_count + PRIOR_MBS)
+                                frame_counts.intra + PRIOR_INTRA,
+                                frame_counts.intra + frame_counts.inter + PRIOR_MBS)
                             enc.prob_last = probability_of_zero(
-                                last_count + PRIOR_LAST, inter_count + PRIOR_MBS)
+                                frame_counts.last + PRIOR_LAST, frame_counts.inter + PRIOR_MBS)
                             enc.prob_golden = probability_of_zero(
-                                golden_count + PRIOR_MBS // 2, inter_count - last_count + PRIOR_MBS)
+                                frame_counts.golden + PRIOR_MBS // 2,
+                                frame_counts.inter - frame_counts.last + PRIOR_MBS)
                         if hint is not None:
                             enc.hint = hint.macroblock(mb_row, mb_col)
                         decide_macroblock(enc, mb, mb_row, mb_col, fc.above_ctx + mb_col * 9,
                                           left, trial, best)
-                    if rebasing:
-                        code_macroblock(enc, mb, mb_row, mb_col, best,
-                                        fc.above_ctx + mb_col * 9, left, False)
-                    else:
                         # The winner's coding is in `best`; its pixels were saved when it won
                         # (coding it again with its modes gives exactly these).
                         copy_macroblock_pixels(fc, mb_row, mb_col, enc.best_pixels, False)
-                    mb.skip = coding_is_empty(mb, best)
-                    mb.skip_coded = mb.skip
-                    skip_count += mb.skip
-                    # Tallied now, while the levels are at hand; this also moves the token
-                    # contexts on past the macroblock.
-                    tally_macroblock(tally, rec, mb, best.levels, best.eobs,
-                                     fc.above_ctx + mb_col * 9, left)
-                    index = mb_row * rec.mb_cols + mb_col
-                    memcpy(rec.level_eobs + index * 25, best.eobs, 25)
-                    # Only levels before a block's end are read; a luma block whose DC is in
-                    # Y2 starts at position 1, so an end of 1 means it has none.
-                    first = 1 if mb.y_mode != B_PRED and mb.y_mode != SPLITMV else 0
-                    for i in range(25):
-                        if best.eobs[i] > (first if i < 16 else 0):
-                            memcpy(rec.levels + index * 400 + i * 16, best.levels + i * 16,
-                                   16 * sizeof(int16_t))
-                    if mb.ref_frame == INTRA_FRAME:
-                        intra_count += 1
-                    else:
-                        inter_count += 1
-                        if mb.ref_frame == LAST_FRAME:
-                            last_count += 1
-                        elif mb.ref_frame == GOLDEN_FRAME:
-                            golden_count += 1
+                        finish_macroblock(mb, best, tally, &rec.probs, fc.above_ctx + mb_col * 9,
+                                          left, rec.levels + index * 400,
+                                          rec.level_eobs + index * 25, &frame_counts)
+        if out_of_memory:
+            raise MemoryError()
+        with nogil:
             tree_counts(tally, counts)
             choose_coefficient_updates(rec, &before, counts)
             if not key_frame and MV_UPDATES:
                 choose_mv_updates(rec, &before)
 
-        rec.hdr.prob_skip_false = probability_of_zero(n_mbs - skip_count, n_mbs)
+        rec.hdr.prob_skip_false = probability_of_zero(n_mbs - frame_counts.skip, n_mbs)
         if not key_frame:
-            rec.hdr.prob_intra = probability_of_zero(intra_count, n_mbs)
-            rec.hdr.prob_last = probability_of_zero(last_count, inter_count)
-            rec.hdr.prob_golden = probability_of_zero(golden_count, inter_count - last_count)
+            rec.hdr.prob_intra = probability_of_zero(frame_counts.intra, n_mbs)
+            rec.hdr.prob_last = probability_of_zero(frame_counts.last, frame_counts.inter)
+            rec.hdr.prob_golden = probability_of_zero(frame_counts.golden,
+                                                      frame_counts.inter - frame_counts.last)
         if rec.hdr.segmentation_enabled and rebasing:
             _segment_tree_probs(rec)
 
@@ -1992,16 +2110,24 @@ def rebase(DecoderState state not None, image, frame, DecoderState original_stat
 
 
 def rebase_record(DecoderState state not None, image, FrameRecord record not None,
-                  quality=None, *, with_state=False, as_record=False, tune="psnr"):
+                  quality=None, *, with_state=False, as_record=False, tune="psnr", threads=1):
     """`rebase` given the original frame already parsed into a FrameRecord; with `with_state`,
     returns (frame, the state after it). With `as_record`, the coded FrameRecord comes back in
     place of the bytes, for `frame_writer.serialize` to write later. `tune` as for `encode`
-    (a rebase decides only which trailing levels to drop)."""
+    (a rebase decides only which trailing levels to drop). `threads` (1 to 8) code macroblock
+    rows in a wavefront, for the serial chain; the bytes are the same for any number."""
     if record.tag.key_frame:
         raise CodecError("a key frame does not depend on a state; rebase only interframes")
     q_index = record.hdr.q_index if quality is None else _check_quantizer(quality)
     return _code_frame(state, image, q_index, record, False, False, bool(with_state),
-                       bool(as_record), _tune_ssim(tune))
+                       bool(as_record), _tune_ssim(tune), None, True, 1.0, False,
+                       _check_threads(threads))
+
+
+def _check_threads(threads) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 8:
+        raise ValueError(f"threads must be an integer from 1 to 8, not {threads!r}")
+    return threads
 
 
 def revisit_record(DecoderState state not None, image, FrameRecord record not None, *,

@@ -2,6 +2,7 @@ from libc.stdint cimport int16_t, uint8_t, uint32_t
 
 from .bool_encoder cimport BoolEncoder
 from .frame_context cimport MacroblockInfo
+from .frame_header cimport EntropyContext
 from .frame_record cimport FrameRecord
 
 ctypedef uint32_t TokenCounts[4][8][3][11][2]
@@ -14,7 +15,8 @@ cdef bytes write_frame(FrameRecord record)
 
 cdef void count_tokens(FrameRecord r, TokenCounts* counts, uint8_t* above_ctx) noexcept nogil
 
-cdef void tally_macroblock(TokenTally* tally, FrameRecord r, const MacroblockInfo* mb,
+cdef void tally_macroblock(TokenTally* tally, const EntropyContext* probs,
+                           const MacroblockInfo* mb,
                            const int16_t* levels, const uint8_t* eobs, uint8_t* above,
                            uint8_t* left) noexcept nogil
 

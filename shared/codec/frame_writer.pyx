@@ -418,7 +418,7 @@ cdef void tree_counts(const TokenTally* tally, TokenCounts* counts) noexcept nog
 
 
 cdef void write_macroblock_tokens(BoolEncoder* e, TokenTally* tally, TokenCounts* counts,
-                                  FrameRecord r,
+                                  const EntropyContext* probs,
                                   const MacroblockInfo* mb, const int16_t* levels,
                                   const uint8_t* eobs, uint8_t* above, uint8_t* left) noexcept nogil:
     # Block order and contexts exactly as read_macroblock_tokens.
@@ -431,18 +431,18 @@ cdef void write_macroblock_tokens(BoolEncoder* e, TokenTally* tally, TokenCounts
             above[8] = left[8] = 0
         return
     if has_y2:
-        code_block(e, tally, counts, 1, &r.probs.coef[1][0][0][0], above[8] + left[8], 0,
+        code_block(e, tally, counts, 1, &probs.coef[1][0][0][0], above[8] + left[8], 0,
                    levels + 24 * 16, eobs[24])
         above[8] = left[8] = eobs[24] > 0
         first = 1
         kind = 0
     for b in range(16):
-        code_block(e, tally, counts, kind, &r.probs.coef[kind][0][0][0],
+        code_block(e, tally, counts, kind, &probs.coef[kind][0][0][0],
                    above[b & 3] + left[b >> 2], first, levels + b * 16, eobs[b])
         above[b & 3] = left[b >> 2] = eobs[b] > first
     for b in range(16, 24):
         ctx_index = 4 + ((b - 16) >> 2) * 2
-        code_block(e, tally, counts, 2, &r.probs.coef[2][0][0][0],
+        code_block(e, tally, counts, 2, &probs.coef[2][0][0][0],
                    above[ctx_index + (b & 1)] + left[ctx_index + ((b >> 1) & 1)], 0,
                    levels + b * 16, eobs[b])
         flag = eobs[b] > 0
@@ -459,13 +459,14 @@ cdef inline void code_block(BoolEncoder* e, TokenTally* tally, TokenCounts* coun
         write_block(e, counts, block_type, probs, context, first, levels, eob)
 
 
-cdef void tally_macroblock(TokenTally* tally, FrameRecord r, const MacroblockInfo* mb,
+cdef void tally_macroblock(TokenTally* tally, const EntropyContext* probs,
+                           const MacroblockInfo* mb,
                            const int16_t* levels, const uint8_t* eobs, uint8_t* above,
                            uint8_t* left) noexcept nogil:
     """Tally a macroblock's tokens as it is coded (`tree_counts` makes branch counts of the
     tallies) and leave the token contexts as a decoder of it is left: what `count_tokens` does
     for a whole record, for an encoder that has the levels at hand."""
-    write_macroblock_tokens(NULL, tally, NULL, r, mb, levels, eobs, above, left)
+    write_macroblock_tokens(NULL, tally, NULL, probs, mb, levels, eobs, above, left)
 
 
 cdef void count_tokens(FrameRecord r, TokenCounts* counts, uint8_t* above_ctx) noexcept nogil:
@@ -480,7 +481,7 @@ cdef void count_tokens(FrameRecord r, TokenCounts* counts, uint8_t* above_ctx) n
         memset(left, 0, 9)
         for mb_col in range(r.mb_cols):
             index = mb_row * r.mb_cols + mb_col
-            write_macroblock_tokens(NULL, tally, NULL, r, r.macroblock(mb_row, mb_col),
+            write_macroblock_tokens(NULL, tally, NULL, &r.probs, r.macroblock(mb_row, mb_col),
                                     r.levels + index * 400, r.level_eobs + index * 25,
                                     above_ctx + mb_col * 9, left)
     tree_counts(tally, counts)
@@ -514,8 +515,8 @@ cdef bytes write_frame(FrameRecord r):
                     index = mb_row * r.mb_cols + mb_col
                     write_macroblock_modes(&first, r, r.macroblock(mb_row, mb_col), mb_row,
                                            mb_col, sign_bias)
-                    write_macroblock_tokens(&parts[mb_row & (num_parts - 1)], NULL, NULL, r,
-                                            r.macroblock(mb_row, mb_col),
+                    write_macroblock_tokens(&parts[mb_row & (num_parts - 1)], NULL, NULL,
+                                            &r.probs, r.macroblock(mb_row, mb_col),
                                             r.levels + index * 400, r.level_eobs + index * 25,
                                             above_ctx + mb_col * 9, left)
             bool_encoder_flush(&first)
@@ -576,7 +577,7 @@ def _branch_counts(FrameRecord record not None, bint by_class=True):
             memset(left, 0, 9)
             for mb_col in range(record.mb_cols):
                 index = mb_row * record.mb_cols + mb_col
-                write_macroblock_tokens(NULL, NULL, counts, record,
+                write_macroblock_tokens(NULL, NULL, counts, &record.probs,
                                         record.macroblock(mb_row, mb_col),
                                         record.levels + index * 400,
                                         record.level_eobs + index * 25,

@@ -198,6 +198,7 @@ def _preflight(
     _check_output(Path(output_path))
     if x > 1:
         stages.load_rebase()
+        stages.chain_threads()
     # Workers get the encoder decided (the libvpx binding or vpxenc) and vpxenc's absolute path.
     return prepare(settings)
 

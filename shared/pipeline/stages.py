@@ -86,11 +86,33 @@ __all__ = [
     "output_quality",
     "stored_output_quality",
     "plan_key",
+    "chain_threads",
     "final_state",
     "rebase_first",
     "rebase_serial",
     "split",
 ]
+
+
+# The serial chain's rebases may code macroblock rows on several threads (a wavefront; the
+# same bytes for any number). One by default: two threads cut a 720p link by a quarter only
+# where the process has the cores to itself, and on busy cores a descheduled thread stalls the
+# wavefront, doubling a link (bench/REPORT.md). CHAIN_THREADS_ENV sets 1-8, for rebasers that
+# run few chains on dedicated cores.
+CHAIN_THREADS_ENV = "EXCAMERA_CHAIN_THREADS"
+MAX_CHAIN_THREADS = 8
+
+
+def chain_threads() -> int:
+    """Threads for a link of the serial chain: CHAIN_THREADS_ENV, else 1."""
+    text = os.environ.get(CHAIN_THREADS_ENV, "").strip()
+    if not text:
+        return 1
+    if not text.isdigit() or not 1 <= int(text) <= MAX_CHAIN_THREADS:
+        raise PipelineError(
+            f"{CHAIN_THREADS_ENV}={text!r}: give a whole number of threads from 1 to "
+            f"{MAX_CHAIN_THREADS}")
+    return int(text)
 
 
 # Decoder states between stages are stored uncompressed: on local storage the time deflate would
@@ -498,7 +520,7 @@ class Rebaser:
     an incoming state (giving coded frames and the exit state), `write` the coded frames."""
 
     parse: Callable[[list[bytes], Any], list[Any]]
-    # (incoming state, parsed frames, source images, *, revisit_start=, trellis=)
+    # (incoming state, parsed frames, source images, *, revisit_start=, trellis=, threads=)
     rebase: Callable[..., tuple[list[Any], Any]]
     write: Callable[[list[Any]], list[bytes]]
     # Parsed frames without their lead-in key frame, the next frame taking over what that key
@@ -677,7 +699,8 @@ def rebase_serial(store: Store, job: str, index: int, *, keep_state: bool = Fals
         incoming = final_state(store, plan, index - 1)
     coded, exit_state = rebaser.rebase(
         incoming, records, sources, revisit_start=plan.start_frames != "rebase",
-        anchor_image=_anchor_picture(sources) if plan.anchored(index) else None)
+        anchor_image=_anchor_picture(sources) if plan.anchored(index) else None,
+        threads=chain_threads())
     held = chunk_key(job, index, "final.state")
     evicted = HELD_STATES.keep(store, held, exit_state) if plan.has_successor(index) else []
     handed_on = time.perf_counter()
