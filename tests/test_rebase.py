@@ -369,8 +369,12 @@ def test_excamera_revisited_chunk_start(
                                original_state=second.exit_state)
     final3, exit3 = rebase_chunk(exit2, provisional3, third.pictures,
                                  original_state=second.exit_state, revisit_start=True)
-    assert final3[1:] != rebased3[1:]  # the frames after it follow the new reconstruction
     original = decode_record(second.exit_state, provisional3[0])[2]
+    for threads in (2, 3):  # the chain's wavefront decides the same macroblocks
+        assert codec.encoder.revisit_record(exit2, third.pictures[0], original, threads=threads,
+                                            with_state=True) == codec.encoder.revisit_record(
+            exit2, third.pictures[0], original, with_state=True), threads
+    assert final3[1:] != rebased3[1:]  # the frames after it follow the new reconstruction
     revisited = decode_record(exit2, final3[0])[2]
     for field in ("q_index", "filter_level", "refresh_golden", "refresh_altref", "refresh_last"):
         assert revisited.header[field] == original.header[field], field
@@ -428,6 +432,11 @@ def test_excamera_anchored_chunks(sintel_chunks: list[Chunk], record_property: R
     coded3, exit3 = chunk_rebase.rebase_records(exit2, parsed3, third.pictures,
                                                 revisit_start=True, anchor_image=anchor3)
     final3 = chunk_rebase.write_frames(coded3)
+    for threads in (2, 3):  # the chain's wavefront: revisits and rebases, the same bytes
+        coded, exit_state = chunk_rebase.rebase_records(
+            exit2, parsed3, third.pictures, revisit_start=True, anchor_image=anchor3,
+            threads=threads)
+        assert chunk_rebase.write_frames(coded) == final3 and exit_state == exit3, threads
     assert [peek_header(f).show_frame for f in final2 + final3] == ([False] + [True] * 6) * 2
     for frames, chunk_records in ((final2, records[0]), (final3, records[1])):
         header = peek_header(frames[0])

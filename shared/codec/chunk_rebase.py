@@ -120,8 +120,8 @@ def rebase_records(
     `trellis=False`: a converted key frame is quantized greedily, for a chain that will
     revisit it. `anchor_image`: the records are an anchored chunk's (`anchor_chunk`), whose
     first record, the hidden anchor, codes this picture; with `revisit_start` the anchor and
-    the first shown frame are decided again. `threads`: the rebased frames' macroblock rows
-    on that many threads (`encoder.rebase_record`; the same bytes), for the serial chain."""
+    the first shown frame are decided again. `threads`: the rebased and revisited frames'
+    macroblock rows on that many threads (the same bytes), for the serial chain."""
     tune = tune or default_tuning()
     if not incoming_state.has_keyframe:
         raise CodecError("the incoming state has no decoded key frame to continue from")
@@ -142,7 +142,7 @@ def rebase_records(
             target = anchor_image     # the source picture, not its approximate decode
         if anchor_image is not None and index < 2 and revisit_start:
             frame, state = revisit_record(state, target, record, with_state=True,
-                                          as_record=True, tune=tune)
+                                          as_record=True, tune=tune, threads=threads)
         elif record.key_frame:
             frame, state = encode(state, target,
                                   _key_frame_quantizer(records, index, key_frame_weight),
@@ -150,7 +150,7 @@ def rebase_records(
                                   trellis=trellis, lambda_scale=KEY_FRAME_LAMBDA_SCALE)
         elif index == 0 and revisit_start and _is_converted_key_frame(record):
             frame, state = revisit_record(state, target, record, with_state=True,
-                                          as_record=True, tune=tune)
+                                          as_record=True, tune=tune, threads=threads)
         else:
             frame, state = rebase_record(state, target, record, with_state=True, as_record=True,
                                          tune=tune, threads=threads)

@@ -1427,93 +1427,137 @@ cdef void finish_macroblock(MacroblockInfo* mb, const MacroblockCoding* best, To
             counts.golden += 1
 
 
+cdef void estimate_reference_costs(Encoder* enc, const FrameCounts* so_far) noexcept nogil:
+    """Reference-choice bit costs from the frame's choices so far (the header's probabilities
+    come from the same counts), with a prior."""
+    enc.prob_intra = probability_of_zero(so_far.intra + PRIOR_INTRA,
+                                         so_far.intra + so_far.inter + PRIOR_MBS)
+    enc.prob_last = probability_of_zero(so_far.last + PRIOR_LAST, so_far.inter + PRIOR_MBS)
+    enc.prob_golden = probability_of_zero(so_far.golden + PRIOR_MBS // 2,
+                                          so_far.inter - so_far.last + PRIOR_MBS)
+
+
+cdef void add_counts(FrameCounts* total, const FrameCounts* part) noexcept nogil:
+    total.skip += part.skip
+    total.intra += part.intra
+    total.inter += part.inter
+    total.last += part.last
+    total.golden += part.golden
+
+
 ctypedef struct RowWorker:
-    # A rebase worker's own: the encoder (whose lambdas tune_macroblock sets per macroblock),
-    # the coding buffer, the token tally and the counts.
+    # A worker's own: the encoder (tune_macroblock sets its lambdas per macroblock, a revisit
+    # its hint, reference costs and best pixels), the coding buffers and the token tally.
     Encoder enc
+    MacroblockCoding trial
     MacroblockCoding best
     TokenTally tally
-    FrameCounts counts
 
 
-ctypedef struct RebaseRows:
-    # A frame's rebase by macroblock rows (rows.h): what every worker reads and writes.
+ctypedef struct FrameRows:
+    # A frame's macroblocks by rows (rows.h): what every worker reads and writes.
     FrameContext* fc
-    MacroblockInfo* mb_info           # the record's, and the original's (same geometry)
-    const MacroblockInfo* original_info
+    MacroblockInfo* mb_info           # the record's; the earlier record's has its geometry
+    const MacroblockInfo* earlier     # a rebase keeps these decisions, a revisit starts there
+    bint revisit
     int mb_info_stride
     int16_t* levels
     uint8_t* level_eobs
     const EntropyContext* probs
     int* progress                     # per row: macroblocks done
+    FrameCounts* row_counts           # per row: what its macroblocks add up to
     int next_row
     RowWorker* workers
 
 
-cdef void rebase_rows(void* arg, int worker) noexcept nogil:
-    """Rebase rows taken in order until none is left; a macroblock waits for the one above
-    and to its right (intra edges, token contexts), so the result is that of one thread."""
-    cdef RebaseRows* job = <RebaseRows*>arg
+cdef void code_rows(void* arg, int worker) noexcept nogil:
+    """Rebase or revisit rows taken in order until none is left; a macroblock waits for the
+    one above and to its right (intra edges, vectors nearby, token contexts), so the result is
+    that of one thread."""
+    cdef FrameRows* job = <FrameRows*>arg
     cdef RowWorker* w = &job.workers[worker]
     cdef int mb_cols = job.fc.mb_cols, mb_row, mb_col, index, at
     cdef uint8_t left[9]
+    cdef uint8_t* above
     cdef MacroblockInfo* mb
+    cdef FrameCounts earlier_rows, so_far
+    cdef FrameCounts* counts
     while True:
         mb_row = rows_take(&job.next_row)
         if mb_row >= job.fc.mb_rows:
             return
         memset(left, 0, 9)
+        counts = &job.row_counts[mb_row]
+        memset(&earlier_rows, 0, sizeof(FrameCounts))
+        if job.revisit:
+            # A revisit prices reference choices by the frame's choices so far, as a full
+            # encode does, but in every row but the one just above (still being decided in a
+            # wavefront): the same for any number of threads. Two threads seldom wait here.
+            if mb_row >= 2:
+                rows_wait(&job.progress[mb_row - 2], mb_cols)
+            for index in range(mb_row - 1):
+                add_counts(&earlier_rows, &job.row_counts[index])
         for mb_col in range(mb_cols):
             if mb_row > 0:
                 rows_wait(&job.progress[mb_row - 1], min(mb_col + 2, mb_cols))
             index = mb_row * mb_cols + mb_col
             at = (mb_row + 1) * job.mb_info_stride + mb_col + 1
             mb = job.mb_info + at
+            above = job.fc.above_ctx + mb_col * 9
             tune_macroblock(&w.enc, index)
-            memcpy(mb, job.original_info + at, sizeof(MacroblockInfo))
-            code_macroblock(&w.enc, mb, mb_row, mb_col, &w.best, job.fc.above_ctx + mb_col * 9,
-                            left, False)
-            finish_macroblock(mb, &w.best, &w.tally, job.probs, job.fc.above_ctx + mb_col * 9,
-                              left, job.levels + index * 400, job.level_eobs + index * 25,
-                              &w.counts)
+            if job.revisit:
+                so_far = earlier_rows
+                add_counts(&so_far, counts)
+                estimate_reference_costs(&w.enc, &so_far)
+                w.enc.hint = job.earlier + at
+                decide_macroblock(&w.enc, mb, mb_row, mb_col, above, left, &w.trial, &w.best)
+                # The winner's coding is in `best`; its pixels were saved when it won.
+                copy_macroblock_pixels(job.fc, mb_row, mb_col, w.enc.best_pixels, False)
+            else:
+                memcpy(mb, job.earlier + at, sizeof(MacroblockInfo))
+                code_macroblock(&w.enc, mb, mb_row, mb_col, &w.best, above, left, False)
+            finish_macroblock(mb, &w.best, &w.tally, job.probs, above, left,
+                              job.levels + index * 400, job.level_eobs + index * 25, counts)
             rows_publish(&job.progress[mb_row], mb_col + 1)
 
 
-cdef int rebase_macroblocks(Encoder* enc, FrameRecord rec, FrameRecord original,
-                            TokenTally* tally, FrameCounts* counts, int threads) noexcept nogil:
-    """Rebase every macroblock of `rec` (original's decisions) on up to `threads` threads;
-    their tallies and counts are added to `tally` and `counts`. -1 if out of memory."""
-    cdef RebaseRows job
+cdef int code_macroblock_rows(Encoder* enc, FrameRecord rec, FrameRecord earlier, bint revisit,
+                              TokenTally* tally, FrameCounts* counts, int threads) noexcept nogil:
+    """Rebase (keep `earlier`'s decisions) or revisit (decide again from them) every
+    macroblock of `rec` on up to `threads` threads; their tallies and counts are added to
+    `tally` and `counts`. -1 if out of memory."""
+    cdef FrameRows job
     cdef int w, i, n = max(1, min(threads, ROWS_MAX_THREADS, rec.mb_rows))
     cdef uint32_t* total = <uint32_t*>tally
     cdef uint32_t* part
     job.fc = enc.fc
     job.mb_info = rec.mb_info
-    job.original_info = original.mb_info
+    job.earlier = earlier.mb_info
+    job.revisit = revisit
     job.mb_info_stride = rec.mb_info_stride
     job.levels = rec.levels
     job.level_eobs = rec.level_eobs
     job.probs = &rec.probs
     job.next_row = 0
     job.progress = <int*>calloc(rec.mb_rows, sizeof(int))
+    job.row_counts = <FrameCounts*>calloc(rec.mb_rows, sizeof(FrameCounts))
     job.workers = <RowWorker*>calloc(n, sizeof(RowWorker))
-    if job.progress == NULL or job.workers == NULL:
+    if job.progress == NULL or job.row_counts == NULL or job.workers == NULL:
         free(job.progress)
+        free(job.row_counts)
         free(job.workers)
         return -1
     for w in range(n):
         memcpy(&job.workers[w].enc, enc, sizeof(Encoder))
-    rows_run(rebase_rows, &job, n)
+    rows_run(code_rows, &job, n)
     for w in range(n):
         part = <uint32_t*>&job.workers[w].tally
         for i in range(<int>(sizeof(TokenTally) // sizeof(uint32_t))):
             total[i] += part[i]
-        counts.skip += job.workers[w].counts.skip
-        counts.intra += job.workers[w].counts.intra
-        counts.inter += job.workers[w].counts.inter
-        counts.last += job.workers[w].counts.last
-        counts.golden += job.workers[w].counts.golden
+    for i in range(rec.mb_rows):
+        add_counts(counts, &job.row_counts[i])
     free(job.progress)
+    free(job.row_counts)
     free(job.workers)
     return 0
 
@@ -1713,6 +1757,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
     cdef uint8_t left[9]
     cdef FrameCounts frame_counts
     cdef bint out_of_memory = False
+    cdef FrameRecord earlier       # the decisions a rebase keeps or a revisit starts from
     cdef uint32_t n_mbs
     cdef double step, factor
     cdef bint rebasing = original is not None
@@ -1878,10 +1923,11 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
         fill_token_costs(enc, &before)
         fill_mv_costs(enc, &before)
 
+        earlier = original if rebasing else hint
         with nogil:
-            if rebasing:
-                out_of_memory = rebase_macroblocks(enc, rec, original, tally, &frame_counts,
-                                                   threads) < 0
+            if earlier is not None:
+                out_of_memory = code_macroblock_rows(enc, rec, earlier, not rebasing, tally,
+                                                     &frame_counts, threads) < 0
             else:
                 for mb_row in range(rec.mb_rows):
                     memset(left, 0, 9)
@@ -1890,18 +1936,7 @@ cdef object _code_frame(DecoderState state, image, int q_index, FrameRecord orig
                         index = mb_row * rec.mb_cols + mb_col
                         tune_macroblock(enc, index)
                         if not key_frame:
-                            # Reference-choice bit costs from this frame's choices so far (the
-                            # header's probabilities come from the same counts), with a prior.
-                            enc.prob_intra = probability_of_zero(
-                                frame_counts.intra + PRIOR_INTRA,
-                                frame_counts.intra + frame_counts.inter + PRIOR_MBS)
-                            enc.prob_last = probability_of_zero(
-                                frame_counts.last + PRIOR_LAST, frame_counts.inter + PRIOR_MBS)
-                            enc.prob_golden = probability_of_zero(
-                                frame_counts.golden + PRIOR_MBS // 2,
-                                frame_counts.inter - frame_counts.last + PRIOR_MBS)
-                        if hint is not None:
-                            enc.hint = hint.macroblock(mb_row, mb_col)
+                            estimate_reference_costs(enc, &frame_counts)
                         decide_macroblock(enc, mb, mb_row, mb_col, fc.above_ctx + mb_col * 9,
                                           left, trial, best)
                         # The winner's coding is in `best`; its pixels were saved when it won
@@ -2131,7 +2166,7 @@ def _check_threads(threads) -> int:
 
 
 def revisit_record(DecoderState state not None, image, FrameRecord record not None, *,
-                   with_state=False, as_record=False, tune="psnr"):
+                   with_state=False, as_record=False, tune="psnr", threads=1):
     """Encode `image` against `state` again, deciding every macroblock anew from `record`'s
     decisions, which an encode of the same frame made against other references (ExCamera's
     chunk-start frame, encoded in parallel against an approximate state, revisited in the
@@ -2140,8 +2175,10 @@ def revisit_record(DecoderState state not None, image, FrameRecord record not No
     vectors, SPLITMV only where the record chose it. About half a full `encode`'s time and
     six times a `rebase_record`'s (a boosted 720p frame: 80, 170 and 13 ms); it recovers what
     decisions made against other references lose (bench/REPORT.md). A hidden frame that
-    refreshes golden and alt-ref (`encode(hidden=True)`) stays one. `with_state`,
-    `as_record` and `tune` as for `encode`."""
+    refreshes golden and alt-ref (`encode(hidden=True)`) stays one. The reference-choice bit
+    costs come from `record`'s header, so `threads` (1 to 8) can decide macroblock rows in a
+    wavefront, with the same bytes for any number. `with_state`, `as_record` and `tune` as
+    for `encode`."""
     if record.tag.key_frame:
         raise CodecError("a key frame does not depend on a state; revisit only interframes")
     cdef bint refresh_all = record.hdr.refresh_golden and record.hdr.refresh_altref
@@ -2157,7 +2194,7 @@ def revisit_record(DecoderState state not None, image, FrameRecord record not No
                          "or hidden frames that refresh golden and alt-ref")
     return _code_frame(state, image, record.hdr.q_index, None, False, refresh_all and not hidden,
                        bool(with_state), bool(as_record), _tune_ssim(tune), record, True, 1.0,
-                       hidden)
+                       hidden, _check_threads(threads))
 
 
 # --- kernel access for tests ---------------------------------------------------------------

@@ -94,11 +94,11 @@ __all__ = [
 ]
 
 
-# The serial chain's rebases may code macroblock rows on several threads (a wavefront; the
-# same bytes for any number). One by default: two threads cut a 720p link by a quarter only
-# where the process has the cores to itself, and on busy cores a descheduled thread stalls the
-# wavefront, doubling a link (bench/REPORT.md). CHAIN_THREADS_ENV sets 1-8, for rebasers that
-# run few chains on dedicated cores.
+# The serial chain's rebases and revisits may code macroblock rows on several threads (a
+# wavefront; the same bytes for any number). One by default: two threads take a quarter to a
+# third off a 720p link only where the process has the cores to itself, and on busy cores a
+# descheduled thread stalls the wavefront, doubling a link (bench/REPORT.md).
+# CHAIN_THREADS_ENV sets 1-8, for rebasers that run few chains on dedicated cores.
 CHAIN_THREADS_ENV = "EXCAMERA_CHAIN_THREADS"
 MAX_CHAIN_THREADS = 8
 
