@@ -620,12 +620,14 @@ def test_revisited_start_frames_carphone(
 
 
 def test_anchored_chunks_carphone(
-    capsys: pytest.CaptureFixture[str], carphone_y4m: Path, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], carphone_y4m: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """--start-frames anchor: libvpx-exact, one key frame; the group's first chunk is the same
     frames as without it, and every later chunk starts with a hidden frame of its middle
     picture (an alt-ref: golden and alt-ref refreshed, last kept), boosted, then six shown
-    frames. The plan and the summary say so."""
+    frames. The plan and the summary say so. The chain on three threads (its revisits and
+    rebases in a wavefront) writes the same frames."""
     encode_json(capsys, carphone_y4m, "-o", tmp_path / "r.ivf", "-n", 6, "-x", 5)
     anchored = encode_json(capsys, carphone_y4m, "-o", tmp_path / "a.ivf", "-n", 6, "-x", 5,
                            "--start-frames", "anchor")
@@ -640,6 +642,7 @@ def test_anchored_chunks_carphone(
         assert (anchor.refresh_last, anchor.refresh_golden, anchor.refresh_altref) == (0, 1, 1)
         assert anchor.q_index < min(peek_header(f).q_index for f in frames[start + 1:start + 7])
         assert all(peek_header(f).show_frame for f in frames[start + 1:start + 7])
+    monkeypatch.setenv(stages.CHAIN_THREADS_ENV, "3")
     human = encode(capsys, carphone_y4m, "-o", tmp_path / "h.ivf", "-n", 6, "-x", 5,
                    "--start-frames", "anchor")
     assert human.code == 0 and "chunks anchored on hidden frames" in human.stdout, human
