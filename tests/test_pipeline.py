@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -362,6 +364,22 @@ def test_bad_chain_threads(
     no_stray_files(tmp_path, {"in.y4m"})
 
 
+def test_rebaser_service_refuses_bad_chain_threads(tmp_path: Path) -> None:
+    """The rebaser service reads EXCAMERA_CHAIN_THREADS for every link: a bad value stops it
+    at start-up, in one line, before it reaches the broker."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "service", "rebaser"],
+        env={**os.environ, stages.CHAIN_THREADS_ENV: "zero",
+             "EXCAMERA_BROKER": "amqp://guest:guest@127.0.0.1:1//",
+             "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert completed.returncode != 0
+    assert completed.stderr.strip() == (
+        "excamera service: EXCAMERA_CHAIN_THREADS='zero': give a whole number of threads "
+        "from 1 to 8"), completed.stderr
+
+
 def test_chain_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(stages.CHAIN_THREADS_ENV, " 3 ")
     assert stages.chain_threads() == 3
@@ -408,9 +426,6 @@ def test_worker_that_dies(
 
 def test_subprocess_exit_status_and_no_traceback(tmp_path: Path) -> None:
     """The installed-command path: a real process, its exit status and stderr."""
-    import subprocess
-    import sys
-
     source = make_y4m(tmp_path / "in.y4m", 3, colorspace="444")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     completed = subprocess.run(
