@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -189,6 +190,31 @@ def _ivf_frame_rate(header: IvfHeader) -> tuple[int, int]:
     return den // divisor, num // divisor
 
 
+def _refuse_overwriting(outputs: Sequence[str | None], inputs: Sequence[str | None],
+                        in_place: tuple[str | None, str | None] = (None, None)) -> None:
+    """Refuse an output that is one of the inputs, or another output, before any work: the
+    atomic rename at the end would otherwise replace that file. `in_place` is the one pair
+    allowed to be one file: --state-out updating --state-in (replaced only on success)."""
+    seen: list[str] = [path for path in inputs if path is not None and path != "-"]
+    for output in outputs:
+        if output is None or output == "-":
+            continue
+        for other in seen:
+            if (output, other) == in_place:
+                continue
+            if _same_file(output, other):
+                raise CommandError(output, f"writing it would replace {other}, which this "
+                                           "command also reads or writes; choose another path")
+        seen.append(output)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet: compare where they would be
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _write_state(path: str, data: bytes) -> None:
     try:
         with OutputSink(path) as sink:
@@ -198,6 +224,8 @@ def _write_state(path: str, data: bytes) -> None:
 
 
 def _run_decode(args: argparse.Namespace) -> int:
+    _refuse_overwriting([args.output, args.state_out], [args.input, args.state_in],
+                        in_place=(args.state_out, args.state_in))
     codec = _load_codec()
     start, stop = args.frames
     if args.state_in is None:
@@ -285,6 +313,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+# More worker processes than any one machine runs well; a bound keeps absurd values a usage error.
+MAX_WORKERS = 1024
+
+
+def _worker_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_WORKERS} workers, got {value}")
     return value
 
 
@@ -388,7 +427,7 @@ def _add_encode(commands: SubParsers) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=_worker_count,
         default=os.cpu_count() or 1,
         metavar="N",
         help="worker processes (default: the number of cores, here %(default)s)",
@@ -425,6 +464,7 @@ def _run_encode(args: argparse.Namespace) -> int:
     from shared.pipeline.runner import run_job
     from shared.pipeline.vpx import DEFAULT_CQ_LEVEL, EncodeSettings
 
+    _refuse_overwriting([args.output], [args.input, args.keep_work])
     settings = EncodeSettings(
         cq_level=DEFAULT_CQ_LEVEL if args.cq_level is None else args.cq_level,
         target_ssim_db=args.ssim,
@@ -450,12 +490,24 @@ def _run_encode(args: argparse.Namespace) -> int:
         document = json.loads(summary.to_json())
         if estimate is not None:
             document["cost_estimate_usd"] = estimate
-        print(json.dumps(document, indent=2))
+        _print_out(json.dumps(document, indent=2))
     else:
-        print(_describe_summary(summary))
+        _print_out(_describe_summary(summary))
         if estimate is not None:
-            print(_describe_estimate(estimate))
+            _print_out(_describe_estimate(estimate))
     return 0
+
+
+def _print_out(text: str) -> None:
+    """Print to stdout; a full disk behind it is reported like any other output error (a reader
+    that went away is handled in main)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _silence_stdout()
+        raise CommandError("stdout", _describe(exc)) from exc
 
 
 def _estimate(summary: Any, lambda_memory_mb: int | None) -> dict[str, Any]:
@@ -561,6 +613,20 @@ def _write_ivf(path: str, frames: list[bytes], width: int, height: int,
         raise CommandError(path, _describe(exc)) from exc
 
 
+def _write_ivf_and_state(path: str, frames: list[bytes], width: int, height: int,
+                         fps: tuple[int, int], state_path: str | None, state: Any) -> None:
+    """The stream, then its exit state; if the state cannot be stored, the stream goes too,
+    so a failed run leaves neither (as in decode)."""
+    _write_ivf(path, frames, width, height, fps)
+    if state_path is None:
+        return
+    try:
+        _write_state(state_path, state.to_bytes())
+    except BaseException:
+        os.unlink(path)
+        raise
+
+
 def _add_encode_frames(commands: SubParsers) -> None:
     parser = commands.add_parser(
         "encode-frames",
@@ -585,6 +651,8 @@ def _add_encode_frames(commands: SubParsers) -> None:
 
 
 def _run_encode_frames(args: argparse.Namespace) -> int:
+    _refuse_overwriting([args.output, args.state_out], [args.input, args.state_in],
+                        in_place=(args.state_out, args.state_in))
     codec = _load_codec()
     quality: int | float
     if args.ssim is not None:
@@ -610,9 +678,8 @@ def _run_encode_frames(args: argparse.Namespace) -> int:
         frames.append(frame)
         if args.verbose:
             print(f"{PROG} encode-frames: frame {index}: {len(frame)} bytes", file=sys.stderr)
-    if args.state_out is not None:
-        _write_state(args.state_out, state.to_bytes())
-    _write_ivf(args.output, frames, images[0].width, images[0].height, fps)
+    _write_ivf_and_state(args.output, frames, images[0].width, images[0].height, fps,
+                         args.state_out, state)
     if args.verbose:
         seconds = time.perf_counter() - began
         print(f"{PROG} encode-frames: {len(frames)} frames, "
@@ -645,6 +712,9 @@ def _add_rebase(commands: SubParsers) -> None:
 
 
 def _run_rebase(args: argparse.Namespace) -> int:
+    _refuse_overwriting([args.output, args.state_out],
+                        [args.input, args.source, args.state_in, args.original_state],
+                        in_place=(args.state_out, args.state_in))
     codec = _load_codec()
     state = _read_state(codec, args.state_in)
     original = _read_state(codec, args.original_state) if args.original_state else None
@@ -658,9 +728,8 @@ def _run_rebase(args: argparse.Namespace) -> int:
         rebased, exit_state = codec.rebase_chunk(state, frames, images, original)
     except CodecError as exc:
         raise CommandError(args.input, str(exc)) from exc
-    if args.state_out is not None:
-        _write_state(args.state_out, exit_state.to_bytes())
-    _write_ivf(args.output, rebased, exit_state.width, exit_state.height, fps)
+    _write_ivf_and_state(args.output, rebased, exit_state.width, exit_state.height, fps,
+                         args.state_out, exit_state)
     return 0
 
 
@@ -714,19 +783,41 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (argparse exits 2 itself on usage errors)."""
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.run(args))
+    except BrokenPipeError:
+        # The reader of stdout (`| head`) went away after the work was done: not an error to
+        # report, and the interpreter's final flush must not report it either.
+        _silence_stdout()
+        return 1
     except CommandError as exc:
         print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
         if isinstance(exc.__cause__, BrokenPipeError):
-            # The reader of stdout went away: point stdout at /dev/null so the interpreter's
-            # final flush does not print a second error.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            _silence_stdout()
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"{PROG} {args.command}: {'terminated' if terminated else 'interrupted'}",
+              file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, `timeout`, `kill`): unwinds like Ctrl-C, so the worker
+    pools shut down and temporary work is removed."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _silence_stdout() -> None:
+    # Point stdout at /dev/null so the interpreter's final flush does not print a second error.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ SUPPORTED_COLORSPACES = frozenset({"420jpeg", "420paldv", "420mpeg2", "420"})
 DEFAULT_COLORSPACE = "420jpeg"
 # No F tag is malformed by the spec; FFmpeg assumes 25 fps, and so do we.
 DEFAULT_FPS = (25, 1)
+MAX_RATE_TERM = 2**31 - 1
 
 _NUMBER = re.compile(rb"[0-9]{1,9}")
 _RATIO = re.compile(rb"([0-9]{1,10}):([0-9]{1,10})")
@@ -142,8 +143,11 @@ class Y4mHeader:
                 f"Y4M frame size {width}x{height} is too large: at most {MAX_PIXELS} pixels "
                 "(16384x16384) are accepted"
             )
-        if fps[0] == 0 or fps[1] == 0:
-            raise ContainerError(f"Y4M frame rate F{fps[0]}:{fps[1]} is not a valid rate")
+        # Both terms must fit the 31 bits that IVF and libvpx give a timebase term.
+        if not (0 < fps[0] <= MAX_RATE_TERM and 0 < fps[1] <= MAX_RATE_TERM):
+            raise ContainerError(
+                f"Y4M frame rate F{fps[0]}:{fps[1]} is not a valid rate: each term must be "
+                f"1..{MAX_RATE_TERM}")
         if colorspace not in SUPPORTED_COLORSPACES:
             raise ContainerError(
                 f"Y4M colorspace 'C{colorspace}' is not supported: only 8-bit 4:2:0 (C420*) "

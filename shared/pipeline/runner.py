@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -284,10 +285,26 @@ def _process_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
+def quiet_interrupts() -> None:
+    """In a pool worker: Ctrl-C, which the terminal sends to every process of the command,
+    ends the task as an exit, not a KeyboardInterrupt, so the task's temporary files are
+    removed and an idle worker exits without a traceback; the parent reports the interrupt,
+    once. (Where the parent ignores SIGINT, as in a background job, so do its workers.)
+    SIGTERM, which the pool sends its other workers once one has gone, does the same."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _exit_on_interrupt)
+    signal.signal(signal.SIGTERM, _exit_on_interrupt)
+
+
+def _exit_on_interrupt(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 @contextmanager
 def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """The pool the parallel stages run on."""
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_process_context())
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_process_context(),
+                               initializer=quiet_interrupts)
     try:
         yield pool
     finally:
@@ -306,7 +323,8 @@ class Lanes:
     def executor(self, lane: int) -> ProcessPoolExecutor:
         slot = lane % self.count
         if slot not in self._executors:
-            self._executors[slot] = ProcessPoolExecutor(1, mp_context=_process_context())
+            self._executors[slot] = ProcessPoolExecutor(1, mp_context=_process_context(),
+                                                        initializer=quiet_interrupts)
         return self._executors[slot]
 
     def shutdown(self) -> None:

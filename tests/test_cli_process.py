@@ -1,0 +1,199 @@
+"""The `excamera` command as a process: signals, stdout that goes away, and outputs that would
+replace an input. Real subprocesses, real worker pools; every failure is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.codec.image import Image
+from shared.codec.y4m import Y4mWriter
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "samples" / "bigbuckbunny-720p.mp4"  # long enough (about 10 s) to interrupt
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _command(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "shared.cli", *map(str, args)]
+
+
+def _run(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(*args), capture_output=True, text=True, env=ENV, cwd=REPO,
+                          timeout=300, **kwargs)
+
+
+def _small_y4m(path: Path, count: int = 3, width: int = 32, height: int = 32) -> Path:
+    rng = np.random.default_rng(1)
+    with Y4mWriter(path, width, height, fps=(24, 1)) as writer:
+        for _ in range(count):
+            planes = [rng.integers(0, 256, (h, w), dtype=np.uint8)
+                      for w, h in ((width, height), (width // 2, height // 2),
+                                   (width // 2, height // 2))]
+            writer.write(Image(*planes))
+    return path
+
+
+def _one_line(stderr: str, *needles: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if ": note: " not in line]
+    assert len(lines) == 1, stderr
+    for needle in needles:
+        assert needle in lines[0], stderr
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below pid (the pool's forkserver and its workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT to the process group"])
+def test_a_stopped_encode_cleans_up_in_one_line(tmp_path: Path, how: str) -> None:
+    """SIGTERM (a service manager, `timeout`) is handled like Ctrl-C: the pools stop, no worker
+    outlives the command, the temporary work directory is removed, and no output is written;
+    Ctrl-C, which reaches every worker too, prints one line, not a traceback per worker."""
+    work_root = tmp_path / "tmp"
+    work_root.mkdir()
+    output = tmp_path / "out.webm"
+    process = subprocess.Popen(_command("encode", SAMPLE, "-o", output, "--workers", "2"),
+                               env={**ENV, "TMPDIR": str(work_root)}, cwd=REPO,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(_descendants(process.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)   # until the forkserver and both workers run
+    time.sleep(1.0)
+    workers = _descendants(process.pid)
+    assert len(workers) >= 3 and process.poll() is None, "the encode did not start its pool"
+    if how == "SIGTERM":
+        process.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    expected = ("terminated", 143) if how == "SIGTERM" else ("interrupted", 130)
+    assert process.returncode == expected[1], stderr
+    _one_line(stderr, f"excamera encode: {expected[0]}")
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived the command"
+    assert list(work_root.iterdir()) == []
+    assert not output.exists()
+
+
+def test_stdout_that_goes_away_or_fills(tmp_path: Path) -> None:
+    source = _small_y4m(tmp_path / "in.y4m")
+    # A reader that left (`| head`): no traceback, and the output is there.
+    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+    reader.wait()
+    completed = subprocess.run(_command("encode", source, "-o", tmp_path / "a.ivf"),
+                               stdout=reader.stdin, stderr=subprocess.PIPE, text=True, env=ENV,
+                               cwd=REPO, timeout=300)
+    reader.stdin.close()
+    assert "Traceback" not in completed.stderr, completed.stderr
+    assert (tmp_path / "a.ivf").stat().st_size > 0
+    # A full disk behind stdout: one line naming stdout.
+    with open("/dev/full", "w") as full:
+        completed = subprocess.run(_command("encode", source, "-o", tmp_path / "b.ivf"),
+                                   stdout=full, stderr=subprocess.PIPE, text=True, env=ENV,
+                                   cwd=REPO, timeout=300)
+    assert completed.returncode == 1
+    _one_line(completed.stderr, "excamera encode: stdout: No space left on device")
+
+
+def test_outputs_never_replace_inputs(tmp_path: Path) -> None:
+    source = _small_y4m(tmp_path / "in.y4m")
+    stream, state = tmp_path / "in.ivf", tmp_path / "in.state"
+    done = _run("encode-frames", source, "-o", stream, "--state-out", state)
+    assert done.returncode == 0, done.stderr
+    originals = {path: path.read_bytes() for path in (source, stream, state)}
+    (tmp_path / "link.ivf").symlink_to(stream)
+    cases = [
+        ("decode", stream, "-o", stream),
+        ("decode", stream, "-o", tmp_path / "link.ivf"),
+        ("decode", stream, "-o", tmp_path / "x.yuv", "--state-out", tmp_path / "x.yuv"),
+        ("decode", stream, "-o", tmp_path / "w.yuv", "--state-in", state, "--state-out",
+         stream),
+        ("encode", source, "-o", source),
+        ("encode", stream, "-o", tmp_path / "link.ivf"),
+        ("encode-frames", source, "-o", source),
+        ("encode-frames", source, "-o", tmp_path / "z.ivf", "--state-out", source),
+        ("rebase", stream, "--source", source, "--state-in", state, "-o", stream),
+        ("rebase", stream, "--source", source, "--state-in", state, "-o", tmp_path / "r.ivf",
+         "--state-out", stream),
+    ]
+    for case in cases:
+        completed = _run(*case)
+        assert completed.returncode == 1, (case, completed.stderr)
+        _one_line(completed.stderr, "would replace", "choose another path")
+    for path, data in originals.items():
+        assert path.read_bytes() == data, path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ivf", "in.state", "in.y4m",
+                                                          "link.ivf"]
+    # --state-out may update --state-in in place: replaced only when the command succeeds.
+    completed = _run("decode", stream, "-o", tmp_path / "y.yuv", "--frames", "0:1",
+                     "--state-out", state)
+    assert completed.returncode == 0, completed.stderr
+    completed = _run("decode", stream, "-o", tmp_path / "y.yuv", "--frames", "1:",
+                     "--state-in", state, "--state-out", state)
+    assert completed.returncode == 0, completed.stderr
+    assert state.read_bytes() == originals[state]  # the same final state as one decode
+
+
+def test_failed_stream_leaves_no_state(tmp_path: Path) -> None:
+    source = _small_y4m(tmp_path / "in.y4m")
+    completed = _run("encode-frames", source, "-o", tmp_path / "missing" / "x.ivf",
+                     "--state-out", tmp_path / "x.state")
+    assert completed.returncode == 1
+    _one_line(completed.stderr, "No such file or directory")
+    assert not (tmp_path / "x.state").exists()
+
+
+def test_frame_rate_terms_past_31_bits(tmp_path: Path) -> None:
+    """IVF and libvpx keep each timebase term in 31 bits: such a Y4M is refused as it is read,
+    in one line naming the file and its F tag, before any frame is encoded."""
+    for tag in ("F9999999999:1", "F1:2147483648"):
+        path = tmp_path / "rate.y4m"
+        path.write_bytes(f"YUV4MPEG2 W16 H16 {tag}\nFRAME\n".encode() + bytes(384))
+        for command in (("encode-frames", path, "-o", tmp_path / "x.ivf", "--state-out",
+                         tmp_path / "x.state"),
+                        ("encode", path, "-o", tmp_path / "y.ivf")):
+            completed = _run(*command)
+            assert completed.returncode == 1, completed.stderr
+            _one_line(completed.stderr, "rate.y4m", tag, "1..2147483647")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["rate.y4m"]
+
+
+def test_absurd_worker_counts_are_usage_errors(tmp_path: Path) -> None:
+    completed = _run("encode", SAMPLE, "-o", tmp_path / "o.ivf", "--workers", "99999999999999")
+    assert completed.returncode == 2
+    assert "at most 1024 workers" in completed.stderr and "Traceback" not in completed.stderr
