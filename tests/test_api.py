@@ -19,14 +19,18 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from api_support import BLOCKED_HOSTS, TOKENS, UPLOAD_LIMIT, ApiServer, y4m_bytes
+from api_support import BLOCKED_HOSTS, TEST_LIMITS, TOKENS, UPLOAD_LIMIT, ApiServer, y4m_bytes
 
+from services.api import openapi
 from services.api.auth import Tokens
+from services.api.middleware import ApiError
+from services.api.uploads import sniff_video
 from services.errors import ConfigError
 from shared.pipeline.graph import TaskId
 from shared.pipeline.messages import INGEST_SCHEMA, JobRequest, job_id_for, parse_ingest
@@ -185,6 +189,82 @@ def test_wrong_content_type(api: ApiServer, content_type: str) -> None:
     response = api.request("POST", "/v1/jobs", data=b"input=x",
                            headers={"Content-Type": content_type})
     error_of(response, 415)
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+@pytest.mark.parametrize("field", ["budget_usd", "ssim", "cq_level"])
+def test_non_finite_numbers(api: ApiServer, input_file: Path, field: str, number: str) -> None:
+    # Python's JSON parser takes NaN and Infinity (which are not JSON); a NaN budget passed
+    # the schema and made PostgreSQL refuse the record: a 500.
+    body = f'{{"input": "{input_file.as_uri()}", "{field}": {number}}}'.encode()
+    response = api.request("POST", "/v1/jobs", data=body,
+                           headers={"Content-Type": "application/json"})
+    assert f"{field}: not a finite number" in error_of(response, 400)
+    options = submit_upload(api, y4m_bytes(), f'{{"{field}": {number}}}')
+    assert f"{field}: not a finite number" in error_of(options, 400)
+
+
+@pytest.mark.parametrize("depth", [40, 990, 20_000])
+def test_deeply_nested_json(api: ApiServer, input_file: Path, depth: int) -> None:
+    # Within the 64 KiB cap, deep enough to exhaust the parser's or the schema validator's
+    # recursion: a 500 before.
+    nested = "[" * depth + "]" * depth
+    body = f'{{"input": "{input_file.as_uri()}", "budget_usd": {nested}}}'.encode()
+    response = api.request("POST", "/v1/jobs", data=body,
+                           headers={"Content-Type": "application/json"})
+    assert "nested more than 32 levels" in error_of(response, 400)
+    assert "nested more than 32 levels" in error_of(
+        submit_upload(api, y4m_bytes(), f'{{"budget_usd": {nested}}}'), 400)
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "multipart/form-data; boundary=b"])
+def test_body_that_does_not_decode(api: ApiServer, caplog: pytest.LogCaptureFixture,
+                                   content_type: str) -> None:
+    response = api.request("POST", "/v1/jobs", data=b"this is not gzip",
+                           headers={"Content-Type": content_type, "Content-Encoding": "gzip"})
+    assert "Can not decode content-encoding: gzip" in error_of(response, 400)
+    time.sleep(0.2)  # aiohttp used to read on after the answer, and log the failure again
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def _stalled(url: str, head: bytes, first_chunk: bytes) -> bytes:
+    """A chunked body whose second chunk-size line is malformed: aiohttp neither fails nor
+    ends the body, so a handler reading it waits; what the server answers within 10 s."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(head + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+        time.sleep(0.1)
+        connection.sendall(b"%x\r\n%s\r\n" % (len(first_chunk), first_chunk))
+        time.sleep(0.1)
+        connection.sendall(b"zz\r\n")
+        try:
+            return connection.recv(65536)
+        except TimeoutError:
+            return b"(no answer)"
+
+
+def test_body_that_stops_arriving(api: ApiServer) -> None:
+    from api_support import _ServerThread
+
+    from services.api.app import create_app
+
+    tokens = Tokens.parse(f"alice:{TOKENS['alice']}")
+    limits = replace(TEST_LIMITS, body_idle_seconds=0.5)
+    server = _ServerThread(create_app(api.config, tokens, limits))
+    url = f"http://127.0.0.1:{server.start()}"
+    try:
+        auth = f"Authorization: Bearer {TOKENS['alice']}".encode()
+        for content_type, chunk in (
+                (b"application/json", b'{"input": '),
+                (b"multipart/form-data; boundary=b",
+                 b'--b\r\nContent-Disposition: form-data; name="video"\r\n\r\nYUV4MPEG2 ')):
+            began = time.monotonic()
+            answer = _stalled(url, b"POST /v1/jobs HTTP/1.1\r\nHost: test\r\n" + auth
+                              + b"\r\nContent-Type: " + content_type, chunk)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert b"stopped arriving" in answer and time.monotonic() - began < 5
+    finally:
+        server.stop()
 
 
 def test_integral_floats_are_integers(api: ApiServer, input_file: Path) -> None:
@@ -382,6 +462,35 @@ def test_upload_parts(api: ApiServer, clip_y4m: Path) -> None:
     assert "empty" in error_of(submit_upload(api, b""), 400)
 
 
+@pytest.mark.parametrize("options", ["null", "[]", "0", "false", '""'])
+def test_upload_options_not_an_object(api: ApiServer, options: str) -> None:
+    # Each was taken as no options at all (a 202) before.
+    assert "is not of type 'object'" in error_of(submit_upload(api, y4m_bytes(), options), 400)
+
+
+def test_upload_part_without_a_name(api: ApiServer) -> None:
+    body = b"--b\r\nContent-Disposition: form-data\r\n\r\n" + y4m_bytes() + b"\r\n--b--\r\n"
+    response = api.request("POST", "/v1/jobs", data=body,
+                           headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert "a part has no name" in error_of(response, 400)
+
+
+def test_upload_that_names_other_files(api: ApiServer, tmp_path: Path, clip_mp4: Path) -> None:
+    # An ffconcat script naming itself made FFmpeg open it again and again, until the API
+    # process ran out of file descriptors (and kept hundreds of MB each time).
+    began = time.monotonic()
+    reason = error_of(submit_upload(api, b"ffconcat version 1.0\nfile video\n"), 400)
+    assert "name other files" in reason and "open files" not in reason
+    assert time.monotonic() - began < 5
+    # A script naming a real video beside it is not that video (nor is a playlist).
+    (tmp_path / "clip.mp4").write_bytes(clip_mp4.read_bytes())
+    script = tmp_path / "script"
+    script.write_bytes(b"ffconcat version 1.0\nfile clip.mp4\n")
+    with pytest.raises(ApiError, match="name other files"):
+        sniff_video(script)
+    assert sniff_video(tmp_path / "clip.mp4").startswith("mov,mp4")
+
+
 def test_upload_bad_options(api: ApiServer, clip_y4m: Path) -> None:
     data = clip_y4m.read_bytes()
     assert "unknown field 'input'" in error_of(
@@ -421,6 +530,22 @@ def test_idempotency_key_upload(api: ApiServer, clip_y4m: Path) -> None:
     assert first.json()["id"] == again.json()["id"]
     error_of(submit_upload(api, data, {"frames_per_chunk": 5}, key=key), 409)
     error_of(submit_upload(api, y4m_bytes(frames=3), {"frames_per_chunk": 4}, key=key), 409)
+
+
+def test_idempotent_repeat_after_the_input_is_gone(api: ApiServer, input_file: Path) -> None:
+    # A client retrying an accepted job (it never saw the 202) must find it, even if the input
+    # has been moved since; it got a 400 "no such file" before.
+    key = f"gone-{secrets.token_hex(4)}"
+    document = {"input": input_file.as_uri(), **GOOD}
+    first = submit_json(api, document, key=key)
+    assert first.status_code == 202, first.text
+    input_file.unlink()
+    again = submit_json(api, document, key=key)
+    assert again.status_code == 202, again.text
+    assert again.json() == first.json()
+    assert "with a different request" in error_of(
+        submit_json(api, {**document, "cq_level": 30}, key=key), 409)
+    assert "no such file" in error_of(submit_json(api, document), 400)  # a new job
 
 
 @pytest.mark.parametrize("key", ["../../etc/passwd", "a" * 129, "with space", "-lead", "é"])
@@ -626,6 +751,26 @@ def test_health_with_the_broker_down(api: ApiServer, input_file: Path) -> None:
         server.stop()
 
 
+def test_documented_answers(api: ApiServer, input_file: Path, make_done_job: Any) -> None:
+    """Answers the fuzzer does not provoke are in the OpenAPI document all the same."""
+    paths = openapi.document(TEST_LIMITS)["paths"]
+    for path in ("/v1/health", "/metrics", "/v1/openapi.json"):
+        response = api.request("GET", f"{path}?verbose=1", token=None)
+        assert "unknown query parameter" in error_of(response, 400)
+        assert "400" in paths[path]["get"]["responses"], path
+    assert "408" in paths["/v1/jobs"]["post"]["responses"]
+    job = make_done_job(b"output")
+    output = paths["/v1/jobs/{id}/output"]["get"]["responses"]
+    for headers, status in (({"If-None-Match": "*"}, 304), ({"If-Match": '"other"'}, 412)):
+        assert api.request("GET", f"/v1/jobs/{job}/output", headers=headers).status_code \
+            == status
+        assert str(status) in output
+    stored = openapi.document(TEST_LIMITS)["components"]["schemas"]["StoredRequest"]
+    queued = submit_json(api, {"input": input_file.as_uri()}).json()["id"]
+    request = api.request("GET", f"/v1/jobs/{queued}").json()["request"]
+    jsonschema.validate(request, {**stored, "additionalProperties": False})
+
+
 def test_wrong_method(api: ApiServer) -> None:
     response = api.request("PUT", "/v1/jobs")
     assert "not allowed" in error_of(response, 405)
@@ -654,6 +799,12 @@ def test_metrics(api: ApiServer, input_file: Path, make_done_job: Any) -> None:
     assert ("GET", "/v1/jobs/{id}/output", "206") in routes
     assert ("GET", "unmatched", "404") in routes  # never a series per random path
     assert not any("/no/such/path" in route for _, route, _ in routes)
+    # nor per random method (aiohttp's Python parser takes any token; the C parser, these)
+    raw_http(api, b"PROPFIND /v1/jobs HTTP/1.1\r\nHost: test", b"")
+    families = {f.name: f for f in text_string_to_metric_families(
+        api.request("GET", "/metrics", token=None).text)}
+    methods = {s.labels["method"] for s in families["excamera_http_requests"].samples}
+    assert "PROPFIND" not in methods and "other" in methods
     assert "excamera_http_request_seconds" in families
     depths = {s.labels["queue"]: s.value for s in families["excamera_queue_depth"].samples}
     assert f"{api.config.queue_prefix}.ingest" in depths

@@ -108,6 +108,25 @@ def test_oversized_and_malformed_bodies() -> None:
         load_json(b"[" + b"1," * 100_000 + b"1]", "m")
 
 
+def test_non_finite_numbers_and_deep_nesting_refused() -> None:
+    # Python's JSON reads NaN, Infinity and 1e999 and nests as deep as its stack; no message
+    # holds either, and PostgreSQL's JSON type refuses the numbers when a job is recorded.
+    for text in (b'{"input": "file:///a.y4m", "budget_usd": NaN}',
+                 b'{"input": "file:///a.y4m", "budget_usd": 1e999}',
+                 b'{"input": "file:///a.y4m", "ssim": -Infinity}'):
+        with pytest.raises(MessageError, match="not a finite number"):
+            load_json(text, "m")
+    with pytest.raises(MessageError, match="nested more than 32 levels"):
+        load_json(b"[" * 5000 + b"]" * 5000, "m")
+    with pytest.raises(MessageError, match="nested more than 32 levels"):
+        load_json(b"[" * 40 + b"]" * 40, "m")
+    # A broker's serializer may hand over the decoded document: the parsers check it too.
+    with pytest.raises(MessageError, match="ingest message: request.budget_usd: not a finite"):
+        parse_ingest({"version": 1, "id": "a", "request": {"input": "file:///a.y4m",
+                                                           "budget_usd": float("inf")}})
+    assert load_json(b"[" * 31 + b"]" * 31, "m") is not None
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
     | st.text(max_size=40),

@@ -311,6 +311,11 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     random = tmp / "random.bin"
     random.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
     empty = make_y4m(tmp / "empty.y4m", 0)
+    # FFmpeg would open what these name: the video beside it, or (recursively) itself.
+    concat = tmp / "list.ffconcat"
+    concat.write_text("ffconcat version 1.0\nfile good.y4m\n")
+    recursive = tmp / "self.ffconcat"
+    recursive.write_text("ffconcat version 1.0\nfile self.ffconcat\n")
     return {
         "text file": (text, "not a video"),
         "random bytes": (random, "not a video"),
@@ -318,17 +323,40 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
         "4:4:4 Y4M": (make_y4m(tmp / "c444.y4m", 2, colorspace="444"), "4:2:0"),
         "zero frames": (empty, "no video frames"),
         "missing": (tmp / "missing.y4m", "No such file"),
+        "ffconcat script": (concat, "ffconcat scripts or playlists, are not accepted"),
+        "recursive ffconcat": (recursive, "ffconcat scripts or playlists, are not accepted"),
     }
 
 
 @pytest.mark.parametrize(
-    "case", ["text file", "random bytes", "truncated Y4M", "4:4:4 Y4M", "zero frames", "missing"]
+    "case", ["text file", "random bytes", "truncated Y4M", "4:4:4 Y4M", "zero frames", "missing",
+             "ffconcat script", "recursive ffconcat"]
 )
 def test_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str) -> None:
     source, message = _bad_inputs(tmp_path)[case]
     files_before = {p.name for p in tmp_path.iterdir()}
     result = encode(capsys, source, "-o", tmp_path / "out.ivf", "-x", 1)
     assert_one_line_error(result, source.name, message)
+    no_stray_files(tmp_path, files_before)
+
+
+def test_truncated_container(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # An IVF cut inside a frame (an interrupted download) is refused at that frame, like a
+    # truncated Y4M, instead of being encoded silently up to it.
+    first = encode(capsys, make_y4m(tmp_path / "in.y4m", 8), "-o", tmp_path / "whole.ivf",
+                   "-x", 1)
+    assert first.code == 0, first.stderr
+    data = (tmp_path / "whole.ivf").read_bytes()
+    offset, frames = 32, []  # IVF: a 32-byte header, then 12-byte frame headers
+    while offset < len(data):
+        frames.append(offset)
+        offset += 12 + int.from_bytes(data[offset:offset + 4], "little")
+    assert len(frames) == 8
+    cut = tmp_path / "cut.ivf"
+    cut.write_bytes(data[:frames[5] + 12 + 3])  # three bytes into frame 5
+    files_before = {p.name for p in tmp_path.iterdir()}
+    result = encode(capsys, cut, "-o", tmp_path / "out.ivf", "-x", 1)
+    assert_one_line_error(result, "cut.ivf", "frame 5", "truncated or corrupt")
     no_stray_files(tmp_path, files_before)
 
 

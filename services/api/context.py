@@ -43,6 +43,7 @@ class Limits:
     default_page: int = 100
     janitor_seconds: float = 60.0  # how often ended jobs past retention are cleaned up
     link_seconds: int = 3600  # how long a status's signed output link stays valid
+    body_idle_seconds: float = 60.0  # a request body that sends nothing this long gets a 408
     upload_dir: Path | None = None  # where uploads stream to first (default: the system's)
     control_threads: int = 8
     file_threads: int = 4

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .. import metrics
 from ..errors import TransientError
@@ -27,13 +27,16 @@ MAX_REASON = 300
 
 
 class ApiError(Exception):
-    """An answer with an error status and a one-line reason."""
+    """An answer with an error status and a one-line reason; `close`: end the connection
+    after it (what is left of the request cannot be read)."""
 
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None, *,
+                 close: bool = False) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.headers = headers or {}
+        self.close = close
 
 
 def one_line(text: str) -> str:
@@ -66,7 +69,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.reason, exc.headers)
+        response = error_response(exc.status, exc.reason, exc.headers)
+        if exc.close:
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:  # a redirect or a success raised as an exception: pass it on
             raise
@@ -102,5 +108,8 @@ async def count_response(request: web.BaseRequest, response: web.StreamResponse)
     if began is None or not isinstance(request, web.Request):
         return
     route = route_label(request)
-    metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
-    metrics.HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - began)
+    # Nor random methods: aiohttp's Python parser takes any token as a method (the C parser
+    # any of llhttp's few dozen).
+    method = request.method if request.method in hdrs.METH_ALL else "other"
+    metrics.HTTP_REQUESTS.labels(method, route, str(response.status)).inc()
+    metrics.HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - began)

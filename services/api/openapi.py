@@ -21,7 +21,10 @@ from shared.pipeline.messages import (
     JOB_ID_PATTERN,
     JOB_OPTIONS_OBJECT_SCHEMA,
     JOB_REQUEST_SCHEMA,
+    MAX_DEPTH,
     MAX_MESSAGE_BYTES,
+    SCENE_CUTS,
+    START_FRAMES,
 )
 
 from ..records import JOB_STATES
@@ -61,6 +64,8 @@ STORED_REQUEST = _object({
     "cq_level": {"type": "integer"},
     "ssim": {"type": "number"},
     "format": {"type": "string", "enum": list(FORMATS)},
+    "scene_cuts": {"type": "string", "enum": list(SCENE_CUTS)},
+    "start_frames": {"type": "string", "enum": list(START_FRAMES)},
     "budget_usd": {"type": "number"},
 }, ["input", "frames_per_chunk", "chunks_per_group", "format"])
 
@@ -237,6 +242,8 @@ def _submit(limits: Limits) -> dict[str, Any]:
                          {"Location": {"schema": {"type": "string"},
                                        "description": "the job's status URL"}}),
             "400": BAD_REQUEST, "401": UNAUTHORIZED,
+            "408": _error(f"the body stopped arriving: nothing came for "
+                          f"{limits.body_idle_seconds:g} s"),
             "409": _error("the Idempotency-Key was used with a different request"),
             "413": _error(f"a JSON body over {limits.max_json_bytes} bytes, or an upload over "
                           f"{limits.max_upload_bytes}"),
@@ -266,6 +273,7 @@ def _output() -> dict[str, Any]:
         "responses": {
             "200": {"description": "the whole output", "content": media},
             "206": {"description": "the requested byte range", "content": media},
+            "304": {"description": "not modified (If-None-Match, If-Modified-Since)"},
             "307": {"description": "an S3 store: a presigned URL of the output, which serves "
                                    "ranges itself",
                     "headers": {"Location": {"schema": {"type": "string"}}}},
@@ -275,6 +283,8 @@ def _output() -> dict[str, Any]:
             "404": NOT_FOUND,
             "409": _error("the job is not done (queued, running, failed or cancelled)"),
             "410": _error("the output is no longer in the store"),
+            "412": {"description": "a precondition failed (If-Match, If-Unmodified-Since); "
+                                   "no body"},
             "416": _error("the range lies beyond the output's end"),
             "503": UNAVAILABLE,
         },
@@ -336,7 +346,7 @@ def _paths(limits: Limits) -> dict[str, Any]:
                 "summary": "Whether the database and the broker answer (no token needed)",
                 "operationId": "health",
                 "security": [],
-                "responses": {"200": _json("healthy", "Health"),
+                "responses": {"200": _json("healthy", "Health"), "400": BAD_REQUEST,
                               "503": _json("the database or the broker is down", "Health")},
             },
         },
@@ -348,7 +358,8 @@ def _paths(limits: Limits) -> dict[str, Any]:
                 "security": [],
                 "responses": {"200": {"description": "Prometheus text format",
                                       "content": {"text/plain": {"schema":
-                                                                 {"type": "string"}}}}},
+                                                                 {"type": "string"}}}},
+                              "400": BAD_REQUEST},
             },
         },
         "/v1/openapi.json": {
@@ -358,7 +369,8 @@ def _paths(limits: Limits) -> dict[str, Any]:
                 "security": [],
                 "responses": {"200": {"description": "OpenAPI 3.1",
                                       "content": {"application/json":
-                                                  {"schema": {"type": "object"}}}}},
+                                                  {"schema": {"type": "object"}}}},
+                              "400": BAD_REQUEST},
             },
         },
     }
@@ -372,8 +384,11 @@ def document(limits: Limits = Limits()) -> dict[str, Any]:  # noqa: B008 - froze
             "title": "excamera",
             "version": "1",
             "description": "ExCamera[n,x] VP8 encoding as a service. Every error is JSON "
-                           '{"error": "one line"}. Bodies: JSON up to '
-                           f"{MAX_MESSAGE_BYTES} bytes; uploads as multipart/form-data. "
+                           '{"error": "one line"} (but for a request that is not well-formed '
+                           "HTTP, which the HTTP server itself answers with a plain-text 400). "
+                           f"Bodies: JSON up to {MAX_MESSAGE_BYTES} bytes, nested at most "
+                           f"{MAX_DEPTH} levels, finite numbers only; uploads as "
+                           "multipart/form-data. "
                            "Jobs posted to the ingest queue follow the IngestMessage schema.",
         },
         "servers": [{"url": "/"}],

@@ -34,12 +34,14 @@ from shared.pipeline.messages import (
 
 from .. import adapter
 from ..errors import InputRejected
+from ..inputs import normalize_url
 from ..records import JobRecord
 from ..runtime import Runtime
 from . import jobs
+from .bodies import UNREADABLE, arriving, unreadable
 from .context import CONTEXT, ApiContext
 from .middleware import ApiError, error_response
-from .uploads import CUT_OFF, receive, sniff_video
+from .uploads import receive, sniff_video
 
 __all__ = ["routes"]
 
@@ -129,18 +131,18 @@ def client_id(request: web.Request) -> str:
     return key
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, idle: float) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise ApiError(413, f"the request body is {length} bytes; at most {limit} are accepted")
     body = bytearray()
     try:
-        async for chunk in request.content.iter_any():
+        while chunk := await arriving(request.content.readany(), idle, "the request body"):
             body += chunk
             if len(body) > limit:
                 raise ApiError(413, f"the request body is larger than {limit} bytes")
-    except CUT_OFF as exc:
-        raise ApiError(400, f"the request body was cut off before its end ({exc})") from None
+    except UNREADABLE as exc:
+        raise unreadable(request, exc, "the request body") from None
     return bytes(body)
 
 
@@ -172,12 +174,23 @@ async def create_job(request: web.Request) -> web.Response:
 
 async def _create_from_json(request: web.Request, owner: str, key: str) -> web.Response:
     api = context_of(request)
-    body = await read_body(request, api.limits.max_json_bytes)
+    body = await read_body(request, api.limits.max_json_bytes, api.limits.body_idle_seconds)
     try:
         job_request = parse_job_request(load_json(body, "job request"),
                                         api.runtime.config.request_defaults())
     except MessageError as exc:
         raise ApiError(400, str(exc)) from None
+    existing = await api.control(api.runtime.records.get_job, job_id_for(owner, key))
+    if existing is not None:
+        # A repeat is answered from the job's record, as an upload's is: the input was checked
+        # when the job was accepted, and a retry must find the job even if the file has gone
+        # or the host no longer resolves since.
+        try:
+            url = normalize_url(job_request.input)
+        except InputRejected as exc:
+            raise ApiError(400, str(exc)) from None
+        jobs.check_same_request(existing, replace(job_request, input=url).to_json())
+        return accepted(jobs.Submitted(existing.id, existing.state, False))
     url = await api.files(checked_input, api.runtime, job_request.input)
     submitted = await api.control(_submit, api, owner, key, replace(job_request, input=url))
     return accepted(submitted)
@@ -205,11 +218,12 @@ async def _create_from_upload(request: web.Request, owner: str, key: str) -> web
     directory = Path(await api.files(tempfile.mkdtemp, "", "excamera-upload-",
                                      api.limits.upload_dir))
     try:
-        upload = await receive(request, directory, api.limits.max_upload_bytes, api.files)
+        upload = await receive(request, directory, api.limits.max_upload_bytes,
+                               api.limits.body_idle_seconds, api.files)
         job = job_id_for(owner, key)
         stored = jobs.upload_key(job, upload.sha256)
         try:
-            job_request = parse_job_options(upload.options or {},
+            job_request = parse_job_options(upload.options,
                                             api.runtime.store.url_for(stored),
                                             api.runtime.config.request_defaults())
         except MessageError as exc:

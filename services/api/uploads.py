@@ -21,20 +21,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from aiohttp import BodyPartReader, MultipartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from shared.codec.errors import ContainerError
 from shared.codec.y4m import MAX_LINE, Y4mHeader
 from shared.pipeline.messages import MAX_MESSAGE_BYTES, MessageError, load_json
+from shared.pipeline.sources import REFUSED_DEMUXERS_NOTE, pyav_open_options
 
+from .bodies import UNREADABLE, arriving, unreadable
 from .middleware import ApiError
 
-__all__ = ["CUT_OFF", "MULTIPART_OVERHEAD", "Upload", "receive", "sniff_video"]
-
-# How a body that ends early shows: the client closed the connection ("Connection lost"), or
-# the HTTP parser found fewer bytes than Content-Length or a broken chunked encoding. Nobody
-# may be left to read the answer, but nothing is stored and nothing is logged as a failure.
-CUT_OFF = (ConnectionResetError, HttpProcessingError)
+__all__ = ["MULTIPART_OVERHEAD", "Upload", "receive", "sniff_video"]
 
 PARTS = ("video", "options")
 # What a multipart body may hold beyond the video itself: boundaries, part headers, options.
@@ -52,7 +48,7 @@ class Upload:
     path: Path
     size: int
     sha256: str
-    options: Any  # the decoded `options` part, or None
+    options: Any  # the decoded `options` part ({} without one)
 
 
 class _Sink:
@@ -73,9 +69,10 @@ class _Sink:
         self.file.close()
 
 
-async def receive(request: web.Request, directory: Path, max_bytes: int, run: Run) -> Upload:
+async def receive(request: web.Request, directory: Path, max_bytes: int, idle: float,
+                  run: Run) -> Upload:
     """Stream the request's multipart body into `directory`; ApiError if it is not a
-    well-formed upload of at most `max_bytes` of video."""
+    well-formed upload of at most `max_bytes` of video, or stops arriving for `idle` seconds."""
     length = request.content_length
     if length is not None and length > max_bytes + MULTIPART_OVERHEAD:
         raise ApiError(413, f"the upload is {length} bytes; at most {max_bytes} are accepted")
@@ -84,20 +81,20 @@ async def receive(request: web.Request, directory: Path, max_bytes: int, run: Ru
     except (ValueError, AssertionError, KeyError) as exc:
         raise ApiError(400, f"not a multipart/form-data body ({exc})") from None
     video: _Sink | None = None
-    options: Any = None
+    options: Any = {}
     seen: set[str] = set()
     try:
-        while (next_part := await reader.next()) is not None:
+        while (next_part := await arriving(reader.next(), idle, "the upload")) is not None:
             name, part = _named_part(next_part, seen)
             if name == "video":
                 video = _Sink(directory / "video", max_bytes)
-                await _stream(part, video, run)
+                await _stream(part, video, idle, run)
             else:
-                options = _options(await _read_small(part, MAX_MESSAGE_BYTES))
+                options = _options(await _read_small(part, MAX_MESSAGE_BYTES, idle))
     except ApiError:
         raise
-    except CUT_OFF as exc:
-        raise ApiError(400, f"the upload was cut off before its end ({exc})") from None
+    except UNREADABLE as exc:
+        raise unreadable(request, exc, "the upload") from None
     except (ValueError, AssertionError, asyncio.IncompleteReadError, EOFError) as exc:
         # A body cut short or not multipart inside: aiohttp's reader says so in its own way.
         raise ApiError(400, f"the upload is truncated or malformed ({exc or 'early end'})") \
@@ -116,6 +113,9 @@ def _named_part(part: Any, seen: set[str]) -> tuple[str, BodyPartReader]:
     if isinstance(part, MultipartReader) or not isinstance(part, BodyPartReader):
         raise ApiError(400, "nested multipart bodies are not accepted")
     name = part.name
+    if name is None:
+        raise ApiError(400, "a part has no name (send the parts 'video' and optionally "
+                            "'options', each with Content-Disposition: form-data; name=...)")
     if name not in PARTS:
         raise ApiError(400, f"unknown part {name!r} (send 'video' and optionally 'options')")
     if name in seen:
@@ -124,10 +124,10 @@ def _named_part(part: Any, seen: set[str]) -> tuple[str, BodyPartReader]:
     return name, part
 
 
-async def _stream(part: BodyPartReader, sink: _Sink, run: Run) -> None:
+async def _stream(part: BodyPartReader, sink: _Sink, idle: float, run: Run) -> None:
     pending = bytearray()
     while True:
-        chunk = await part.read_chunk(BLOCK)
+        chunk = await arriving(part.read_chunk(BLOCK), idle, "the upload")
         if chunk:
             sink.size += len(chunk)
             if sink.size > sink.limit:
@@ -140,9 +140,9 @@ async def _stream(part: BodyPartReader, sink: _Sink, run: Run) -> None:
             return
 
 
-async def _read_small(part: BodyPartReader, limit: int) -> bytes:
+async def _read_small(part: BodyPartReader, limit: int, idle: float) -> bytes:
     data = bytearray()
-    while chunk := await part.read_chunk(8192):
+    while chunk := await arriving(part.read_chunk(8192), idle, "the upload"):
         data += chunk
         if len(data) > limit:
             raise ApiError(413, f"the options part is larger than {limit} bytes")
@@ -198,10 +198,13 @@ def _check_with_pyav(path: Path) -> str:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), options=pyav_open_options()) as container:
             return _check_container(container)
     except ApiError:
         raise
+    except av.ArgumentError as exc:  # among others, a format that is not on the list
+        raise ApiError(400, f"not a video file (PyAV cannot read it: {_describe(exc)}; "
+                            f"{REFUSED_DEMUXERS_NOTE})") from None
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError, IndexError) as exc:
         raise ApiError(400, f"not a video file (PyAV cannot read it: {_describe(exc)})") \
             from None

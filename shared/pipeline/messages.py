@@ -52,6 +52,7 @@ JOB_ID_PATTERN = r"^j-[0-9a-f]{24}$"
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_MESSAGE_BYTES = 64 * 1024  # every message is a few hundred bytes; refuse anything absurd
+MAX_DEPTH = 32  # a message nests two levels; see _check_plain
 
 
 class MessageError(ValueError):
@@ -169,6 +170,7 @@ TASK_SCHEMA: dict[str, Any] = {
 
 
 def _validate(document: Any, schema: dict[str, Any], what: str) -> dict[str, Any]:
+    _check_plain(document, what)
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(document))
     if error is not None:
@@ -191,14 +193,46 @@ def _short(error: jsonschema.ValidationError) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _check_plain(document: Any, what: str) -> None:
+    """Refuse what Python's JSON lets through and no message holds: NaN and infinities (not
+    JSON at all; PostgreSQL's JSON type refuses them when a job is recorded) and nesting past
+    MAX_DEPTH (a message nests two levels; deep nesting exhausts the schema validator's
+    recursion). Checked on the decoded document, since a broker's serializer may decode it."""
+    pending: list[tuple[Any, tuple[str, ...]]] = [(document, ())]
+    while pending:
+        value, path = pending.pop()
+        where = ".".join(path) + ": " if path else ""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise MessageError(f"{what}: {where}not a finite number (JSON has no NaN or "
+                               "Infinity, and numbers beyond 1.8e308 are refused)")
+        if isinstance(value, (dict, list)):
+            if len(path) >= MAX_DEPTH:
+                raise MessageError(f"{what}: nested more than {MAX_DEPTH} levels deep")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            pending.extend((item, (*path, _shown_key(key))) for key, item in items)
+
+
+def _shown_key(key: object) -> str:
+    """A field name or list index as a message may quote it: on one line, and short."""
+    text = str(key)
+    if re.fullmatch(r"[\w-]{1,64}", text):
+        return text
+    text = repr(text)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def load_json(data: bytes | str, what: str) -> Any:
-    """JSON from a message body, refusing oversized or malformed documents."""
+    """JSON from a message body, refusing oversized, malformed or absurdly nested documents."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise MessageError(f"{what}: {len(data)} bytes is more than {MAX_MESSAGE_BYTES}")
     try:
-        return json.loads(data)
+        document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MessageError(f"{what}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MessageError(f"{what}: nested more than {MAX_DEPTH} levels deep") from None
+    _check_plain(document, what)
+    return document
 
 
 # --------------------------------------------------------------------------- job requests

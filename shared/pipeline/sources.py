@@ -7,6 +7,7 @@ is an `InputError` whose message names the file and, where it applies, the frame
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,10 +23,19 @@ from shared.codec.y4m import Y4mReader
 
 from .errors import InputError
 
-__all__ = ["Source", "open_source"]
+__all__ = ["REFUSED_DEMUXERS_NOTE", "Source", "open_source", "pyav_open_options"]
 
 Y4M_SIGNATURE = b"YUV4MPEG2 "
 DEFAULT_FPS = (30, 1)  # when a container states no usable rate
+# FFmpeg's demuxers that open what the file names: other files (an ffconcat script, an HLS or
+# DASH playlist, an IMF composition, an image sequence, a VobSub index) or network streams (an
+# SDP session). An input is one file: such a file would have the split open whatever it names,
+# outside any directory an operator allows, and an ffconcat script that names itself recurses
+# until the process runs out of file descriptors. PyAV opens inputs with every other demuxer.
+REFERRING_FORMATS = frozenset({"concat", "hls", "dash", "imf", "image2", "vobsub", "sdp",
+                               "rtsp", "rtp", "lavfi"})
+REFUSED_DEMUXERS_NOTE = ("files that name other files, such as ffconcat scripts or playlists, "
+                         "are not accepted")
 
 
 @dataclass
@@ -96,7 +106,10 @@ def _open_with_pyav(name: str) -> Source:
     import av
 
     try:
-        container = av.open(name)
+        container = av.open(name, options=pyav_open_options())
+    except av.ArgumentError as exc:  # among others, a demuxer that is not allowed
+        raise InputError(f"{name}: not a video file PyAV can read ({_describe(exc)}; "
+                         f"{REFUSED_DEMUXERS_NOTE})") from exc
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise InputError(f"{name}: not a video file PyAV can read ({_describe(exc)})") from exc
     try:
@@ -104,6 +117,21 @@ def _open_with_pyav(name: str) -> Source:
     except BaseException:
         container.close()
         raise
+
+
+def pyav_open_options() -> dict[str, str]:
+    """`av.open` options that allow FFmpeg's demuxers but REFERRING_FORMATS."""
+    return {"format_whitelist": _allowed_demuxers()}
+
+
+@functools.cache
+def _allowed_demuxers() -> str:
+    import av
+
+    return ",".join(sorted(
+        name for name in av.formats_available
+        if av.ContainerFormat(name).input is not None
+        and not REFERRING_FORMATS.intersection(name.split(","))))
 
 
 def _pyav_source(name: str, container: Any) -> Source:
@@ -140,15 +168,7 @@ def _pyav_images(
 ) -> Iterator[Image]:
     import av
 
-    frames = container.decode(stream)
-    index = 0
-    while True:
-        try:
-            frame = next(frames)
-        except StopIteration:
-            return
-        except (av.FFmpegError, OSError) as exc:
-            raise InputError(f"{name}: frame {index}: cannot decode ({_describe(exc)})") from exc
+    for index, frame in enumerate(_decoded_frames(name, container, stream, av.FFmpegError)):
         if index == 0:
             width, height = frame.width, frame.height
         elif (frame.width, frame.height) != (width, height):
@@ -161,7 +181,27 @@ def _pyav_images(
                 notices.append(f"{name}: converted {frame.format.name} to 8-bit 4:2:0 (yuv420p)")
             frame = frame.reformat(format="yuv420p")
         yield _frame_to_image(frame)
-        index += 1
+
+
+def _decoded_frames(name: str, container: Any, stream: Any, ffmpeg_error: type) -> Iterator[Any]:
+    """The stream's frames, packet by packet. A packet the demuxer marks corrupt (an IVF or MP4
+    cut short inside a frame) is refused, as a truncated Y4M is: FFmpeg would otherwise decode
+    it as far as it goes or drop it, and the output would silently end early or differ."""
+    read = 0  # frames read: the numbering of decode and of a stream without reordering
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets, None)
+            if packet is None:
+                return
+            if packet.is_corrupt:
+                raise InputError(f"{name}: frame {read}: the container marks it truncated or "
+                                 "corrupt (is the file cut short?)")
+            frames = packet.decode()
+            read += packet.size > 0
+        except (ffmpeg_error, OSError) as exc:
+            raise InputError(f"{name}: frame {read}: cannot decode ({_describe(exc)})") from exc
+        yield from frames
 
 
 def _frame_to_image(frame: Any) -> Image:
