@@ -26,7 +26,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any, BinaryIO
 
@@ -181,6 +181,27 @@ class _ImageOutput:
         self.sink.abort()
 
 
+def _key_frame_size(codec: ModuleType, data: bytes) -> tuple[int, int] | None:
+    try:
+        info = codec.peek_frame_info(data)
+    except CodecError:
+        return None  # decode, if it gets there, says what is wrong
+    return (info.width, info.height) if info.key_frame else None
+
+
+def _size_mismatch(codec: ModuleType, state: Any, first: bytes, size: tuple[int, int],
+                   state_path: str) -> str:
+    """A --state-in of another size than the stream's at the first frame decoded, an
+    interframe, said in a sentence (or ""). Interframes carry no size: decoded against another
+    stream's state, they mostly decode, into garbage."""
+    if not state.has_keyframe or _key_frame_size(codec, first) is not None:
+        return ""
+    if (state.width, state.height) == size:
+        return ""
+    return (f"the state in {state_path} is {state.width}x{state.height}, the stream "
+            f"{size[0]}x{size[1]}: was it saved from another stream?")
+
+
 def _ivf_frame_rate(header: IvfHeader) -> tuple[int, int]:
     """The frame rate an IVF header implies (one frame per tick), or 30 fps if it is unset."""
     num, den = header.timebase
@@ -245,8 +266,10 @@ def _run_decode(args: argparse.Namespace) -> int:
     y4m = args.format == "y4m" or (
         args.format == "auto" and args.output != "-" and args.output.lower().endswith(".y4m")
     )
-    decoded = hidden = 0
+    decoded = hidden = read = 0
     began = time.perf_counter()
+    size = (reader.header.width, reader.header.height)  # as of the last key frame read
+    mismatch = ""
     with reader:
         try:
             output = _ImageOutput(args.output, y4m, _ivf_frame_rate(reader.header))
@@ -258,16 +281,29 @@ def _run_decode(args: argparse.Namespace) -> int:
                     frame = reader.read_frame()
                 except (CodecError, OSError) as exc:
                     raise CommandError(args.input, _describe(exc)) from exc
-                if frame is None or (stop is not None and frame.index >= stop):
+                if frame is None:
+                    if read < start and (stop is None or start < stop):
+                        raise CommandError(args.input, f"--frames starts at frame {start}, but "
+                                           f"the stream has {_plural(read, 'frame')}")
                     break
+                if stop is not None and frame.index >= stop:
+                    break
+                read = frame.index + 1
+                size = _key_frame_size(codec, frame.data) or size
                 if frame.index < start:
                     continue
+                if decoded == 0 and args.state_in is not None:
+                    mismatch = _size_mismatch(codec, state, frame.data, size, args.state_in)
+                    if mismatch:
+                        print(f"{PROG} decode: note: {mismatch}", file=sys.stderr)
                 try:
                     state, image = codec.decode(state, frame.data)
                 except CodecError as exc:
                     message = f"frame {frame.index}: {exc}"
                     if isinstance(exc, MissingKeyFrameError) and args.state_in is None:
                         message += " (start at a key frame, or give --state-in)"
+                    if mismatch:
+                        message += f" ({mismatch})"
                     raise CommandError(args.input, message) from exc
                 decoded += 1
                 if image is None:
@@ -339,16 +375,16 @@ def _cq_level(text: str) -> int:
 
 def ssim_target(text: str) -> float:
     """An SSIM target in dB; a value below 1 is taken as plain SSIM (0.98 -> 16.99 dB)."""
+    from shared.pipeline.vpx import ssim_decibels
+
     try:
         value = float(text)
     except ValueError:
-        value = math.nan
-    decibels = -10 * math.log10(1 - value) if 0 < value < 1 else value
-    if not 0 < decibels <= 100:
-        raise argparse.ArgumentTypeError(
-            f"expected SSIM in dB (0-100], or as a fraction below 1, got {text!r}"
-        )
-    return decibels
+        raise argparse.ArgumentTypeError(f"expected SSIM in dB, got {text!r}") from None
+    try:
+        return ssim_decibels(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_encode(commands: SubParsers) -> None:
@@ -560,11 +596,14 @@ def _describe_summary(summary: Any) -> str:
     stage_times = ", ".join(f"{name} {t.busy:.2f}" for name, t in summary.stages.items())
     return "\n".join(
         [
-            f"wrote {summary.output}: {summary.frames} frames, {summary.width}x{summary.height} "
+            f"wrote {summary.output}: {_plural(summary.frames, 'frame')}, "
+            f"{summary.width}x{summary.height} "
             f"at {summary.fps:.5g} fps, ExCamera[{summary.frames_per_chunk},"
             f"{summary.chunks_per_group}] ({_plural(summary.chunks, 'chunk')}, "
             f"{_plural(summary.groups, 'key frame')}), {quality}"
-            + _START_FRAME_NOTES.get(summary.start_frames, ""),
+            # Only chunks after a group's first have their starts rebased, revisited or anchored.
+            + (_START_FRAME_NOTES.get(summary.start_frames, "")
+               if summary.chunks > summary.groups else ""),
             *_describe_cuts(summary.scene_cuts),
             f"  {summary.bytes:,} bytes, {summary.bitrate_kbps:.1f} kbit/s; "
             f"SSIM {summary.ssim_db:.2f} dB, PSNR {summary.psnr_db:.2f} dB (vs the input)",
@@ -595,12 +634,8 @@ def _read_state(codec: ModuleType, path: str) -> Any:
 
 
 def _read_y4m(path: str) -> tuple[list[Image], tuple[int, int]]:
-    try:
-        with Y4mReader(path) as reader:
-            images = list(reader)
-            return images, reader.header.fps
-    except (CodecError, OSError) as exc:
-        raise CommandError(path, _describe(exc)) from exc
+    with _open_y4m(path) as reader:
+        return list(_pictures(reader, path)), reader.header.fps
 
 
 def _write_ivf(path: str, frames: list[bytes], width: int, height: int,
@@ -615,15 +650,19 @@ def _write_ivf(path: str, frames: list[bytes], width: int, height: int,
 
 def _write_ivf_and_state(path: str, frames: list[bytes], width: int, height: int,
                          fps: tuple[int, int], state_path: str | None, state: Any) -> None:
-    """The stream, then its exit state; if the state cannot be stored, the stream goes too,
-    so a failed run leaves neither (as in decode)."""
     _write_ivf(path, frames, width, height, fps)
+    _write_state_or_drop(path, state_path, state)
+
+
+def _write_state_or_drop(stream_path: str, state_path: str | None, state: Any) -> None:
+    """The exit state of the stream just written; if it cannot be stored, the stream goes too,
+    so a failed run leaves neither (as in decode)."""
     if state_path is None:
         return
     try:
         _write_state(state_path, state.to_bytes())
     except BaseException:
-        os.unlink(path)
+        os.unlink(stream_path)
         raise
 
 
@@ -660,31 +699,65 @@ def _run_encode_frames(args: argparse.Namespace) -> int:
     else:
         quality = 40 if args.quantizer is None else args.quantizer
     state = _read_state(codec, args.state_in) if args.state_in else None
-    images, fps = _read_y4m(args.input)
-    if not images:
-        raise CommandError(args.input, "the clip has no frames")
-    frames: list[bytes] = []
     began = time.perf_counter()
-    for index, image in enumerate(images):
+    count = size = 0
+    # Picture by picture, so memory stays one picture and its state, whatever the clip's length.
+    with _open_y4m(args.input) as reader:
+        header = reader.header
+        fps = header.fps
         try:
-            if state is None:
-                frame = codec.encode_keyframe(image, quality)
-                state = codec.DecoderState.initial()
-            else:
-                frame = codec.encode(state, image, quality)
-            state, _ = codec.decode(state, frame)
-        except CodecError as exc:
-            raise CommandError(args.input, f"frame {index}: {exc}") from exc
-        frames.append(frame)
-        if args.verbose:
-            print(f"{PROG} encode-frames: frame {index}: {len(frame)} bytes", file=sys.stderr)
-    _write_ivf_and_state(args.output, frames, images[0].width, images[0].height, fps,
-                         args.state_out, state)
+            writer = IvfWriter(args.output, header.width, header.height, timebase=(fps[1], fps[0]))
+        except OSError as exc:
+            raise CommandError(args.output, _describe(exc)) from exc
+        with writer:
+            for index, image in enumerate(_pictures(reader, args.input)):
+                try:
+                    if state is None:
+                        frame = codec.encode_keyframe(image, quality)
+                        state = codec.DecoderState.initial()
+                    else:
+                        frame = codec.encode(state, image, quality)
+                    state, _ = codec.decode(state, frame)
+                except CodecError as exc:
+                    raise CommandError(args.input, f"frame {index}: {exc}") from exc
+                _write_frame(writer, args.output, frame)
+                count, size = count + 1, size + len(frame)
+                if args.verbose:
+                    print(f"{PROG} encode-frames: frame {index}: {len(frame)} bytes",
+                          file=sys.stderr)
+            if count == 0:
+                raise CommandError(args.input, "the clip has no frames")
+    _write_state_or_drop(args.output, args.state_out, state)
     if args.verbose:
         seconds = time.perf_counter() - began
-        print(f"{PROG} encode-frames: {len(frames)} frames, "
-              f"{sum(len(f) for f in frames)} bytes in {seconds:.2f} s", file=sys.stderr)
+        print(f"{PROG} encode-frames: {_plural(count, 'frame')}, {size} bytes in "
+              f"{seconds:.2f} s", file=sys.stderr)
     return 0
+
+
+def _open_y4m(path: str) -> Y4mReader:
+    try:
+        return Y4mReader(path)
+    except (CodecError, OSError) as exc:
+        raise CommandError(path, _describe(exc)) from exc
+
+
+def _pictures(reader: Y4mReader, path: str) -> Iterator[Image]:
+    while True:
+        try:
+            image = reader.read_image()
+        except (CodecError, OSError) as exc:
+            raise CommandError(path, _describe(exc)) from exc
+        if image is None:
+            return
+        yield image
+
+
+def _write_frame(writer: IvfWriter, path: str, frame: bytes) -> None:
+    try:
+        writer.write(frame)
+    except OSError as exc:
+        raise CommandError(path, _describe(exc)) from exc
 
 
 def _add_rebase(commands: SubParsers) -> None:

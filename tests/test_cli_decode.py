@@ -99,6 +99,18 @@ class ToyState:
     def digest(self) -> str:
         return hashlib.sha256(self.to_bytes()).hexdigest()[:12]
 
+    @property
+    def has_keyframe(self) -> bool:
+        return self.size is not None
+
+    @property
+    def width(self) -> int:
+        return self.size[0] if self.size else 0
+
+    @property
+    def height(self) -> int:
+        return self.size[1] if self.size else 0
+
 
 def toy_decode(state: ToyState, frame: bytes) -> tuple[ToyState, Image | None]:
     """b'K' w h level: key frame; b'I' d: shown interframe; b'H' d: hidden interframe."""
@@ -114,6 +126,15 @@ def toy_decode(state: ToyState, frame: bytes) -> tuple[ToyState, Image | None]:
         raise MissingKeyFrameError("no key frame has been decoded")
     new = ToyState(state.size, (state.level + frame[1]) % 256)
     return new, (Image.blank(*new.size, new.level) if kind == b"I" else None)
+
+
+def toy_peek_frame_info(frame: bytes) -> SimpleNamespace:
+    if not frame:
+        raise CorruptFrameError("empty frame")
+    if frame[:1] == b"K":
+        width, height, _ = struct.unpack("<HHB", frame[1:6])
+        return SimpleNamespace(key_frame=True, width=width, height=height)
+    return SimpleNamespace(key_frame=False, width=None, height=None)
 
 
 def _key(width: int, height: int, level: int) -> bytes:
@@ -134,7 +155,8 @@ TOY_SHOWN = [
 
 @pytest.fixture
 def toy(monkeypatch: pytest.MonkeyPatch) -> None:
-    codec = SimpleNamespace(DecoderState=ToyState, decode=toy_decode)
+    codec = SimpleNamespace(DecoderState=ToyState, decode=toy_decode,
+                            peek_frame_info=toy_peek_frame_info)
     monkeypatch.setattr(cli, "_load_codec", lambda: codec)
 
 
@@ -566,6 +588,32 @@ def test_errors_real_decoder(
         "not.ivf",
         "truncated.ivf",
     ]
+
+
+@needs_decoder
+def test_state_of_another_stream_and_frames_past_the_end(
+    vectors_dir: Path, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    small = vectors_dir / "vp80-00-comprehensive-001.ivf"  # 176x144, 29 frames
+    large = vectors_dir / "vp80-00-comprehensive-010.ivf"  # 320x240
+    state = tmp_path / "small.state"
+    out = tmp_path / "out.yuv"
+    assert _run(capsysbinary, "decode", small, "-o", tmp_path / "first.yuv", "--frames", ":5",
+                "--state-out", state).code == 0
+    result = _run(capsysbinary, "decode", large, "-o", out, "--frames", "5:", "--state-in", state)
+    assert result.code == 1 and "Traceback" not in result.stderr
+    note, error, _ = result.stderr.split("\n")
+    expected = f"the state in {state} is 176x144, the stream 320x240"
+    assert note.startswith("excamera decode: note: ") and expected in note
+    assert error.startswith(f"excamera decode: {large}: frame ") and expected in error
+    for frames, count in [("30:", 29), ("50:60", 29)]:
+        result = _run(capsysbinary, "decode", small, "-o", out, "--frames", frames)
+        _assert_one_line_error(result, f"starts at frame {frames.split(':')[0]}, but the "
+                               f"stream has {count} frames")
+    assert not out.exists()
+    for frames in ("5:5", "29:"):  # empty, as the second half of a split at the end
+        result = _run(capsysbinary, "decode", small, "-o", out, "--frames", frames)
+        assert result.code == 0 and result.stderr == ""
 
 
 @needs_decoder

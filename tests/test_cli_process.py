@@ -197,3 +197,24 @@ def test_absurd_worker_counts_are_usage_errors(tmp_path: Path) -> None:
     completed = _run("encode", SAMPLE, "-o", tmp_path / "o.ivf", "--workers", "99999999999999")
     assert completed.returncode == 2
     assert "at most 1024 workers" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def _peak_rss_kib(*args: str | Path) -> int:
+    """The command's peak resident memory, from a wrapper process whose only child it is."""
+    probe = ("import resource, subprocess, sys; "
+             "done = subprocess.run(sys.argv[1:], capture_output=True); "
+             "sys.exit(done.returncode) if done.returncode else "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", probe, *_command(*args)], capture_output=True,
+                          text=True, env=ENV, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def test_encode_frames_memory_does_not_grow_with_the_clip(tmp_path: Path) -> None:
+    # 300 pictures of 320x240 are 34 MB: held at once, they would show in the peak.
+    short = _small_y4m(tmp_path / "short.y4m", 10, 320, 240)
+    long = _small_y4m(tmp_path / "long.y4m", 300, 320, 240)
+    peaks = [_peak_rss_kib("encode-frames", clip, "-o", tmp_path / f"{clip.stem}.ivf",
+                           "--quantizer", "127") for clip in (short, long)]
+    assert peaks[1] - peaks[0] < 12_000, peaks

@@ -11,6 +11,7 @@ import, except under CI=true, where they run (and fail until it exists).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -31,6 +32,7 @@ from shared import cli
 from shared.codec.image import chroma_size
 from shared.pipeline import runner, stages
 from shared.pipeline.errors import PipelineError
+from shared.pipeline.messages import MessageError, parse_job_request
 from shared.pipeline.mux import read_ivf_frames
 from shared.pipeline.progress import Progress
 from shared.pipeline.store import LocalStore, check_key, open_store
@@ -485,6 +487,17 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path)
 def test_ssim_target_parsing() -> None:
     assert cli.ssim_target("16") == 16.0
     assert cli.ssim_target("0.99") == pytest.approx(20.0)
+    # The CLI and a job request spell a target alike, so both run the same encode.
+    assert cli.ssim_target("0.98") == parse_job_request(
+        {"input": "file:///a.y4m", "ssim": 0.98}).ssim == 16.9897
+    for text, reason in [("1", "ambiguous"), ("0", "not an SSIM target"), ("nan", "not an"),
+                         ("101", "at most 100 dB"), ("0.9999999999999", "0.9999999999999 is"),
+                         ("x", "expected SSIM in dB")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=reason):
+            cli.ssim_target(text)
+        if text != "x":
+            with pytest.raises(MessageError, match="ssim"):
+                parse_job_request({"input": "file:///a.y4m", "ssim": float(text)})
 
 
 # --------------------------------------------------------------------------- the store
@@ -690,6 +703,18 @@ def test_anchored_chunks_carphone(
                    "--start-frames", "anchor")
     assert human.code == 0 and "chunks anchored on hidden frames" in human.stdout, human
     assert stream_frames(tmp_path / "h.ivf") == frames
+
+
+def test_summary_says_only_what_happened(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # One frame, one chunk per group: no chunk start to anchor, and "1 frame".
+    result = encode(capsys, make_y4m(tmp_path / "one.y4m", 1), "-o", tmp_path / "o.ivf",
+                    "-x", 1, "--start-frames", "anchor")
+    assert result.code == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert ": 1 frame, 64x48" in first and "(1 chunk, 1 key frame)" in first, first
+    assert "anchored" not in result.stdout
 
 
 def test_short_chunks_are_not_anchored(

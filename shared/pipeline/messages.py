@@ -25,7 +25,7 @@ from typing import Any
 import jsonschema
 
 from .graph import STAGES
-from .vpx import DEFAULT_CQ_LEVEL, MAX_CQ_LEVEL, EncodeSettings
+from .vpx import DEFAULT_CQ_LEVEL, MAX_CQ_LEVEL, EncodeSettings, ssim_decibels
 
 __all__ = [
     "DeadLetter",
@@ -267,12 +267,10 @@ class JobRequest:
 
 
 def _ssim_db(value: float) -> float:
-    """As the command line takes it: below 1 is plain SSIM, else dB (at most 100)."""
-    decibels = round(-10 * math.log10(1 - value), 6) if value < 1 else float(value)
-    if not 0 < decibels <= 100:
-        raise MessageError(f"ssim: {value} is {decibels:g} dB; at most 100 dB (an SSIM of "
-                           "0.99999999990) can be asked for")
-    return decibels
+    try:
+        return ssim_decibels(value)
+    except ValueError as exc:
+        raise MessageError(f"ssim: {exc}") from None
 
 
 def _job_request(document: dict[str, Any], defaults: dict[str, Any] | None = None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 import re
 import shutil
@@ -54,6 +55,7 @@ __all__ = [
     "deterministic_libvpx",
     "load_libvpx",
     "prepare",
+    "ssim_decibels",
     "resolve_encoder",
     "run_libvpx",
     "run_vpxenc",
@@ -70,6 +72,28 @@ _INSTALL_HINT = "install vpx-tools (e.g. apt-get install vpx-tools)"
 # overrides "auto").
 ENCODERS = ("auto", "libvpx", "vpxenc")
 PHASE1_ENV = "EXCAMERA_PHASE1"
+
+
+MAX_SSIM_DB = 100  # an SSIM of 0.9999999999: beyond it, a target is lossless in all but name
+
+
+def ssim_decibels(value: float) -> float:
+    """An SSIM target as the command line and job requests spell it, in dB: below 1 it is plain
+    SSIM (0.98 -> 16.9897 dB, rounded to 6 places so that every spelling of a job agrees), else
+    dB. ValueError for what no encode can be asked: 0 or less, past MAX_SSIM_DB, and 1 (an
+    SSIM of 1, lossless, or 1 dB, an SSIM of 0.21? Neither is a target anyone means)."""
+    shown = format(value, ".15g")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{shown} is not an SSIM target; give dB (e.g. 16) or SSIM below 1 "
+                         "(e.g. 0.975)")
+    if value == 1:
+        raise ValueError("1 is ambiguous (an SSIM of 1 is lossless, 1 dB an SSIM of 0.21); "
+                         "give dB (e.g. 16) or SSIM below 1 (e.g. 0.975)")
+    decibels = round(-10 * math.log10(1 - value), 6) if value < 1 else float(value)
+    if decibels > MAX_SSIM_DB:
+        raise ValueError(f"{shown} is {decibels:g} dB; at most {MAX_SSIM_DB} dB (an SSIM of "
+                         "0.9999999999) can be asked for")
+    return decibels
 
 
 @dataclass(frozen=True)
