@@ -16,6 +16,7 @@ import pytest
 
 from shared.codec.image import Image
 from shared.codec.y4m import Y4mWriter
+from shared.pipeline import runner
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "bigbuckbunny-720p.mp4"  # long enough (about 10 s) to interrupt
@@ -108,6 +109,31 @@ def test_a_stopped_encode_cleans_up_in_one_line(tmp_path: Path, how: str) -> Non
     assert not any(_alive(pid) for pid in workers), "a worker outlived the command"
     assert list(work_root.iterdir()) == []
     assert not output.exists()
+
+
+def test_workers_end_with_a_killed_command(tmp_path: Path) -> None:
+    """SIGKILL leaves the command no chance to stop its pools: each worker watches it (a pidfd)
+    and ends within its grace, instead of waiting under the forkserver for tasks forever. Only
+    the command's own work directory stays, as after any SIGKILL."""
+    work_root = tmp_path / "tmp"
+    work_root.mkdir()
+    process = subprocess.Popen(_command("encode", SAMPLE, "-o", tmp_path / "out.webm",
+                                        "--workers", "2"),
+                               env={**ENV, "TMPDIR": str(work_root)}, cwd=REPO,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(_descendants(process.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    left = _descendants(process.pid)
+    assert len(left) >= 3 and process.poll() is None, "the encode did not start its pool"
+    process.kill()
+    process.wait(timeout=10)
+    deadline = time.monotonic() + runner.ORPHAN_GRACE_SECONDS + 15
+    while any(_alive(pid) for pid in left) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in left), "a worker outlived the killed command"
+    assert not list(work_root.glob("excamera-vpxenc-*")), "a task's temporary files stayed"
 
 
 def test_stdout_that_goes_away_or_fills(tmp_path: Path) -> None:

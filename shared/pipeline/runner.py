@@ -23,9 +23,11 @@ import json
 import multiprocessing
 import os
 import re
+import select
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -285,6 +287,39 @@ def _process_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
+def worker_setup(parent: int) -> None:
+    """A pool worker's initializer: `quiet_interrupts`, and `exit_with(parent)`."""
+    quiet_interrupts()
+    exit_with(parent)
+
+
+# After the SIGTERM that ends a task (its temporary files removed as it unwinds), how long the
+# worker has before it is ended outright: the pool would only wait for its next task.
+ORPHAN_GRACE_SECONDS = 3.0
+
+
+def exit_with(parent: int) -> None:
+    """End this worker when process `parent` (the command) ends, however it ends: killed with
+    SIGKILL, the pool cannot tell its workers, which would sit under the forkserver waiting for
+    tasks forever. A pidfd becomes readable when its process exits."""
+    watched: int | None
+    try:
+        watched = os.pidfd_open(parent)
+    except ProcessLookupError:
+        watched = None  # gone already
+    except (AttributeError, OSError):
+        return  # no pidfds (not Linux 5.3+): nothing to watch with
+
+    def watch() -> None:
+        if watched is not None:
+            select.select([watched], [], [])
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE_SECONDS)
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def quiet_interrupts() -> None:
     """In a pool worker: Ctrl-C, which the terminal sends to every process of the command,
     ends the task as an exit, not a KeyboardInterrupt, so the task's temporary files are
@@ -304,7 +339,7 @@ def _exit_on_interrupt(signum: int, frame: Any) -> None:
 def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """The pool the parallel stages run on."""
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=_process_context(),
-                               initializer=quiet_interrupts)
+                               initializer=worker_setup, initargs=(os.getpid(),))
     try:
         yield pool
     finally:
@@ -323,8 +358,9 @@ class Lanes:
     def executor(self, lane: int) -> ProcessPoolExecutor:
         slot = lane % self.count
         if slot not in self._executors:
-            self._executors[slot] = ProcessPoolExecutor(1, mp_context=_process_context(),
-                                                        initializer=quiet_interrupts)
+            self._executors[slot] = ProcessPoolExecutor(
+                1, mp_context=_process_context(), initializer=worker_setup,
+                initargs=(os.getpid(),))
         return self._executors[slot]
 
     def shutdown(self) -> None:
