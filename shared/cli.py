@@ -800,7 +800,11 @@ def _run_rebase(args: argparse.Namespace) -> int:
     try:
         rebased, exit_state = codec.rebase_chunk(state, frames, images, original)
     except CodecError as exc:
-        raise CommandError(args.input, str(exc)) from exc
+        message = str(exc)
+        if isinstance(exc, MissingKeyFrameError) and original is None:
+            message += (" (a stream that does not start with a key frame was made against "
+                        "another state: name it with --original-state)")
+        raise CommandError(args.input, message) from exc
     _write_ivf_and_state(args.output, rebased, exit_state.width, exit_state.height, fps,
                          args.state_out, exit_state)
     return 0

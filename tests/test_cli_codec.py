@@ -135,6 +135,9 @@ def test_rebase_continues_another_stream(
          "source images were given"),
         (["rebase", "{not_ivf}", "--source", "{a}", "--state-in", "{state}", "-o", "{out}"],
          "not an IVF file"),
+        (["rebase", "{tail}", "--source", "{a}", "--state-in", "{state}", "-o", "{out}"],
+         "without a preceding key frame (a stream that does not start with a key frame was "
+         "made against another state: name it with --original-state)"),
     ],
 )
 def test_errors_are_one_line_and_leave_no_output(
@@ -144,6 +147,8 @@ def test_errors_are_one_line_and_leave_no_output(
     state = tmp_path / "s.state"
     head = tmp_path / "head.ivf"
     assert _run(capsys, "encode-frames", clips["a"][1], "-o", head, "--state-out", state)[0] == 0
+    tail = tmp_path / "tail.ivf"  # interframes only, made against `state`
+    assert _run(capsys, "encode-frames", clips["a"][1], "-o", tail, "--state-in", state)[0] == 0
     bad_state = tmp_path / "bad.state"
     bad_state.write_bytes(b"definitely not a state")
     not_ivf = tmp_path / "x.ivf"
@@ -151,7 +156,7 @@ def test_errors_are_one_line_and_leave_no_output(
     out = tmp_path / "out.ivf"
     names = {"missing": tmp_path / "missing.y4m", "out": out, "a": clips["a"][1],
              "b": clips["b"][1], "state": state, "bad_state": bad_state, "chunk": head,
-             "not_ivf": not_ivf}
+             "not_ivf": not_ivf, "tail": tail}
     code, err = _run(capsys, *[part.format(**names) for part in command])
     assert code == 1
     lines = err.strip().splitlines()

@@ -19,6 +19,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,12 @@ def _pictures(count: int, width: int, height: int, seed: int = 0):
 
 
 def make_y4m(
-    path: Path, count: int, width: int = 64, height: int = 48, colorspace: str = "420jpeg"
+    path: Path, count: int, width: int = 64, height: int = 48, colorspace: str = "420jpeg",
+    interlace: str = "p",
 ) -> Path:
     with open(path, "wb") as file:
-        file.write(f"YUV4MPEG2 W{width} H{height} F25:1 Ip A0:0 C{colorspace}\n".encode())
+        file.write(f"YUV4MPEG2 W{width} H{height} F25:1 I{interlace} A0:0 C{colorspace}\n"
+                   .encode())
         for picture in _pictures(count, width, height):
             file.write(b"FRAME\n" + picture)
     return path
@@ -250,6 +253,57 @@ def test_conversion_and_audio_notices(capsys: pytest.CaptureFixture[str], tmp_pa
     assert "audio ignored" in result.stderr and "yuv444p" in result.stderr
     assert "wrote" in result.stdout and "7 frames" in result.stdout
     check_output(output, 7, 3)
+
+
+def _make_timed_mkv(path: Path, times_ms: list[int], width: int = 64, height: int = 48) -> Path:
+    """FFV1 video whose frames are shown at `times_ms` (a millisecond time base)."""
+    import av
+
+    with av.open(str(path), "w", format="matroska") as container:
+        video = container.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.time_base = Fraction(1, 1000)
+        for picture, shown in zip(_pictures(len(times_ms), width, height), times_ms, strict=True):
+            frame = av.VideoFrame(width, height, "yuv420p")
+            offset = 0
+            for plane in frame.planes:
+                size = plane.width * plane.height
+                rows = np.frombuffer(picture[offset:offset + size], np.uint8)
+                plane.update(np.pad(rows.reshape(plane.height, plane.width),
+                                    ((0, 0), (0, plane.line_size - plane.width))).tobytes())
+                offset += size
+            frame.pts, frame.time_base = shown, Fraction(1, 1000)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(("tag", "order"), [("p", None), ("?", None), ("t", "top field first"),
+                                          ("b", "bottom field first"), ("m", "mixed fields")])
+def test_interlaced_notice(capsys: pytest.CaptureFixture[str], tmp_path: Path, tag: str,
+                           order: str | None) -> None:
+    source = make_y4m(tmp_path / "in.y4m", 4, interlace=tag)
+    result = encode(capsys, source, "-o", tmp_path / "out.ivf", "-n", 4, "-x", 1)
+    assert result.code == 0, result.stderr
+    if order is None:
+        assert "interlaced" not in result.stderr, result.stderr
+    else:
+        assert f"interlaced ({order}), encoded as progressive frames" in result.stderr
+
+
+@pytest.mark.parametrize(("times", "noted"), [
+    ([40 * i for i in range(8)], False),
+    ([0, 40, 80, 200, 240, 280, 500, 540], True),  # two pauses: variable frame rate
+])
+def test_variable_frame_rate_notice(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                    times: list[int], noted: bool) -> None:
+    source = _make_timed_mkv(tmp_path / "in.mkv", times)
+    result = encode(capsys, source, "-o", tmp_path / "out.ivf", "-n", 4, "-x", 1)
+    assert result.code == 0, result.stderr
+    assert ("variable frame rate" in result.stderr) is noted, result.stderr
+    if noted:
+        assert "frame 3 is shown at 0.200 s, not 0.120 s" in result.stderr, result.stderr
+    check_output(tmp_path / "out.ivf", 8, 4)
 
 
 def test_ssim_target_picks_levels_per_chunk(

@@ -85,7 +85,20 @@ def _open_y4m(name: str) -> Source:
     header = reader.header
     divisor = math.gcd(*header.fps)
     fps = (header.fps[0] // divisor, header.fps[1] // divisor)
-    return Source(name, header.width, header.height, fps, _y4m_images(reader, name), [], reader)
+    order = Y4M_FIELD_ORDERS.get(header.interlace)
+    notices = [_interlaced_notice(name, order)] if order else []
+    return Source(name, header.width, header.height, fps, _y4m_images(reader, name), notices,
+                  reader)
+
+
+Y4M_FIELD_ORDERS = {"t": "top field first", "b": "bottom field first", "m": "mixed fields"}
+
+
+def _interlaced_notice(name: str, order: str) -> str:
+    # VP8 has no fields: each picture is coded as one frame, its two fields woven together,
+    # which costs bits where they differ (motion) and plays with combing on progressive screens.
+    return (f"{name}: interlaced ({order}), encoded as progressive frames; deinterlace it "
+            "first (e.g. with FFmpeg's bwdif) to avoid combing")
 
 
 def _y4m_images(reader: Y4mReader, name: str) -> Iterator[Image]:
@@ -150,7 +163,7 @@ def _pyav_source(name: str, container: Any) -> Source:
         fps = DEFAULT_FPS
         notices.append(f"{name}: no frame rate stated; assuming {fps[0]}/{fps[1]} fps")
     width, height = stream.codec_context.width, stream.codec_context.height
-    images = _pyav_images(name, container, stream, width, height, notices)
+    images = _pyav_images(name, container, stream, (width, height), fps, notices)
     return Source(name, width, height, fps, images, notices, container)
 
 
@@ -164,10 +177,13 @@ def _pyav_rate(stream: Any) -> tuple[int, int] | None:
 
 
 def _pyav_images(
-    name: str, container: Any, stream: Any, width: int, height: int, notices: list[str]
+    name: str, container: Any, stream: Any, size: tuple[int, int], fps: tuple[int, int],
+    notices: list[str],
 ) -> Iterator[Image]:
     import av
 
+    width, height = size
+    timing = _Timing(name, fps)
     for index, frame in enumerate(_decoded_frames(name, container, stream, av.FFmpegError)):
         if index == 0:
             width, height = frame.width, frame.height
@@ -176,11 +192,44 @@ def _pyav_images(
                 f"{name}: frame {index} is {frame.width}x{frame.height}, the first "
                 f"{width}x{height}: a changing frame size is not supported"
             )
+        if index == 0 and frame.interlaced_frame:
+            order = "top field first" if frame.top_field_first else "bottom field first"
+            notices.append(_interlaced_notice(name, order))
         if frame.format.name != "yuv420p":
             if index == 0:
                 notices.append(f"{name}: converted {frame.format.name} to 8-bit 4:2:0 (yuv420p)")
             frame = frame.reformat(format="yuv420p")
+        if note := timing.check(index, frame.time):
+            notices.append(note)
         yield _frame_to_image(frame)
+
+
+class _Timing:
+    """Notices, once, a frame shown more than half a frame away from where a constant rate
+    puts it: the output (IVF and WebM alike) shows every frame for 1/fps, so a variable-rate
+    input plays retimed, and its length may change."""
+
+    def __init__(self, name: str, fps: tuple[int, int]) -> None:
+        self.name = name
+        self.fps = fps
+        self.period = fps[1] / fps[0]
+        self.first: float | None = None
+        self.noted = False
+
+    def check(self, index: int, seconds: float | None) -> str | None:
+        if self.noted or seconds is None:
+            return None
+        if self.first is None:
+            self.first = seconds - index * self.period
+            return None
+        expected = index * self.period
+        shown = seconds - self.first
+        if abs(shown - expected) <= self.period / 2:
+            return None
+        self.noted = True
+        rate = f"{self.fps[0]}/{self.fps[1]}" if self.fps[1] != 1 else str(self.fps[0])
+        return (f"{self.name}: variable frame rate (frame {index} is shown at {shown:.3f} s, "
+                f"not {expected:.3f} s): the output shows every frame for 1/{rate} s")
 
 
 def _decoded_frames(name: str, container: Any, stream: Any, ffmpeg_error: type) -> Iterator[Any]:
