@@ -491,6 +491,31 @@ def test_upload_that_names_other_files(api: ApiServer, tmp_path: Path, clip_mp4:
     assert sniff_video(tmp_path / "clip.mp4").startswith("mov,mp4")
 
 
+def test_y4m_check_of_many_tiny_frames(tmp_path: Path) -> None:
+    # Bare FRAME lines that fill the file exactly: counted from its size and a sample of the
+    # lines. Anything else (a FRAME line with parameters, a damaged one, a cut-off end) is
+    # walked frame by frame and refused where it goes wrong.
+    header, picture = b"YUV4MPEG2 W2 H2 F25:1\n", bytes(6)
+    count = 2_000_000
+    tiny = tmp_path / "tiny.y4m"
+    tiny.write_bytes(header + (b"FRAME\n" + picture) * count)
+    assert sniff_video(tiny) == f"Y4M 2x2, {count} frames"
+    frames = [b"FRAME\n" + picture] * 1000
+    frames[500] = b"FRAME Ixx\n" + picture
+    with_parameters = tmp_path / "parameters.y4m"
+    with_parameters.write_bytes(header + b"".join(frames))
+    assert sniff_video(with_parameters) == "Y4M 2x2, 1000 frames"
+    frames[500] = b"FRAMX\n" + picture  # the same length: only the walk sees it, if unsampled
+    damaged = tmp_path / "damaged.y4m"
+    damaged.write_bytes(header + b"".join(frames[:999]) + b"FRAMX\n" + picture)
+    with pytest.raises(ApiError, match=f"no FRAME line at byte {len(header) + 500 * 12}"):
+        sniff_video(damaged)
+    cut = tmp_path / "cut.y4m"
+    cut.write_bytes(header + (b"FRAME\n" + picture) * 10 + b"FRAME\n" + picture[:3])
+    with pytest.raises(ApiError, match="frame 10 is cut off"):
+        sniff_video(cut)
+
+
 def test_upload_bad_options(api: ApiServer, clip_y4m: Path) -> None:
     data = clip_y4m.read_bytes()
     assert "unknown field 'input'" in error_of(
