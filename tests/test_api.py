@@ -10,6 +10,7 @@ it done, as the rebaser's join would.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -869,6 +870,54 @@ def test_ingest_message(api: ApiServer, input_file: Path, clip_y4m: Path) -> Non
     assert runtime.policy.check_input(uploaded.request.input, runtime.store)
     assert runtime.store.get(runtime.store.key_for(uploaded.request.input)) \
         == clip_y4m.read_bytes()
+
+
+def _ingest_posts(api: ApiServer, job: str, seconds: float = 3.0) -> int:
+    """How many ingest messages for `job` arrive within `seconds` (taken off the queue, with
+    every other message: nothing consumes this test server's ingest queue)."""
+    import kombu
+
+    posts = 0
+    with kombu.Connection(api.config.broker) as connection:
+        channel = connection.channel()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            message = channel.basic_get(f"{api.config.queue_prefix}.ingest", no_ack=True)
+            if message is None:
+                time.sleep(0.05)
+                continue
+            document = json.loads(message.body)
+            posts += job_id_for(document["owner"], document["id"]) == job
+    return posts
+
+
+def test_repeat_of_a_queued_job_posts_it_again(api: ApiServer, input_file: Path,
+                                               clip_y4m: Path) -> None:
+    """A repeat may be answered 202 while the first request's post fails and that request undoes
+    the job (its record, its upload). So a repeat of a queued job posts it again (the ingest
+    makes or finds the job, and splits it once) and stores an upload that is gone again."""
+    key = f"again-{secrets.token_hex(4)}"
+    job = submit_json(api, {"input": input_file.as_uri()}, key=key).json()["id"]
+    assert _ingest_posts(api, job) == 1
+    assert submit_json(api, {"input": input_file.as_uri()}, key=key).status_code == 202
+    assert _ingest_posts(api, job) == 1
+
+    upload_key = f"again-up-{secrets.token_hex(4)}"
+    data = clip_y4m.read_bytes()
+    uploaded = submit_upload(api, data, key=upload_key).json()["id"]
+    assert _ingest_posts(api, uploaded) == 1
+    api.store.delete_prefix(f"uploads/{uploaded}/")  # as the first request's undo does
+    assert submit_upload(api, data, key=upload_key).status_code == 202
+    assert _ingest_posts(api, uploaded) == 1
+    from services.api.jobs import upload_key as stored_upload
+
+    assert api.store.get(stored_upload(uploaded, hashlib.sha256(data).hexdigest())) == data
+
+    # Once the job has started, a repeat is only answered.
+    assert api.records.start_job(job)
+    repeated = submit_json(api, {"input": input_file.as_uri()}, key=key)
+    assert repeated.status_code == 202 and repeated.json()["state"] == "running"
+    assert _ingest_posts(api, job, 1.0) == 0
 
 
 def test_status_latency_with_a_big_job(api: ApiServer, record_property: Any) -> None:

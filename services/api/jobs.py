@@ -61,6 +61,18 @@ def submit(runtime: Runtime, owner: str, client_id: str, request: JobRequest) ->
     return Submitted(job, record.state, True)
 
 
+def repeat(runtime: Runtime, record: JobRecord, request: JobRequest) -> Submitted:
+    """The answer to a repeat of the request that made `record`. While the job is queued its
+    ingest message is posted again, so that the answer stands even if the first request's post
+    failed after the record was made (that request then deletes the record, and answers 503):
+    posts are idempotent, since the ingest makes or finds the job and claims its split once."""
+    check_same_request(record, request.to_json())
+    if record.state == "queued":
+        runtime.dispatcher.publish_ingest(
+            IngestMessage(record.client_id, request, owner=record.owner))
+    return Submitted(record.id, record.state, False)
+
+
 def check_same_request(record: JobRecord, document: dict[str, Any]) -> None:
     if record.request != document:
         raise ApiError(409, f"Idempotency-Key {record.client_id!r} was used for job "

@@ -151,6 +151,11 @@ def _submit(api: ApiContext, owner: str, key: str, job_request: JobRequest) -> j
     return jobs.submit(api.runtime, owner, key, job_request)
 
 
+def _repeat(api: ApiContext, record: JobRecord, job_request: JobRequest) -> jobs.Submitted:
+    api.declare_queues()
+    return jobs.repeat(api.runtime, record, job_request)
+
+
 def accepted(submitted: jobs.Submitted) -> web.Response:
     return web.json_response({"id": submitted.id, "state": submitted.state}, status=202,
                              headers={"Location": f"/v1/jobs/{submitted.id}"})
@@ -189,8 +194,8 @@ async def _create_from_json(request: web.Request, owner: str, key: str) -> web.R
             url = normalize_url(job_request.input)
         except InputRejected as exc:
             raise ApiError(400, str(exc)) from None
-        jobs.check_same_request(existing, replace(job_request, input=url).to_json())
-        return accepted(jobs.Submitted(existing.id, existing.state, False))
+        return accepted(await api.control(_repeat, api, existing,
+                                          replace(job_request, input=url)))
     url = await api.files(checked_input, api.runtime, job_request.input)
     submitted = await api.control(_submit, api, owner, key, replace(job_request, input=url))
     return accepted(submitted)
@@ -229,9 +234,13 @@ async def _create_from_upload(request: web.Request, owner: str, key: str) -> web
         except MessageError as exc:
             raise ApiError(400, str(exc)) from None
         existing = await api.control(api.runtime.records.get_job, job)
-        if existing is not None:  # a repeat: nothing to store
+        if existing is not None:  # a repeat: stored again only if the first one's was undone
             jobs.check_same_request(existing, job_request.to_json())
-            return accepted(jobs.Submitted(job, existing.state, False))
+            if existing.state == "queued" and not await api.files(api.runtime.store.exists,
+                                                                  stored):
+                await api.files(sniff_video, upload.path)
+                await api.files(api.runtime.store.put_file, stored, upload.path)
+            return accepted(await api.control(_repeat, api, existing, job_request))
         await api.files(sniff_video, upload.path)
         await api.files(api.runtime.store.put_file, stored, upload.path)
         submitted = await api.control(_submit, api, owner, key, job_request)
