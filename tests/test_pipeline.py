@@ -492,6 +492,28 @@ def test_vpxenc_missing(
     no_stray_files(tmp_path, {"in.y4m"})
 
 
+def test_vpxenc_that_fails(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its last line is the reason; the temporary file it was given is not named.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    fake = tools / "vpxenc"
+    fake.write_text("#!/bin/sh\n"
+                    "if [ \"$1\" = --help ]; then echo 'vp8 - WebM Project VP8 Encoder v9'; "
+                    "exit 0; fi\n"
+                    "echo 'Failed to initialize encoder: Invalid parameter' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    source = make_y4m(tmp_path / "in.y4m", 3)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv(PHASE1_ENV, "vpxenc")
+    result = encode(capsys, source, "-o", tmp_path / "out.ivf", "-x", 1)
+    assert_one_line_error(result, "vpxenc failed to encode a chunk at cq ",
+                          ": Failed to initialize encoder: Invalid parameter")
+    assert ".y4m" not in result.stderr.replace(str(source), "")
+    no_stray_files(tmp_path, {"in.y4m", "bin"})
+
+
 @pytest.mark.parametrize("stage", ["split", "encode:1", "rebase", "measure", "join"])
 def test_worker_that_dies(
     capsys: pytest.CaptureFixture[str],

@@ -198,7 +198,8 @@ def run_vpxenc(
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         detail = lines[-1] if lines else f"exit status {result.returncode}"
-        raise ToolError(f"vpxenc failed on {source.name}: {detail}")
+        # `source` is a temporary copy of the chunk's pictures: its name means nothing to users.
+        raise ToolError(f"vpxenc failed to encode a chunk at cq {cq_level}: {detail}")
     return output.read_bytes()
 
 
