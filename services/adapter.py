@@ -1,7 +1,8 @@
 """The one way a service handles a task message, whichever service and transport it is (a
 Celery worker, the rebaser, a Lambda handler):
 
-1. validate the message (a malformed one is set aside with its reason);
+1. validate the message (a malformed one, or one for a job or task that does not exist, is
+   set aside with its reason);
 2. skip it if its job has ended (cancelled, failed, done);
 3. record the attempt (start, worker; a task delivered too often is given up);
 4. run the task's stage function (`graph.run_task`; the split and the join have their own
@@ -18,6 +19,7 @@ in the dead-letter queue. Work for a job cancelled while it ran is deleted as it
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
 import time
@@ -36,7 +38,8 @@ from .errors import PipelineError, TransientError
 from .records import TERMINAL_STATES
 from .runtime import Runtime
 
-__all__ = ["Outcome", "cancel_job", "fail", "handle", "publish", "purge_job"]
+__all__ = ["Outcome", "cancel_job", "dead_letter", "describe_failure", "fail", "handle",
+           "publish", "purge_job", "set_aside"]
 
 log = logging.getLogger("excamera.services")
 
@@ -75,6 +78,10 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
             set_aside(runtime, document, f"{message}: no such job", source)
         metrics.TASKS.labels(service, message.stage, Outcome.SKIPPED.value).inc()
         return Outcome.SKIPPED
+    if attempt < 0:  # every task of a job is recorded before it is published: not one of its
+        set_aside(runtime, document, f"{message}: the job has no such task", source)
+        metrics.TASKS.labels(service, message.stage, Outcome.REJECTED.value).inc()
+        return Outcome.REJECTED
     if attempt == 0:  # done already: only make sure what it made ready was published
         _publish_ready(runtime, message.job, task, recovering=True)
         metrics.TASKS.labels(service, message.stage, Outcome.SKIPPED.value).inc()
@@ -101,7 +108,7 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
     except Exception as exc:  # noqa: BLE001 - whatever it is, no retry will cure it
         if not isinstance(exc, PERMANENT):
             log.exception("%s: unexpected failure", message)
-        fail(runtime, message, _reason(exc), attempt=attempt, source=source)
+        fail(runtime, message, describe_failure(exc), attempt=attempt, source=source)
         metrics.TASKS.labels(service, message.stage, Outcome.FAILED.value).inc()
         return Outcome.FAILED
     metrics.TASK_SECONDS.labels(service, message.stage).observe(seconds)
@@ -184,11 +191,25 @@ def fail(runtime: Runtime, message: TaskMessage, reason: str, *, attempt: int,
     set_aside(runtime, message.to_json(), reason, source)
 
 
+# A dead letter quotes the message it sets aside up to this many characters: a huge body would
+# make the dead letter too big for the broker (SQS takes 1 MiB at most) and it says nothing more.
+MAX_QUOTED = 16 * 1024
+
+
+def dead_letter(document: Any, reason: str, source: str) -> DeadLetter:
+    """The dead letter of a message (as received: a document, or its text), cut to MAX_QUOTED
+    characters when it is bigger."""
+    text = document if isinstance(document, str) else json.dumps(document)
+    if len(text) > MAX_QUOTED:
+        document = f"{text[:MAX_QUOTED]}... (cut: {len(text)} characters in all)"
+    return DeadLetter(reason, source, document)
+
+
 def set_aside(runtime: Runtime, document: Any, reason: str, source: str) -> None:
     """Publish the message to the dead-letter queue with its reason (best effort: a broker
     that is down must not turn a failure into a retry loop)."""
     try:
-        runtime.dispatcher.publish_dead(DeadLetter(reason, source, document),
+        runtime.dispatcher.publish_dead(dead_letter(document, reason, source),
                                         runtime.topology.dead)
     except TransientError as exc:
         log.error("could not dead-letter a message (%s): %s", reason, exc)
@@ -236,7 +257,8 @@ def purge_job(runtime: Runtime, job: str) -> None:
         runtime.store.delete_prefix(prefix)
 
 
-def _reason(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
+    """A failure as a job's record and a dead letter show it: one line, at most 500 characters."""
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, KeyError):
         text = f"missing from the store: {text}"

@@ -36,6 +36,27 @@ METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _CHILD = ("import sys; del sys.path[0]; from shared.console import main; sys.exit(main())",)
 
 
+def _positive(text: str) -> int:
+    """--concurrency: a whole number of processes, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535)")
+    return value
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", help="broker URL (amqp://...; default: local RabbitMQ, "
                                          "or EXCAMERA_BROKER)")
@@ -55,7 +76,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retention", type=float, metavar="SECONDS",
                         help="delete an ended job's intermediates this long after it ends "
                              "(default 3600; outputs are kept)")
-    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+    parser.add_argument("--metrics-port", type=_port, metavar="PORT",
                         help="serve Prometheus metrics on this port (workers; the API serves "
                              "/metrics itself)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each task")
@@ -68,9 +89,9 @@ def add_service_parser(commands: Any) -> None:
     )
     parser.add_argument("name", choices=SERVICES)
     add_common_arguments(parser)
-    parser.add_argument("--concurrency", type=int, default=None, metavar="N",
+    parser.add_argument("--concurrency", type=_positive, default=None, metavar="N",
                         help="worker processes (default: the number of cores; rebaser: 1)")
-    parser.add_argument("--port", type=int, default=8080, help="the API's port (default 8080)")
+    parser.add_argument("--port", type=_port, default=8080, help="the API's port (default 8080)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="the API's address (default 127.0.0.1)")
     parser.set_defaults(run=run_service)
@@ -83,9 +104,9 @@ def add_up_parser(commands: Any) -> None:
                     "URL and an example, and stop them all on Ctrl-C.",
     )
     add_common_arguments(parser)
-    parser.add_argument("--port", type=int, default=8080, help="the API's port (default 8080)")
+    parser.add_argument("--port", type=_port, default=8080, help="the API's port (default 8080)")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--concurrency", type=int, default=None, metavar="N",
+    parser.add_argument("--concurrency", type=_positive, default=None, metavar="N",
                         help="processes of the encoder (default: the number of cores)")
     parser.set_defaults(run=run_up)
 
@@ -149,6 +170,8 @@ def _check_chain_threads() -> None:
 def _check_connections(config: Any, name: str) -> None:
     """Fail at once, in one line, when the broker, the store or the database is out of reach
     (a service would otherwise retry quietly for ever)."""
+    import psycopg
+
     from shared.pipeline.store import open_store
 
     from .errors import ConfigError, TransientError
@@ -157,11 +180,13 @@ def _check_connections(config: Any, name: str) -> None:
     try:
         open_store(config.store)
     except (OSError, ValueError, NotImplementedError) as exc:
-        raise ConfigError(f"store {config.store}: {exc}") from None
+        raise ConfigError(f"store {config.store}: {_first_line(exc)}") from None
     try:
         JobRecords(config.db, pool_size=1).close()
-    except TransientError as exc:
-        raise ConfigError(f"job records ({config.db}): {exc}") from None
+    except (TransientError, psycopg.Error) as exc:  # psycopg.Error: not a database URL
+        shown = _redact(config.db)
+        text = _first_line(exc).replace(config.db, shown)  # psycopg may quote the URL
+        raise ConfigError(f"job records ({shown}): {text}") from None
     import kombu
 
     from .broker import Topology
@@ -175,13 +200,24 @@ def _check_connections(config: Any, name: str) -> None:
             connection.ensure_connection(max_retries=2)
             topology.declare(connection)
     except Exception as exc:  # noqa: BLE001 - any failure to reach the broker, in one line
-        raise ConfigError(f"broker {_redact(config.broker)}: {exc}") from None
+        raise ConfigError(f"broker {_redact(config.broker)}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's text on one line (psycopg's, say, adds a hint on a second)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _redact(url: str) -> str:
+    import re
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a bad port or host raises here
+    except ValueError:
+        return re.sub(r"//[^@/]*@", "//***@", url)
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@")
     return url
@@ -194,6 +230,7 @@ def _run_celery_worker(config: Any, service: str, concurrency: int | None,
 
     app = make_celery(config)
     register(app, service)
+    app.conf.worker_consumer = "services.celery_tasks:TaskConsumer"
     if service == "splitter":
         app.steps["consumer"].add(IngestConsumer)
     queue = app.excamera_topology.queue_of_service(service)  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ machine with the local RabbitMQ and PostgreSQL.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -83,10 +84,23 @@ class ServiceConfig:
         if not 1 <= self.default_frames_per_chunk <= 240 or not (
                 1 <= self.default_chunks_per_group <= 1024):
             raise ConfigError("default n must be 1-240 and default x 1-1024")
-        if not self.deadline_scale > 0:
-            raise ConfigError("the deadline scale must be positive")
-        if self.retention_seconds < 0:
-            raise ConfigError("retention must not be negative")
+        if not 0 < self.deadline_scale < math.inf:
+            raise ConfigError("the deadline scale must be a positive number")
+        if not 0 <= self.retention_seconds < math.inf:
+            raise ConfigError("retention must be a number of seconds, not negative")
+        if self.held_states < 0:
+            raise ConfigError("held states (EXCAMERA_HELD_STATES) must not be negative")
+        if self.max_input_bytes < 1:
+            raise ConfigError("the input size limit (EXCAMERA_MAX_INPUT_BYTES) must be positive")
+        if self.warm_environments < 0:
+            raise ConfigError("warm environments (EXCAMERA_WARM_ENVIRONMENTS) must not be "
+                              "negative")
+        if self.sqs_visibility_timeout is not None and not (
+                0 <= self.sqs_visibility_timeout <= 43200):
+            raise ConfigError("the SQS visibility timeout (EXCAMERA_SQS_VISIBILITY_TIMEOUT) "
+                              "must be 0-43200 seconds (0: the default)")
+        if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics port {self.metrics_port} is not a port (1-65535)")
         for prefix in (*self.allow_input, *self.allow_output):
             if "://" not in prefix:
                 raise ConfigError(f"allowed prefix {prefix!r} is not a URL (e.g. file:///srv/in/)")
@@ -130,17 +144,27 @@ class ServiceConfig:
         return DEADLINES.get(stage, 3600.0) * self.deadline_scale
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _parse(name: str, kind: Any, text: str) -> Any:
     kind = str(kind)
     try:
         if "tuple" in kind:
             return _split_list(text)
         if "bool" in kind:
-            return text.strip().lower() in ("1", "true", "yes", "on")
+            word = text.strip().lower()
+            if word not in (*_TRUE, *_FALSE):
+                raise ValueError(word)
+            return word in _TRUE
         if "float" in kind:
             return float(text)
         if "int" in kind:
             return int(text)
     except ValueError:
-        raise ConfigError(f"EXCAMERA_{name.upper()}={text!r} is not a valid value") from None
+        expected = ("1/true/yes/on or 0/false/no/off" if "bool" in kind else
+                    "a number" if "float" in kind else "a whole number")
+        raise ConfigError(f"EXCAMERA_{name.upper()}={text!r} is not valid: give {expected}"
+                          ) from None
     return text

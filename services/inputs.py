@@ -50,6 +50,10 @@ def normalize_url(url: str) -> str:
     if any(ord(c) < 0x21 or c in "\\" for c in url):
         raise InputRejected("the URL holds spaces, control characters or backslashes")
     try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:  # JSON's "\ud800": no path or host name can hold it
+        raise InputRejected("the URL holds a lone surrogate (not valid Unicode text)") from None
+    try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:

@@ -394,7 +394,8 @@ class JobRecords:
                    ) -> tuple[str | None, int]:
         """Record that `worker` starts `task`, in one statement: returns the job's state
         (None: no such job) and which attempt this is (1 first; 0 when the task is done
-        already, a duplicate delivery, or the job has ended: nothing is recorded then)."""
+        already, a duplicate delivery, or the job has ended; -1 when the job has no such task:
+        nothing is recorded then)."""
         with self._one() as cur:
             cur.execute(
                 "WITH job AS (SELECT state FROM excamera_jobs WHERE id = %(job)s), "
@@ -415,7 +416,7 @@ class JobRecords:
         assert row is not None
         if row["attempts"] is not None:
             return row["job_state"], row["attempts"]
-        return row["job_state"], 0 if row["known"] else 1
+        return row["job_state"], 0 if row["known"] else -1
 
     def finish_task(self, job: str, task: TaskId, worker: str, seconds: float,
                     reads: int = 0, writes: int = 0) -> tuple[bool, str | None]:

@@ -55,7 +55,10 @@ class LinkRunner:
         records = self.runtime.records
         if records.job_state(message.job) in (None, *TERMINAL_STATES):
             return False  # the adapter skips it
-        plan = self.runtime.plan(message.job)
+        try:
+            plan = self.runtime.plan(message.job)
+        except KeyError:
+            return False  # no plan (yet): nothing to wait for; the adapter says what is wrong
         return plan.position(message.index) >= 2 and not records.is_done(
             message.job, TaskId("rebase", message.index - 1))
 

@@ -40,9 +40,10 @@ import kombu
 
 from shared.pipeline.messages import MessageError, TaskMessage, load_json, parse_task
 
-from ..adapter import set_aside
+from ..adapter import describe_failure, set_aside
 from ..config import ServiceConfig
 from ..errors import TransientError
+from ..records import TERMINAL_STATES
 from ..retry import backoff
 from .join import join_step
 from .links import LinkRunner
@@ -54,6 +55,10 @@ log = logging.getLogger("excamera.rebaser")
 BALANCE_INTERVAL = 0.5
 SHARD_PREFETCH = 256  # early links are held unacknowledged; normally there are none
 STEPS = {"join": join_step}
+# What a lost connection (to the broker, or to the job records) looks like: the session ends
+# and reconnects, and unacknowledged messages are delivered again.
+BROKER_ERRORS = (OSError, amqp.exceptions.AMQPError, kombu.exceptions.KombuError,
+                 TransientError)
 
 
 @dataclass
@@ -70,7 +75,8 @@ class _Shard:
     number: int
     channel: Any  # consuming the shard queue
     lease: Any  # the channel that declared the lease queue
-    pending: dict[tuple[str, int], dict[int, _Delivery]] = field(default_factory=dict)
+    # Links held back until their predecessor is final, by (job, chunk index).
+    pending: dict[tuple[str, int], _Delivery] = field(default_factory=dict)
 
 
 class RebaserProcess(LinkRunner):
@@ -93,8 +99,7 @@ class RebaserProcess(LinkRunner):
             try:
                 self._session()
                 failures = 0
-            except (OSError, amqp.exceptions.AMQPError, kombu.exceptions.KombuError,
-                    TransientError) as exc:
+            except BROKER_ERRORS as exc:
                 failures += 1
                 delay = backoff(min(failures, 6))
                 log.warning("rebaser: broker connection lost (%s); reconnecting in %.1f s",
@@ -118,6 +123,7 @@ class RebaserProcess(LinkRunner):
             while not self._stopping:
                 if time.monotonic() >= next_balance:
                     self._balance(connection)
+                    self._release_ended()
                     next_balance = time.monotonic() + BALANCE_INTERVAL
                 self._drain(connection)
                 while self._inbox and not self._stopping:
@@ -209,6 +215,22 @@ class RebaserProcess(LinkRunner):
     # ------------------------------------------------------------------ messages
 
     def _process(self, delivery: _Delivery) -> None:
+        """One delivery. Broker and database trouble propagates (the session reconnects and
+        the unacknowledged message comes back); anything else this message causes sets it
+        aside with the reason, never stops the process (which would only meet it again)."""
+        try:
+            self._process_message(delivery)
+        except BROKER_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad message must not stop the rebaser
+            reason = describe_failure(exc)
+            log.error("rebaser: a message from %s set aside: %s", delivery.source, reason)
+            log.debug("rebaser: the failure", exc_info=True)
+            set_aside(self.runtime, delivery.body.decode("utf-8", "replace"), reason,
+                      delivery.source)
+            delivery.channel.basic_ack(delivery.tag)
+
+    def _process_message(self, delivery: _Delivery) -> None:
         try:
             document = load_json(delivery.body, "task message")
             message = parse_task(document)
@@ -231,21 +253,31 @@ class RebaserProcess(LinkRunner):
             return False
         shard = self._shards.get(delivery.shard)  # type: ignore[arg-type]
         if shard is not None:
-            group = self.runtime.plan(message.job).group_of(message.index)
-            shard.pending.setdefault((message.job, group), {})[message.index] = delivery
+            # Its predecessor (index - 1) is in the same group: a link is held back only at
+            # position 2 or later.
+            shard.pending[(message.job, message.index)] = delivery
         return True
 
     def _release_successor(self, shard_number: int, job: str, index: int) -> None:
+        """Run the link held back for this one next (no plan needed: a job that has ended,
+        or never existed, has none in the store)."""
         shard = self._shards.get(shard_number)
         if shard is None:
             return
-        group = self.runtime.plan(job).group_of(index)
-        waiting = shard.pending.get((job, group), {})
-        successor = waiting.pop(index + 1, None)
-        if not waiting:
-            shard.pending.pop((job, group), None)
+        successor = shard.pending.pop((job, index + 1), None)
         if successor is not None:
             self._inbox.appendleft(successor)
+
+    def _release_ended(self) -> None:
+        """Links held back for jobs that have ended since (cancelled, failed) or that do not
+        exist: their predecessors may never come, so they go through now (the adapter skips
+        them, and they are acknowledged) instead of holding the shard's prefetch for ever."""
+        jobs = {job for shard in self._shards.values() for job, _ in shard.pending}
+        ended = {job for job in jobs
+                 if self.runtime.records.job_state(job) in (None, *TERMINAL_STATES)}
+        for shard in self._shards.values():
+            for key in [key for key in shard.pending if key[0] in ended]:
+                self._inbox.append(shard.pending.pop(key))
 
     def pause(self, seconds: float) -> None:
         """Wait while keeping the broker connection alive."""

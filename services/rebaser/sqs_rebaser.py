@@ -25,7 +25,7 @@ from typing import Any
 from shared.pipeline import stages
 from shared.pipeline.messages import MessageError, TaskMessage, load_json, parse_task
 
-from ..adapter import set_aside
+from ..adapter import describe_failure, set_aside
 from ..config import ServiceConfig
 from ..errors import TransientError
 from ..retry import backoff
@@ -89,6 +89,21 @@ class SqsRebaserProcess(LinkRunner):
         return bool(messages)
 
     def _process(self, queue: str, received: dict[str, Any]) -> None:
+        """One message. SQS and database trouble propagates (the message comes back when
+        its visibility ends); anything else it causes sets it aside with the reason, never
+        stops the process (which would only meet it again)."""
+        try:
+            self._process_message(queue, received)
+        except TransientError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad message must not stop the rebaser
+            reason = describe_failure(exc)
+            log.error("rebaser: a message from %s set aside: %s", queue, reason)
+            log.debug("rebaser: the failure", exc_info=True)
+            set_aside(self.runtime, received.get("Body", ""), reason, queue)
+            self.sqs.delete(queue, received["ReceiptHandle"])
+
+    def _process_message(self, queue: str, received: dict[str, Any]) -> None:
         body = received["Body"]
         try:
             document = load_json(body, "task message")

@@ -16,7 +16,6 @@ from typing import Any
 from shared.pipeline.graph import TaskId
 from shared.pipeline.messages import (
     INGEST_OWNER,
-    DeadLetter,
     IngestMessage,
     MessageError,
     TaskMessage,
@@ -25,10 +24,11 @@ from shared.pipeline.messages import (
     parse_ingest,
 )
 
+from ..adapter import dead_letter
 from ..errors import InputRejected
 from ..runtime import JobFacts, Runtime, job_key
 
-__all__ = ["accept", "accept_body"]
+__all__ = ["accept", "accept_body", "set_aside_ingest"]
 
 log = logging.getLogger("excamera.ingest")
 
@@ -43,12 +43,18 @@ def accept_body(body: Any, runtime: Runtime, *, redelivered: bool = False) -> st
         if message.output is not None:
             runtime.policy.check_output(message.output)
     except (MessageError, InputRejected) as exc:
-        shown = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        log.warning("ingest message set aside: %s", exc)
-        runtime.dispatcher.publish_dead(DeadLetter(str(exc), runtime.topology.ingest, shown),
-                                        runtime.topology.ingest_dead)
+        set_aside_ingest(runtime, body, str(exc))
         return None
     return accept(message, runtime, redelivered=redelivered)
+
+
+def set_aside_ingest(runtime: Runtime, body: Any, reason: str) -> None:
+    """Publish an ingest message to the ingest dead-letter queue with its reason (a broker
+    that is down raises TransientError: the caller puts the message back)."""
+    shown = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    log.warning("ingest message set aside: %s", reason)
+    runtime.dispatcher.publish_dead(dead_letter(shown, reason, runtime.topology.ingest),
+                                    runtime.topology.ingest_dead)
 
 
 def warm_encoders(runtime: Runtime) -> None:
