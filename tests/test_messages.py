@@ -125,6 +125,10 @@ def test_non_finite_numbers_and_deep_nesting_refused() -> None:
         parse_ingest({"version": 1, "id": "a", "request": {"input": "file:///a.y4m",
                                                            "budget_usd": float("inf")}})
     assert load_json(b"[" * 31 + b"]" * 31, "m") is not None
+    for text in (b'{"input": "file:///a\\ud800.y4m"}', b'{"input": "file:///a.y4m", "\\udfff": 1}'):
+        with pytest.raises(MessageError, match="lone surrogate"):
+            parse_job_request(load_json(text, "m"))
+    assert parse_job_request(load_json(b'{"input": "file:///\\u00e9t\\u00e9.y4m"}', "m"))
 
 
 json_values = st.recursive(

@@ -195,7 +195,8 @@ def _short(error: jsonschema.ValidationError) -> str:
 
 def _check_plain(document: Any, what: str) -> None:
     """Refuse what Python's JSON lets through and no message holds: NaN and infinities (not
-    JSON at all; PostgreSQL's JSON type refuses them when a job is recorded) and nesting past
+    JSON at all; PostgreSQL's JSON type refuses them when a job is recorded), lone surrogates
+    in strings (which PostgreSQL refuses too), and nesting past
     MAX_DEPTH (a message nests two levels; deep nesting exhausts the schema validator's
     recursion). Checked on the decoded document, since a broker's serializer may decode it."""
     pending: list[tuple[Any, tuple[str, ...]]] = [(document, ())]
@@ -205,11 +206,28 @@ def _check_plain(document: Any, what: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise MessageError(f"{what}: {where}not a finite number (JSON has no NaN or "
                                "Infinity, and numbers beyond 1.8e308 are refused)")
+        if isinstance(value, str) and not _is_unicode(value):
+            raise MessageError(f"{what}: {where}holds a lone surrogate (not valid Unicode text)")
         if isinstance(value, (dict, list)):
             if len(path) >= MAX_DEPTH:
                 raise MessageError(f"{what}: nested more than {MAX_DEPTH} levels deep")
+            if isinstance(value, dict) and not all(_is_unicode(key) for key in value):
+                raise MessageError(f"{what}: {where}a field name holds a lone surrogate (not "
+                                   "valid Unicode text)")
             items = value.items() if isinstance(value, dict) else enumerate(value)
             pending.extend((item, (*path, _shown_key(key))) for key, item in items)
+
+
+def _is_unicode(text: object) -> bool:
+    """False for a string with a lone surrogate ("\\ud800" is valid JSON, not valid text: no
+    encoder, URL parser or PostgreSQL takes it)."""
+    if not isinstance(text, str):
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _shown_key(key: object) -> str:
