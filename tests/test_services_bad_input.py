@@ -181,7 +181,8 @@ def test_the_splitter_outlives_a_url_with_a_lone_surrogate(cluster: Cluster) -> 
     cluster.post({"version": 1, "id": "after", "input": f"{inputs}/missing.y4m"})
     dead = letters(cluster, "ingest.dead", 2)
     assert [letter["reason"] for letter in dead] == [
-        "the URL holds a lone surrogate (not valid Unicode text)"] * 2
+        "ingest message: input: holds a lone surrogate (not valid Unicode text)",
+        "ingest message: output: holds a lone surrogate (not valid Unicode text)"]
     record = cluster.wait(job_id_for(None, "after"), timeout=20)
     assert record.state == "failed" and "no such file" in record.error
     assert splitter.alive and "Traceback" not in splitter.log()

@@ -313,7 +313,8 @@ def exit_with(parent: int) -> None:
     def watch() -> None:
         if watched is not None:
             select.select([watched], [], [])
-        os.kill(os.getpid(), signal.SIGTERM)
+        if not _stopping.is_set():  # else a signal already ends the task: let it clean up
+            os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(ORPHAN_GRACE_SECONDS)
         os._exit(128 + signal.SIGTERM)
 
@@ -331,8 +332,30 @@ def quiet_interrupts() -> None:
     signal.signal(signal.SIGTERM, _exit_on_interrupt)
 
 
+# Set once a signal has begun ending this worker's task.
+_stopping = threading.Event()
+
+
 def _exit_on_interrupt(signum: int, frame: Any) -> None:
+    # Once only: a second signal (Ctrl-C reaches the whole group, then the pool sends SIGTERM
+    # to its other workers) would interrupt the task's own clean-up and leave its temporary
+    # files behind. It ends the process a grace period later instead, cleaned up or not: the
+    # pool that sent it waits for the process to end.
+    if _stopping.is_set():
+        _end_later(128 + signum)
+        return
+    _stopping.set()
     raise SystemExit(128 + signum)
+
+
+_ending = threading.Lock()
+
+
+def _end_later(code: int) -> None:
+    if _ending.acquire(blocking=False):
+        timer = threading.Timer(ORPHAN_GRACE_SECONDS, os._exit, args=(code,))
+        timer.daemon = True
+        timer.start()
 
 
 @contextmanager
