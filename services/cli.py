@@ -27,6 +27,8 @@ import threading
 import time
 from typing import Any
 
+from shared.cli import positive_int
+
 SERVICES = ("api", "splitter", "encoder", "decoder", "rebaser")
 WORKERS = ("splitter", "encoder", "decoder", "rebaser")
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -34,17 +36,6 @@ METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How a child of `excamera up` runs the command: `-c` with the current directory dropped from
 # sys.path, so a shared/ folder there is never imported instead of the installed package.
 _CHILD = ("import sys; del sys.path[0]; from shared.console import main; sys.exit(main())",)
-
-
-def _positive(text: str) -> int:
-    """--concurrency: a whole number of processes, at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is less than 1")
-    return value
 
 
 def _port(text: str) -> int:
@@ -89,7 +80,7 @@ def add_service_parser(commands: Any) -> None:
     )
     parser.add_argument("name", choices=SERVICES)
     add_common_arguments(parser)
-    parser.add_argument("--concurrency", type=_positive, default=None, metavar="N",
+    parser.add_argument("--concurrency", type=positive_int, default=None, metavar="N",
                         help="worker processes (default: the number of cores; rebaser: 1)")
     parser.add_argument("--port", type=_port, default=8080, help="the API's port (default 8080)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -106,7 +97,7 @@ def add_up_parser(commands: Any) -> None:
     add_common_arguments(parser)
     parser.add_argument("--port", type=_port, default=8080, help="the API's port (default 8080)")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--concurrency", type=_positive, default=None, metavar="N",
+    parser.add_argument("--concurrency", type=positive_int, default=None, metavar="N",
                         help="processes of the encoder (default: the number of cores)")
     parser.set_defaults(run=run_up)
 

@@ -342,7 +342,8 @@ def _run_decode(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- encode
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number, at least 1 (counts of frames, chunks, processes)."""
     try:
         value = int(text)
     except ValueError:
@@ -357,7 +358,7 @@ MAX_WORKERS = 1024
 
 
 def _worker_count(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > MAX_WORKERS:
         raise argparse.ArgumentTypeError(f"expected at most {MAX_WORKERS} workers, got {value}")
     return value
@@ -407,7 +408,7 @@ def _add_encode(commands: SubParsers) -> None:
     parser.add_argument(
         "-n",
         "--frames-per-chunk",
-        type=_positive_int,
+        type=positive_int,
         default=6,
         metavar="N",
         help="frames per chunk (default 6)",
@@ -415,7 +416,7 @@ def _add_encode(commands: SubParsers) -> None:
     parser.add_argument(
         "-x",
         "--chunks-per-group",
-        type=_positive_int,
+        type=positive_int,
         default=16,
         metavar="X",
         help="chunks per group, i.e. per key frame (default 16; 1 = independent chunks)",
@@ -479,7 +480,7 @@ def _add_encode(commands: SubParsers) -> None:
     )
     parser.add_argument(
         "--lambda-memory",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="MB",
         help="the encoder's Lambda memory for --estimate-cost (default 1769: one vCPU)",
