@@ -39,12 +39,21 @@ from shared.pipeline.messages import INGEST_SCHEMA, JobRequest, job_id_for, pars
 GOOD = {"frames_per_chunk": 6, "chunks_per_group": 16, "cq_level": 20, "format": "webm"}
 
 
-def error_of(response: Any, status: int) -> str:
-    """The one-line reason of an error answer with `status`."""
+# Each status's own code, as the API documents it to clients (not read from the server's code).
+STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
+                405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 410: "gone",
+                413: "too_large", 415: "unsupported_media_type",
+                416: "range_not_satisfiable", 500: "internal", 503: "unavailable"}
+
+
+def error_of(response: Any, status: int, code: str | None = None) -> str:
+    """The one-line reason of an error answer with `status` and `code` (by default the
+    status's own)."""
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["Content-Type"].startswith("application/json")
     document = response.json()
-    assert set(document) == {"error"}, document
+    assert set(document) == {"error", "code"}, document
+    assert document["code"] == (code or STATUS_CODES[status]), document
     reason = document["error"]
     assert isinstance(reason, str) and reason and "\n" not in reason
     assert "Traceback" not in reason
@@ -156,7 +165,7 @@ BAD_REQUESTS = {
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
 def test_bad_request_fields(api: ApiServer, case: str) -> None:
     document, expected = BAD_REQUESTS[case]
-    assert expected in error_of(submit_json(api, document), 400)
+    assert expected in error_of(submit_json(api, document), 400, "invalid_job")
 
 
 @pytest.mark.parametrize("body", [b'{"input": ', b"{'input': 'x'}", b"\xff\xfe", b"",
@@ -164,7 +173,7 @@ def test_bad_request_fields(api: ApiServer, case: str) -> None:
 def test_malformed_json(api: ApiServer, body: bytes) -> None:
     response = api.request("POST", "/v1/jobs", data=body,
                            headers={"Content-Type": "application/json"})
-    reason = error_of(response, 400)
+    reason = error_of(response, 400, "invalid_job")
     assert "JSON" in reason or "not of type" in reason
 
 
@@ -200,9 +209,9 @@ def test_non_finite_numbers(api: ApiServer, input_file: Path, field: str, number
     body = f'{{"input": "{input_file.as_uri()}", "{field}": {number}}}'.encode()
     response = api.request("POST", "/v1/jobs", data=body,
                            headers={"Content-Type": "application/json"})
-    assert f"{field}: not a finite number" in error_of(response, 400)
+    assert f"{field}: not a finite number" in error_of(response, 400, "invalid_job")
     options = submit_upload(api, y4m_bytes(), f'{{"{field}": {number}}}')
-    assert f"{field}: not a finite number" in error_of(options, 400)
+    assert f"{field}: not a finite number" in error_of(options, 400, "invalid_job")
 
 
 @pytest.mark.parametrize("depth", [40, 990, 20_000])
@@ -213,9 +222,9 @@ def test_deeply_nested_json(api: ApiServer, input_file: Path, depth: int) -> Non
     body = f'{{"input": "{input_file.as_uri()}", "budget_usd": {nested}}}'.encode()
     response = api.request("POST", "/v1/jobs", data=body,
                            headers={"Content-Type": "application/json"})
-    assert "nested more than 32 levels" in error_of(response, 400)
+    assert "nested more than 32 levels" in error_of(response, 400, "invalid_job")
     assert "nested more than 32 levels" in error_of(
-        submit_upload(api, y4m_bytes(), f'{{"budget_usd": {nested}}}'), 400)
+        submit_upload(api, y4m_bytes(), f'{{"budget_usd": {nested}}}'), 400, "invalid_job")
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "multipart/form-data; boundary=b"])
@@ -223,7 +232,7 @@ def test_body_that_does_not_decode(api: ApiServer, caplog: pytest.LogCaptureFixt
                                    content_type: str) -> None:
     response = api.request("POST", "/v1/jobs", data=b"this is not gzip",
                            headers={"Content-Type": content_type, "Content-Encoding": "gzip"})
-    assert "Can not decode content-encoding: gzip" in error_of(response, 400)
+    assert "Can not decode content-encoding: gzip" in error_of(response, 400, "malformed_body")
     time.sleep(0.2)  # aiohttp used to read on after the answer, and log the failure again
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -283,7 +292,7 @@ def test_url_outside_the_allowed_prefixes(api: ApiServer, input_file: Path) -> N
     for url in ("file:///etc/passwd", "https://evil.example.com/a.mp4",
                 "https://media.example.com.evil.org/a.mp4", "ftp://media.example.com/a.mp4",
                 "s3://bucket/a.mp4", "/etc/passwd", "etc/passwd"):
-        reason = error_of(submit_json(api, {"input": url}), 400)
+        reason = error_of(submit_json(api, {"input": url}), 400, "input_refused")
         assert "not under a prefix" in reason or "scheme" in reason, (url, reason)
 
 
@@ -291,38 +300,39 @@ def test_url_path_traversal(api: ApiServer, input_file: Path) -> None:
     base = api.inputs.as_uri()
     for url in (f"{base}/../../../etc/passwd", f"{base}/%2e%2e/%2e%2e/etc/passwd",
                 f"{base}/./{input_file.name}", f"{base}/x\\..\\..\\etc"):
-        reason = error_of(submit_json(api, {"input": url}), 400)
+        reason = error_of(submit_json(api, {"input": url}), 400, "input_refused")
         assert "'.' or '..'" in reason or "backslash" in reason, (url, reason)
 
 
 def test_url_symlink_out_of_the_prefix(api: ApiServer) -> None:
     link = api.inputs / f"link-{secrets.token_hex(4)}.y4m"
     link.symlink_to("/etc/passwd")
-    reason = error_of(submit_json(api, {"input": link.as_uri()}), 400)
+    reason = error_of(submit_json(api, {"input": link.as_uri()}), 400, "input_refused")
     assert "symbolic link" in reason
 
 
 def test_url_missing_local_file(api: ApiServer) -> None:
     url = (api.inputs / "missing.y4m").as_uri()
-    assert "no such file" in error_of(submit_json(api, {"input": url}), 400)
+    assert "no such file" in error_of(submit_json(api, {"input": url}), 400, "input_refused")
 
 
 @pytest.mark.parametrize("host", BLOCKED_HOSTS)
 def test_url_to_private_addresses(api: ApiServer, host: str) -> None:
     # Each host is under an allowed prefix: only its address (resolved first) refuses it.
-    reason = error_of(submit_json(api, {"input": f"http://{host}/latest/meta-data"}), 400)
+    response = submit_json(api, {"input": f"http://{host}/latest/meta-data"})
+    reason = error_of(response, 400, "input_refused")
     assert "loopback, private, link-local" in reason, reason
 
 
 def test_url_with_credentials_or_fragment(api: ApiServer) -> None:
     for url in ("https://user:pw@media.example.com/a.mp4", "https://media.example.com/a#b"):
-        error_of(submit_json(api, {"input": url}), 400)
+        error_of(submit_json(api, {"input": url}), 400, "input_refused")
 
 
 def test_url_into_the_store(api: ApiServer) -> None:
     # The store's uploads are readable by any job: a request must not name another's upload.
     url = api.store.url_for("uploads/j-000000000000000000000000/input-0")
-    assert "own store" in error_of(submit_json(api, {"input": url}), 400)
+    assert "own store" in error_of(submit_json(api, {"input": url}), 400, "input_refused")
 
 
 def test_good_url(api: ApiServer, input_file: Path) -> None:
@@ -390,7 +400,7 @@ NOT_VIDEOS = {
 def test_upload_not_a_video(api: ApiServer, case: str) -> None:
     data, expected = NOT_VIDEOS[case]
     key = f"nv-{secrets.token_hex(4)}"
-    assert expected in error_of(submit_upload(api, data, key=key), 400)
+    assert expected in error_of(submit_upload(api, data, key=key), 400, "not_a_video")
     assert not (Path(api.store.root) / "uploads" / job_id_for("alice", key)).exists()
     assert api.records.get_job(job_id_for("alice", key)) is None
 
@@ -404,7 +414,7 @@ def test_upload_oversize(api: ApiServer) -> None:
     assert "larger than" in error_of(submit_upload(api, just_over), 413)
     exact = y4m_bytes(64, 48, 1)
     exact += b"\0" * (UPLOAD_LIMIT - len(exact))  # at the cap: not refused for its size
-    assert "not a usable Y4M" in error_of(submit_upload(api, exact), 400)
+    assert "not a usable Y4M" in error_of(submit_upload(api, exact), 400, "not_a_video")
 
 
 def test_upload_oversize_without_length(api: ApiServer) -> None:
@@ -447,7 +457,7 @@ def test_upload_multipart_without_its_end(api: ApiServer, clip_y4m: Path) -> Non
             + clip_y4m.read_bytes())
     response = api.request("POST", "/v1/jobs", data=body,
                            headers={"Content-Type": "multipart/form-data; boundary=b"})
-    assert "truncated" in error_of(response, 400)
+    assert "truncated" in error_of(response, 400, "malformed_body")
 
 
 def test_upload_parts(api: ApiServer, clip_y4m: Path) -> None:
@@ -466,7 +476,8 @@ def test_upload_parts(api: ApiServer, clip_y4m: Path) -> None:
 @pytest.mark.parametrize("options", ["null", "[]", "0", "false", '""'])
 def test_upload_options_not_an_object(api: ApiServer, options: str) -> None:
     # Each was taken as no options at all (a 202) before.
-    assert "is not of type 'object'" in error_of(submit_upload(api, y4m_bytes(), options), 400)
+    response = submit_upload(api, y4m_bytes(), options)
+    assert "is not of type 'object'" in error_of(response, 400, "invalid_job")
 
 
 def test_upload_part_without_a_name(api: ApiServer) -> None:
@@ -480,7 +491,7 @@ def test_upload_that_names_other_files(api: ApiServer, tmp_path: Path, clip_mp4:
     # An ffconcat script naming itself made FFmpeg open it again and again, until the API
     # process ran out of file descriptors (and kept hundreds of MB each time).
     began = time.monotonic()
-    reason = error_of(submit_upload(api, b"ffconcat version 1.0\nfile video\n"), 400)
+    reason = error_of(submit_upload(api, b"ffconcat version 1.0\nfile video\n"), 400, "not_a_video")
     assert "name other files" in reason and "open files" not in reason
     assert time.monotonic() - began < 5
     # A script naming a real video beside it is not that video (nor is a playlist).
@@ -520,12 +531,13 @@ def test_y4m_check_of_many_tiny_frames(tmp_path: Path) -> None:
 def test_upload_bad_options(api: ApiServer, clip_y4m: Path) -> None:
     data = clip_y4m.read_bytes()
     assert "unknown field 'input'" in error_of(
-        submit_upload(api, data, {"input": "file:///etc/passwd"}), 400)
-    assert "not valid JSON" in error_of(submit_upload(api, data, "{frames"), 400)
-    assert "frames_per_chunk" in error_of(submit_upload(api, data, {"frames_per_chunk": 0}), 400)
-    assert "not both" in error_of(submit_upload(api, data, {"cq_level": 1, "ssim": 1.0}), 400)
-    assert "scene_cuts" in error_of(submit_upload(api, data, {"scene_cuts": True}), 400)
-    assert "start_frames" in error_of(submit_upload(api, data, {"start_frames": 1}), 400)
+        submit_upload(api, data, {"input": "file:///etc/passwd"}), 400, "invalid_job")
+    assert "not valid JSON" in error_of(submit_upload(api, data, "{frames"), 400, "invalid_job")
+    for options, expected in (({"frames_per_chunk": 0}, "frames_per_chunk"),
+                              ({"cq_level": 1, "ssim": 1.0}, "not both"),
+                              ({"scene_cuts": True}, "scene_cuts"),
+                              ({"start_frames": 1}, "start_frames")):
+        assert expected in error_of(submit_upload(api, data, options), 400, "invalid_job")
 
 
 # --------------------------------------------------------------------------- idempotency
@@ -540,7 +552,8 @@ def test_idempotency_key_json(api: ApiServer, input_file: Path) -> None:
     assert first.json()["id"] == again.json()["id"] == job_id_for("alice", key)
     # The same request spelled differently (defaults left out) is the same request.
     assert submit_json(api, {"input": input_file.as_uri()}, key=key).status_code == 202
-    reason = error_of(submit_json(api, {**document, "cq_level": 30}, key=key), 409)
+    response = submit_json(api, {**document, "cq_level": 30}, key=key)
+    reason = error_of(response, 409, "idempotency_conflict")
     assert key in reason
     # Keys are per token: bob's same key is bob's own job.
     other = submit_json(api, document, token="bob", key=key)
@@ -554,8 +567,9 @@ def test_idempotency_key_upload(api: ApiServer, clip_y4m: Path) -> None:
     again = submit_upload(api, data, {"frames_per_chunk": 4}, key=key)
     assert first.status_code == again.status_code == 202
     assert first.json()["id"] == again.json()["id"]
-    error_of(submit_upload(api, data, {"frames_per_chunk": 5}, key=key), 409)
-    error_of(submit_upload(api, y4m_bytes(frames=3), {"frames_per_chunk": 4}, key=key), 409)
+    for video, options in ((data, {"frames_per_chunk": 5}),
+                           (y4m_bytes(frames=3), {"frames_per_chunk": 4})):
+        error_of(submit_upload(api, video, options, key=key), 409, "idempotency_conflict")
 
 
 def test_idempotent_repeat_after_the_input_is_gone(api: ApiServer, input_file: Path) -> None:
@@ -570,8 +584,8 @@ def test_idempotent_repeat_after_the_input_is_gone(api: ApiServer, input_file: P
     assert again.status_code == 202, again.text
     assert again.json() == first.json()
     assert "with a different request" in error_of(
-        submit_json(api, {**document, "cq_level": 30}, key=key), 409)
-    assert "no such file" in error_of(submit_json(api, document), 400)  # a new job
+        submit_json(api, {**document, "cq_level": 30}, key=key), 409, "idempotency_conflict")
+    assert "no such file" in error_of(submit_json(api, document), 400, "input_refused")  # a new job
 
 
 @pytest.mark.parametrize("key", ["../../etc/passwd", "a" * 129, "with space", "-lead", "é"])
@@ -655,7 +669,8 @@ def test_output_and_ranges(api: ApiServer, make_done_job: Any) -> None:
         part = api.request("GET", f"/v1/jobs/{job}/output", headers={"Range": header})
         assert part.status_code == 206, (header, part.status_code)
         assert part.content == expected and part.headers["Content-Range"] == content_range
-    for header in (f"bytes={len(data)}-", "bytes=9-2", "bytes=a-b", "bytes=0-1,4-5"):
+    for header in (f"bytes={len(data)}-", "bytes=9-2", "bytes=a-b", "bytes=0-1,4-5",
+                   "bytes=-0", "bytes=-000"):
         beyond = api.request("GET", f"/v1/jobs/{job}/output", headers={"Range": header})
         assert "range" in error_of(beyond, 416)
         assert beyond.headers["Content-Range"] == f"bytes */{len(data)}"
@@ -692,9 +707,9 @@ def test_output_link(api: ApiServer, make_done_job: Any, input_file: Path) -> No
 
 def test_output_not_ready(api: ApiServer, input_file: Path) -> None:
     job = submit_json(api, {"input": input_file.as_uri()}).json()["id"]
-    assert "queued" in error_of(api.request("GET", f"/v1/jobs/{job}/output"), 409)
+    assert "queued" in error_of(api.request("GET", f"/v1/jobs/{job}/output"), 409, "job_not_done")
     api.records.fail_job(job, "chunk 3 is corrupt")
-    reason = error_of(api.request("GET", f"/v1/jobs/{job}/output"), 409)
+    reason = error_of(api.request("GET", f"/v1/jobs/{job}/output"), 409, "job_not_done")
     assert "failed" in reason and "chunk 3 is corrupt" in reason
 
 
@@ -716,9 +731,9 @@ def test_cancel(api: ApiServer, input_file: Path, make_done_job: Any) -> None:
     assert not api.store.exists(f"jobs/{job}/chunks/00000/source.y4m")
     assert [t["state"] for t in api.request("GET", f"/v1/jobs/{job}/tasks").json()["tasks"]] \
         == ["cancelled"]
-    assert "cancelled" in error_of(api.request("DELETE", f"/v1/jobs/{job}"), 409)
+    assert "cancelled" in error_of(api.request("DELETE", f"/v1/jobs/{job}"), 409, "job_ended")
     done = make_done_job(b"output")
-    assert "done" in error_of(api.request("DELETE", f"/v1/jobs/{done}"), 409)
+    assert "done" in error_of(api.request("DELETE", f"/v1/jobs/{done}"), 409, "job_ended")
     assert api.request("GET", f"/v1/jobs/{done}/output").content == b"output"
 
 

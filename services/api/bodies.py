@@ -38,11 +38,12 @@ def unreadable(request: web.Request, exc: BaseException, what: str) -> ApiError:
     if failed:
         request.content.feed_eof()
     if isinstance(exc, ConnectionResetError):
-        return ApiError(400, f"{what} was cut off before its end ({exc})", close=True)
+        return ApiError(400, f"{what} was cut off before its end ({exc})",
+                        code="malformed_body", close=True)
     cause = exc.__cause__ if isinstance(exc, web.RequestPayloadError) else exc
     detail = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
     return ApiError(400, f"{what} is truncated or malformed ({detail or type(exc).__name__})",
-                    close=failed)
+                    code="malformed_body", close=failed)
 
 
 async def arriving(read: Awaitable[T], seconds: float, what: str) -> T:

@@ -76,7 +76,8 @@ def repeat(runtime: Runtime, record: JobRecord, request: JobRequest) -> Submitte
 def check_same_request(record: JobRecord, document: dict[str, Any]) -> None:
     if record.request != document:
         raise ApiError(409, f"Idempotency-Key {record.client_id!r} was used for job "
-                            f"{record.id} with a different request")
+                            f"{record.id} with a different request",
+                       code="idempotency_conflict")
 
 
 # --------------------------------------------------------------------------- documents

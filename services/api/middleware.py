@@ -1,8 +1,10 @@
 """What wraps every request: errors as one-line JSON, and the request metrics.
 
-Every error answer is `{"error": "one line"}` with its status: a 4xx names what is wrong with
-the request; a broker or database that is down is a 503 with Retry-After; anything unexpected
-is a 500 whose details go to the log, never to the caller (no traceback leaves the process).
+Every error answer is `{"error": "one line", "code": "snake_case"}` with its status: a 4xx
+names what is wrong with the request; a broker or database that is down is a 503 with
+Retry-After; anything unexpected is a 500 whose details go to the log, never to the caller (no
+traceback leaves the process). `code` is for programs: one of ERROR_CODES, stable across
+releases, where the one-line reason is for people and may be reworded.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from aiohttp import hdrs, web
 from .. import metrics
 from ..errors import TransientError
 
-__all__ = ["ApiError", "count_response", "error_middleware", "error_response",
+__all__ = ["ERROR_CODES", "ApiError", "count_response", "error_middleware", "error_response",
            "metrics_middleware"]
 
 log = logging.getLogger("excamera.api")
@@ -25,17 +27,41 @@ log = logging.getLogger("excamera.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_REASON = 300
 
+# A status's code where no finer one is given.
+STATUS_CODES = {
+    400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 410: "gone",
+    413: "too_large", 415: "unsupported_media_type", 416: "range_not_satisfiable",
+    429: "too_many_requests", 431: "headers_too_large", 500: "internal",
+    503: "unavailable",
+}
+# The finer ones, where a client may act differently on the same status.
+DETAIL_CODES = {
+    "invalid_job": "400: the job (JSON body or options part) is not JSON, or a field is "
+                   "missing, unknown, of the wrong type or out of range",
+    "input_refused": "400: the input URL is not one this service may read, or names nothing",
+    "not_a_video": "400: the upload is not a video this service can read",
+    "malformed_body": "400: the body is cut off, undecodable or not the multipart it says",
+    "idempotency_conflict": "409: the Idempotency-Key was used with a different request",
+    "job_not_done": "409: the job has no output (yet): its state is in the reason",
+    "job_ended": "409: the job has already ended, so it cannot be cancelled",
+    "output_elsewhere": "409: the job wrote its output outside this service's store",
+}
+ERROR_CODES = sorted({*STATUS_CODES.values(), *DETAIL_CODES, "http_error"})
+
 
 class ApiError(Exception):
     """An answer with an error status and a one-line reason; `close`: end the connection
     after it (what is left of the request cannot be read)."""
 
     def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None, *,
-                 close: bool = False) -> None:
+                 code: str | None = None, close: bool = False) -> None:
         super().__init__(reason)
+        assert code is None or code in DETAIL_CODES, code
         self.status = status
         self.reason = reason
         self.headers = headers or {}
+        self.code = code
         self.close = close
 
 
@@ -44,8 +70,11 @@ def one_line(text: str) -> str:
     return line if len(line) <= MAX_REASON else line[: MAX_REASON - 3] + "..."
 
 
-def error_response(status: int, reason: str, headers: Any = None) -> web.Response:
-    return web.json_response({"error": one_line(reason)}, status=status, headers=headers)
+def error_response(status: int, reason: str, headers: Any = None, code: str | None = None
+                   ) -> web.Response:
+    code = code or STATUS_CODES.get(status, "http_error")
+    return web.json_response({"error": one_line(reason), "code": code}, status=status,
+                             headers=headers)
 
 
 # aiohttp's own refusals (no route, wrong method, body too big, ...) in our words.
@@ -69,7 +98,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        response = error_response(exc.status, exc.reason, exc.headers)
+        response = error_response(exc.status, exc.reason, exc.headers, exc.code)
         if exc.close:
             response.force_close()
         return response

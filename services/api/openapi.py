@@ -30,6 +30,7 @@ from shared.pipeline.messages import (
 from ..records import JOB_STATES
 from .context import Limits
 from .jobs import OUTPUT_TYPES
+from .middleware import DETAIL_CODES, ERROR_CODES
 
 __all__ = ["document"]
 
@@ -129,8 +130,14 @@ JOB = _object({
     "cleaned_at": TIME_OR_NULL,
 })
 
-ERROR = _object({"error": {"type": "string", "description": "one line: what is wrong"}},
-                additionalProperties=False)
+ERROR = _object({
+    "error": {"type": "string", "description": "one line for people: what is wrong"},
+    "code": {"type": "string", "enum": ERROR_CODES,
+             "description": "for programs, stable across releases: the status's own code "
+                            "(invalid_request, not_found, ...) or a finer one: "
+                            + "; ".join(f"{code} ({meaning})"
+                                        for code, meaning in DETAIL_CODES.items())},
+}, additionalProperties=False)
 
 
 def _page(item: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -50,6 +50,9 @@ routes = web.RouteTableDef()
 MAX_OFFSET = 10_000_000
 _DIGITS = re.compile(r"[0-9]{1,12}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# "bytes=-0" asks for the last zero bytes: no range of it is satisfiable (RFC 9110 14.1.2),
+# though aiohttp's parser reads it as "from byte 0".
+_ZERO_SUFFIX = re.compile(r"bytes=-0+")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -184,7 +187,7 @@ async def _create_from_json(request: web.Request, owner: str, key: str) -> web.R
         job_request = parse_job_request(load_json(body, "job request"),
                                         api.runtime.config.request_defaults())
     except MessageError as exc:
-        raise ApiError(400, str(exc)) from None
+        raise ApiError(400, str(exc), code="invalid_job") from None
     existing = await api.control(api.runtime.records.get_job, job_id_for(owner, key))
     if existing is not None:
         # A repeat is answered from the job's record, as an upload's is: the input was checked
@@ -193,7 +196,7 @@ async def _create_from_json(request: web.Request, owner: str, key: str) -> web.R
         try:
             url = normalize_url(job_request.input)
         except InputRejected as exc:
-            raise ApiError(400, str(exc)) from None
+            raise ApiError(400, str(exc), code="input_refused") from None
         return accepted(await api.control(_repeat, api, existing,
                                           replace(job_request, input=url)))
     url = await api.files(checked_input, api.runtime, job_request.input)
@@ -207,14 +210,14 @@ def checked_input(runtime: Runtime, url: str) -> str:
     if runtime.policy.upload_key(url, runtime.store) is not None:
         # The store's uploads are readable by every job: an upload is named only by the API.
         raise ApiError(400, "the input URL points into the service's own store; upload the "
-                            "file instead (multipart part 'video')")
+                            "file instead (multipart part 'video')", code="input_refused")
     try:
         normal = runtime.policy.check_input(url)
     except InputRejected as exc:
-        raise ApiError(400, str(exc)) from None
+        raise ApiError(400, str(exc), code="input_refused") from None
     parts = urlsplit(normal)
     if parts.scheme == "file" and not Path(unquote(parts.path)).is_file():
-        raise ApiError(400, f"input {url!r}: no such file")
+        raise ApiError(400, f"input {url!r}: no such file", code="input_refused")
     return normal
 
 
@@ -232,7 +235,7 @@ async def _create_from_upload(request: web.Request, owner: str, key: str) -> web
                                             api.runtime.store.url_for(stored),
                                             api.runtime.config.request_defaults())
         except MessageError as exc:
-            raise ApiError(400, str(exc)) from None
+            raise ApiError(400, str(exc), code="invalid_job") from None
         existing = await api.control(api.runtime.records.get_job, job)
         if existing is not None:  # a repeat: stored again only if the first one's was undone
             jobs.check_same_request(existing, job_request.to_json())
@@ -363,10 +366,11 @@ def stored_output(record: JobRecord) -> str:
     if record.state != "done":
         why = f" ({record.error})" if record.error else ""
         yet = " yet" if record.state in ("queued", "running") else ""
-        raise ApiError(409, f"job {record.id} is {record.state}{why}: it has no output{yet}")
+        raise ApiError(409, f"job {record.id} is {record.state}{why}: it has no output{yet}",
+                       code="job_not_done")
     if record.output is None or "://" in record.output:
         raise ApiError(409, f"job {record.id} wrote its output to {record.output}, outside "
-                            "this service's store")
+                            "this service's store", code="output_elsewhere")
     return record.output
 
 
@@ -380,6 +384,8 @@ def _unsatisfiable(request: web.Request, mtime: float, size: int) -> bool:
     try:
         start = request.http_range.start
     except ValueError:
+        return True
+    if _ZERO_SUFFIX.fullmatch(request.headers[hdrs.RANGE].strip()):
         return True
     if start is None or start < 0:
         return False
@@ -414,10 +420,11 @@ async def cancel_job(request: web.Request) -> web.Response:
     record = await own_job(request, owner)
     api = context_of(request)
     if record.terminal:
-        raise ApiError(409, f"job {record.id} has ended: it is {record.state}")
+        raise ApiError(409, f"job {record.id} has ended: it is {record.state}",
+                       code="job_ended")
     # Queued tasks will be skipped, running ones delete what they write as they finish, and
     # what is stored now goes at once.
     state = await api.files(adapter.cancel_job, api.runtime, record.id)
     if state != "cancelled":  # it ended while we looked
-        raise ApiError(409, f"job {record.id} has ended: it is {state}")
+        raise ApiError(409, f"job {record.id} has ended: it is {state}", code="job_ended")
     return web.json_response({"id": record.id, "state": "cancelled"})

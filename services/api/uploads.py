@@ -79,7 +79,8 @@ async def receive(request: web.Request, directory: Path, max_bytes: int, idle: f
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError, KeyError) as exc:
-        raise ApiError(400, f"not a multipart/form-data body ({exc})") from None
+        raise ApiError(400, f"not a multipart/form-data body ({exc})",
+                       code="malformed_body") from None
     video: _Sink | None = None
     options: Any = {}
     seen: set[str] = set()
@@ -97,8 +98,8 @@ async def receive(request: web.Request, directory: Path, max_bytes: int, idle: f
         raise unreadable(request, exc, "the upload") from None
     except (ValueError, AssertionError, asyncio.IncompleteReadError, EOFError) as exc:
         # A body cut short or not multipart inside: aiohttp's reader says so in its own way.
-        raise ApiError(400, f"the upload is truncated or malformed ({exc or 'early end'})") \
-            from None
+        raise ApiError(400, f"the upload is truncated or malformed ({exc or 'early end'})",
+                       code="malformed_body") from None
     finally:
         if video is not None:
             await run(video.close)
@@ -153,10 +154,14 @@ def _options(data: bytes) -> Any:
     try:
         return load_json(data, "options")
     except MessageError as exc:
-        raise ApiError(400, str(exc)) from None
+        raise ApiError(400, str(exc), code="invalid_job") from None
 
 
 # --------------------------------------------------------------------------- is it a video?
+
+
+def not_a_video(reason: str) -> ApiError:
+    return ApiError(400, reason, code="not_a_video")
 
 
 def sniff_video(path: Path) -> str:
@@ -182,7 +187,7 @@ def _check_y4m(path: Path) -> str:
         try:
             header = Y4mHeader.parse(line)
         except ContainerError as exc:
-            raise ApiError(400, f"not a usable Y4M file: {exc}") from None
+            raise not_a_video(f"not a usable Y4M file: {exc}") from None
         _check_dimensions(header.width, header.height)
         start = file.tell()
         frames = _bare_frames(file, start, size, header.frame_size)
@@ -190,7 +195,7 @@ def _check_y4m(path: Path) -> str:
             file.seek(start)
             frames = _walk_frames(file, size, header.frame_size)
     if frames == 0:
-        raise ApiError(400, "the Y4M upload holds no frames")
+        raise not_a_video("the Y4M upload holds no frames")
     return f"Y4M {header.width}x{header.height}, {frames} frames"
 
 
@@ -216,9 +221,9 @@ def _walk_frames(file: BinaryIO, size: int, frame_size: int) -> int:
     while (position := file.tell()) < size:
         tag = file.readline(MAX_LINE)
         if not tag.startswith(b"FRAME") or not tag.endswith(b"\n"):
-            raise ApiError(400, f"not a usable Y4M file: no FRAME line at byte {position}")
+            raise not_a_video(f"not a usable Y4M file: no FRAME line at byte {position}")
         if file.tell() + frame_size > size:
-            raise ApiError(400, f"the Y4M upload is truncated: frame {frames} is cut off")
+            raise not_a_video(f"the Y4M upload is truncated: frame {frames} is cut off")
         file.seek(frame_size, os.SEEK_CUR)
         frames += 1
     return frames
@@ -233,10 +238,10 @@ def _check_with_pyav(path: Path) -> str:
     except ApiError:
         raise
     except av.ArgumentError as exc:  # among others, a format that is not on the list
-        raise ApiError(400, f"not a video file (PyAV cannot read it: {_describe(exc)}; "
+        raise not_a_video(f"not a video file (PyAV cannot read it: {_describe(exc)}; "
                             f"{REFUSED_DEMUXERS_NOTE})") from None
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError, IndexError) as exc:
-        raise ApiError(400, f"not a video file (PyAV cannot read it: {_describe(exc)})") \
+        raise not_a_video(f"not a video file (PyAV cannot read it: {_describe(exc)})") \
             from None
 
 
@@ -245,9 +250,9 @@ def _check_container(container: Any) -> str:
     # FFmpeg's "tty" demuxer shows any text as ANSI art, and its image pipes read one picture:
     # neither is a video.
     if name == "tty" or not container.streams.video:
-        raise ApiError(400, "not a video (the file has no video stream)")
+        raise not_a_video("not a video (the file has no video stream)")
     if name.endswith("_pipe"):
-        raise ApiError(400, f"a still image ({name.removesuffix('_pipe')}), not a video")
+        raise not_a_video(f"a still image ({name.removesuffix('_pipe')}), not a video")
     stream = container.streams.video[0]
     for count, packet in enumerate(container.demux(stream)):
         for frame in packet.decode():
@@ -255,12 +260,12 @@ def _check_container(container: Any) -> str:
             return f"{name} {stream.codec_context.name} {frame.width}x{frame.height}"
         if count >= PROBE_PACKETS:
             break
-    raise ApiError(400, "not a video: no frame of its video stream decodes")
+    raise not_a_video("not a video: no frame of its video stream decodes")
 
 
 def _check_dimensions(width: int, height: int) -> None:
     if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION):
-        raise ApiError(400, f"frames of {width}x{height} do not fit VP8 (at most "
+        raise not_a_video(f"frames of {width}x{height} do not fit VP8 (at most "
                             f"{MAX_DIMENSION}x{MAX_DIMENSION})")
 
 
