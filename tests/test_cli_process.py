@@ -136,6 +136,36 @@ def test_workers_end_with_a_killed_command(tmp_path: Path) -> None:
     assert not list(work_root.glob("excamera-vpxenc-*")), "a task's temporary files stayed"
 
 
+# A pool whose workers are interrupted half-way through their initializer, as Ctrl-C to the
+# process group can catch a worker the pool has just started.
+_INTERRUPTED_SETUP = """
+import multiprocessing, os, signal, sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from shared.pipeline import runner
+
+watch = runner.exit_with
+def interrupted_watch(parent):
+    os.kill(os.getpid(), signal.SIGINT)
+    watch(parent)
+runner.exit_with = interrupted_watch  # the fork context carries the patch into the worker
+pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                           initializer=runner.worker_setup, initargs=(os.getpid(),))
+try:
+    pool.submit(abs, -1).result(timeout=60)
+except BrokenProcessPool:
+    print("broken", [p.exitcode for p in pool._processes.values()] or "gone")
+"""
+
+
+def test_a_worker_interrupted_in_its_setup_ends_quietly() -> None:
+    done = subprocess.run([sys.executable, "-c", _INTERRUPTED_SETUP], capture_output=True,
+                          text=True, env=ENV, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("broken"), done.stdout
+    assert "Traceback" not in done.stderr and "initializer" not in done.stderr, done.stderr
+
+
 def test_stdout_that_goes_away_or_fills(tmp_path: Path) -> None:
     source = _small_y4m(tmp_path / "in.y4m")
     # A reader that left (`| head`): no traceback, and the output is there.

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from shared.pipeline.messages import (
     INGEST_SCHEMA,
+    MAX_MESSAGE_BYTES,
     IngestMessage,
     JobRequest,
     MessageError,
@@ -106,6 +107,24 @@ def test_oversized_and_malformed_bodies() -> None:
         load_json(b"\xff\xfe{", "m")
     with pytest.raises(MessageError, match="bytes is more than"):
         load_json(b"[" + b"1," * 100_000 + b"1]", "m")
+    # A broker's serializer may hand over a decoded document of any size: its JSON size is
+    # bounded too, counted no higher than json.dumps would write it.
+    for huge in ({"job": "j", "stage": "x" * MAX_MESSAGE_BYTES, "index": 1},
+                 {"job": "j", "stage": "encode", "index": 1, "pad": [0] * 40_000},
+                 {"job": "j", "stage": "encode", "index": 1,
+                  **{f"f{n}": n for n in range(10_000)}}):
+        assert len(json.dumps(huge)) > MAX_MESSAGE_BYTES
+        with pytest.raises(MessageError, match=f"more than {MAX_MESSAGE_BYTES} bytes as JSON"):
+            parse_task(huge)
+    # Whatever load_json takes, the check takes: documents of exactly the limit, compact.
+    ones = (MAX_MESSAGE_BYTES - 1) // 2
+    pad = b" " * (MAX_MESSAGE_BYTES - 2 * ones - 1)
+    for text in (b'{"a":"' + b"x" * (MAX_MESSAGE_BYTES - 8) + b'"}',
+                 b"[" + b"1," * (ones - 1) + b"1" + pad + b"]",
+                 b"{" + b",".join(b'"%05d":0' % n for n in range(MAX_MESSAGE_BYTES // 10))
+                 + b"}" + b" " * (MAX_MESSAGE_BYTES % 10 - 1)):
+        assert len(text) == MAX_MESSAGE_BYTES, len(text)
+        assert load_json(text, "m") is not None
 
 
 def test_non_finite_numbers_and_deep_nesting_refused() -> None:

@@ -198,10 +198,16 @@ def _check_plain(document: Any, what: str) -> None:
     JSON at all; PostgreSQL's JSON type refuses them when a job is recorded), lone surrogates
     in strings (which PostgreSQL refuses too), and nesting past
     MAX_DEPTH (a message nests two levels; deep nesting exhausts the schema validator's
-    recursion). Checked on the decoded document, since a broker's serializer may decode it."""
-    pending: list[tuple[Any, tuple[str, ...]]] = [(document, ())]
+    recursion), and documents whose JSON would be over MAX_MESSAGE_BYTES. Checked on the decoded
+    document, since a broker's serializer may decode it."""
+    # (value, where it is, the least its key and separator take in JSON)
+    pending: list[tuple[Any, tuple[str, ...], int]] = [(document, (), 0)]
+    size = 0  # a lower bound of the document's JSON size, so whatever load_json took passes
     while pending:
-        value, path = pending.pop()
+        value, path, framing = pending.pop()
+        size += framing + (len(value) + 2 if isinstance(value, str) else 1)
+        if size > MAX_MESSAGE_BYTES:
+            raise MessageError(f"{what}: more than {MAX_MESSAGE_BYTES} bytes as JSON")
         where = ".".join(path) + ": " if path else ""
         if isinstance(value, float) and not math.isfinite(value):
             raise MessageError(f"{what}: {where}not a finite number (JSON has no NaN or "
@@ -214,8 +220,11 @@ def _check_plain(document: Any, what: str) -> None:
             if isinstance(value, dict) and not all(_is_unicode(key) for key in value):
                 raise MessageError(f"{what}: {where}a field name holds a lone surrogate (not "
                                    "valid Unicode text)")
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            pending.extend((item, (*path, _shown_key(key))) for key, item in items)
+            if isinstance(value, dict):  # "key": and a comma
+                pending.extend((item, (*path, _shown_key(key)), len(str(key)) + 4)
+                               for key, item in value.items())
+            else:
+                pending.extend((item, (*path, str(index)), 1) for index, item in enumerate(value))
 
 
 def _is_unicode(text: object) -> bool:

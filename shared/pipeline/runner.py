@@ -291,6 +291,7 @@ def worker_setup(parent: int) -> None:
     """A pool worker's initializer: `quiet_interrupts`, and `exit_with(parent)`."""
     quiet_interrupts()
     exit_with(parent)
+    _set_up.set()
 
 
 # After the SIGTERM that ends a task (its temporary files removed as it unwinds), how long the
@@ -332,11 +333,16 @@ def quiet_interrupts() -> None:
     signal.signal(signal.SIGTERM, _exit_on_interrupt)
 
 
-# Set once a signal has begun ending this worker's task.
+# Set once the worker's initializer is done, and once a signal has begun ending its task.
+_set_up = threading.Event()
 _stopping = threading.Event()
 
 
 def _exit_on_interrupt(signum: int, frame: Any) -> None:
+    # In the initializer there is no task to clean up after, and the pool would print the
+    # exit's traceback ("Exception in initializer"): end at once.
+    if not _set_up.is_set():
+        os._exit(128 + signum)
     # Once only: a second signal (Ctrl-C reaches the whole group, then the pool sends SIGTERM
     # to its other workers) would interrupt the task's own clean-up and leave its temporary
     # files behind. It ends the process a grace period later instead, cleaned up or not: the
