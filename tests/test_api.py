@@ -277,6 +277,50 @@ def test_body_that_stops_arriving(api: ApiServer) -> None:
         server.stop()
 
 
+def test_connections_that_send_no_whole_request_are_closed(api: ApiServer) -> None:
+    """Slow clients cannot hold connections open: one that trickles its headers, one that
+    sends nothing, and one idle after its answer are all closed after
+    `connection_idle_seconds`, while a prompt request on a fresh connection is answered."""
+    import requests
+    from api_support import _ServerThread
+
+    from services.api.app import create_app
+
+    limits = replace(TEST_LIMITS, connection_idle_seconds=1.0)
+    server = _ServerThread(create_app(api.config, Tokens.parse(f"alice:{TOKENS['alice']}"),
+                                      limits))
+    port = server.start()
+    try:
+        def closed_after(first: bytes, trickle: bytes) -> float:
+            """Seconds until the server closes a connection that sends `first`, then
+            `trickle` each 0.25 s (for at most 10 s)."""
+            began = time.monotonic()
+            answer = b""
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+                connection.sendall(first)
+                connection.settimeout(0.25)
+                while time.monotonic() - began < 10:
+                    try:
+                        data = connection.recv(65536)
+                    except TimeoutError:
+                        connection.sendall(trickle)
+                        continue
+                    if not data:
+                        assert answer == b"" or answer.startswith(b"HTTP/1.1 200 "), answer
+                        return time.monotonic() - began
+                    answer += data
+            return float("inf")
+
+        trickled = closed_after(b"GET /v1/health HTTP/1.1\r\nHost: test\r\nX-Slow: ", b"a")
+        silent = closed_after(b"", b"")
+        idle = closed_after(b"GET /v1/health HTTP/1.1\r\nHost: test\r\n\r\n", b"")
+        for seconds in (trickled, silent, idle):
+            assert 0.9 < seconds < 4, (trickled, silent, idle)
+        assert requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=10).status_code == 200
+    finally:
+        server.stop()
+
+
 def test_integral_floats_are_integers(api: ApiServer, input_file: Path) -> None:
     response = submit_json(api, {"input": input_file.as_uri(), "frames_per_chunk": 6.0})
     assert response.status_code == 202, response.text

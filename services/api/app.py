@@ -42,7 +42,8 @@ def create_app(config: ServiceConfig, tokens: Tokens | None = None,
     # Bodies are read by the handlers under their own caps (JSON, uploads); this one only
     # bounds anything that would read a body whole.
     app = web.Application(middlewares=[metrics_middleware, error_middleware],
-                          client_max_size=limits.max_json_bytes)
+                          client_max_size=limits.max_json_bytes,
+                          handler_args={"keepalive_timeout": limits.connection_idle_seconds})
     app.add_routes(routes)
     app.add_routes(operations)
     app.on_response_prepare.append(count_response)

@@ -44,6 +44,11 @@ class Limits:
     janitor_seconds: float = 60.0  # how often ended jobs past retention are cleaned up
     link_seconds: int = 3600  # how long a status's signed output link stays valid
     body_idle_seconds: float = 60.0  # a request body that sends nothing this long gets a 408
+    # A connection that completes no request's headers this long after it opens or after its
+    # last answer is closed: idle keep-alives, and clients that trickle headers to hold
+    # connections open. Longer than a load balancer's idle timeout (60 s on an ALB), so the
+    # balancer, which reuses connections, is the side that closes them.
+    connection_idle_seconds: float = 75.0
     upload_dir: Path | None = None  # where uploads stream to first (default: the system's)
     control_threads: int = 8
     file_threads: int = 4
