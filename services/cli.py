@@ -1,6 +1,6 @@
 """`excamera service NAME` runs one service; `excamera up` runs them all, for a quick start.
 
-    excamera service api       [--port 8080] [--host 127.0.0.1]  the HTTP API
+    excamera service api       [--port 8080] [--host 127.0.0.1] [--idle-timeout S]  the HTTP API
     excamera service splitter  [--concurrency N]   ingest queue -> chunks, encode tasks
     excamera service encoder   [--concurrency N]   phase 1 (libvpx) and stage 4
     excamera service decoder   [--concurrency N]   exit states; each group's check
@@ -29,6 +29,8 @@ from typing import Any
 
 from shared.cli import positive_int
 
+from .config import API_IDLE_SECONDS
+
 SERVICES = ("api", "splitter", "encoder", "decoder", "rebaser")
 WORKERS = ("splitter", "encoder", "decoder", "rebaser")
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -36,6 +38,16 @@ METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How a child of `excamera up` runs the command: `-c` with the current directory dropped from
 # sys.path, so a shared/ folder there is never imported instead of the installed package.
 _CHILD = ("import sys; del sys.path[0]; from shared.console import main; sys.exit(main())",)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 and at most 86400 seconds")
+    return value
 
 
 def _port(text: str) -> int:
@@ -85,6 +97,10 @@ def add_service_parser(commands: Any) -> None:
     parser.add_argument("--port", type=_port, default=8080, help="the API's port (default 8080)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="the API's address (default 127.0.0.1)")
+    parser.add_argument("--idle-timeout", type=_seconds, default=API_IDLE_SECONDS, metavar="S",
+                        help="the API closes a connection that completes no request's headers "
+                             f"for S seconds (default {API_IDLE_SECONDS:g}); behind a load "
+                             "balancer, more than the balancer's own idle timeout")
     parser.set_defaults(run=run_service)
 
 
@@ -134,7 +150,7 @@ def run_service(args: argparse.Namespace) -> int:
     if args.name == "api":
         from .api.app import serve
 
-        serve(config, host=args.host, port=args.port)
+        serve(config, host=args.host, port=args.port, idle_seconds=args.idle_timeout)
         return 0
     if config.metrics_port is not None:
         from . import metrics

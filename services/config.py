@@ -18,6 +18,10 @@ from .errors import ConfigError
 
 __all__ = ["DEADLINES", "ServiceConfig"]
 
+# The API closes a connection that completes no request's headers for this long (its
+# `--idle-timeout`): idle keep-alives, and clients trickling headers to hold connections.
+API_IDLE_SECONDS = 75.0
+
 # How long a task of each stage may run before the job's status reports it as overdue (and a
 # worker stops it); generous, since a 4K chunk's encode takes minutes. RabbitMQ's consumer
 # timeout must stay above the longest (scripts set it to 3 hours; its default is 30 minutes).

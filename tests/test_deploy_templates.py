@@ -85,6 +85,24 @@ def test_lambda_queues_outlast_six_function_timeouts(template: dict[str, Any]) -
         assert "MaximumConcurrency" in mapping["ScalingConfig"]
 
 
+def test_the_api_outlasts_the_load_balancers_idle_connections(template: dict[str, Any]) -> None:
+    """A target that closes an idle connection the balancer is about to reuse makes a 502:
+    the API's idle timeout must be the longer (AWS's advice for ALB targets)."""
+    balancer, = resources(template, "AWS::ElasticLoadBalancingV2::LoadBalancer").values()
+    attributes = {a["Key"]: a["Value"] for a in balancer["LoadBalancerAttributes"]}
+    balancer_idle = float(attributes.get("idle_timeout.timeout_seconds", 60))
+    commands = [container["Command"] for task in resources(template, "AWS::ECS::TaskDefinition")
+                .values() for container in task["ContainerDefinitions"]
+                if container["Command"][:2] == ["service", "api"]]
+    assert len(commands) == 1
+    from services.config import API_IDLE_SECONDS
+
+    command = commands[0]
+    api_idle = (float(command[command.index("--idle-timeout") + 1])
+                if "--idle-timeout" in command else API_IDLE_SECONDS)
+    assert api_idle > balancer_idle, (api_idle, balancer_idle)
+
+
 def test_handlers_and_runtime(template: dict[str, Any]) -> None:
     functions = resources(template, "AWS::Lambda::Function")
     handlers = sorted(f["Handler"] for f in functions.values())

@@ -396,7 +396,9 @@ def test_a_service_with_bad_settings_says_so_in_one_line(
 
 
 @pytest.mark.parametrize("args", [["rebaser", "--concurrency=-1"], ["encoder", "--concurrency=0"],
-                                  ["api", "--port=70000"], ["encoder", "--metrics-port=x"]])
+                                  ["api", "--port=70000"], ["encoder", "--metrics-port=x"],
+                                  ["api", "--idle-timeout=0"], ["api", "--idle-timeout=nan"],
+                                  ["api", "--idle-timeout=1e9"]])
 def test_bad_numbers_on_the_command_line_are_usage_errors(args: list[str]) -> None:
     done = excamera_service(*args)
     assert done.returncode == 2, done.stderr

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -106,8 +107,12 @@ async def clean_ended_jobs(api: ApiContext) -> int:
     return cleaned
 
 
-def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run the API until interrupted."""
-    app = create_app(config)
+def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8080,
+          idle_seconds: float | None = None) -> None:
+    """Run the API until interrupted; `idle_seconds`: Limits.connection_idle_seconds."""
+    limits = Limits(max_upload_bytes=config.max_input_bytes)
+    if idle_seconds is not None:
+        limits = replace(limits, connection_idle_seconds=idle_seconds)
+    app = create_app(config, limits=limits)
     web.run_app(app, host=host, port=port, access_log=log,
                 print=lambda _: print(f"excamera API on http://{host}:{port}", flush=True))

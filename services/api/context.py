@@ -25,7 +25,7 @@ from kombu.exceptions import KombuError
 
 from shared.pipeline.messages import MAX_MESSAGE_BYTES
 
-from ..config import ServiceConfig
+from ..config import API_IDLE_SECONDS, ServiceConfig
 from ..errors import TransientError
 from ..runtime import Runtime
 from .auth import Tokens
@@ -45,10 +45,9 @@ class Limits:
     link_seconds: int = 3600  # how long a status's signed output link stays valid
     body_idle_seconds: float = 60.0  # a request body that sends nothing this long gets a 408
     # A connection that completes no request's headers this long after it opens or after its
-    # last answer is closed: idle keep-alives, and clients that trickle headers to hold
-    # connections open. Longer than a load balancer's idle timeout (60 s on an ALB), so the
-    # balancer, which reuses connections, is the side that closes them.
-    connection_idle_seconds: float = 75.0
+    # last answer is closed. Longer than a load balancer's idle timeout (60 s by default on an
+    # ALB), so the balancer, which reuses connections, is the side that closes them.
+    connection_idle_seconds: float = API_IDLE_SECONDS
     upload_dir: Path | None = None  # where uploads stream to first (default: the system's)
     control_threads: int = 8
     file_threads: int = 4
