@@ -193,8 +193,10 @@ def make_celery(config: ServiceConfig, topology: Topology | None = None) -> Cele
                              "wait_time_seconds": 10, "polling_interval": 0.1,
                              "region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
                              "predefined_queues": _predefined_queues(topology)}
+        transport = "services.sqs_transport:Transport"  # kombu's, for bodies of any shape
     else:
         transport_options = {"confirm_publish": True}
+        transport = None  # the URL's: amqp
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -212,6 +214,7 @@ def make_celery(config: ServiceConfig, topology: Topology | None = None) -> Cele
         task_publish_retry_policy=PUBLISH_RETRY,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # ride out a broker restart, however long
+        broker_transport=transport,
         broker_transport_options=transport_options,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_time_limit=longest + 120,
