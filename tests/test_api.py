@@ -237,6 +237,27 @@ def test_body_that_does_not_decode(api: ApiServer, caplog: pytest.LogCaptureFixt
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+@pytest.mark.parametrize("head, reason", [
+    (b"GET /v1/health HTTP/1.1\r\nHost test", "Invalid header token"),
+    (b"POST /v1/jobs HTTP/1.1\r\nHost: test\r\nContent-Length: x", "Content-Length"),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: test", "Got more than 8190 bytes"),
+    (b"GET /v1/health HTTP/1.1\r\nHost: test\r\nX-Big: " + b"b" * 9000, "8190 bytes"),
+])
+def test_request_that_is_not_http(api: ApiServer, caplog: pytest.LogCaptureFixture,
+                                  head: bytes, reason: str) -> None:
+    # aiohttp answers these itself, before any middleware; it used to log each at ERROR
+    # with a traceback, so a scanner could fill the server's log.
+    caplog.set_level(logging.INFO)
+    answer = raw_http(api, head, b"")
+    assert answer.startswith(b"HTTP/1.0 400 ") or answer.startswith(b"HTTP/1.1 400 "), answer
+    assert reason.encode() in answer
+    time.sleep(0.1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    lines = [r.getMessage() for r in caplog.records if r.name == "excamera.api"]
+    assert any(reason in line and "400" in line for line in lines), lines
+    assert api.request("GET", "/v1/health", token=None).status_code == 200
+
+
 def _stalled(url: str, head: bytes, first_chunk: bytes) -> bytes:
     """A chunked body whose second chunk-size line is malformed: aiohttp neither fails nor
     ends the body, so a handler reading it waits; what the server answers within 10 s."""

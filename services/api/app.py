@@ -23,7 +23,7 @@ from ..config import ServiceConfig
 from ..errors import TransientError
 from .auth import TOKENS_ENV, Tokens
 from .context import CONTEXT, ApiContext, Limits
-from .middleware import count_response, error_middleware, metrics_middleware
+from .middleware import HttpServerLog, count_response, error_middleware, metrics_middleware
 from .operations import operations
 from .routes import routes
 
@@ -44,7 +44,8 @@ def create_app(config: ServiceConfig, tokens: Tokens | None = None,
     # bounds anything that would read a body whole.
     app = web.Application(middlewares=[metrics_middleware, error_middleware],
                           client_max_size=limits.max_json_bytes,
-                          handler_args={"keepalive_timeout": limits.connection_idle_seconds})
+                          handler_args={"keepalive_timeout": limits.connection_idle_seconds,
+                                        "logger": HttpServerLog(log)})
     app.add_routes(routes)
     app.add_routes(operations)
     app.on_response_prepare.append(count_response)

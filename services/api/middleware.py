@@ -10,17 +10,19 @@ releases, where the one-line reason is for people and may be reworded.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import metrics
 from ..errors import TransientError
 
-__all__ = ["ERROR_CODES", "ApiError", "count_response", "error_middleware", "error_response",
-           "metrics_middleware"]
+__all__ = ["ERROR_CODES", "ApiError", "HttpServerLog", "count_response", "error_middleware",
+           "error_response", "metrics_middleware"]
 
 log = logging.getLogger("excamera.api")
 
@@ -112,6 +114,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:  # noqa: BLE001 - a bug: logged in full, answered without details
         log.exception("%s %s failed", request.method, request.path)
         return error_response(500, "internal error (logged on the server)")
+
+
+class HttpServerLog(logging.LoggerAdapter):
+    """The HTTP server's own log (aiohttp's `handler_args` logger). A request that is not
+    well-formed HTTP is the client's error: one INFO line with the reason, not the ERROR and
+    traceback aiohttp logs for it (any scanner would fill the log with them). Anything else is
+    logged as aiohttp logs it."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger, {})
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True,
+                  **kwargs: Any) -> None:
+        error = sys.exc_info()[1] if exc_info is True else exc_info
+        if isinstance(error, HttpProcessingError) and 400 <= (error.code or 0) < 500:
+            self.info("%s: %s %s", str(msg) % args, error.code, one_line(error.message))
+        else:
+            self.error(msg, *args, exc_info=exc_info, **kwargs)
 
 
 def route_label(request: web.Request) -> str:

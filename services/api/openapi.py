@@ -391,8 +391,9 @@ def document(limits: Limits = Limits()) -> dict[str, Any]:  # noqa: B008 - froze
             "title": "excamera",
             "version": "1",
             "description": "ExCamera[n,x] VP8 encoding as a service. Every error is JSON "
-                           '{"error": "one line"} (but for a request that is not well-formed '
-                           "HTTP, which the HTTP server itself answers with a plain-text 400). "
+                           '{"error": "one line", "code": "..."} (but for a request that '
+                           "is not well-formed HTTP, which the HTTP server itself answers "
+                           "with a plain-text 400). "
                            f"Bodies: JSON up to {MAX_MESSAGE_BYTES} bytes, nested at most "
                            f"{MAX_DEPTH} levels, finite numbers only; uploads as "
                            "multipart/form-data. "
