@@ -410,7 +410,7 @@ def test_good_url(api: ApiServer, input_file: Path) -> None:
     # The request as the job runs it: what was asked, with the defaults filled in.
     assert status["request"] == {"input": input_file.as_uri(), **GOOD, "scene_cuts": "auto",
                                  "start_frames": "rebase"}
-    assert status["progress"]["split"]["total"] == 1
+    assert status["progress"]["split"]["total"] == 1 and status["percent"] == 0
     assert status["errors"] == [] and status["overdue"] == []
     assert status["cost"]["so_far"]["total"] == 0 and "total" in status["cost"]["projected"]
 
@@ -1023,6 +1023,10 @@ def test_status_latency_with_a_big_job(api: ApiServer, record_property: Any) -> 
             times.append(time.perf_counter() - began)
             assert response.status_code == 200
     assert response.json()["progress"]["encode"]["running"] == len(range(0, chunks, 3))
+    assert response.json()["percent"] == 0
+    for index in range(0, 1000):  # 1,000 of the split's one and the plan's 14,208 tasks
+        api.records.finish_task(job, TaskId("encode", index), "w", 1.0)
+    assert api.request("GET", f"/v1/jobs/{job}").json()["percent"] == 7.0
     times.sort()
     record_property("status_ms_p50", round(statistics.median(times) * 1000, 1))
     record_property("status_ms_max", round(times[-1] * 1000, 1))
@@ -1126,6 +1130,7 @@ def test_an_upload_over_http_matches_the_embedded_encode(tmp_path: Path) -> None
                 time.sleep(0.1)
             assert status["state"] == "done", status
             assert all(p["done"] == p["total"] for p in status["progress"].values())
+            assert status["percent"] == 100
             assert status["plan"]["chunks"] == 6 and status["result"]["bytes"] == len(reference)
             tasks = api.request("GET", f"/v1/jobs/{job}/tasks?limit=1000").json()["tasks"]
             assert tasks and all(t["state"] == "done" and t["worker"] for t in tasks)

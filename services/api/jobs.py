@@ -111,14 +111,26 @@ def job_summary(record: JobRecord) -> dict[str, Any]:
     }
 
 
+def percent_done(state: str, progress: dict[str, dict[str, Any]]) -> float:
+    """How far a job is, 0 to 100: its tasks done of all it has (the split records the rest
+    with its plan, at once), and 100 only once the job is done."""
+    if state == "done":
+        return 100.0
+    total = sum(stage["total"] for stage in progress.values())
+    done = sum(stage["done"] for stage in progress.values())
+    return min(99.9, round(100.0 * done / total, 1)) if total else 0.0
+
+
 def job_document(runtime: Runtime, record: JobRecord) -> dict[str, Any]:
     """A job's full status: per-stage progress and timings, errors, overdue tasks, and its AWS
     cost so far and projected (from the same records)."""
     records = runtime.records
+    progress = records.progress(record.id)
     return {
         **job_summary(record),
         "client_id": record.client_id,
-        "progress": records.progress(record.id),
+        "percent": percent_done(record.state, progress),
+        "progress": progress,
         "errors": records.errors(record.id),
         "overdue": records.overdue(record.id),
         "plan": record.plan,

@@ -113,6 +113,9 @@ JOB_SUMMARY_PROPERTIES: dict[str, Any] = {
 JOB = _object({
     **JOB_SUMMARY_PROPERTIES,
     "client_id": {"type": "string", "description": "the Idempotency-Key, or a random id"},
+    "percent": {"type": "number", "minimum": 0, "maximum": 100,
+                "description": "how far the job is: its tasks done of all it has (the split "
+                               "adds all but itself at once); 100 only once done"},
     "progress": {"type": "object", "additionalProperties": _ref("StageProgress"),
                  "description": "per stage of the task graph"},
     "errors": {"type": "array", "items": _ref("TaskError")},
