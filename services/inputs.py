@@ -35,7 +35,7 @@ from shared.pipeline.store import Store
 
 from .errors import InputRejected, TransientError
 
-__all__ = ["UrlPolicy", "fetch_input", "normalize_url", "write_output"]
+__all__ = ["UrlPolicy", "fetch_input", "input_name", "normalize_url", "write_output"]
 
 UPLOADS_PREFIX = "uploads/"
 FETCH_TIMEOUT = 600.0
@@ -155,6 +155,17 @@ class UrlPolicy:
 
 def _shown(url: str) -> str:
     return repr(url if len(url) <= 120 else url[:117] + "...")
+
+
+def input_name(url: str, policy: UrlPolicy, store: Store) -> str:
+    """What a job's notices and errors call its input: "the upload", or the URL without its
+    query (a presigned URL's signature) and at most 120 characters; never the temporary file
+    it was fetched to, nor the service's own store."""
+    if policy.upload_key(url, store) is not None:
+        return "the upload"
+    parts = urlsplit(url)
+    shown = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    return shown if len(shown) <= 120 else shown[:117] + "..."
 
 
 @contextlib.contextmanager

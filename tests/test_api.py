@@ -430,6 +430,12 @@ def test_upload_y4m(api: ApiServer, clip_y4m: Path) -> None:
     assert request["budget_usd"] == 0.5
     key = api.store.key_for(request["input"])
     assert key.startswith(f"uploads/{job}/") and api.store.get(key) == data
+    # Its owner sees the upload by its hash, not where the service keeps it.
+    shown = api.request("GET", f"/v1/jobs/{job}").json()
+    digest = hashlib.sha256(data).hexdigest()[:32]
+    assert shown["request"] == {**request, "input": f"upload:{digest}"}
+    listed = api.request("GET", "/v1/jobs?limit=1000").json()["jobs"]
+    assert [j["request"] for j in listed if j["id"] == job] == [shown["request"]]
 
 
 def test_upload_file_name_is_ignored(api: ApiServer, clip_y4m: Path) -> None:
@@ -1131,6 +1137,10 @@ def test_an_upload_over_http_matches_the_embedded_encode(tmp_path: Path) -> None
             assert status["state"] == "done", status
             assert all(p["done"] == p["total"] for p in status["progress"].values())
             assert status["percent"] == 100
+            assert status["plan"]["source"] == "the upload"
+            digest = hashlib.sha256(source.read_bytes()).hexdigest()[:32]
+            assert status["request"]["input"] == f"upload:{digest}"
+            assert "uploads/" not in json.dumps(status)  # nowhere the store's own names
             assert status["plan"]["chunks"] == 6 and status["result"]["bytes"] == len(reference)
             tasks = api.request("GET", f"/v1/jobs/{job}/tasks?limit=1000").json()["tasks"]
             assert tasks and all(t["state"] == "done" and t["worker"] for t in tasks)

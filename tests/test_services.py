@@ -87,6 +87,7 @@ def test_ingest_job_matches_the_embedded_encode(cluster: Cluster, inputs: Path,
         assert all(t["started_at"] and t["finished_at"] and t["worker"] for t in tasks)
     assert record.result["frames"] == 120 and record.result["bytes"] == output.stat().st_size
     assert record.output == output.as_uri()
+    assert record.plan["source"] == record.request["input"]  # the URL, not a fetched copy
 
 
 @pytest.mark.parametrize("scene_cuts", ["auto", "off"])

@@ -97,12 +97,21 @@ def output_link(record: JobRecord) -> str | None:
     return f"/v1/jobs/{record.id}/output"
 
 
-def job_summary(record: JobRecord) -> dict[str, Any]:
+def shown_request(runtime: Runtime, record: JobRecord) -> dict[str, Any]:
+    """The job's request as its owner sees it: an upload's input is `upload:` and the first
+    32 hex digits of its SHA-256, not where the service keeps it."""
+    key = runtime.policy.upload_key(record.request.get("input", ""), runtime.store)
+    if key is None:
+        return record.request
+    return {**record.request, "input": "upload:" + key.rsplit("/input-", 1)[-1]}
+
+
+def job_summary(runtime: Runtime, record: JobRecord) -> dict[str, Any]:
     """A job in a listing: what it is and how it stands, without the per-stage detail."""
     return {
         "id": record.id,
         "state": record.state,
-        "request": record.request,
+        "request": shown_request(runtime, record),
         "error": record.error,
         "output": output_link(record),
         "created_at": _time(record.created_at),
@@ -127,7 +136,7 @@ def job_document(runtime: Runtime, record: JobRecord) -> dict[str, Any]:
     records = runtime.records
     progress = records.progress(record.id)
     return {
-        **job_summary(record),
+        **job_summary(runtime, record),
         "client_id": record.client_id,
         "percent": percent_done(record.state, progress),
         "progress": progress,

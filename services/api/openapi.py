@@ -59,7 +59,8 @@ STATE = {"type": "string", "enum": list(JOB_STATES)}
 # A stored request as the status shows it: what was accepted, normalised (ssim in dB, the
 # input URL in its normal spelling), so without the request's own bounds.
 STORED_REQUEST = _object({
-    "input": {"type": "string"},
+    "input": {"type": "string", "description": "the input URL; for an upload, `upload:` and "
+                                               "the first 32 hex digits of its SHA-256"},
     "frames_per_chunk": {"type": "integer"},
     "chunks_per_group": {"type": "integer"},
     "cq_level": {"type": "integer"},

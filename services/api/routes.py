@@ -263,7 +263,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     # One more than asked for says whether there is a next page.
     found = await api.control(api.runtime.records.list_jobs, owner, limit + 1, offset)
     return web.json_response({
-        "jobs": [jobs.job_summary(record) for record in found[:limit]],
+        "jobs": [jobs.job_summary(api.runtime, record) for record in found[:limit]],
         "limit": limit,
         "offset": offset,
         "next_offset": offset + limit if len(found) > limit else None,

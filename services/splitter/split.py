@@ -11,7 +11,7 @@ from shared.pipeline import graph, stages
 from shared.pipeline.messages import TaskMessage
 
 from ..errors import InputRejected
-from ..inputs import fetch_input
+from ..inputs import fetch_input, input_name
 from ..runtime import Runtime
 
 __all__ = ["split_step"]
@@ -26,7 +26,8 @@ def split_step(runtime: Runtime, message: TaskMessage) -> stages.ChunkPlan:
                      runtime.config.max_input_bytes) as path:
         plan = stages.split(runtime.store, job, path, request.frames_per_chunk,
                             request.chunks_per_group, scene_cuts=request.scene_cuts,
-                            start_frames=request.start_frames)
+                            start_frames=request.start_frames,
+                            input_name=input_name(request.input, runtime.policy, runtime.store))
     runtime.records.set_plan(job, plan_summary(plan), graph.stage_sizes(plan), graph.tasks(plan))
     return plan
 

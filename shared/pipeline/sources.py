@@ -61,25 +61,27 @@ class Source:
         self.close()
 
 
-def open_source(path: str | Path) -> Source:
-    """Open a Y4M file (by its signature, whatever its name) or any video PyAV can decode."""
-    name = str(path)
+def open_source(path: str | Path, name: str | None = None) -> Source:
+    """Open a Y4M file (by its signature, whatever its name) or any video PyAV can decode.
+    `name`: what notices and errors call it (default: the path), e.g. the URL a service
+    fetched it from, rather than the temporary file it was fetched to."""
+    name = str(path) if name is None else name
     try:
         with open(path, "rb") as file:
             head = file.read(len(Y4M_SIGNATURE))
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror or exc}") from exc
     if head == Y4M_SIGNATURE:
-        return _open_y4m(name)
-    return _open_with_pyav(name)
+        return _open_y4m(str(path), name)
+    return _open_with_pyav(str(path), name)
 
 
 # --------------------------------------------------------------------------- Y4M
 
 
-def _open_y4m(name: str) -> Source:
+def _open_y4m(path: str, name: str) -> Source:
     try:
-        reader = Y4mReader(name)
+        reader = Y4mReader(path)
     except (ContainerError, OSError) as exc:
         raise InputError(f"{name}: {_describe(exc)}") from exc
     header = reader.header
@@ -115,11 +117,11 @@ def _y4m_images(reader: Y4mReader, name: str) -> Iterator[Image]:
 # --------------------------------------------------------------------------- PyAV
 
 
-def _open_with_pyav(name: str) -> Source:
+def _open_with_pyav(path: str, name: str) -> Source:
     import av
 
     try:
-        container = av.open(name, options=pyav_open_options())
+        container = av.open(path, options=pyav_open_options())
     except av.ArgumentError as exc:  # among others, a demuxer that is not allowed
         raise InputError(f"{name}: not a video file PyAV can read ({_describe(exc)}; "
                          f"{REFUSED_DEMUXERS_NOTE})") from exc

@@ -241,6 +241,7 @@ def split(
     scene_cuts: str = "auto",
     lead_in: bool = False,
     start_frames: str = "rebase",
+    input_name: str | None = None,
 ) -> ChunkPlan:
     """Cut the input into chunks of about `frames_per_chunk` pictures, each stored as Y4M.
 
@@ -249,7 +250,8 @@ def split(
     key frame) starts at every confident scene cut, and chunks there vary in length
     (`scenes.Chunker`); "off" cuts every `frames_per_chunk` pictures. With `lead_in`, every
     chunk that does not start a group also gets its lead-in picture stored (`ChunkPlan`).
-    `start_frames` is recorded in the plan for stage 5 (START_FRAME_MODES).
+    `start_frames` is recorded in the plan for stage 5 (START_FRAME_MODES). `input_name`:
+    what the plan, its notices and errors call the input (default: its path).
     """
     if frames_per_chunk < 1 or chunks_per_group < 1:
         raise ValueError("frames_per_chunk and chunks_per_group must be at least 1")
@@ -261,7 +263,7 @@ def split(
         raise ValueError("a chunk has either a lead-in or an anchor, not both")
     if store.exists(plan_key(job)):
         return load_plan(store, job)
-    with open_source(input_path) as source:
+    with open_source(input_path, input_name) as source:
         layout = _write_chunks(
             store, job, source, frames_per_chunk, chunks_per_group,
             detect_cuts=scene_cuts == "auto", lead_in=lead_in,
