@@ -382,7 +382,9 @@ def _banner(url: str, config: Any, token: str | None) -> str:
     return "\n".join([
         f"excamera is up: API at {url} (store {config.store})",
         f"  {auth}",
-        "  submit a clip, follow it, fetch the output:",
+        "  submit a clip, follow it and fetch the output, with excamera itself:",
+        f"    excamera submit clip.mp4 -o out.webm --api {url}",
+        "  or with curl:",
         f"    curl {header} -F video=@clip.mp4 {url}/v1/jobs",
         f"    curl {header} {url}/v1/jobs/ID",
         f"    curl {header} -o out.webm {url}/v1/jobs/ID/output",

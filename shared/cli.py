@@ -388,6 +388,76 @@ def ssim_target(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_job_options(parser: argparse.ArgumentParser, service: bool = False) -> None:
+    """What a job is asked to do, for `encode` and `submit` alike. `service`: no defaults of
+    our own (an option left out is the service's default, which its operator may set)."""
+
+    def default(value: Any) -> Any:
+        return None if service else value
+
+    def said(ours: str) -> str:
+        return "the service's" if service else ours
+
+    parser.add_argument(
+        "-n",
+        "--frames-per-chunk",
+        type=positive_int,
+        default=default(6),
+        metavar="N",
+        help=f"frames per chunk (default {said('6')})",
+    )
+    parser.add_argument(
+        "-x",
+        "--chunks-per-group",
+        type=positive_int,
+        default=default(16),
+        metavar="X",
+        help=f"chunks per group, i.e. per key frame (default {said('16')}; 1 = independent "
+             "chunks)",
+    )
+    quality = parser.add_mutually_exclusive_group()
+    quality.add_argument(
+        "--cq-level",
+        type=_cq_level,
+        metavar="Q",
+        help=f"vpxenc's constant quality level, 0 (best) to 63 (default {said('20')})",
+    )
+    quality.add_argument(
+        "--ssim",
+        type=ssim_target,
+        metavar="S",
+        help=(
+            "instead of a fixed level, give each chunk the highest cq level whose libvpx encode "
+            "reaches this SSIM: in dB (e.g. 16), or below 1 as plain SSIM (e.g. 0.975)"
+        ),
+    )
+    parser.add_argument(
+        "--scene-cuts",
+        choices=("auto", "off"),
+        default=default("auto"),
+        help=(
+            "auto: start a group, with a key frame, at every scene cut the splitter is "
+            "confident of, varying chunk lengths around N there; off: cut every N frames "
+            f"(default {said('auto')})"
+        ),
+    )
+    parser.add_argument(
+        "--start-frames",
+        choices=("rebase", "revisit", "anchor"),  # stages.START_FRAME_MODES
+        default=default("rebase"),
+        help=(
+            f"how a chunk that continues its group starts (default {said('rebase')}). rebase: "
+            "the serial chain keeps the decisions the parallel stage made for the chunk's "
+            "first frame; revisit: it decides that frame again against the true state (3-6 %% "
+            "fewer bits at equal SSIM, a serial chain about 3x as long); anchor: the chunk "
+            "predicts from a boosted hidden frame of its middle picture, an alt-ref, which the "
+            "chain decides again with the first frame (the fewest bits: within +3 %% of one "
+            "libvpx stream at equal SSIM on every clip measured; one more libvpx frame per "
+            "chunk, a serial chain about 4x as long)"
+        ),
+    )
+
+
 def _add_encode(commands: SubParsers) -> None:
     parser = commands.add_parser(
         "encode",
@@ -405,63 +475,7 @@ def _add_encode(commands: SubParsers) -> None:
     parser.add_argument(
         "-o", "--output", required=True, metavar="OUTPUT", help="the VP8 stream: .ivf or .webm"
     )
-    parser.add_argument(
-        "-n",
-        "--frames-per-chunk",
-        type=positive_int,
-        default=6,
-        metavar="N",
-        help="frames per chunk (default 6)",
-    )
-    parser.add_argument(
-        "-x",
-        "--chunks-per-group",
-        type=positive_int,
-        default=16,
-        metavar="X",
-        help="chunks per group, i.e. per key frame (default 16; 1 = independent chunks)",
-    )
-    quality = parser.add_mutually_exclusive_group()
-    quality.add_argument(
-        "--cq-level",
-        type=_cq_level,
-        metavar="Q",
-        help="vpxenc's constant quality level, 0 (best) to 63 (default 20)",
-    )
-    quality.add_argument(
-        "--ssim",
-        type=ssim_target,
-        metavar="S",
-        help=(
-            "instead of a fixed level, give each chunk the highest cq level whose libvpx encode "
-            "reaches this SSIM: in dB (e.g. 16), or below 1 as plain SSIM (e.g. 0.975)"
-        ),
-    )
-    parser.add_argument(
-        "--scene-cuts",
-        choices=("auto", "off"),
-        default="auto",
-        help=(
-            "auto (the default): start a group, with a key frame, at every scene cut the "
-            "splitter is confident of, varying chunk lengths around N there; off: cut every N "
-            "frames"
-        ),
-    )
-    parser.add_argument(
-        "--start-frames",
-        choices=("rebase", "revisit", "anchor"),  # stages.START_FRAME_MODES
-        default="rebase",
-        help=(
-            "how a chunk that continues its group starts. rebase (the default): the serial "
-            "chain keeps the decisions the parallel stage made for the chunk's first frame; "
-            "revisit: it decides that frame again against the true state (3-6 %% fewer bits "
-            "at equal SSIM, a serial chain about 3x as long); anchor: the chunk predicts from "
-            "a boosted hidden frame of its middle picture, an alt-ref, which the chain decides "
-            "again with the first frame (the fewest bits: within +3 %% of one libvpx stream at "
-            "equal SSIM on every clip measured; one more libvpx frame per chunk, a serial "
-            "chain about 4x as long)"
-        ),
-    )
+    add_job_options(parser)
     parser.add_argument(
         "--workers",
         type=_worker_count,
@@ -842,8 +856,15 @@ def _add_up(commands: SubParsers) -> None:
     commands.choices["up"].set_defaults(run=_services_command(run_up))
 
 
+def _add_submit(commands: SubParsers) -> None:
+    from services.submit import add_submit_parser
+
+    add_submit_parser(commands)
+
+
 _COMMANDS: tuple[Callable[[SubParsers], None], ...] = (
-    _add_decode, _add_encode, _add_encode_frames, _add_rebase, _add_service, _add_up)
+    _add_decode, _add_encode, _add_encode_frames, _add_rebase, _add_service, _add_submit,
+    _add_up)
 
 
 def build_parser() -> argparse.ArgumentParser:

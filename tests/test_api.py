@@ -1141,6 +1141,16 @@ def test_an_upload_over_http_matches_the_embedded_encode(tmp_path: Path) -> None
             digest = hashlib.sha256(source.read_bytes()).hexdigest()[:32]
             assert status["request"]["input"] == f"upload:{digest}"
             assert "uploads/" not in json.dumps(status)  # nowhere the store's own names
+            # The same through `excamera submit`, run as a user runs it: the same bytes.
+            submitted = tmp_path / "submitted.ivf"
+            run = subprocess.run(
+                [sys.executable, "-m", "shared.cli", "submit", str(source), "-o",
+                 str(submitted), "-n", "5", "-x", "3", "--cq-level", "20", "--api", api.url],
+                capture_output=True, text=True, timeout=180,
+                env={**os.environ, "EXCAMERA_TOKEN": TOKENS["alice"]})
+            assert run.returncode == 0, run.stderr
+            assert submitted.read_bytes() == reference
+            assert run.stdout.startswith(f"wrote {submitted}: {len(reference):,} bytes (job j-")
             assert status["plan"]["chunks"] == 6 and status["result"]["bytes"] == len(reference)
             tasks = api.request("GET", f"/v1/jobs/{job}/tasks?limit=1000").json()["tasks"]
             assert tasks and all(t["state"] == "done" and t["worker"] for t in tasks)

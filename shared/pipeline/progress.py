@@ -39,6 +39,15 @@ class Progress:
             self._done[label] += 1
             self._draw(force=self._done[label] == self._totals[label])
 
+    def update(self, label: str, done: int, total: int) -> None:
+        """Set a stage's count outright (one polled from elsewhere), adding it if new."""
+        if total <= 0:
+            return
+        finished = done >= total and self._done.get(label) != done
+        new = label not in self._totals
+        self._totals[label], self._done[label] = total, min(done, total)
+        self._draw(force=new or finished)
+
     def close(self) -> None:
         """Draw the final state and leave it; later stages are drawn below it."""
         self._draw(force=True)
