@@ -199,3 +199,13 @@ def cutting_proxy(target: str, cut_after: int
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+def test_an_upload_over_the_limit(capsys: pytest.CaptureFixture[str], api: ApiServer,
+                                  tmp_path: Path) -> None:
+    from api_support import UPLOAD_LIMIT
+
+    big = tmp_path / "big.y4m"
+    big.write_bytes(b"\0" * (UPLOAD_LIMIT + (1 << 20)))
+    code, _, err = submit(capsys, api, big)
+    assert code == 1 and "413 too_large" in err, err
