@@ -89,7 +89,9 @@ class ApiClient:
                            filename=path.name, content_type="application/octet-stream")
             return data
 
-        return await self._call("POST", "/v1/jobs", data=form, headers=headers)
+        # Expect: 100-continue: a refused upload (a bad token, too large) is refused before
+        # it is sent.
+        return await self._call("POST", "/v1/jobs", data=form, headers=headers, expect100=True)
 
     async def status(self, job: str) -> dict[str, Any]:
         return await self._call("GET", f"/v1/jobs/{job}")

@@ -43,7 +43,8 @@ GOOD = {"frames_per_chunk": 6, "chunks_per_group": 16, "cq_level": 20, "format":
 STATUS_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
                 405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 410: "gone",
                 413: "too_large", 415: "unsupported_media_type",
-                416: "range_not_satisfiable", 500: "internal", 503: "unavailable"}
+                416: "range_not_satisfiable", 417: "expectation_failed", 500: "internal",
+                503: "unavailable"}
 
 
 def error_of(response: Any, status: int, code: str | None = None) -> str:
@@ -256,6 +257,76 @@ def test_request_that_is_not_http(api: ApiServer, caplog: pytest.LogCaptureFixtu
     lines = [r.getMessage() for r in caplog.records if r.name == "excamera.api"]
     assert any(reason in line and "400" in line for line in lines), lines
     assert api.request("GET", "/v1/health", token=None).status_code == 200
+
+
+def _expecting(api: ApiServer, headers: dict[str, str], body: bytes | None = None) -> bytes:
+    """POST /v1/jobs with `Expect: 100-continue`, sending no body until the server asks;
+    what it answers within 5 s, then (if it asked and `body` is given) after the body."""
+    host, port = api.url.removeprefix("http://").split(":")
+    head = "POST /v1/jobs HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\n" + "".join(
+        f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(head.encode())
+        answer = connection.recv(65536)
+        if body is not None and answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):
+            connection.sendall(body)
+            while b"\r\n\r\n" not in answer[25:] or not answer.rstrip().endswith(b"}"):
+                if not (more := connection.recv(65536)):
+                    break
+                answer += more
+    return answer
+
+
+def _json_answer(answer: bytes) -> tuple[int, dict[str, Any]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("headers, status, code", [
+    ({"Authorization": "Bearer wrong", "Content-Type": "multipart/form-data; boundary=b",
+      "Content-Length": str(10 << 30)}, 401, "unauthorized"),
+    ({"Content-Type": "multipart/form-data; boundary=b", "Content-Length": "100"}, 401,
+     "unauthorized"),
+    ({"Authorization": f"Bearer {TOKENS['alice']}", "Content-Length": str(10 << 30),
+      "Content-Type": "multipart/form-data; boundary=b"}, 413, "too_large"),
+    ({"Authorization": f"Bearer {TOKENS['alice']}", "Content-Length": "70000",
+      "Content-Type": "application/json"}, 413, "too_large"),
+    ({"Authorization": f"Bearer {TOKENS['alice']}", "Content-Length": "10",
+      "Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+    ({"Authorization": f"Bearer {TOKENS['alice']}", "Idempotency-Key": "-bad",
+      "Content-Length": "10", "Content-Type": "application/json"}, 400, "invalid_request"),
+])
+def test_a_refused_submission_is_refused_before_its_body(
+        api: ApiServer, headers: dict[str, str], status: int, code: str) -> None:
+    # Answered at once: the client never sends the 10 GiB it announced.
+    answered, document = _json_answer(_expecting(api, headers))
+    assert (answered, document["code"]) == (status, code), document
+
+
+def test_an_expected_submission_goes_on(api: ApiServer, clip_y4m: Path) -> None:
+    from urllib3 import encode_multipart_formdata
+
+    body, content_type = encode_multipart_formdata(
+        {"video": ("clip.y4m", clip_y4m.read_bytes()),
+         "options": (None, json.dumps({"frames_per_chunk": 4}), "application/json")})
+    answer = _expecting(api, {"Authorization": f"Bearer {TOKENS['alice']}",
+                              "Content-Type": content_type,
+                              "Content-Length": str(len(body))}, body)
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 "), answer[:200]
+    status, document = _json_answer(answer[len(b"HTTP/1.1 100 Continue\r\n\r\n"):])
+    assert status == 202
+    assert api.records.get_job(document["id"]).request["frames_per_chunk"] == 4
+
+
+def test_an_unknown_expectation(api: ApiServer) -> None:
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: test\r\nExpect: 200-ok\r\n"
+                           b"Authorization: Bearer " + TOKENS["alice"].encode() +
+                           b"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n")
+        status, document = _json_answer(connection.recv(65536))
+    assert status == 417 and document["code"] == "expectation_failed"
+    assert "'200-ok' is not supported" in document["error"]
 
 
 def _stalled(url: str, head: bytes, first_chunk: bytes) -> bytes:

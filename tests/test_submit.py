@@ -207,5 +207,8 @@ def test_an_upload_over_the_limit(capsys: pytest.CaptureFixture[str], api: ApiSe
 
     big = tmp_path / "big.y4m"
     big.write_bytes(b"\0" * (UPLOAD_LIMIT + (1 << 20)))
-    code, _, err = submit(capsys, api, big)
+    with cutting_proxy(api.url, cut_after=1 << 40) as (url, _, requests):
+        code, _, err = submit(capsys, api, big, url=url)
     assert code == 1 and "413 too_large" in err, err
+    # It asked first (test_api.py: such a request is refused on its headers, before its body).
+    assert b"\r\nexpect: 100-continue\r\n" in requests[0].lower()

@@ -34,6 +34,7 @@ STATUS_CODES = {
     400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 410: "gone",
     413: "too_large", 415: "unsupported_media_type", 416: "range_not_satisfiable",
+    417: "expectation_failed",
     429: "too_many_requests", 431: "headers_too_large", 500: "internal",
     503: "unavailable",
 }

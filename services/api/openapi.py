@@ -259,6 +259,7 @@ def _submit(limits: Limits) -> dict[str, Any]:
             "413": _error(f"a JSON body over {limits.max_json_bytes} bytes, or an upload over "
                           f"{limits.max_upload_bytes}"),
             "415": _error("neither application/json nor multipart/form-data"),
+            "417": _error("an Expect header other than 100-continue"),
             "503": UNAVAILABLE,
         },
     }

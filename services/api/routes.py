@@ -41,7 +41,7 @@ from . import jobs
 from .bodies import UNREADABLE, arriving, unreadable
 from .context import CONTEXT, ApiContext
 from .middleware import ApiError, error_response
-from .uploads import receive, sniff_video
+from .uploads import receive, refuse_long_upload, sniff_video
 
 __all__ = ["routes"]
 
@@ -134,10 +134,13 @@ def client_id(request: web.Request) -> str:
     return key
 
 
-async def read_body(request: web.Request, limit: int, idle: float) -> bytes:
-    length = request.content_length
+def refuse_long_body(length: int | None, limit: int) -> None:
     if length is not None and length > limit:
         raise ApiError(413, f"the request body is {length} bytes; at most {limit} are accepted")
+
+
+async def read_body(request: web.Request, limit: int, idle: float) -> bytes:
+    refuse_long_body(request.content_length, limit)
     body = bytearray()
     try:
         while chunk := await arriving(request.content.readany(), idle, "the request body"):
@@ -167,17 +170,50 @@ def accepted(submitted: jobs.Submitted) -> web.Response:
 # --------------------------------------------------------------------------- submitting
 
 
-@routes.post("/v1/jobs")
-async def create_job(request: web.Request) -> web.Response:
+def _submission(request: web.Request) -> tuple[str, str]:
+    """What a job submission is checked for before its body is read: the caller's token, the
+    Idempotency-Key, the query, the content type and the declared length; (owner, key)."""
     owner = authenticate(request)
     key = client_id(request)
     query(request, ())
+    limits = context_of(request).limits
+    if request.content_type == "application/json":
+        refuse_long_body(request.content_length, limits.max_json_bytes)
+    elif request.content_type == "multipart/form-data":
+        refuse_long_upload(request.content_length, limits.max_upload_bytes)
+    else:
+        raise ApiError(415, "send the job as application/json or the video as "
+                            "multipart/form-data (parts 'video' and optionally 'options')")
+    return owner, key
+
+
+async def _expect_submission(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` (curl sends it with a large upload): a submission that would be
+    refused (no valid token, too large, ...) is refused before its body is sent, not after."""
+    try:
+        _submission(request)
+    except ApiError as exc:
+        refused = error_response(exc.status, exc.reason, exc.headers, exc.code)
+        refused.force_close()  # whatever body follows is not read
+        return refused
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if expect.lower() != "100-continue":
+        refused = error_response(417, f"Expect: {expect!r} is not supported (only "
+                                      "100-continue)")
+        refused.force_close()
+        return refused
+    if request.version >= (1, 1):  # an HTTP/1.0 client sends its body unasked
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper is still to come
+    return None
+
+
+@routes.post("/v1/jobs", expect_handler=_expect_submission)
+async def create_job(request: web.Request) -> web.Response:
+    owner, key = _submission(request)
     if request.content_type == "application/json":
         return await _create_from_json(request, owner, key)
-    if request.content_type == "multipart/form-data":
-        return await _create_from_upload(request, owner, key)
-    raise ApiError(415, "send the job as application/json or the video as "
-                        "multipart/form-data (parts 'video' and optionally 'options')")
+    return await _create_from_upload(request, owner, key)
 
 
 async def _create_from_json(request: web.Request, owner: str, key: str) -> web.Response:

@@ -30,7 +30,7 @@ from shared.pipeline.sources import REFUSED_DEMUXERS_NOTE, pyav_open_options
 from .bodies import UNREADABLE, arriving, unreadable
 from .middleware import ApiError
 
-__all__ = ["MULTIPART_OVERHEAD", "Upload", "receive", "sniff_video"]
+__all__ = ["MULTIPART_OVERHEAD", "Upload", "receive", "refuse_long_upload", "sniff_video"]
 
 PARTS = ("video", "options")
 # What a multipart body may hold beyond the video itself: boundaries, part headers, options.
@@ -69,13 +69,17 @@ class _Sink:
         self.file.close()
 
 
+def refuse_long_upload(length: int | None, max_bytes: int) -> None:
+    """413 for an upload whose declared length leaves more than `max_bytes` of video."""
+    if length is not None and length > max_bytes + MULTIPART_OVERHEAD:
+        raise ApiError(413, f"the upload is {length} bytes; at most {max_bytes} are accepted")
+
+
 async def receive(request: web.Request, directory: Path, max_bytes: int, idle: float,
                   run: Run) -> Upload:
     """Stream the request's multipart body into `directory`; ApiError if it is not a
     well-formed upload of at most `max_bytes` of video, or stops arriving for `idle` seconds."""
-    length = request.content_length
-    if length is not None and length > max_bytes + MULTIPART_OVERHEAD:
-        raise ApiError(413, f"the upload is {length} bytes; at most {max_bytes} are accepted")
+    refuse_long_upload(request.content_length, max_bytes)
     try:
         reader = await request.multipart()
     except (ValueError, AssertionError, KeyError) as exc:
