@@ -54,7 +54,8 @@ class _Unavailable(Exception):
 
 
 class _CountingReader(io.BufferedReader):
-    """A file whose reads report how far the upload is (aiohttp streams it, by its size)."""
+    """A file whose reads report how much of it has been read (aiohttp streams an upload
+    from it, by its size)."""
 
     def __init__(self, path: Path, on_read: Callable[[int], None]) -> None:
         super().__init__(io.FileIO(path, "rb"), CHUNK)
@@ -62,7 +63,7 @@ class _CountingReader(io.BufferedReader):
 
     def read(self, size: int | None = -1) -> bytes:
         data = super().read(size)
-        self._on_read(len(data))
+        self._on_read(self.tell())
         return data
 
 
@@ -82,16 +83,18 @@ class ApiClient:
             return await self._call("POST", "/v1/jobs", json=body, headers=headers)
         path = Path(source)
 
-        def form() -> aiohttp.FormData:
-            data = aiohttp.FormData()
-            data.add_field("options", json.dumps(options), content_type="application/json")
-            data.add_field("video", _CountingReader(path, on_upload or (lambda _: None)),
-                           filename=path.name, content_type="application/octet-stream")
-            return data
+        async def upload() -> dict[str, Any]:
+            with _CountingReader(path, on_upload or (lambda _: None)) as video:
+                data = aiohttp.FormData()
+                data.add_field("options", json.dumps(options), content_type="application/json")
+                data.add_field("video", video, filename=path.name,
+                               content_type="application/octet-stream")
+                # Expect: 100-continue: a refused upload (a bad token, too large) is refused
+                # on its headers, before it is sent.
+                return await self._request("POST", "/v1/jobs", data=data, headers=headers,
+                                           expect100=True)
 
-        # Expect: 100-continue: a refused upload (a bad token, too large) is refused before
-        # it is sent.
-        return await self._call("POST", "/v1/jobs", data=form, headers=headers, expect100=True)
+        return await self._retried(upload)
 
     async def status(self, job: str) -> dict[str, Any]:
         return await self._call("GET", f"/v1/jobs/{job}")
@@ -136,17 +139,19 @@ class ApiClient:
     # ------------------------------------------------------------------ one call, retried
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        async def once() -> dict[str, Any]:
-            request = dict(kwargs)
-            if callable(request.get("data")):
-                request["data"] = request["data"]()  # a fresh upload for each attempt
-            headers = {**self._auth(), **request.pop("headers", {})}
-            async with self.session.request(method, self._at(path), headers=headers,
-                                            **request) as response:
-                await self._check(response)
-                return await response.json()
+        return await self._retried(lambda: self._request(method, path, **kwargs))
 
-        return await self._retried(once)
+    async def _request(self, method: str, path: str, headers: dict[str, str] | None = None,
+                       **kwargs: Any) -> dict[str, Any]:
+        async with self.session.request(method, self._at(path),
+                                        headers={**self._auth(), **(headers or {})},
+                                        **kwargs) as response:
+            await self._check(response)
+            try:
+                return await response.json(content_type=None)
+            except ValueError:
+                raise ApiCallError(f"{method} {path}: the answer is not JSON (is {self.url} "
+                                   "the excamera API?)") from None
 
     async def _retried(self, call: Callable[[], Awaitable[T]]) -> T:
         for delay in (*self.retry_delays, None):

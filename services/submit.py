@@ -130,12 +130,10 @@ async def _submit(client: ApiClient, source: str, options: dict[str, Any],
                   key: str | None) -> str:
     key = key or secrets.token_hex(12)
     progress = Progress()
-    upload: dict[str, int] = {"sent": 0}
     size = 0 if "://" in source else Path(source).stat().st_size
 
-    def on_upload(count: int) -> None:
-        upload["sent"] += count
-        progress.update("upload (MiB)", -(-upload["sent"] // MIB), max(1, -(-size // MIB)))
+    def on_upload(sent: int) -> None:
+        progress.update("upload (MiB)", -(-sent // MIB), max(1, -(-size // MIB)))
 
     accepted = await client.submit(source, options, key, on_upload)
     progress.close()

@@ -128,6 +128,23 @@ def test_an_api_that_is_not_there(capsys: pytest.CaptureFixture[str], api: ApiSe
     assert f"the API at http://127.0.0.1:{port} is unavailable" in err
 
 
+def test_an_api_that_is_something_else(capsys: pytest.CaptureFixture[str], api: ApiServer,
+                                       tmp_path: Path) -> None:
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "v1" / "jobs").mkdir(parents=True)
+    (tmp_path / "v1" / "jobs" / "j-000000000000000000000000").write_text("<html>hello</html>")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, _, err = submit(capsys, api, "--job", "j-000000000000000000000000", url=url)
+        server.shutdown()
+    assert code == 1
+    assert f"the answer is not JSON (is {url} the excamera API?)" in err, err
+
+
 # --------------------------------------------------------------------------- a cutting proxy
 
 
