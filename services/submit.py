@@ -74,7 +74,14 @@ def run_submit(args: argparse.Namespace) -> int:
         raise CommandError(None, f"{args.input}: no such file (or give a URL)")
     options = _options(args)
     output = Path(args.output) if args.output else None
-    return asyncio.run(_submit_and_follow(args, token, options, output))
+    accepted: list[str] = []  # the job, once there is one
+    try:
+        return asyncio.run(_submit_and_follow(args, token, options, output, accepted))
+    except KeyboardInterrupt:
+        if accepted:
+            print(f"excamera submit: the job goes on; follow it again with "
+                  f"`excamera submit --job {accepted[0]}`", file=sys.stderr)
+        raise
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,22 +103,18 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _submit_and_follow(args: argparse.Namespace, token: str, options: dict[str, Any],
-                             output: Path | None) -> int:
+                             output: Path | None, accepted: list[str]) -> int:
     async with open_client(args.api, token) as client:
         try:
             job = args.job or await _submit(client, args.input, options, args.key)
             if args.no_wait:
                 print(job)
                 return 0
-            try:
-                status = await _follow(client, job)
-                if status["state"] == "done" and output is not None:
-                    size = await _download(client, job, output)
-                    print(f"wrote {output}: {size:,} bytes ({_result_line(status)})")
-            except KeyboardInterrupt:
-                print(f"excamera submit: the job goes on; follow it again with "
-                      f"`excamera submit --job {job}`", file=sys.stderr)
-                raise
+            accepted.append(job)
+            status = await _follow(client, job)
+            if status["state"] == "done" and output is not None:
+                size = await _download(client, job, output)
+                print(f"wrote {output}: {size:,} bytes ({_result_line(status)})")
         except ApiCallError as exc:
             raise CommandError(None, str(exc)) from None
     if args.json:

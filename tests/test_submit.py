@@ -229,3 +229,28 @@ def test_an_upload_over_the_limit(capsys: pytest.CaptureFixture[str], api: ApiSe
     assert code == 1 and "413 too_large" in err, err
     # It asked first (test_api.py: such a request is refused on its headers, before its body).
     assert b"\r\nexpect: 100-continue\r\n" in requests[0].lower()
+
+
+def test_ctrl_c_leaves_the_job_running(api: ApiServer, clip_y4m: Path) -> None:
+    """Interrupted while it follows a job (which stays queued: no workers here), the command
+    says how to follow it again, exits 130, and the job is untouched."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "submit", str(clip_y4m), "--api", api.url],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "EXCAMERA_TOKEN": TOKENS["alice"]})
+    assert child.stderr is not None
+    first = child.stderr.readline()  # "... job j-... queued (Idempotency-Key ...)"
+    job = first.split(" job ")[1].split()[0]
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    rest = child.communicate(timeout=30)[1]
+    assert child.returncode == 130, rest
+    assert f"follow it again with `excamera submit --job {job}`" in rest
+    assert rest.strip().endswith("excamera submit: interrupted")
+    assert "Traceback" not in rest
+    assert api.records.get_job(job).state == "queued"
