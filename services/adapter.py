@@ -35,6 +35,7 @@ from shared.pipeline.store import READ_OPERATIONS, WRITE_OPERATIONS
 
 from . import metrics
 from .errors import PipelineError, TransientError
+from .events import announce_end
 from .records import TERMINAL_STATES
 from .runtime import Runtime
 
@@ -186,8 +187,10 @@ def fail(runtime: Runtime, message: TaskMessage, reason: str, *, attempt: int,
     task = TaskId(message.stage, message.index)
     runtime.records.fail_task(message.job, task, reason, attempt=attempt, permanent=True)
     retention = runtime.config.retention_seconds
-    if runtime.records.fail_job(message.job, f"{task}: {reason}", retention) and not retention:
-        purge_job(runtime, message.job)
+    if runtime.records.fail_job(message.job, f"{task}: {reason}", retention):
+        if not retention:
+            purge_job(runtime, message.job)
+        announce_end(runtime, message.job)
     set_aside(runtime, message.to_json(), reason, source)
 
 
@@ -248,6 +251,7 @@ def cancel_job(runtime: Runtime, job: str) -> str | None:
     state = runtime.records.cancel_job(job)
     if state == "cancelled":
         purge_job(runtime, job)
+        announce_end(runtime, job)
     return state
 
 

@@ -30,7 +30,7 @@ from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
 from shared.pipeline.graph import STAGES
-from shared.pipeline.messages import DeadLetter, IngestMessage, TaskMessage
+from shared.pipeline.messages import DeadLetter, IngestMessage, JobEvent, TaskMessage
 
 from .config import DEADLINES, ServiceConfig
 from .errors import ConfigError, TransientError
@@ -66,6 +66,7 @@ class Topology:
         self.transport = transport
         self.ingest = f"{prefix}.ingest"
         self.ingest_dead = f"{prefix}.ingest.dead"
+        self.events = f"{prefix}.events"  # a job has ended (JobEvent), for upstream systems
         self.dead = f"{prefix}.dead"
         self.split = f"{prefix}.split"
         self.encode = f"{prefix}.encode"
@@ -108,14 +109,15 @@ class Topology:
 
     def plain_queue_names(self) -> list[str]:
         """The queues that carry plain JSON documents."""
-        names = [self.ingest, self.ingest_dead, self.dead, self.join]
+        names = [self.ingest, self.ingest_dead, self.events, self.dead, self.join]
         if self.on_sqs:
             return [*names, self.rebase_fifo]
         return [*names, self.rebasers, *(self.shard(n) for n in range(self.shards))]
 
     def plain_queues(self) -> list[kombu.Queue]:
         direct = kombu.Exchange("", "direct")  # the default exchange: routing key = queue
-        names = (self.ingest, self.ingest_dead, self.dead, self.join, self.rebasers)
+        names = (self.ingest, self.ingest_dead, self.events, self.dead, self.join,
+                 self.rebasers)
         queues = [kombu.Queue(name, direct, name, durable=True) for name in names]
         hashed = kombu.Exchange(self.rebase_exchange, "x-consistent-hash", durable=True)
         for number in range(self.shards):
@@ -315,6 +317,10 @@ class Dispatcher:
     def publish_ingest(self, message: IngestMessage) -> None:
         self.publish_json(message.to_json(), routing_key=self.topology.ingest,
                           what=f"ingest message {message.id}")
+
+    def publish_event(self, event: JobEvent) -> None:
+        self.publish_json(event.to_json(), routing_key=self.topology.events,
+                          what=f"the end of job {event.job}")
 
     def publish_dead(self, letter: DeadLetter, queue: str) -> None:
         self.publish_json(letter.to_json(), routing_key=queue, what="a dead letter")

@@ -38,13 +38,14 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.pipeline.graph import TaskId
+from shared.pipeline.messages import ENDED_STATES
 
 from .errors import TransientError
 
 __all__ = ["JobRecord", "JobRecords", "TERMINAL_STATES"]
 
 DEFAULT_DB_URL = "postgresql://postgres@127.0.0.1:5432/excamera"
-TERMINAL_STATES = ("done", "failed", "cancelled")
+TERMINAL_STATES = ENDED_STATES
 JOB_STATES = ("queued", "running", *TERMINAL_STATES)
 MAX_ERRORS_SHOWN = 20
 
@@ -109,13 +110,19 @@ CREATE TABLE IF NOT EXISTS excamera_errors (
     at        timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS excamera_errors_by_job ON excamera_errors (job, id);
+ALTER TABLE excamera_jobs ADD COLUMN IF NOT EXISTS announced_at timestamptz;
+-- Jobs that ended before events existed are not announced now.
+UPDATE excamera_jobs SET announced_at = finished_at
+    WHERE announced_at IS NULL AND state IN ('done', 'failed', 'cancelled');
+CREATE INDEX IF NOT EXISTS excamera_jobs_to_announce ON excamera_jobs (finished_at)
+    WHERE announced_at IS NULL AND finished_at IS NOT NULL;
 """
 
 # The schema's version, kept in excamera_schema: raise it with every change to _SCHEMA. A
 # process finding it current runs no DDL. (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS` takes
 # an exclusive lock even when the column exists, and deadlocked against live writers when
 # every process ran the DDL as it started.)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: announced_at (the events queue)
 _SCHEMA_LOCK = 0x65786361  # pg_advisory_xact_lock key: concurrent first uses create it once
 
 
@@ -135,6 +142,17 @@ class JobRecord:
     finished_at: datetime | None
     expires_at: datetime | None
     cleaned_at: datetime | None
+    announced_at: datetime | None
+
+    @property
+    def output_link(self) -> str | None:
+        """Where a done job's output is read: the URL it was written to (an ingest job's own
+        output), else the API's, for an output in the store."""
+        if self.state != "done" or self.output is None:
+            return None
+        if "://" in self.output:
+            return self.output
+        return f"/v1/jobs/{self.id}/output"
 
     @property
     def terminal(self) -> bool:
@@ -369,6 +387,21 @@ class JobRecords:
             cur.execute("SELECT state FROM excamera_jobs WHERE id = %s", (job,))
             row = cur.fetchone()
             return None if row is None else row["state"]
+
+    def jobs_to_announce(self, grace_seconds: float, limit: int = 50) -> list[str]:
+        """Jobs that ended more than `grace_seconds` ago and whose end is not announced (the
+        process that ended them could not reach the broker, or died first)."""
+        with self._one() as cur:
+            cur.execute(
+                "SELECT id FROM excamera_jobs WHERE announced_at IS NULL AND finished_at IS NOT "
+                "NULL AND finished_at < now() - make_interval(secs => %s) ORDER BY finished_at "
+                "LIMIT %s", (grace_seconds, limit),
+            )
+            return [row["id"] for row in cur.fetchall()]
+
+    def mark_announced(self, job: str) -> None:
+        with self._one() as cur:
+            cur.execute("UPDATE excamera_jobs SET announced_at = now() WHERE id = %s", (job,))
 
     def jobs_to_clean(self, limit: int = 50) -> list[str]:
         """Ended jobs whose intermediates are past their retention and not deleted yet."""

@@ -36,7 +36,8 @@ BLOCKED_HOSTS = ("127.0.0.1", "localhost", "10.1.2.3", "192.168.1.10", "169.254.
 def _limits() -> Any:
     from services.api.context import Limits
 
-    return Limits(max_upload_bytes=UPLOAD_LIMIT, janitor_seconds=0.2)
+    return Limits(max_upload_bytes=UPLOAD_LIMIT, janitor_seconds=0.2,
+                  announce_grace_seconds=0.3)
 
 
 TEST_LIMITS = _limits()

@@ -123,6 +123,7 @@ class Cluster:
     broker: str = BROKER
     store: str | None = None  # None: a directory of its own
     settings: dict[str, Any] = field(default_factory=dict)  # more ServiceConfig fields
+    events: list[Any] = field(default_factory=list)  # taken from the events queue so far
 
     @property
     def store_url(self) -> str:
@@ -309,6 +310,28 @@ class Cluster:
         logs = "\n".join(f"--- {s.name}\n{s.log()[-2000:]}" for s in self.services.values())
         raise AssertionError(f"job {job} not finished within {timeout} s: "
                              f"{record and record.state}, {progress}\n{logs}")
+
+    def events_of(self, job: str, timeout: float = 15.0, settle: float = 0.5) -> list[Any]:
+        """The events posted for `job` (validated against their schema): waits up to
+        `timeout` for the first, then `settle` more for any repeat. Other jobs' events are
+        kept for their own tests."""
+        import jsonschema
+
+        from shared.pipeline.messages import EVENT_SCHEMA
+
+        deadline = time.monotonic() + timeout
+        first_seen = None
+        while time.monotonic() < deadline:
+            self.events.extend(self.queue_messages("events"))
+            mine = [e for e in self.events if e.get("job") == job]
+            if mine and first_seen is None:
+                first_seen = time.monotonic()
+            if first_seen is not None and time.monotonic() - first_seen >= settle:
+                break
+            time.sleep(0.1)
+        for event in mine:
+            jsonschema.validate(event, EVENT_SCHEMA)
+        return mine
 
     def queue_messages(self, queue: str) -> list[Any]:
         """Take every message from a queue (dead letters, say), decoded."""

@@ -879,6 +879,55 @@ def test_cancel(api: ApiServer, input_file: Path, make_done_job: Any) -> None:
     assert api.request("GET", f"/v1/jobs/{done}/output").content == b"output"
 
 
+_EVENTS: list[dict[str, Any]] = []  # taken from the events queue, for whichever test's job
+
+
+def events_for(api: ApiServer, job: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The events posted for `job`: waits for the first, then half a second for repeats."""
+    import kombu
+    from api_support import BROKER
+
+    from shared.pipeline.messages import EVENT_SCHEMA
+
+    deadline, settled = time.monotonic() + timeout, None
+    with kombu.Connection(BROKER) as connection:
+        channel = connection.channel()
+        while time.monotonic() < deadline and (settled is None or time.monotonic() < settled):
+            while (message := channel.basic_get(f"{api.config.queue_prefix}.events",
+                                                no_ack=True)) is not None:
+                _EVENTS.append(json.loads(message.body))
+            if settled is None and any(e["job"] == job for e in _EVENTS):
+                settled = time.monotonic() + 0.5
+            time.sleep(0.05)
+    mine = [e for e in _EVENTS if e["job"] == job]
+    for event in mine:
+        jsonschema.validate(event, EVENT_SCHEMA)
+    return mine
+
+
+def test_a_cancel_is_announced(api: ApiServer, input_file: Path) -> None:
+    job = submit_json(api, {"input": input_file.as_uri()}, key="announced-cancel").json()["id"]
+    assert api.request("DELETE", f"/v1/jobs/{job}").status_code == 200
+    (event,) = events_for(api, job)
+    record = api.records.get_job(job)
+    assert event == {"version": 1, "event": "job.ended", "job": job, "id": "announced-cancel",
+                     "owner": "alice", "state": "cancelled", "output": None, "result": None,
+                     "error": None, "finished_at": record.finished_at.isoformat()}
+    assert record.announced_at is not None
+
+
+def test_an_end_not_announced_is_announced_by_the_janitor(api: ApiServer,
+                                                         make_done_job: Any) -> None:
+    # make_done_job ends the job in its record alone, as a process that died before it could
+    # announce the end (or found the broker down) leaves it.
+    job = make_done_job(b"output")
+    assert api.records.get_job(job).announced_at is None
+    (event,) = events_for(api, job)
+    assert (event["state"], event["output"]) == ("done", f"/v1/jobs/{job}/output")
+    assert event["result"] == api.records.get_job(job).result
+    assert api.records.get_job(job).announced_at is not None
+
+
 def test_janitor_deletes_intermediates_after_retention(api: ApiServer,
                                                        make_done_job: Any) -> None:
     job = make_done_job(b"kept")

@@ -92,6 +92,8 @@ def test_end_to_end_on_s3_and_sqs_with_lambda_handlers(aws_cluster: Cluster, inp
     assert len(workers) == 1  # one execution environment ran every encode
     letter, = aws_cluster.queue_messages("ingest.dead")
     assert "nested more than 32 levels" in letter["reason"], letter["reason"]
+    (event,) = aws_cluster.events_of(job)  # the end, on the SQS events queue
+    assert (event["state"], event["output"]) == ("done", record.output)
 
 
 def test_duplicates_throttling_and_a_handler_killed_mid_batch(

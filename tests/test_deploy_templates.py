@@ -51,7 +51,7 @@ def test_cfn_lint_passes() -> None:
 
 def test_queues_are_the_ones_the_services_use(template: dict[str, Any]) -> None:
     queues = {queue_name(p): p for p in resources(template, "AWS::SQS::Queue").values()}
-    for name in ("P-ingest", "P-ingest-dead", "P-split", "P-encode", "P-decode",
+    for name in ("P-ingest", "P-ingest-dead", "P-events", "P-split", "P-encode", "P-decode",
                  "P-rebase.fifo", "P-join", "P-dead"):
         assert name in queues, name
     rebase = queues["P-rebase.fifo"]
@@ -136,6 +136,25 @@ def test_iam_is_scoped_to_the_stack(template: dict[str, Any]) -> None:
                     for resource in _as_list(statement["Resource"]):
                         text = resource["Fn::Sub"]
                         assert text.split("/", 1)[1] in ("jobs/*", "uploads/*", "outputs/*"), name
+
+
+def test_whoever_may_end_a_job_may_announce_it(template: dict[str, Any]) -> None:
+    """A role that may fail a task (publish to the dead-letter queue) may end its job, and so
+    must be allowed to post the end to the events queue (services/events.py)."""
+    senders = {}
+    for name, role in resources(template, "AWS::IAM::Role").items():
+        queues = set()
+        for policy in role.get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                if "sqs:SendMessage" in _as_list(statement["Action"]):
+                    queues |= {r["Fn::GetAtt"][0] for r in _as_list(statement["Resource"])
+                               if isinstance(r, dict) and "Fn::GetAtt" in r}
+        senders[name] = queues
+    enders = [name for name, queues in senders.items() if "DeadQueue" in queues]
+    assert {"EncoderRole", "DecoderRole", "ApiTaskRole", "SplitterTaskRole",
+            "RebaserTaskRole"} <= set(enders), enders
+    for name in enders:
+        assert "EventsQueue" in senders[name], name
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -88,6 +88,12 @@ def test_ingest_job_matches_the_embedded_encode(cluster: Cluster, inputs: Path,
     assert record.result["frames"] == 120 and record.result["bytes"] == output.stat().st_size
     assert record.output == output.as_uri()
     assert record.plan["source"] == record.request["input"]  # the URL, not a fetched copy
+    # Its end, on the events queue, once: what an upstream system waits for.
+    (event,) = cluster.events_of(job)
+    assert event == {"version": 1, "event": "job.ended", "job": job, "id": record.client_id,
+                     "owner": "ingest", "state": "done", "output": output.as_uri(),
+                     "result": record.result, "error": None,
+                     "finished_at": record.finished_at.isoformat()}
 
 
 @pytest.mark.parametrize("scene_cuts", ["auto", "off"])
@@ -292,6 +298,8 @@ def test_cancel_mid_job_leaves_nothing_behind(cluster: Cluster, inputs: Path) ->
             time.sleep(0.02)
         assert cancel_job(runtime, job) == "cancelled"
         assert cancel_job(runtime, job) == "cancelled"  # again: nothing changes
+        (event,) = cluster.events_of(job)  # announced once
+        assert (event["state"], event["output"], event["result"]) == ("cancelled", None, None)
         deadline = time.monotonic() + 30
         while records.active_task_count(job) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -301,6 +309,16 @@ def test_cancel_mid_job_leaves_nothing_behind(cluster: Cluster, inputs: Path) ->
         assert progress["encode"]["done"] < progress["encode"]["total"]
     assert not (cluster.root / "store" / "jobs" / job).exists()
     assert not (cluster.outputs / client).exists()
+
+
+def test_a_failed_job_is_announced(cluster: Cluster, inputs: Path) -> None:
+    client = unique("missing")
+    job = cluster.submit(client, inputs / "not-here.y4m", cluster.outputs / client / "o.ivf")
+    record = cluster.wait(job)
+    assert record.state == "failed" and "no such file" in record.error
+    (event,) = cluster.events_of(job)
+    assert (event["state"], event["error"], event["output"]) == ("failed", record.error, None)
+    assert event["id"] == client
 
 
 BAD_INGEST = [
@@ -385,6 +403,7 @@ def test_a_budget_cap_cancels_the_job(cluster: Cluster, inputs: Path) -> None:
                          frames_per_chunk=3, chunks_per_group=8, budget_usd=0.0001)
     record = cluster.wait(job)
     assert record.state == "cancelled"
+    assert [e["state"] for e in cluster.events_of(job)] == ["cancelled"]
     with cluster.records() as records:
         reasons = [e["reason"] for e in records.errors(job)]
         estimate = job_estimate(records, job)

@@ -4,8 +4,10 @@ it (`excamera service api`).
 Startup and shutdown are one cleanup context each (aiohttp runs the part before `yield` at
 startup and the rest at cleanup, in reverse order): the context with the runtime and
 executors, then the janitor, a periodic task that deletes the intermediates of ended jobs once
-their retention has passed (outputs are kept). Every API instance runs one; two cleaning the
-same job is harmless, since deleting is idempotent.
+their retention has passed (outputs are kept), and announces the ends that were not announced
+when they happened (services/events.py). Every API instance runs one; two cleaning the same
+job is harmless, since deleting is idempotent, and two announcing it at once post it twice,
+which the events' consumers allow for.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from aiohttp import web
 from ..adapter import purge_job
 from ..config import ServiceConfig
 from ..errors import TransientError
+from ..events import announce_missed
 from .auth import TOKENS_ENV, Tokens
 from .context import CONTEXT, ApiContext, Limits
 from .middleware import HttpServerLog, count_response, error_middleware, metrics_middleware
@@ -87,6 +90,7 @@ async def _clean_periodically(api: ApiContext) -> None:
     while True:
         try:
             await clean_ended_jobs(api)
+            await api.control(announce_missed, api.runtime, api.limits.announce_grace_seconds)
         except TransientError as exc:
             log.warning("janitor: %s; trying again later", exc)
         except Exception:  # noqa: BLE001 - keep cleaning whatever one job did

@@ -27,6 +27,7 @@ from shared.pipeline.messages import MAX_MESSAGE_BYTES
 
 from ..config import API_IDLE_SECONDS, ServiceConfig
 from ..errors import TransientError
+from ..events import ANNOUNCE_GRACE_SECONDS
 from ..runtime import Runtime
 from .auth import Tokens
 
@@ -42,6 +43,8 @@ class Limits:
     max_page: int = 1000  # items per page of a listing
     default_page: int = 100
     janitor_seconds: float = 60.0  # how often ended jobs past retention are cleaned up
+    # ... and ends not announced this long after the job ended are announced (events.py).
+    announce_grace_seconds: float = ANNOUNCE_GRACE_SECONDS
     link_seconds: int = 3600  # how long a status's signed output link stays valid
     body_idle_seconds: float = 60.0  # a request body that sends nothing this long gets a 408
     # A connection that completes no request's headers this long after it opens or after its

@@ -87,16 +87,6 @@ def _time(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def output_link(record: JobRecord) -> str | None:
-    """Where a done job's output is read: this API when it is in the store, else the URL it
-    was written to (an ingest job's own output)."""
-    if record.state != "done" or record.output is None:
-        return None
-    if "://" in record.output:
-        return record.output
-    return f"/v1/jobs/{record.id}/output"
-
-
 def shown_request(runtime: Runtime, record: JobRecord) -> dict[str, Any]:
     """The job's request as its owner sees it: an upload's input is `upload:` and the first
     32 hex digits of its SHA-256, not where the service keeps it."""
@@ -113,7 +103,7 @@ def job_summary(runtime: Runtime, record: JobRecord) -> dict[str, Any]:
         "state": record.state,
         "request": shown_request(runtime, record),
         "error": record.error,
-        "output": output_link(record),
+        "output": record.output_link,
         "created_at": _time(record.created_at),
         "started_at": _time(record.started_at),
         "finished_at": _time(record.finished_at),

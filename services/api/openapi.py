@@ -16,6 +16,7 @@ from typing import Any
 from shared.pipeline.graph import STAGES
 from shared.pipeline.messages import (
     CLIENT_ID_PATTERN,
+    EVENT_SCHEMA,
     FORMATS,
     INGEST_SCHEMA,
     JOB_ID_PATTERN,
@@ -158,6 +159,7 @@ def _schemas() -> dict[str, Any]:
         "JobRequest": copy.deepcopy(JOB_REQUEST_SCHEMA),
         "JobOptions": copy.deepcopy(JOB_OPTIONS_OBJECT_SCHEMA),
         "IngestMessage": copy.deepcopy(INGEST_SCHEMA),
+        "JobEvent": copy.deepcopy(EVENT_SCHEMA),
         "StoredRequest": STORED_REQUEST,
         "Accepted": _object({"id": JOB_ID, "state": STATE}),
         "JobSummary": _object(JOB_SUMMARY_PROPERTIES),
@@ -402,7 +404,8 @@ def document(limits: Limits = Limits()) -> dict[str, Any]:  # noqa: B008 - froze
                            f"Bodies: JSON up to {MAX_MESSAGE_BYTES} bytes, nested at most "
                            f"{MAX_DEPTH} levels, finite numbers only; uploads as "
                            "multipart/form-data. "
-                           "Jobs posted to the ingest queue follow the IngestMessage schema.",
+                           "Jobs posted to the ingest queue follow the IngestMessage schema; "
+                           "every job's end is posted to the events queue as a JobEvent.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],

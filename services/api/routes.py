@@ -320,7 +320,7 @@ async def get_job(request: web.Request) -> web.Response:
 def output_link(api: ApiContext, record: JobRecord) -> str | None:
     """A link to the output that needs no token until it expires, for what cannot send one
     (a browser's <video src>); None until the job is done in the store."""
-    if jobs.output_link(record) != f"/v1/jobs/{record.id}/output":
+    if record.output_link != f"/v1/jobs/{record.id}/output":
         return None
     expires = int(time.time()) + api.limits.link_seconds
     signature = api.tokens.sign_link(record.id, expires)

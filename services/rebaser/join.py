@@ -13,6 +13,7 @@ from shared.pipeline import stages
 from shared.pipeline.messages import TaskMessage
 
 from ..adapter import purge_job
+from ..events import announce_end
 from ..inputs import write_output
 from ..runtime import Runtime
 
@@ -41,5 +42,7 @@ def join_step(runtime: Runtime, message: TaskMessage) -> None:
     result = {**asdict(quality), "bytes": joined.file_bytes, "packets": joined.packets,
               "format": form}
     retention = runtime.config.retention_seconds
-    if runtime.records.finish_job(job, location, result, retention) and retention == 0:
-        purge_job(runtime, job)
+    if runtime.records.finish_job(job, location, result, retention):
+        if retention == 0:
+            purge_job(runtime, job)
+        announce_end(runtime, job)

@@ -29,7 +29,9 @@ from .vpx import DEFAULT_CQ_LEVEL, MAX_CQ_LEVEL, EncodeSettings, ssim_decibels
 
 __all__ = [
     "DeadLetter",
+    "EVENT_SCHEMA",
     "IngestMessage",
+    "JobEvent",
     "JobRequest",
     "MessageError",
     "TaskMessage",
@@ -368,6 +370,55 @@ def job_id_for(owner: str | None, client_id: str) -> str:
 
 def is_job_id(text: str) -> bool:
     return re.fullmatch(JOB_ID_PATTERN, text) is not None
+
+
+# --------------------------------------------------------------------------- events
+
+ENDED_STATES = ("done", "failed", "cancelled")
+
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "JobEvent",
+    "description": "A job has ended: posted to the events queue once it has (at least once: "
+                   "a consumer keeps the first of each job)",
+    "properties": {
+        "version": {"const": VERSION},
+        "event": {"const": "job.ended"},
+        "job": {"type": "string", "pattern": JOB_ID_PATTERN},
+        "id": {"type": "string", "pattern": CLIENT_ID_PATTERN,
+               "description": "the client's job id (the ingest message's id, or the API's "
+                              "Idempotency-Key)"},
+        "owner": {"type": "string", "pattern": OWNER_PATTERN},
+        "state": {"type": "string", "enum": list(ENDED_STATES)},
+        "output": {"type": ["string", "null"],
+                   "description": "once done: the URL the output was written to, or the "
+                                  "API's /v1/jobs/{job}/output"},
+        "result": {"type": ["object", "null"],
+                   "description": "once done: bytes, bitrate, SSIM, PSNR, ..."},
+        "error": {"type": ["string", "null"], "description": "why the job failed"},
+        "finished_at": {"type": "string", "format": "date-time"},
+    },
+    "required": ["version", "event", "job", "id", "owner", "state", "output", "result",
+                 "error", "finished_at"],
+    "additionalProperties": False,
+}
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job: str
+    client_id: str
+    owner: str
+    state: str
+    output: str | None
+    result: dict[str, Any] | None
+    error: str | None
+    finished_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": VERSION, "event": "job.ended", "job": self.job, "id": self.client_id,
+                "owner": self.owner, "state": self.state, "output": self.output,
+                "result": self.result, "error": self.error, "finished_at": self.finished_at}
 
 
 # --------------------------------------------------------------------------- tasks
