@@ -55,6 +55,10 @@ PUBLISH_RETRY = {"max_retries": 12, "interval_start": 0.25, "interval_step": 0.5
                  "interval_max": 4.0}
 
 
+EVENTS_KEPT_MS = 14 * 24 * 3600 * 1000
+EVENTS_MAX = 1_000_000
+
+
 class Topology:
     """The names of every exchange and queue, under one prefix (tests use their own), for
     the transport the broker URL names: "amqp" (RabbitMQ) or "sqs"."""
@@ -116,9 +120,13 @@ class Topology:
 
     def plain_queues(self) -> list[kombu.Queue]:
         direct = kombu.Exchange("", "direct")  # the default exchange: routing key = queue
-        names = (self.ingest, self.ingest_dead, self.events, self.dead, self.join,
-                 self.rebasers)
+        names = (self.ingest, self.ingest_dead, self.dead, self.join, self.rebasers)
         queues = [kombu.Queue(name, direct, name, durable=True) for name in names]
+        # Nobody may consume the events: they expire as on SQS (14 days), and the oldest go
+        # first past a million, so an unread queue cannot fill the broker's disk.
+        queues.append(kombu.Queue(self.events, direct, self.events, durable=True,
+                                  queue_arguments={"x-message-ttl": EVENTS_KEPT_MS,
+                                                   "x-max-length": EVENTS_MAX}))
         hashed = kombu.Exchange(self.rebase_exchange, "x-consistent-hash", durable=True)
         for number in range(self.shards):
             # Weight "1" each: groups spread evenly over the shards.
