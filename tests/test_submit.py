@@ -254,3 +254,25 @@ def test_ctrl_c_leaves_the_job_running(api: ApiServer, clip_y4m: Path) -> None:
     assert rest.strip().endswith("excamera submit: interrupted")
     assert "Traceback" not in rest
     assert api.records.get_job(job).state == "queued"
+
+
+def test_progress_bars_from_polled_counts() -> None:
+    """`excamera submit` draws the API's per-stage counts with encode's bars (on a terminal)."""
+    import io
+
+    from shared.pipeline.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(stream=screen)
+    progress.update("encode", 3, 12)
+    progress.update("rebase", 0, 12)
+    progress.update("encode", 12, 12)  # a stage's last count is always drawn
+    progress.update("empty", 0, 0)  # a stage with nothing to do is not
+    progress.close()
+    last = screen.getvalue().rsplit("\x1b[2F", 1)[-1]
+    assert last == ("encode  [########################]  12/12\x1b[K\n"
+                    "rebase  [........................]   0/12\x1b[K\n")
