@@ -114,7 +114,8 @@ async def _submit_and_follow(args: argparse.Namespace, token: str, options: dict
             status = await _follow(client, job)
             if status["state"] == "done" and output is not None:
                 size = await _download(client, job, output)
-                print(f"wrote {output}: {size:,} bytes ({_result_line(status)})")
+                print(f"wrote {output}: {size:,} bytes ({_result_line(status)})",
+                      file=sys.stderr if args.json else sys.stdout)  # --json: stdout is JSON
         except ApiCallError as exc:
             raise CommandError(None, str(exc)) from None
     if args.json:

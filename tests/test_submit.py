@@ -73,7 +73,8 @@ def test_a_done_job_is_downloaded(capsys: pytest.CaptureFixture[str], api: ApiSe
     assert code == 0, err
     assert target.read_bytes() == data
     assert not (tmp_path / "out.ivf.partial").exists()
-    status = json.loads(out[out.index("{"):])
+    status = json.loads(out)  # nothing else on stdout
+    assert f"wrote {target}: {len(data):,} bytes" in err
     assert status["id"] == job and status["state"] == "done" and status["percent"] == 100
 
 
