@@ -14,6 +14,7 @@ import logging
 
 from shared.pipeline.messages import JobEvent
 
+from . import metrics
 from .errors import TransientError
 from .records import JobRecord
 from .runtime import Runtime
@@ -36,9 +37,9 @@ def event_of(record: JobRecord) -> JobEvent:
     )
 
 
-def announce_end(runtime: Runtime, job: str) -> bool:
+def announce_end(runtime: Runtime, job: str, when: str = "at_end") -> bool:
     """Post the job's end, unless it is announced already; False if the broker could not
-    take it (the janitor tries again later)."""
+    take it (the janitor tries again later). `when`: the metric's label."""
     record = runtime.records.get_job(job)
     if record is None or not record.terminal or record.announced_at is not None:
         return True
@@ -49,6 +50,7 @@ def announce_end(runtime: Runtime, job: str) -> bool:
                     record.state, exc)
         return False
     runtime.records.mark_announced(job)
+    metrics.JOB_EVENTS.labels(record.state, when).inc()
     return True
 
 
@@ -58,7 +60,7 @@ def announce_missed(runtime: Runtime, grace_seconds: float = ANNOUNCE_GRACE_SECO
     for _ in range(MAX_BATCHES):  # the rest at the next round
         jobs = runtime.records.jobs_to_announce(grace_seconds, ANNOUNCE_BATCH)
         for job in jobs:
-            if not announce_end(runtime, job):
+            if not announce_end(runtime, job, "late"):
                 return announced  # the broker is down: later
             announced += 1
         if len(jobs) < ANNOUNCE_BATCH:

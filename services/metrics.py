@@ -57,6 +57,11 @@ STORE_REQUESTS = Counter(
     "excamera_store_requests_total", "Requests to the store, by operation (what S3 bills)",
     ["service", "operation"],
 )
+JOB_EVENTS = Counter(
+    "excamera_job_events_total", "Job ends posted to the events queue, by state, and when: "
+    "at_end (by whoever ended the job) or late (by the API's janitor, after a failed post)",
+    ["state", "when"],
+)
 HTTP_REQUESTS = Counter(
     "excamera_http_requests_total", "API requests", ["method", "route", "status"],
 )

@@ -926,6 +926,13 @@ def test_an_end_not_announced_is_announced_by_the_janitor(api: ApiServer,
     assert (event["state"], event["output"]) == ("done", f"/v1/jobs/{job}/output")
     assert event["result"] == api.records.get_job(job).result
     assert api.records.get_job(job).announced_at is not None
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(
+        api.request("GET", "/metrics", token=None).text)}
+    late = [s.value for s in families["excamera_job_events"].samples
+            if s.labels == {"state": "done", "when": "late"} and s.name.endswith("_total")]
+    assert late and late[0] >= 1
 
 
 def test_janitor_deletes_intermediates_after_retention(api: ApiServer,
