@@ -303,11 +303,14 @@ class JobRecords:
             row = cur.fetchone()
         return None if row is None else row["state"]
 
-    def list_jobs(self, owner: str, limit: int = 100, offset: int = 0) -> list[JobRecord]:
+    def list_jobs(self, owner: str, limit: int = 100, offset: int = 0,
+                  state: str | None = None) -> list[JobRecord]:
+        """The owner's jobs, newest first; only those in `state`, if given."""
         with self._one() as cur:
             cur.execute(
-                "SELECT * FROM excamera_jobs WHERE owner = %s ORDER BY created_at DESC, id "
-                "LIMIT %s OFFSET %s", (owner, limit, offset),
+                "SELECT * FROM excamera_jobs WHERE owner = %s AND (%s::text IS NULL OR "
+                "state = %s) ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
+                (owner, state, state, limit, offset),
             )
             return [_record(row) for row in cur.fetchall()]
 

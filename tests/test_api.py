@@ -776,8 +776,18 @@ def test_listing(api: ApiServer, input_file: Path) -> None:
     rest = api.request("GET", "/v1/jobs?limit=1000&offset=2", token="bob").json()
     assert rest["next_offset"] is None
     assert [j["id"] for j in first["jobs"] + rest["jobs"]] == ids
-    for query in ("limit=0", "limit=1001", "limit=x", "offset=-1", "limit=1&limit=2", "state=x"):
+    for query in ("limit=0", "limit=1001", "limit=x", "offset=-1", "limit=1&limit=2", "state=x",
+                  "state=done&state=failed", "colour=red"):
         error_of(api.request("GET", f"/v1/jobs?{query}", token="bob"), 400)
+    # By state: bob's three are queued; one cancelled is listed under its new state alone.
+    assert api.request("DELETE", f"/v1/jobs/{made[0]}", token="bob").status_code == 200
+    by_state = {state: [j["id"] for j in api.request(
+        "GET", f"/v1/jobs?state={state}&limit=1000", token="bob").json()["jobs"]]
+        for state in ("queued", "cancelled", "done")}
+    assert made[0] in by_state["cancelled"] and made[0] not in by_state["queued"]
+    assert set(made[1:]) <= set(by_state["queued"])
+    assert all(api.records.get_job(job).state == state
+               for state, jobs in by_state.items() for job in jobs)
 
 
 def test_tasks(api: ApiServer, input_file: Path) -> None:

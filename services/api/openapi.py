@@ -214,6 +214,9 @@ def _parameters(limits: Limits) -> dict[str, Any]:
                               "default": 0}},
         "Stage": {"name": "stage", "in": "query", "required": False,
                   "schema": {"type": "string", "enum": list(STAGES)}},
+        "State": {"name": "state", "in": "query", "required": False,
+                  "description": "only the jobs in this state",
+                  "schema": {"type": "string", "enum": list(JOB_STATES)}},
         "IdempotencyKey": {
             "name": "Idempotency-Key", "in": "header", "required": False,
             "description": "the same key (per token) makes the same job: a repeat answers "
@@ -313,7 +316,7 @@ def _paths(limits: Limits) -> dict[str, Any]:
             "get": {
                 "summary": "The caller's jobs, newest first",
                 "operationId": "listJobs",
-                "parameters": [_param("Limit"), _param("Offset")],
+                "parameters": [_param("Limit"), _param("Offset"), _param("State")],
                 "responses": {"200": _json("a page of jobs", "JobList"),
                               "400": BAD_REQUEST, "401": UNAUTHORIZED, "503": UNAVAILABLE},
             },

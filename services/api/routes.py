@@ -35,7 +35,7 @@ from shared.pipeline.messages import (
 from .. import adapter
 from ..errors import InputRejected
 from ..inputs import normalize_url
-from ..records import JobRecord
+from ..records import JOB_STATES, JobRecord
 from ..runtime import Runtime
 from . import jobs
 from .bodies import UNREADABLE, arriving, unreadable
@@ -294,10 +294,13 @@ async def _create_from_upload(request: web.Request, owner: str, key: str) -> web
 @routes.get("/v1/jobs", allow_head=False)
 async def list_jobs(request: web.Request) -> web.Response:
     owner = authenticate(request)
-    limit, offset, _ = page(request)
+    limit, offset, params = page(request, ("state",))
+    state = params.get("state")
+    if state is not None and state not in JOB_STATES:
+        raise ApiError(400, f"state must be one of {', '.join(JOB_STATES)}")
     api = context_of(request)
     # One more than asked for says whether there is a next page.
-    found = await api.control(api.runtime.records.list_jobs, owner, limit + 1, offset)
+    found = await api.control(api.runtime.records.list_jobs, owner, limit + 1, offset, state)
     return web.json_response({
         "jobs": [jobs.job_summary(api.runtime, record) for record in found[:limit]],
         "limit": limit,
