@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -403,3 +404,26 @@ def test_bad_numbers_on_the_command_line_are_usage_errors(args: list[str]) -> No
     done = excamera_service(*args)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "error: argument" in done.stderr
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("127.0.0.1", "address already in use"),
+    ("nosuchhost.invalid", "not known|name resolution"),  # with a resolver, or without
+    ("10.9.9.9", "cannot assign requested address"),
+])
+def test_an_api_that_cannot_listen_says_why_in_one_line(
+        cluster: Cluster, tmp_path: Path, host: str, expected: str) -> None:
+    import socket
+
+    with socket.socket() as taken:  # the port, held by another program
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = excamera_service("api", f"--host={host}", f"--port={port}",
+                                f"--store={tmp_path.as_uri()}", f"--db={cluster.db_url}",
+                                f"--queue-prefix={cluster.prefix}")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"excamera service: the API cannot listen on {host}:{port}: ")
+    assert re.search(expected, last), last

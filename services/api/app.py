@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
@@ -22,7 +24,7 @@ from aiohttp import web
 
 from ..adapter import purge_job
 from ..config import ServiceConfig
-from ..errors import TransientError
+from ..errors import ConfigError, TransientError
 from ..events import announce_missed
 from .auth import TOKENS_ENV, Tokens
 from .context import CONTEXT, ApiContext, Limits
@@ -35,6 +37,7 @@ __all__ = ["create_app", "serve"]
 log = logging.getLogger("excamera.api")
 
 CLEAN_BATCH = 50
+_CANNOT_LISTEN = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
 
 def create_app(config: ServiceConfig, tokens: Tokens | None = None,
@@ -119,5 +122,11 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8080,
     if idle_seconds is not None:
         limits = replace(limits, connection_idle_seconds=idle_seconds)
     app = create_app(config, limits=limits)
-    web.run_app(app, host=host, port=port, access_log=log,
-                print=lambda _: print(f"excamera API on http://{host}:{port}", flush=True))
+    try:
+        web.run_app(app, host=host, port=port, access_log=log,
+                    print=lambda _: print(f"excamera API on http://{host}:{port}", flush=True))
+    except OSError as exc:  # binding: the port is taken, the host is not this machine's, ...
+        if not isinstance(exc, socket.gaierror) and exc.errno not in _CANNOT_LISTEN:
+            raise
+        raise ConfigError(f"the API cannot listen on {host}:{port}: "
+                          f"{exc.strerror or exc}") from None
