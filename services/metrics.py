@@ -21,6 +21,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 
+from .errors import ConfigError
+
 __all__ = [
     "HTTP_REQUESTS",
     "HTTP_SECONDS",
@@ -95,5 +97,10 @@ def render() -> bytes:
 
 
 def serve(port: int) -> None:
-    """Serve /metrics on `port` from a background thread."""
-    start_http_server(port, registry=_registry())
+    """Serve /metrics on `port` (every address) from a background thread; ConfigError if the
+    port cannot be had (another program holds it, say)."""
+    try:
+        start_http_server(port, registry=_registry())
+    except OSError as exc:
+        raise ConfigError(f"the metrics port {port} cannot be listened on: "
+                          f"{exc.strerror or exc}") from None

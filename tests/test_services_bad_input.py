@@ -427,3 +427,21 @@ def test_an_api_that_cannot_listen_says_why_in_one_line(
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"excamera service: the API cannot listen on {host}:{port}: ")
     assert re.search(expected, last), last
+
+
+@pytest.mark.parametrize("service", ["encoder", "rebaser"])
+def test_a_metrics_port_in_use_says_so_in_one_line(cluster: Cluster, tmp_path: Path,
+                                                   service: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = excamera_service(service, f"--metrics-port={port}", f"--store={tmp_path.as_uri()}",
+                                f"--db={cluster.db_url}", f"--queue-prefix={cluster.prefix}")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"excamera service: the metrics port {port} cannot be listened on: "
+        "Address already in use")
