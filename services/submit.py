@@ -71,7 +71,8 @@ def run_submit(args: argparse.Namespace) -> int:
     if (args.input is None) == (args.job is None):
         raise CommandError(None, "give either INPUT (a new job) or --job ID")
     if args.input is not None and "://" not in args.input and not Path(args.input).is_file():
-        raise CommandError(None, f"{args.input}: no such file (or give a URL)")
+        what = "not a regular file" if Path(args.input).exists() else "no such file (or give a URL)"
+        raise CommandError(args.input, what)
     options = _options(args)
     output = Path(args.output) if args.output else None
     accepted: list[str] = []  # the job, once there is one
@@ -89,7 +90,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     if args.output is not None:
         suffix = Path(args.output).suffix.lower()
         if suffix not in FORMATS:
-            raise CommandError(None, f"{args.output}: the output must end in .webm or .ivf")
+            raise CommandError(args.output, "the output must end in .ivf or .webm, not "
+                                            f"{suffix!r}")
         if form is not None and form != FORMATS[suffix]:
             raise CommandError(None, f"--format {form} does not match {args.output}")
         form = FORMATS[suffix]

@@ -97,7 +97,8 @@ def test_a_download_that_breaks_off_goes_on(capsys: pytest.CaptureFixture[str],
 
 @pytest.mark.parametrize("args, env, message", [
     (["clip-that-is-not-here.mp4"], {}, "clip-that-is-not-here.mp4: no such file"),
-    (["{clip}", "-o", "out.mp4"], {}, "the output must end in .webm or .ivf"),
+    (["{clip}", "-o", "out.mp4"], {}, "out.mp4: the output must end in .ivf or .webm, not '.mp4'"),
+    (["/"], {}, "/: not a regular file"),
     (["{clip}", "-o", "out.ivf", "--format", "webm"], {}, "--format webm does not match"),
     (["{clip}"], {"EXCAMERA_TOKEN": ""}, "no API token: set EXCAMERA_TOKEN"),
     (["{clip}"], {"EXCAMERA_TOKEN": "wrong"}, "401 unauthorized: the bearer token is not valid"),
