@@ -388,5 +388,6 @@ def _banner(url: str, config: Any, token: str | None) -> str:
         f"    curl {header} -F video=@clip.mp4 {url}/v1/jobs",
         f"    curl {header} {url}/v1/jobs/ID",
         f"    curl {header} -o out.webm {url}/v1/jobs/ID/output",
+        f"  every job's end is also posted to the queue {config.queue_prefix}.events",
         "  Ctrl-C stops every service.",
     ])

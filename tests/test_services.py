@@ -466,5 +466,7 @@ def test_excamera_up_runs_the_whole_system(tmp_path: Path, inputs: Path,
                 f"{url}/v1/jobs/{job}/output", headers={"Authorization": f"Bearer {token}"}),
                 timeout=30).read()
             assert output == references(source, 2, 3)
+            assert f"posted to the queue {names.prefix}.events" in banner
+            assert [e["state"] for e in names.events_of(job)] == ["done"]
         time.sleep(1.0)
         assert names.consumer_counts()[f"{names.prefix}.encode"] == 0  # every worker stopped
