@@ -311,27 +311,9 @@ class Cluster:
         raise AssertionError(f"job {job} not finished within {timeout} s: "
                              f"{record and record.state}, {progress}\n{logs}")
 
-    def events_of(self, job: str, timeout: float = 15.0, settle: float = 0.5) -> list[Any]:
-        """The events posted for `job` (validated against their schema): waits up to
-        `timeout` for the first, then `settle` more for any repeat. Other jobs' events are
-        kept for their own tests."""
-        import jsonschema
-
-        from shared.pipeline.messages import EVENT_SCHEMA
-
-        deadline = time.monotonic() + timeout
-        first_seen = None
-        while time.monotonic() < deadline:
-            self.events.extend(self.queue_messages("events"))
-            mine = [e for e in self.events if e.get("job") == job]
-            if mine and first_seen is None:
-                first_seen = time.monotonic()
-            if first_seen is not None and time.monotonic() - first_seen >= settle:
-                break
-            time.sleep(0.1)
-        for event in mine:
-            jsonschema.validate(event, EVENT_SCHEMA)
-        return mine
+    def events_of(self, job: str, timeout: float = 15.0) -> list[Any]:
+        """The events posted for `job` (see `events_for`); other jobs' are kept for theirs."""
+        return events_for(job, lambda: self.queue_messages("events"), self.events, timeout)
 
     def queue_messages(self, queue: str) -> list[Any]:
         """Take every message from a queue (dead letters, say), decoded."""
@@ -356,6 +338,28 @@ class Cluster:
                 if message is None:
                     return messages
                 messages.append(json.loads(message.body))
+
+
+def events_for(job: str, take: Callable[[], list[Any]], seen: list[Any],
+               timeout: float = 15.0, settle: float = 0.5) -> list[Any]:
+    """The events posted for `job`, validated against their schema: `take()` empties the
+    events queue into `seen` (which keeps other jobs' events) until the first of `job`'s has
+    come, or `timeout`, then for `settle` more, for any repeat."""
+    import jsonschema
+
+    from shared.pipeline.messages import EVENT_SCHEMA
+
+    deadline = time.monotonic() + timeout
+    settled: float | None = None
+    while time.monotonic() < (deadline if settled is None else settled):
+        seen.extend(take())
+        if settled is None and any(e.get("job") == job for e in seen):
+            settled = time.monotonic() + settle
+        time.sleep(0.05)
+    mine = [e for e in seen if e.get("job") == job]
+    for event in mine:
+        jsonschema.validate(event, EVENT_SCHEMA)
+    return mine
 
 
 def free_port() -> int:

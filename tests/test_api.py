@@ -892,27 +892,22 @@ def test_cancel(api: ApiServer, input_file: Path, make_done_job: Any) -> None:
 _EVENTS: list[dict[str, Any]] = []  # taken from the events queue, for whichever test's job
 
 
-def events_for(api: ApiServer, job: str, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The events posted for `job`: waits for the first, then half a second for repeats."""
+def events_for(api: ApiServer, job: str) -> list[dict[str, Any]]:
+    """The events posted for `job` on the API's events queue."""
     import kombu
     from api_support import BROKER
+    from services_support import events_for as wait_for_events
 
-    from shared.pipeline.messages import EVENT_SCHEMA
-
-    deadline, settled = time.monotonic() + timeout, None
-    with kombu.Connection(BROKER) as connection:
-        channel = connection.channel()
-        while time.monotonic() < deadline and (settled is None or time.monotonic() < settled):
+    def take() -> list[dict[str, Any]]:
+        taken = []
+        with kombu.Connection(BROKER) as connection:
+            channel = connection.channel()
             while (message := channel.basic_get(f"{api.config.queue_prefix}.events",
                                                 no_ack=True)) is not None:
-                _EVENTS.append(json.loads(message.body))
-            if settled is None and any(e["job"] == job for e in _EVENTS):
-                settled = time.monotonic() + 0.5
-            time.sleep(0.05)
-    mine = [e for e in _EVENTS if e["job"] == job]
-    for event in mine:
-        jsonschema.validate(event, EVENT_SCHEMA)
-    return mine
+                taken.append(json.loads(message.body))
+        return taken
+
+    return wait_for_events(job, take, _EVENTS, timeout=10.0)
 
 
 def test_a_cancel_is_announced(api: ApiServer, input_file: Path) -> None:
