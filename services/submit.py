@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from shared.cli import CommandError, add_job_options
+from shared.pipeline.errors import OutputError
+from shared.pipeline.mux import check_output
 from shared.pipeline.progress import Progress
 
 from .client import ApiCallError, ApiClient, open_client
@@ -88,10 +90,10 @@ def run_submit(args: argparse.Namespace) -> int:
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     form = args.format
     if args.output is not None:
-        suffix = Path(args.output).suffix.lower()
-        if suffix not in FORMATS:
-            raise CommandError(args.output, "the output must end in .ivf or .webm, not "
-                                            f"{suffix!r}")
+        try:  # as `excamera encode` checks it, before any work
+            suffix = check_output(Path(args.output))
+        except OutputError as exc:
+            raise CommandError(None, str(exc)) from None
         if form is not None and form != FORMATS[suffix]:
             raise CommandError(None, f"--format {form} does not match {args.output}")
         form = FORMATS[suffix]
@@ -115,7 +117,11 @@ async def _submit_and_follow(args: argparse.Namespace, token: str, options: dict
             accepted.append(job)
             status = await _follow(client, job)
             if status["state"] == "done" and output is not None:
-                size = await _download(client, job, output)
+                try:
+                    size = await _download(client, job, output)
+                except OSError as exc:  # the disk filled up, say
+                    raise CommandError(str(output), f"cannot write the output "
+                                                    f"({exc.strerror or exc})") from None
                 print(f"wrote {output}: {size:,} bytes ({_result_line(status)})",
                       file=sys.stderr if args.json else sys.stdout)  # --json: stdout is JSON
         except ApiCallError as exc:

@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import secrets
+import tempfile
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +25,8 @@ from shared.codec.ivf import IvfReader, IvfWriter
 from .errors import OutputError
 from .vpx import is_key_frame, is_shown
 
-__all__ = ["OUTPUT_FORMATS", "ivf_bytes", "output_format", "read_ivf_frames", "write_output"]
+__all__ = ["OUTPUT_FORMATS", "check_output", "ivf_bytes", "output_format", "read_ivf_frames",
+           "write_output"]
 
 OUTPUT_FORMATS = (".ivf", ".webm")
 _WEBM_TIME_BASE = Fraction(1, 1000)  # Matroska's usual 1 ms timecode scale
@@ -36,6 +38,23 @@ def output_format(path: str | Path) -> str:
     if suffix not in OUTPUT_FORMATS:
         raise ValueError(f"the output must end in .ivf or .webm, not {suffix or 'no suffix'!r}")
     return suffix
+
+
+def check_output(path: Path) -> str:
+    """The output's container (".ivf" or ".webm"), once `path` is known to be writable:
+    OutputError otherwise, before any work is done."""
+    try:
+        form = output_format(path)
+    except ValueError as exc:
+        raise OutputError(f"{path}: {exc}") from exc
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent or ".", prefix=f".{path.name}."):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write there ({exc.strerror or exc})") from exc
+    return form
 
 
 def ivf_bytes(frames: Iterable[bytes], width: int, height: int, fps: tuple[int, int]) -> bytes:

@@ -41,7 +41,7 @@ from typing import Any
 from . import graph, stages
 from .errors import InputError, OutputError, PipelineError, WorkerDiedError
 from .graph import STAGES, TaskId
-from .mux import output_format
+from .mux import check_output
 from .progress import Progress
 from .stages import ChunkPlan
 from .store import CountingStore, LocalStore, Store
@@ -198,26 +198,12 @@ def _preflight(
             raise InputError(f"{input_path}: not a regular file")
     except OSError as exc:
         raise InputError(f"{input_path}: {exc.strerror or exc}") from exc
-    _check_output(Path(output_path))
+    check_output(Path(output_path))
     if x > 1:
         stages.load_rebase()
         stages.chain_threads()
     # Workers get the encoder decided (the libvpx binding or vpxenc) and vpxenc's absolute path.
     return prepare(settings)
-
-
-def _check_output(path: Path) -> None:
-    try:
-        output_format(path)
-    except ValueError as exc:
-        raise OutputError(f"{path}: {exc}") from exc
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory")
-    try:
-        with tempfile.NamedTemporaryFile(dir=path.parent or ".", prefix=f".{path.name}."):
-            pass
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write there ({exc.strerror or exc})") from exc
 
 
 def _job_id(
