@@ -3,14 +3,16 @@ that post jobs to the ingest queue and would otherwise have to poll.
 
 Whoever ends a job (the join, a failure, a cancel) announces it at once, then marks it
 announced in its record. If the broker cannot be reached then, or the process dies in
-between, the record stays unannounced, and the API's janitor announces it after a grace
-period (`announce_missed`): every end is announced at least once, and a consumer keeps the
-first event of each job.
+between, the record stays unannounced, and a sweep announces it after a grace period
+(`announce_missed`: every rebaser process, and the API's janitor). Every end is announced at
+least once, and, but for a process dying between posting and marking, once; a consumer keeps
+the first event of each job.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from shared.pipeline.messages import JobEvent
 
@@ -19,12 +21,14 @@ from .errors import TransientError
 from .records import JobRecord
 from .runtime import Runtime
 
-__all__ = ["announce_end", "announce_missed", "event_of"]
+__all__ = ["Sweeper", "announce_end", "announce_missed", "event_of"]
 
 log = logging.getLogger("excamera.events")
 
 ANNOUNCE_GRACE_SECONDS = 30.0  # how long an end may wait for its own announcement
 ANNOUNCE_BATCH = 50
+SWEEP_SECONDS = 10.0  # how often a rebaser process sweeps
+CLAIM_SECONDS = 60.0  # a sweeper's claim on the ends it posts (one that dies lets them go)
 MAX_BATCHES = 20
 
 
@@ -58,7 +62,8 @@ def announce_missed(runtime: Runtime, grace_seconds: float = ANNOUNCE_GRACE_SECO
     """Announce the ends that were not announced within `grace_seconds`; how many."""
     announced = 0
     for _ in range(MAX_BATCHES):  # the rest at the next round
-        jobs = runtime.records.jobs_to_announce(grace_seconds, ANNOUNCE_BATCH)
+        jobs = runtime.records.claim_ends_to_announce(grace_seconds, CLAIM_SECONDS,
+                                                      ANNOUNCE_BATCH)
         for job in jobs:
             if not announce_end(runtime, job, "late"):
                 return announced  # the broker is down: later
@@ -66,3 +71,23 @@ def announce_missed(runtime: Runtime, grace_seconds: float = ANNOUNCE_GRACE_SECO
         if len(jobs) < ANNOUNCE_BATCH:
             break
     return announced
+
+
+class Sweeper:
+    """`announce_missed` every SWEEP_SECONDS, from a loop that ticks often (a rebaser's: every
+    deployment runs one, with or without the API, whose janitor sweeps too). Sweepers claim
+    what they post, so several at once post each end once."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._next = 0.0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + SWEEP_SECONDS
+        try:
+            announce_missed(self.runtime)
+        except TransientError as exc:  # the database is out of reach: the next sweep
+            log.warning("announcing missed job ends: %s", exc)

@@ -116,13 +116,14 @@ UPDATE excamera_jobs SET announced_at = finished_at
     WHERE announced_at IS NULL AND state IN ('done', 'failed', 'cancelled');
 CREATE INDEX IF NOT EXISTS excamera_jobs_to_announce ON excamera_jobs (finished_at)
     WHERE announced_at IS NULL AND finished_at IS NOT NULL;
+ALTER TABLE excamera_jobs ADD COLUMN IF NOT EXISTS announce_claimed_until timestamptz;
 """
 
 # The schema's version, kept in excamera_schema: raise it with every change to _SCHEMA. A
 # process finding it current runs no DDL. (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS` takes
 # an exclusive lock even when the column exists, and deadlocked against live writers when
 # every process ran the DDL as it started.)
-SCHEMA_VERSION = 2  # 2: announced_at (the events queue)
+SCHEMA_VERSION = 3  # 2: announced_at (the events queue); 3: announce_claimed_until
 _SCHEMA_LOCK = 0x65786361  # pg_advisory_xact_lock key: concurrent first uses create it once
 
 
@@ -391,14 +392,21 @@ class JobRecords:
             row = cur.fetchone()
             return None if row is None else row["state"]
 
-    def jobs_to_announce(self, grace_seconds: float, limit: int = 50) -> list[str]:
+    def claim_ends_to_announce(self, grace_seconds: float, claim_seconds: float,
+                               limit: int = 50) -> list[str]:
         """Jobs that ended more than `grace_seconds` ago and whose end is not announced (the
-        process that ended them could not reach the broker, or died first)."""
+        process that ended them could not reach the broker, or died first), claimed for
+        `claim_seconds` in one statement: of several processes sweeping at once, each gets
+        other jobs, and a claim whose holder died runs out."""
         with self._one() as cur:
             cur.execute(
-                "SELECT id FROM excamera_jobs WHERE announced_at IS NULL AND finished_at IS NOT "
-                "NULL AND finished_at < now() - make_interval(secs => %s) ORDER BY finished_at "
-                "LIMIT %s", (grace_seconds, limit),
+                "UPDATE excamera_jobs SET announce_claimed_until = now() + make_interval("
+                "secs => %(claim)s) WHERE id IN (SELECT id FROM excamera_jobs WHERE announced_at "
+                "IS NULL AND finished_at IS NOT NULL AND finished_at < now() - make_interval("
+                "secs => %(grace)s) AND (announce_claimed_until IS NULL OR "
+                "announce_claimed_until < now()) ORDER BY finished_at LIMIT %(limit)s FOR UPDATE "
+                "SKIP LOCKED) RETURNING id",
+                {"claim": claim_seconds, "grace": grace_seconds, "limit": limit},
             )
             return [row["id"] for row in cur.fetchall()]
 

@@ -78,3 +78,38 @@ def test_the_catch_up_waits_out_the_grace(cluster: Cluster, runtime: Any) -> Non
     assert announce_missed(runtime, grace_seconds=0) == 0
     (event,) = cluster.queue_messages("events")
     assert (event["job"], event["state"]) == (job, "failed")
+
+
+def test_sweepers_at_once_post_each_end_once(cluster: Cluster, runtime: Any) -> None:
+    """Two processes' sweeps at the same moment (each its own connections): every missed end
+    is posted, none twice, as each claims what it posts."""
+    import threading
+
+    jobs = {ended_job(runtime) for _ in range(40)}
+    counts: list[int] = []
+    start = threading.Barrier(2)
+
+    def sweep() -> None:
+        with cluster.runtime() as own:
+            start.wait()
+            counts.append(announce_missed(own, grace_seconds=0))
+
+    sweepers = [threading.Thread(target=sweep) for _ in range(2)]
+    for sweeper in sweepers:
+        sweeper.start()
+    for sweeper in sweepers:
+        sweeper.join(60)
+    posted = [event["job"] for event in cluster.queue_messages("events")]
+    assert sorted(posted) == sorted(jobs) and sum(counts) == len(jobs)
+
+
+def test_a_claim_runs_out(cluster: Cluster, runtime: Any) -> None:
+    """A sweeper that claimed an end and died: once its claim runs out, another posts it."""
+    import time
+
+    job = ended_job(runtime)
+    assert runtime.records.claim_ends_to_announce(0, claim_seconds=1.0) == [job]
+    assert announce_missed(runtime, grace_seconds=0) == 0  # claimed
+    time.sleep(1.2)
+    assert announce_missed(runtime, grace_seconds=0) == 1
+    assert [e["job"] for e in cluster.queue_messages("events")] == [job]

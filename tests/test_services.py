@@ -321,6 +321,23 @@ def test_a_failed_job_is_announced(cluster: Cluster, inputs: Path) -> None:
     assert event["id"] == client
 
 
+def test_a_rebaser_posts_an_end_that_was_missed(cluster: Cluster) -> None:
+    """A job that ended an hour ago without its end posted (its process died first): a
+    rebaser's sweep posts it, with no API running."""
+    from shared.pipeline.messages import JobRequest, job_id_for
+
+    client = unique("missed")
+    job = job_id_for(None, client)
+    with cluster.records() as records:
+        records.create_job(job, "ingest", client, JobRequest("file:///a.mp4").to_json(), None)
+        records.fail_job(job, "split[0]: gone")
+        with records._tx() as cur:
+            cur.execute("UPDATE excamera_jobs SET finished_at = now() - interval '1 hour' "
+                        "WHERE id = %s", (job,))
+    (event,) = cluster.events_of(job, timeout=30)  # a sweep every 10 s
+    assert (event["state"], event["error"]) == ("failed", "split[0]: gone")
+
+
 BAD_INGEST = [
     (b"{not json", "not valid JSON"),
     (b'["a list"]', "is not of type 'object'"),

@@ -18,6 +18,7 @@ from shared.pipeline.messages import TaskMessage, parse_task
 from ..adapter import Step, fail, handle
 from ..config import ServiceConfig
 from ..errors import TransientError
+from ..events import Sweeper
 from ..hedger import Hedger
 from ..records import TERMINAL_STATES
 from ..retry import backoff
@@ -41,8 +42,14 @@ class LinkRunner:
         self.runtime = Runtime.current(config)
         self.topology = self.runtime.topology
         self.hedger = Hedger(self.runtime)
+        self.sweeper = Sweeper(self.runtime)
         self.links_run = 0
         self._stopping = False
+
+    def tick(self) -> None:
+        """The periodic work of a rebaser's loop: hedging stragglers, posting missed ends."""
+        self.hedger.tick()
+        self.sweeper.tick()
 
     def stop(self, *_: Any) -> None:
         self._stopping = True

@@ -128,7 +128,7 @@ class RebaserProcess(LinkRunner):
                 self._drain(connection)
                 while self._inbox and not self._stopping:
                     self._process(self._inbox.popleft())
-                self.hedger.tick()
+                self.tick()
                 connection.heartbeat_check()
         finally:
             self._release_all()

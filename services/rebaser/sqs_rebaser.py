@@ -66,7 +66,7 @@ class SqsRebaserProcess(LinkRunner):
             try:
                 worked = self._poll(self.topology.rebase_fifo, count=10, wait=1)
                 worked |= self._poll(self.topology.join, count=1, wait=0 if worked else 1)
-                self.hedger.tick()
+                self.tick()
                 failures = 0
             except TransientError as exc:
                 failures += 1
