@@ -43,14 +43,14 @@ def event_of(record: JobRecord) -> JobEvent:
 
 def announce_end(runtime: Runtime, job: str, when: str = "at_end") -> bool:
     """Post the job's end, unless it is announced already; False if the broker could not
-    take it (the janitor tries again later). `when`: the metric's label."""
+    take it (a sweep tries again later). `when`: the metric's label."""
     record = runtime.records.get_job(job)
     if record is None or not record.terminal or record.announced_at is not None:
         return True
     try:
         runtime.dispatcher.publish_event(event_of(record))
     except TransientError as exc:
-        log.warning("%s ended (%s), but announcing it failed: %s; the janitor will", job,
+        log.warning("%s ended (%s), but announcing it failed: %s; a sweep will", job,
                     record.state, exc)
         return False
     runtime.records.mark_announced(job)
