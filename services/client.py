@@ -157,6 +157,8 @@ class ApiClient:
         for delay in (*self.retry_delays, None):
             try:
                 return await call()
+            except aiohttp.ClientSSLError as exc:  # a certificate does not get better
+                raise ApiCallError(f"the API at {self.url}: {_describe(exc)}") from None
             except (_Unavailable, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError,
                     asyncio.TimeoutError) as exc:
                 if delay is None:

@@ -280,3 +280,29 @@ def test_progress_bars_from_polled_counts() -> None:
     last = screen.getvalue().rsplit("\x1b[2F", 1)[-1]
     assert last == ("encode  [########################]  12/12\x1b[K\n"
                     "rebase  [........................]   0/12\x1b[K\n")
+
+
+def test_an_api_whose_certificate_is_not_trusted(capsys: pytest.CaptureFixture[str],
+                                                 api: ApiServer, tmp_path: Path) -> None:
+    """TLS with a self-signed certificate: refused at once (no retries), in one line."""
+    import ssl
+    import subprocess
+    import time
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler) as server:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"https://127.0.0.1:{server.server_address[1]}"
+        began = time.monotonic()
+        code, _, err = submit(capsys, api, "--job", "j-000000000000000000000000", url=url)
+        took = time.monotonic() - began
+        server.shutdown()
+    assert code == 1 and f"the API at {url}: " in err and "certificate" in err, err
+    assert took < 5  # not the 7.5 s of retries
