@@ -20,6 +20,7 @@ import secrets
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.cli import CommandError, add_job_options
 from shared.pipeline.errors import OutputError
@@ -49,7 +50,7 @@ def add_submit_parser(commands: Any) -> None:
                              "status is printed once it ends)")
     parser.add_argument("--job", metavar="ID", help="follow this job instead of submitting one")
     parser.add_argument("--api", default=os.environ.get(API_ENV, DEFAULT_API), metavar="URL",
-                        help=f"the API (default {API_ENV}, else {DEFAULT_API})")
+                        type=_api_url, help=f"the API (default {API_ENV}, else {DEFAULT_API})")
     parser.add_argument("--format", choices=sorted(set(FORMATS.values())),
                         help="the output's container (default: by OUTPUT's suffix, else the "
                              "service's)")
@@ -64,6 +65,19 @@ def add_submit_parser(commands: Any) -> None:
                         help="print the job's final status document as JSON")
     add_job_options(parser, service=True)
     parser.set_defaults(run=run_submit)
+
+
+def _api_url(text: str) -> str:
+    """An http(s) URL with a host (argparse applies it to the default from API_ENV too)."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL with a "
+                                         "host")
+    return text
 
 
 def run_submit(args: argparse.Namespace) -> int:

@@ -306,3 +306,16 @@ def test_an_api_whose_certificate_is_not_trusted(capsys: pytest.CaptureFixture[s
         server.shutdown()
     assert code == 1 and f"the API at {url}: " in err and "certificate" in err, err
     assert took < 5  # not the 7.5 s of retries
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://x", "http://[::1", "http://h:99999",
+                                 "http://h:x", "http://:80"])
+def test_a_bad_api_url_is_a_usage_error(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    for given in (["--api", url], []):  # on the command line, or from EXCAMERA_API
+        monkeypatch.setenv("EXCAMERA_API", url)
+        with pytest.raises(SystemExit) as exited:
+            main(["submit", *given, "--job", "j-000000000000000000000000"])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert "error: argument --api: " in err and "Traceback" not in err
