@@ -175,7 +175,9 @@ class ApiClient:
             error = await response.json(content_type=None)
             reason, code = str(error["error"]), error.get("code")
         except (ValueError, KeyError, TypeError, aiohttp.ClientError):
-            reason, code = (await response.text(errors="replace"))[:300].strip(), None
+            # Not the API's JSON (a proxy's or another server's page): its first words.
+            text = " ".join((await response.text(errors="replace"))[:2000].split())
+            reason, code = text[:300], None
         if response.status in UNAVAILABLE:
             retry_after = response.headers.get("Retry-After", "")
             raise _Unavailable(f"{response.status}: {reason}",

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from shared.cli import CommandError, add_job_options
 from shared.pipeline.errors import OutputError
+from shared.pipeline.messages import is_job_id
 from shared.pipeline.mux import check_output
 from shared.pipeline.progress import Progress
 
@@ -84,8 +85,13 @@ def run_submit(args: argparse.Namespace) -> int:
     token = os.environ.get(TOKEN_ENV, "")
     if not token:
         raise CommandError(None, f"no API token: set {TOKEN_ENV} (`excamera up` prints one)")
+    if not all(33 <= ord(c) <= 126 for c in token):  # what a header may carry
+        raise CommandError(None, f"{TOKEN_ENV} holds white space, control or non-ASCII "
+                                 "characters: a bearer token is printable ASCII")
     if (args.input is None) == (args.job is None):
         raise CommandError(None, "give either INPUT (a new job) or --job ID")
+    if args.job is not None and not is_job_id(args.job):
+        raise CommandError(None, f"--job {args.job!r} is not a job id (j- and 24 hex digits)")
     if args.input is not None and "://" not in args.input and not Path(args.input).is_file():
         what = "not a regular file" if Path(args.input).exists() else "no such file (or give a URL)"
         raise CommandError(args.input, what)

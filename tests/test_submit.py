@@ -107,6 +107,9 @@ def test_a_download_that_breaks_off_goes_on(capsys: pytest.CaptureFixture[str],
     (["{clip}", "-n", "100000"], {}, "400 invalid_job: options: frames_per_chunk: 100000"),
     (["{clip}", "--budget-usd", "nan"], {}, "budget_usd: not a finite number"),
     (["--job", "j-000000000000000000000000"], {}, "404 not_found"),
+    (["--job", "j-../../x"], {}, "--job 'j-../../x' is not a job id"),
+    (["{clip}"], {"EXCAMERA_TOKEN": "a\nb"}, "EXCAMERA_TOKEN holds white space, control"),
+    (["{clip}"], {"EXCAMERA_TOKEN": "tök"}, "EXCAMERA_TOKEN holds white space, control"),
     ([], {}, "give either INPUT (a new job) or --job ID"),
 ])
 def test_refusals_are_one_line(capsys: pytest.CaptureFixture[str], api: ApiServer,
@@ -144,9 +147,14 @@ def test_an_api_that_is_something_else(capsys: pytest.CaptureFixture[str], api: 
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_address[1]}"
         code, _, err = submit(capsys, api, "--job", "j-000000000000000000000000", url=url)
+        # A page that is not the API's, for an error: its words, on one line.
+        missing = submit(capsys, api, "--job", "j-111111111111111111111111", url=url)
         server.shutdown()
     assert code == 1
     assert f"the answer is not JSON (is {url} the excamera API?)" in err, err
+    ours = missing[2].strip().splitlines()[-1]  # (the server logs to stderr too)
+    assert missing[0] == 1 and ours.startswith("excamera submit: 404 error: <!DOCTYPE"), ours
+    assert "Nothing matches the given URI" in ours
 
 
 # --------------------------------------------------------------------------- a cutting proxy
