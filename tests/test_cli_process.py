@@ -166,6 +166,43 @@ def test_a_worker_interrupted_in_its_setup_ends_quietly() -> None:
     assert "Traceback" not in done.stderr and "initializer" not in done.stderr, done.stderr
 
 
+# A worker whose task a signal ends (Ctrl-C reaches every process of the command) while the
+# pool has the next task queued for it: the pool catches the task's exit and would run that
+# task too, past the grace whose hard exit would then leave its temporary files behind.
+_SIGNALLED_TASK = """
+import multiprocessing, os, signal, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from shared.pipeline import runner
+
+def signalled():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+
+def next_task(marker):
+    open(marker, "w").close()
+
+pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
+                           initializer=runner.worker_setup, initargs=(os.getpid(),))
+pool.submit(abs, -1).result(timeout=60)  # the worker is set up
+first = pool.submit(runner._run_task, ("phase1", 0), signalled, (), None)
+second = pool.submit(runner._run_task, ("phase1", 1), next_task, (sys.argv[1],), None)
+for future in (first, second):
+    try:
+        future.result(timeout=60)
+    except BaseException as exc:
+        print(type(exc).__name__)
+"""
+
+
+def test_a_signalled_worker_takes_no_further_task(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    done = subprocess.run([sys.executable, "-c", _SIGNALLED_TASK, str(marker)],
+                          capture_output=True, text=True, env=ENV, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["SystemExit", "BrokenProcessPool"], done.stdout
+    assert not marker.exists(), "the signalled worker ran the next task"
+
+
 def test_stdout_that_goes_away_or_fills(tmp_path: Path) -> None:
     source = _small_y4m(tmp_path / "in.y4m")
     # A reader that left (`| head`): no traceback, and the output is there.

@@ -8,6 +8,7 @@ its frames are byte for byte those of vpxenc's IVF file, provided libvpx sees th
 vpxenc process gives it: see heap.c and ZEROED_HEAP.
 """
 
+from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport int64_t, uint8_t, uint32_t
 from libc.string cimport memset
 
@@ -353,6 +354,10 @@ cdef tuple _run_pass(vpx_codec_enc_cfg_t *cfg, list pictures, int width, int hei
         # calls repeat the last frame's.
         with nogil:
             status = vpx_codec_encode(&encoder.ctx, img, frames_in - 1, 1, 0, deadline)
+        # A chunk's two passes take seconds at 720p: a signal (Ctrl-C, the pool's SIGTERM)
+        # must end the task at the next frame, not after the chunk, so that its clean-up runs
+        # within the worker's grace (runner.ORPHAN_GRACE_SECONDS).
+        PyErr_CheckSignals()
         if status != VPX_CODEC_OK:
             where = f"picture {frames_in - 1}" if img != NULL else "the end of the chunk"
             raise LibvpxError(

@@ -322,6 +322,7 @@ def quiet_interrupts() -> None:
 # Set once the worker's initializer is done, and once a signal has begun ending its task.
 _set_up = threading.Event()
 _stopping = threading.Event()
+_STOPPED_STATUS = 128 + signal.SIGTERM
 
 
 def _exit_on_interrupt(signum: int, frame: Any) -> None:
@@ -424,6 +425,10 @@ def _run_task(
     the store requests it made (its store arrives with fresh counts)."""
     if die_at is not None and die_at[0] == task_id[0] and die_at[1] in (None, task_id[1]):
         os._exit(_DIE_STATUS)
+    if _stopping.is_set():
+        # A signal ended this worker's last task (the pool catches that exit and would hand
+        # it the next queued task, whose temporary files the grace's hard exit would leave).
+        os._exit(_STOPPED_STATUS)
     start = time.time()
     try:
         result = function(*args)
