@@ -7,7 +7,8 @@ Celery worker, the rebaser, a Lambda handler):
 3. record the attempt (start, worker; a task delivered too often is given up);
 4. run the task's stage function (`graph.run_task`; the split and the join have their own
    steps, which fetch the input and write the output);
-5. record it done, *then* publish every task that this made ready, judged from the records:
+5. record it done (the join: the job too, in the same transaction), *then* publish every
+   task that this made ready, judged from the records:
    of two racing tasks, each records itself before it looks at the other, so at least one
    sees both done; it claims the next task (atomically), so exactly one publishes it.
 
@@ -36,7 +37,7 @@ from shared.pipeline.store import READ_OPERATIONS, WRITE_OPERATIONS
 from . import metrics
 from .errors import PipelineError, TransientError
 from .events import announce_end
-from .records import TERMINAL_STATES
+from .records import TERMINAL_STATES, JobOutput
 from .runtime import Runtime
 
 __all__ = ["Outcome", "cancel_job", "dead_letter", "describe_failure", "fail", "handle",
@@ -97,7 +98,7 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         requests_before = Counter(runtime.store.counts)
         _straggle(message, attempt)
         step = (steps or {}).get(message.stage, _run_stage)
-        step(runtime, message)
+        made = step(runtime, message)
         seconds = time.perf_counter() - began
         requests = Counter(runtime.store.counts) - requests_before
     except TransientError:
@@ -113,13 +114,19 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         metrics.TASKS.labels(service, message.stage, Outcome.FAILED.value).inc()
         return Outcome.FAILED
     metrics.TASK_SECONDS.labels(service, message.stage).observe(seconds)
-    _, state = runtime.records.finish_task(
+    finished = runtime.records.finish_task(
         message.job, task, runtime.worker, seconds,
         reads=sum(requests[op] for op in READ_OPERATIONS),
         writes=sum(requests[op] for op in WRITE_OPERATIONS),
+        output=made if isinstance(made, JobOutput) else None,
+        retention_seconds=runtime.config.retention_seconds,
     )
-    if state == "cancelled":
+    if finished.job_state == "cancelled":
         purge_job(runtime, message.job)
+    elif finished.ended:
+        if runtime.config.retention_seconds == 0:
+            purge_job(runtime, message.job)
+        announce_end(runtime, message.job)
     elif message.stage != "join" and _within_budget(runtime, message.job):
         _publish_ready(runtime, message.job, task, recovering=False)
     metrics.TASKS.labels(service, message.stage, Outcome.DONE.value).inc()

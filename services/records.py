@@ -29,7 +29,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse, urlunparse
 
 import psycopg
@@ -207,6 +207,56 @@ def _schema_version(cur: psycopg.Cursor[Any]) -> int:
     return int(row["version"]) if row and row["version"] is not None else 0
 
 
+@dataclass(frozen=True)
+class JobOutput:
+    """What a job's join made: where the output is, and its figures."""
+
+    location: str
+    result: dict[str, Any]
+
+
+class Finished(NamedTuple):
+    """A task recorded done: whether for the first time, its job's state afterwards, and
+    whether this ended the job (its join, with the output)."""
+
+    first: bool
+    job_state: str | None
+    ended: bool
+
+
+def _finish_task(cur: psycopg.Cursor[Any], job: str, task: TaskId, worker: str,
+                 seconds: float, reads: int, writes: int) -> tuple[bool, str | None]:
+    cur.execute(
+        "WITH finished AS (UPDATE excamera_tasks SET state = 'done', "
+        "finished_at = now(), seconds = %(seconds)s, worker = %(worker)s "
+        "WHERE job = %(job)s AND stage = %(stage)s AND idx = %(idx)s "
+        "AND state <> 'done' RETURNING stage), "
+        "counted AS (UPDATE excamera_progress SET done = done + 1, "
+        "seconds = seconds + %(seconds)s, reads = reads + %(reads)s, "
+        "writes = writes + %(writes)s WHERE job = %(job)s "
+        "AND stage IN (SELECT stage FROM finished) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM finished) AS first, (SELECT count(*) FROM "
+        "counted) AS counted, (SELECT state FROM excamera_jobs WHERE id = %(job)s) "
+        "AS job_state",
+        {"job": job, "stage": task.stage, "idx": task.index, "worker": worker,
+         "seconds": seconds, "reads": reads, "writes": writes},
+    )
+    row = cur.fetchone()
+    assert row is not None
+    return bool(row["first"]), row["job_state"]
+
+
+def _finish_job(cur: psycopg.Cursor[Any], job: str, output: JobOutput,
+                retention_seconds: float) -> bool:
+    cur.execute(
+        "UPDATE excamera_jobs SET state = 'done', output = %s, result = %s, "
+        "finished_at = now(), expires_at = now() + make_interval(secs => %s) "
+        "WHERE id = %s AND state NOT IN ('done', 'failed', 'cancelled') RETURNING id",
+        (output.location, json.dumps(output.result), retention_seconds, job),
+    )
+    return cur.fetchone() is not None
+
+
 class JobRecords:
     """Job and task records; thread-safe (a small pool of connections)."""
 
@@ -355,13 +405,7 @@ class JobRecords:
         """running -> done, with the output's location and figures; intermediates expire
         after `retention_seconds`. False if the job had already ended."""
         with self._one() as cur:
-            cur.execute(
-                "UPDATE excamera_jobs SET state = 'done', output = %s, result = %s, "
-                "finished_at = now(), expires_at = now() + make_interval(secs => %s) "
-                "WHERE id = %s AND state NOT IN ('done', 'failed', 'cancelled') RETURNING id",
-                (output, json.dumps(result), retention_seconds, job),
-            )
-            return cur.fetchone() is not None
+            return _finish_job(cur, job, JobOutput(output, result), retention_seconds)
 
     def fail_job(self, job: str, reason: str, retention_seconds: float = 0.0) -> bool:
         """-> failed with `reason` (the first failure wins); False if it had already ended."""
@@ -463,29 +507,21 @@ class JobRecords:
         return row["job_state"], 0 if row["known"] else -1
 
     def finish_task(self, job: str, task: TaskId, worker: str, seconds: float,
-                    reads: int = 0, writes: int = 0) -> tuple[bool, str | None]:
+                    reads: int = 0, writes: int = 0, *, output: JobOutput | None = None,
+                    retention_seconds: float = 0.0) -> Finished:
         """Record `task` as done (its output is stored), with the time and store requests it
-        took, in one statement: whether this was the first time, and the job's state now (a
-        cancel may have come meanwhile)."""
-        with self._one() as cur:
-            cur.execute(
-                "WITH finished AS (UPDATE excamera_tasks SET state = 'done', "
-                "finished_at = now(), seconds = %(seconds)s, worker = %(worker)s "
-                "WHERE job = %(job)s AND stage = %(stage)s AND idx = %(idx)s "
-                "AND state <> 'done' RETURNING stage), "
-                "counted AS (UPDATE excamera_progress SET done = done + 1, "
-                "seconds = seconds + %(seconds)s, reads = reads + %(reads)s, "
-                "writes = writes + %(writes)s WHERE job = %(job)s "
-                "AND stage IN (SELECT stage FROM finished) RETURNING 1) "
-                "SELECT (SELECT count(*) FROM finished) AS first, (SELECT count(*) FROM "
-                "counted) AS counted, (SELECT state FROM excamera_jobs WHERE id = %(job)s) "
-                "AS job_state",
-                {"job": job, "stage": task.stage, "idx": task.index, "worker": worker,
-                 "seconds": seconds, "reads": reads, "writes": writes},
-            )
-            row = cur.fetchone()
-        assert row is not None
-        return bool(row["first"]), row["job_state"]
+        took: whether this was the first time, and the job's state now (a cancel may have come
+        meanwhile). With the job's `output` (the join's), the job is done in the same
+        transaction, so that no status shows a done job with a task still to do."""
+        if output is None:
+            with self._one() as cur:
+                first, state = _finish_task(cur, job, task, worker, seconds, reads, writes)
+            return Finished(first, state, ended=False)
+        with self._tx() as cur:
+            first, state = _finish_task(cur, job, task, worker, seconds, reads, writes)
+            ended = state not in ENDED_STATES and _finish_job(cur, job, output,
+                                                              retention_seconds)
+        return Finished(first, "done" if ended else state, ended)
 
     def stage_use(self, job: str) -> dict[str, dict[str, float]]:
         """Per stage: tasks in all, done, and the summed seconds, store reads and writes of

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from services_support import drop_database, require_peers
 
-from services.records import SCHEMA_VERSION, JobRecords
+from services.records import SCHEMA_VERSION, JobOutput, JobRecords
 from shared.pipeline import graph
 from shared.pipeline.graph import TaskId
 from shared.pipeline.stages import ChunkPlan
@@ -130,3 +130,28 @@ def test_an_older_schema_is_upgraded_once() -> None:
         assert versions == [(SCHEMA_VERSION,)]
     finally:
         drop_database(name)
+
+
+def test_the_join_and_its_job_are_done_together(records: JobRecords) -> None:
+    """The join is recorded done in the transaction that ends its job: no status can show a
+    done job with its join still to do (as one did, between two statements), and a second
+    delivery neither counts the join again nor ends the job again."""
+    job, plan = planned_job(records, 2)
+    join = TaskId("join", 0)
+    assert join in set(graph.tasks(plan))
+    output = JobOutput("outputs/x/output.ivf", {"bytes": 10})
+    finished = records.finish_task(job, join, "w", 0.5, output=output, retention_seconds=60)
+    assert finished == (True, "done", True)
+    record = records.get_job(job)
+    assert record is not None and record.state == "done" and record.result == {"bytes": 10}
+    assert record.output == "outputs/x/output.ivf"
+    assert records.progress(job)["join"]["done"] == records.progress(job)["join"]["total"] == 1
+    again = records.finish_task(job, join, "w", 0.5, output=output, retention_seconds=60)
+    assert again == (False, "done", False)
+    assert records.progress(job)["join"]["done"] == 1
+    # A job cancelled before its join finished stays cancelled.
+    job, plan = planned_job(records, 2)
+    assert records.cancel_job(job) == "cancelled"
+    finished = records.finish_task(job, join, "w", 0.5, output=output, retention_seconds=60)
+    assert finished.job_state == "cancelled" and not finished.ended
+    assert records.get_job(job).state == "cancelled"

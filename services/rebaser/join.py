@@ -1,7 +1,8 @@
 """The join step: every chunk's final frames into the output (`stages.join`, the embedded
 runner's own), written where the job asked (an allowed `file://` or `s3://` URL) or into the
-store, and the job recorded done with its figures. Intermediates are deleted after the
-retention time (at once when it is zero); the output is kept."""
+store. The adapter records the job done with its figures, in the transaction that records the
+join (`JobOutput`); intermediates are deleted after the retention time (at once when it is
+zero), and the output is kept."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from pathlib import Path
 from shared.pipeline import stages
 from shared.pipeline.messages import TaskMessage
 
-from ..adapter import purge_job
-from ..events import announce_end
 from ..inputs import write_output
+from ..records import JobOutput
 from ..runtime import Runtime
 
 __all__ = ["join_step", "output_key"]
@@ -24,7 +24,7 @@ def output_key(job: str, format: str) -> str:
     return f"outputs/{job}/output.{format}"
 
 
-def join_step(runtime: Runtime, message: TaskMessage) -> None:
+def join_step(runtime: Runtime, message: TaskMessage) -> JobOutput:
     job = message.job
     plan = runtime.plan(job)
     facts = runtime.facts(job)
@@ -41,8 +41,4 @@ def join_step(runtime: Runtime, message: TaskMessage) -> None:
             location = facts.output
     result = {**asdict(quality), "bytes": joined.file_bytes, "packets": joined.packets,
               "format": form}
-    retention = runtime.config.retention_seconds
-    if runtime.records.finish_job(job, location, result, retention):
-        if retention == 0:
-            purge_job(runtime, job)
-        announce_end(runtime, job)
+    return JobOutput(location, result)  # the adapter records it with the task, at once
