@@ -108,6 +108,12 @@ class _ServerThread:
         self._ready.set()
         self.loop.run_forever()
         self.loop.run_until_complete(self.runner.cleanup())
+        # As web.run_app ends: the cleanup cancels handlers it gave up on (a client that
+        # never finished its body) without waiting for them, so let them end before closing.
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
 
     def stop(self) -> None:
