@@ -15,6 +15,8 @@ more of it, on any machine that reaches the broker, the store and the database.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import logging
 import multiprocessing
 import os
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from typing import Any
 
 from shared.cli import positive_int
@@ -60,7 +63,9 @@ def _port(text: str) -> int:
     return value
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser,
+                         metrics_help: str = "serve Prometheus metrics on this port (workers; "
+                                             "the API serves /metrics itself)") -> None:
     parser.add_argument("--broker", help="broker URL (amqp://...; default: local RabbitMQ, "
                                          "or EXCAMERA_BROKER)")
     parser.add_argument("--store", help="store URL (file:///dir; default "
@@ -79,9 +84,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retention", type=float, metavar="SECONDS",
                         help="delete an ended job's intermediates this long after it ends "
                              "(default 3600; outputs are kept)")
-    parser.add_argument("--metrics-port", type=_port, metavar="PORT",
-                        help="serve Prometheus metrics on this port (workers; the API serves "
-                             "/metrics itself)")
+    parser.add_argument("--metrics-port", type=_port, metavar="PORT", help=metrics_help)
     parser.add_argument("-v", "--verbose", action="store_true", help="log each task")
 
 
@@ -108,9 +111,12 @@ def add_up_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "up", help="run the API and one of each worker on this machine (a quick start)",
         description="Start the API and one process of each worker service, print the API's "
-                    "URL and an example, and stop them all on Ctrl-C.",
+                    "URL and an example, and stop them all on Ctrl-C (or when this "
+                    "process ends in any way).",
     )
-    add_common_arguments(parser)
+    add_common_arguments(parser, metrics_help="serve the workers' Prometheus metrics on "
+                                              "PORT (splitter) to PORT+3 (encoder, decoder, "
+                                              "rebaser); the API serves /metrics itself")
     parser.add_argument("--port", type=_port, default=8080, help="the API's port (default 8080)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--concurrency", type=positive_int, default=None, metavar="N",
@@ -241,6 +247,7 @@ def _run_celery_worker(config: Any, service: str, concurrency: int | None,
     if service == "splitter":
         app.steps["consumer"].add(IngestConsumer)
     queue = app.excamera_topology.queue_of_service(service)  # type: ignore[attr-defined]
+    _note_privileges(app, service)
     # Celery's banner only when verbose: `excamera up` starts four workers in one terminal.
     argv = [] if verbose else ["--quiet"]
     argv += [
@@ -251,6 +258,21 @@ def _run_celery_worker(config: Any, service: str, concurrency: int | None,
     ]
     app.worker_main(argv)
     return 0
+
+
+def _note_privileges(app: Any, service: str) -> None:
+    """Celery warns in seven lines, once per worker, when it runs as root or in group sudo or
+    wheel: say so in one line instead (four workers share a terminal under `excamera up`)."""
+    from celery.platforms import SecurityWarning, check_privileges
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SecurityWarning)
+        check_privileges(app.conf.accept_content)
+    if any(issubclass(w.category, SecurityWarning) for w in caught):
+        print(f"excamera service {service}: note: running as root (or in group sudo or "
+              "wheel); run the services as an unprivileged user, as deploy/'s image does",
+              file=sys.stderr, flush=True)
+    warnings.filterwarnings("ignore", category=SecurityWarning)  # the worker's own check
 
 
 def _run_rebasers(config: Any, count: int) -> int:
@@ -308,6 +330,8 @@ def run_up(args: argparse.Namespace) -> int:
     """The API and one of each worker as child processes; Ctrl-C (or SIGTERM) stops them."""
     config = config_from(args)
     env = {**os.environ, **config.to_env()}
+    env.pop("EXCAMERA_METRICS_PORT", None)  # each worker gets a port of its own, below
+    metrics_ports = _metrics_ports(config.metrics_port)
     token = None
     if not env.get("EXCAMERA_API_TOKENS") and not env.get("EXCAMERA_API_TOKENS_FILE"):
         # A quick start needs a caller: one token for this run, shown in the banner.
@@ -330,15 +354,18 @@ def run_up(args: argparse.Namespace) -> int:
         "decoder": ["decoder", "--concurrency=1"],
         "rebaser": ["rebaser", "--concurrency=1"],
     }
+    for name, port in metrics_ports.items():
+        commands[name].append(f"--metrics-port={port}")
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = _stop_on_signals()
     try:
         for name, command in commands.items():
             children[name] = subprocess.Popen(
-                [sys.executable, "-c", *_CHILD, "service", *command, *common], env=env)
+                [sys.executable, "-c", *_CHILD, "service", *command, *common], env=env,
+                preexec_fn=functools.partial(_tie_to_parent, os.getpid()))
         url = f"http://{args.host}:{args.port}"
         _wait_for_api(url, children["api"])
-        print(_banner(url, config, token), flush=True)
+        print(_banner(url, config, token, metrics_ports), flush=True)
         while not stopping.is_set():
             for name, child in children.items():
                 if child.poll() is not None:
@@ -358,6 +385,23 @@ def run_up(args: argparse.Namespace) -> int:
                 child.kill()
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal this process gets when its parent dies
+
+
+def _tie_to_parent(parent: int) -> None:
+    """In a child of `excamera up`, between fork and exec: a process group of its own, so
+    Ctrl-C reaches `up` alone, which stops each service once; and SIGTERM when `up` ends,
+    even by SIGKILL, so that no service outlives it (Linux; elsewhere only the first)."""
+    os.setpgid(0, 0)
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except AttributeError:
+        return
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # `up` died before the tie was made
+        os._exit(1)
+
+
 def _wait_for_api(url: str, api: subprocess.Popen[bytes]) -> None:
     import urllib.request
 
@@ -373,7 +417,20 @@ def _wait_for_api(url: str, api: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"excamera up: the API did not answer at {url} within 60 s")
 
 
-def _banner(url: str, config: Any, token: str | None) -> str:
+def _metrics_ports(first: int | None) -> dict[str, int]:
+    """`excamera up --metrics-port P`: the workers' metrics on P, P+1, ... (one port each: a
+    port serves one process's metrics; the API serves its own at /metrics)."""
+    if first is None:
+        return {}
+    workers = list(WORKERS)
+    if first + len(workers) - 1 > 65535:
+        raise SystemExit(f"excamera up: --metrics-port {first} leaves no room for the "
+                         f"{len(workers)} workers' ports (at most {65536 - len(workers)})")
+    return {name: first + offset for offset, name in enumerate(workers)}
+
+
+def _banner(url: str, config: Any, token: str | None,
+            metrics_ports: dict[str, int] | None = None) -> str:
     if token is not None:
         auth = f"a token for this run: export EXCAMERA_TOKEN={token}"
     else:
@@ -389,5 +446,8 @@ def _banner(url: str, config: Any, token: str | None) -> str:
         f"    curl {header} {url}/v1/jobs/ID",
         f"    curl {header} -o out.webm {url}/v1/jobs/ID/output",
         f"  every job's end is also posted to the queue {config.queue_prefix}.events",
+        *([f"  Prometheus metrics: {url}/metrics (the API), " + ", ".join(
+            f"port {port} ({name})" for name, port in metrics_ports.items())]
+          if metrics_ports else []),
         "  Ctrl-C stops every service.",
     ])

@@ -4,6 +4,7 @@ through kill -9 of any worker, a broker restart, duplicate deliveries and concur
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import subprocess
@@ -463,10 +464,12 @@ def test_excamera_up_runs_the_whole_system(tmp_path: Path, inputs: Path,
     from services_support import excamera_up, http_json, wait_done
 
     source = inputs / "sintel1.y4m"
+    metrics = _free_ports(4)
     with cluster_at(tmp_path, inputs) as names:
         env = {k: v for k, v in names.env().items() if k != "EXCAMERA_API_TOKENS"}
         with excamera_up(env, f"--store={names.store_url}", f"--db={names.db_url}",
-                         f"--queue-prefix={names.prefix}") as (url, banner):
+                         f"--queue-prefix={names.prefix}", f"--metrics-port={metrics}"
+                         ) as (url, banner):
             token = re.search(r"EXCAMERA_TOKEN=(\S+)", banner).group(1)  # type: ignore[union-attr]
             assert url in banner and "curl" in banner
             boundary = "x" * 20
@@ -485,5 +488,89 @@ def test_excamera_up_runs_the_whole_system(tmp_path: Path, inputs: Path,
             assert output == references(source, 2, 3)
             assert f"posted to the queue {names.prefix}.events" in banner
             assert [e["state"] for e in names.events_of(job)] == ["done"]
+            # --metrics-port P: a port each, in the banner (one port for all was the second
+            # worker's failure to start, which stopped `up`).
+            assert f"port {metrics} (splitter), port {metrics + 1} (encoder)" in banner
+            for offset, (service, stage) in enumerate([("splitter", "split"),
+                                                       ("encoder", "encode"),
+                                                       ("decoder", "measure"),
+                                                       ("rebaser", "join")]):
+                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics + offset}/metrics",
+                                              timeout=10).read().decode()
+                assert (f'excamera_tasks_total{{outcome="done",service="{service}",'
+                        f'stage="{stage}"}}') in text, (service, text[-2000:])
         time.sleep(1.0)
         assert names.consumer_counts()[f"{names.prefix}.encode"] == 0  # every worker stopped
+
+
+def _free_ports(count: int) -> int:
+    """The first of `count` consecutive ports that nothing listens on now."""
+    import socket
+
+    for _ in range(100):
+        first = random.randrange(20000, 60000)
+        sockets = [socket.socket() for _ in range(count)]
+        try:
+            for offset, held in enumerate(sockets):
+                held.bind(("127.0.0.1", first + offset))
+            return first
+        except OSError:
+            continue
+        finally:
+            for held in sockets:
+                held.close()
+    raise AssertionError("no free ports")
+
+
+def _children_of(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_no_service_outlives_a_killed_excamera_up(tmp_path: Path, inputs: Path) -> None:
+    """SIGKILL leaves `excamera up` no chance to stop what it started: each service gets SIGTERM
+    from the kernel instead (before, all five ran on, holding the port and the queues)."""
+    import os
+    import signal
+    import sys
+
+    from services_support import CHILD, free_port
+
+    if not Path("/proc/self/task").exists():
+        pytest.skip("needs Linux's /proc")
+    with cluster_at(tmp_path, inputs) as names:
+        port = free_port()
+        up = subprocess.Popen(
+            [sys.executable, "-c", *CHILD, "up", f"--port={port}", f"--store={names.store_url}",
+             f"--db={names.db_url}", f"--queue-prefix={names.prefix}"],
+            env=names.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)
+        services: list[int] = []
+        try:
+            banner = ""
+            deadline = time.monotonic() + 120
+            while "Ctrl-C" not in banner and time.monotonic() < deadline and up.poll() is None:
+                banner += up.stdout.readline()  # type: ignore[union-attr]
+            assert "Ctrl-C" in banner, banner
+            services += _children_of(up.pid)
+            assert len(services) == 5, services
+            up.kill()
+            up.wait(10)
+            deadline = time.monotonic() + 40
+            while any(map(_alive, services)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not any(map(_alive, services)), [p for p in services if _alive(p)]
+            assert all(count == 0 for count in names.consumer_counts().values())
+        finally:
+            for group in (up.pid, *services):  # each service leads a process group
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+            up.wait(10)

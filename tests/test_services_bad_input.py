@@ -445,3 +445,20 @@ def test_a_metrics_port_in_use_says_so_in_one_line(cluster: Cluster, tmp_path: P
     assert done.stderr.strip().splitlines()[-1] == (
         f"excamera service: the metrics port {port} cannot be listened on: "
         "Address already in use")
+
+
+def test_a_privileged_worker_says_so_in_one_line(cluster: Cluster) -> None:
+    """Celery's seven-line SecurityWarning for a worker run as root (or in group sudo or wheel)
+    is one line of ours; an unprivileged worker says nothing of it."""
+    import grp
+
+    service = start(cluster, "decoder")
+    service.stop()
+    log = service.log()
+    assert "SecurityWarning" not in log and "superuser privileges" not in log, log
+    groups = {grp.getgrgid(gid).gr_name for gid in {os.getgid(), os.getegid()}}
+    privileged = os.geteuid() == 0 or os.getuid() == 0 or bool(groups & {"sudo", "wheel"})
+    notes = [line for line in log.splitlines() if "unprivileged user" in line]
+    assert notes == ["excamera service decoder: note: running as root (or in group sudo or "
+                     "wheel); run the services as an unprivileged user, as deploy/'s image "
+                     "does"] * privileged, log
