@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import statistics
@@ -133,6 +134,16 @@ def test_tokens_configuration(tmp_path: Path) -> None:
     assert from_file.owner("Bearer c4r0l#1") == "carol"
     for bad in ("alice", "alice:", ":x", "../x:y", "ingest:x", "a:same,b:same", "a:two words"):
         with pytest.raises(ConfigError):
+            Tokens.parse(bad)
+    # A Secrets Manager key/value secret, as deploy/excamera.yaml generates one.
+    secret = Tokens.parse(' {"operator": "s3cret", "ci": "t0ken"}')
+    assert secret.owner("Bearer s3cret") == "operator" and secret.owner("Bearer t0ken") == "ci"
+    for bad, said in (('{"a": 1}', "object of names and token strings"),
+                      ('["a:b"]', "token name"), ('{"a": "b"', "is not a JSON object"),
+                      ('{"a": ' + "[" * 100_000, "is not a JSON object"),
+                      ('{"a": ""}', "token of 'a' is empty"), ('{"../x": "y"}', "token name"),
+                      ('{"a": "two words"}', "white space"), ('{"a": "x", "b": "x"}', "twice")):
+        with pytest.raises(ConfigError, match=re.escape(said)):
             Tokens.parse(bad)
     with pytest.raises(ConfigError):
         Tokens.from_env({"EXCAMERA_API_TOKENS_FILE": str(tmp_path / "missing")})

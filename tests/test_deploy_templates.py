@@ -169,3 +169,26 @@ def test_intermediates_expire(template: dict[str, Any]) -> None:
     assert rules["jobs/"]["ExpirationInDays"] == {"Ref": "IntermediateRetentionDays"}
     assert rules["uploads/"]["Status"] == "Enabled"
     assert "outputs/" in rules
+
+
+def test_the_created_token_secret_is_one_the_api_accepts(template: dict[str, Any]) -> None:
+    """The secret the stack makes when given none is what the API task reads as
+    EXCAMERA_API_TOKENS. Secrets Manager's GenerateSecretString, with a template and a key,
+    stores the template's JSON object with the key set to a random string; without them, a
+    bare random string, which the API refused at start-up ('... is not name:token')."""
+    import json
+    import string
+
+    from services.api.auth import Tokens
+
+    generate = template["Resources"]["ApiTokenSecret"]["Properties"]["GenerateSecretString"]
+    assert "SecretStringTemplate" in generate and "GenerateStringKey" in generate, generate
+    assert generate.get("ExcludePunctuation") and generate["PasswordLength"] >= 32
+    value = json.loads(generate["SecretStringTemplate"])
+    value[generate["GenerateStringKey"]] = "".join(
+        (string.ascii_letters + string.digits)[i % 62] for i in range(generate["PasswordLength"]))
+    tokens = Tokens.parse(json.dumps(value))
+    assert tokens.names() == [generate["GenerateStringKey"]] == ["operator"]
+    (secret,) = [s for s in resources(template, "AWS::ECS::TaskDefinition")["ApiTask"]
+                 ["ContainerDefinitions"][0]["Secrets"] if s["Name"] == "EXCAMERA_API_TOKENS"]
+    assert secret["ValueFrom"]["Fn::If"][1] == {"Ref": "ApiTokenSecret"}  # the whole secret

@@ -1,6 +1,7 @@
 """Bearer tokens: who is calling. The operator names each token's holder
 
     EXCAMERA_API_TOKENS="alice:s3cret,ci:t0ken"     or
+    EXCAMERA_API_TOKENS='{"alice": "s3cret"}'       (a Secrets Manager key/value secret) or
     EXCAMERA_API_TOKENS_FILE=/etc/excamera/tokens   (the same `name:token` entries, one a
                                                      line or comma-separated; # comments)
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -49,14 +51,22 @@ class Tokens:
 
     @classmethod
     def parse(cls, text: str, where: str = TOKENS_ENV) -> Tokens:
-        """Tokens from `name:token` entries separated by commas or new lines."""
+        """Tokens from `name:token` entries separated by commas or new lines, or from a JSON
+        object of names and tokens (how Secrets Manager holds key/value secrets)."""
         entries: list[tuple[bytes, str]] = []
+        if text.lstrip().startswith("{"):
+            entries += [_entry(name, token, where) for name, token in _json_pairs(text, where)]
+            text = ""
         for line in text.splitlines():
             if line.lstrip().startswith("#"):  # whole-line comments only: a token may hold '#'
                 continue
             for item in (part.strip() for part in line.split(",")):
                 if item:
-                    entries.append(_entry(item, where))
+                    name, colon, token = item.partition(":")
+                    if not colon or not token.strip():
+                        raise ConfigError(f"{where}: entry {name.strip() or item!r} is not "
+                                          "name:token")
+                    entries.append(_entry(name.strip(), token.strip(), where))
         digests = [digest for digest, _ in entries]
         if len(set(digests)) != len(digests):
             raise ConfigError(f"{where}: the same token is given twice")
@@ -111,11 +121,19 @@ class Tokens:
         return found
 
 
-def _entry(item: str, where: str) -> tuple[bytes, str]:
-    name, colon, token = item.partition(":")
-    name, token = name.strip(), token.strip()
-    if not colon or not token:
-        raise ConfigError(f"{where}: entry {name or item!r} is not name:token")
+def _json_pairs(text: str, where: str) -> list[tuple[str, str]]:
+    try:
+        pairs = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ConfigError(f"{where}: starts with '{{' but is not a JSON object") from None
+    if not isinstance(pairs, dict) or not all(isinstance(t, str) for t in pairs.values()):
+        raise ConfigError(f"{where}: a JSON value must be an object of names and token strings")
+    return list(pairs.items())
+
+
+def _entry(name: str, token: str, where: str) -> tuple[bytes, str]:
+    if not token:
+        raise ConfigError(f"{where}: the token of {name!r} is empty")
     if re.fullmatch(OWNER_PATTERN, name) is None:
         raise ConfigError(f"{where}: token name {name!r} must be 1-64 letters, digits, "
                           "'.', '_' or '-', starting with a letter or digit")
