@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared.cli import CommandError, add_job_options
+from shared.cli import CommandError, add_job_options, refuse_overwriting
 from shared.pipeline.errors import OutputError
 from shared.pipeline.messages import is_job_id
 from shared.pipeline.mux import check_output
@@ -56,7 +56,7 @@ def add_submit_parser(commands: Any) -> None:
                         help="the output's container (default: by OUTPUT's suffix, else the "
                              "service's)")
     parser.add_argument("--budget-usd", type=float, metavar="USD",
-                        help="fail the job once its projected AWS cost passes this")
+                        help="cancel the job once its projected AWS cost passes this")
     parser.add_argument("--key", metavar="KEY",
                         help="the Idempotency-Key: the same key finds the same job (default: "
                              "a new one, printed)")
@@ -95,6 +95,8 @@ def run_submit(args: argparse.Namespace) -> int:
     if args.input is not None and "://" not in args.input and not Path(args.input).is_file():
         what = "not a regular file" if Path(args.input).exists() else "no such file (or give a URL)"
         raise CommandError(args.input, what)
+    if args.input is not None and "://" not in args.input:
+        refuse_overwriting([args.output], [args.input])  # as `excamera encode` does
     options = _options(args)
     output = Path(args.output) if args.output else None
     accepted: list[str] = []  # the job, once there is one

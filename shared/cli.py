@@ -211,7 +211,7 @@ def _ivf_frame_rate(header: IvfHeader) -> tuple[int, int]:
     return den // divisor, num // divisor
 
 
-def _refuse_overwriting(outputs: Sequence[str | None], inputs: Sequence[str | None],
+def refuse_overwriting(outputs: Sequence[str | None], inputs: Sequence[str | None],
                         in_place: tuple[str | None, str | None] = (None, None)) -> None:
     """Refuse an output that is one of the inputs, or another output, before any work: the
     atomic rename at the end would otherwise replace that file. `in_place` is the one pair
@@ -245,7 +245,7 @@ def _write_state(path: str, data: bytes) -> None:
 
 
 def _run_decode(args: argparse.Namespace) -> int:
-    _refuse_overwriting([args.output, args.state_out], [args.input, args.state_in],
+    refuse_overwriting([args.output, args.state_out], [args.input, args.state_in],
                         in_place=(args.state_out, args.state_in))
     codec = _load_codec()
     start, stop = args.frames
@@ -515,7 +515,7 @@ def _run_encode(args: argparse.Namespace) -> int:
     from shared.pipeline.runner import run_job
     from shared.pipeline.vpx import DEFAULT_CQ_LEVEL, EncodeSettings
 
-    _refuse_overwriting([args.output], [args.input, args.keep_work])
+    refuse_overwriting([args.output], [args.input, args.keep_work])
     settings = EncodeSettings(
         cq_level=DEFAULT_CQ_LEVEL if args.cq_level is None else args.cq_level,
         target_ssim_db=args.ssim,
@@ -705,7 +705,7 @@ def _add_encode_frames(commands: SubParsers) -> None:
 
 
 def _run_encode_frames(args: argparse.Namespace) -> int:
-    _refuse_overwriting([args.output, args.state_out], [args.input, args.state_in],
+    refuse_overwriting([args.output, args.state_out], [args.input, args.state_in],
                         in_place=(args.state_out, args.state_in))
     codec = _load_codec()
     quality: int | float
@@ -800,7 +800,7 @@ def _add_rebase(commands: SubParsers) -> None:
 
 
 def _run_rebase(args: argparse.Namespace) -> int:
-    _refuse_overwriting([args.output, args.state_out],
+    refuse_overwriting([args.output, args.state_out],
                         [args.input, args.source, args.state_in, args.original_state],
                         in_place=(args.state_out, args.state_in))
     codec = _load_codec()

@@ -574,6 +574,17 @@ def test_ssim_target_parsing() -> None:
         if text != "x":
             with pytest.raises(MessageError, match="ssim"):
                 parse_job_request({"input": "file:///a.y4m", "ssim": float(text)})
+    # The published schema (the OpenAPI document's) says so too, so a client that validates
+    # against it is not surprised by a 400; and the reason is the command line's.
+    import jsonschema
+
+    from shared.pipeline.messages import JOB_REQUEST_SCHEMA
+
+    validator = jsonschema.Draft202012Validator(JOB_REQUEST_SCHEMA)
+    assert not validator.is_valid({"input": "file:///a.y4m", "ssim": 1})
+    assert validator.is_valid({"input": "file:///a.y4m", "ssim": 0.999})
+    with pytest.raises(MessageError, match="ssim: 1 is ambiguous"):
+        parse_job_request({"input": "file:///a.y4m", "ssim": 1})
 
 
 # --------------------------------------------------------------------------- the store

@@ -125,6 +125,24 @@ def test_refusals_are_one_line(capsys: pytest.CaptureFixture[str], api: ApiServe
     assert len(api.records.list_jobs("alice", 1000)) == before  # no job made
 
 
+def test_an_output_that_is_the_input_is_refused(capsys: pytest.CaptureFixture[str],
+                                                api: ApiServer, clip_y4m: Path,
+                                                tmp_path: Path) -> None:
+    """As in `excamera encode`: the download would have replaced the input (a symlink counts
+    as its target), after the upload."""
+    source = tmp_path / "clip.webm"
+    source.write_bytes(clip_y4m.read_bytes())
+    (tmp_path / "link.webm").symlink_to(source)
+    before = len(api.records.list_jobs("alice", 1000))
+    for output in (source, tmp_path / "link.webm"):
+        code, out, err = submit(capsys, api, str(source), "-o", str(output))
+        assert code == 1 and out == "", err
+        assert err == (f"excamera submit: {output}: writing it would replace {source}, which "
+                       "this command also reads or writes; choose another path\n")
+    assert source.read_bytes() == clip_y4m.read_bytes()
+    assert len(api.records.list_jobs("alice", 1000)) == before
+
+
 def test_an_api_that_is_not_there(capsys: pytest.CaptureFixture[str], api: ApiServer,
                                   clip_y4m: Path) -> None:
     with socket.socket() as probe:  # a port nothing listens on

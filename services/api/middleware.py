@@ -31,13 +31,11 @@ MAX_REASON = 300
 
 # A status's code where no finer one is given.
 STATUS_CODES = {
-    400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    400: "invalid_request", 401: "unauthorized", 404: "not_found",
     405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 410: "gone",
     413: "too_large", 415: "unsupported_media_type", 416: "range_not_satisfiable",
-    417: "expectation_failed",
-    429: "too_many_requests", 431: "headers_too_large", 500: "internal",
-    503: "unavailable",
-}
+    417: "expectation_failed", 500: "internal", 503: "unavailable",
+}  # the statuses this server answers with a JSON error; any other would be "http_error"
 # The finer ones, where a client may act differently on the same status.
 DETAIL_CODES = {
     "invalid_job": "400: the job (JSON body or options part) is not JSON, or a field is "

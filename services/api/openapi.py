@@ -298,7 +298,9 @@ def _output() -> dict[str, Any]:
             "401": _error("no bearer token or not a valid one, or a signed link that is not "
                           "valid or has expired"),
             "404": NOT_FOUND,
-            "409": _error("the job is not done (queued, running, failed or cancelled)"),
+            "409": _error("the job is not done (queued, running, failed or cancelled): "
+                          "job_not_done; or it wrote its output outside this service's store: "
+                          "output_elsewhere"),
             "410": _error("the output is no longer in the store"),
             "412": {"description": "a precondition failed (If-Match, If-Unmodified-Since); "
                                    "no body"},

@@ -25,7 +25,7 @@ from typing import Any
 import jsonschema
 
 from .graph import STAGES
-from .vpx import DEFAULT_CQ_LEVEL, MAX_CQ_LEVEL, EncodeSettings, ssim_decibels
+from .vpx import AMBIGUOUS_SSIM, DEFAULT_CQ_LEVEL, MAX_CQ_LEVEL, EncodeSettings, ssim_decibels
 
 __all__ = [
     "DeadLetter",
@@ -78,8 +78,10 @@ JOB_OPTIONS_SCHEMA: dict[str, Any] = {
     },
     "ssim": {
         "type": "number", "exclusiveMinimum": 0, "maximum": 100,
+        "not": {"const": 1},  # an SSIM of 1 (lossless), or 1 dB? Neither is meant
         "description": "instead of cq_level: each chunk gets the highest cq level whose libvpx "
-                       "encode reaches this SSIM, in dB (e.g. 16), or below 1 as plain SSIM",
+                       "encode reaches this SSIM, in dB (e.g. 16), or below 1 as plain SSIM; "
+                       "not 1, which could mean either",
     },
     "format": {"type": "string", "enum": list(FORMATS), "default": "webm"},
     "scene_cuts": {
@@ -185,6 +187,8 @@ def _short(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         return f"unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}"
+    if error.validator == "not" and error.validator_value == {"const": 1}:
+        return AMBIGUOUS_SSIM  # the command line's own words for it
     if error.validator == "not":
         return "give either cq_level or ssim, not both"
     if error.validator == "required":

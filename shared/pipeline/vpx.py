@@ -77,6 +77,10 @@ PHASE1_ENV = "EXCAMERA_PHASE1"
 MAX_SSIM_DB = 100  # an SSIM of 0.9999999999: beyond it, a target is lossless in all but name
 
 
+AMBIGUOUS_SSIM = ("1 is ambiguous (an SSIM of 1 is lossless, 1 dB an SSIM of 0.21); give dB "
+                  "(e.g. 16) or SSIM below 1 (e.g. 0.975)")
+
+
 def ssim_decibels(value: float) -> float:
     """An SSIM target as the command line and job requests spell it, in dB: below 1 it is plain
     SSIM (0.98 -> 16.9897 dB, rounded to 6 places so that every spelling of a job agrees), else
@@ -87,8 +91,7 @@ def ssim_decibels(value: float) -> float:
         raise ValueError(f"{shown} is not an SSIM target; give dB (e.g. 16) or SSIM below 1 "
                          "(e.g. 0.975)")
     if value == 1:
-        raise ValueError("1 is ambiguous (an SSIM of 1 is lossless, 1 dB an SSIM of 0.21); "
-                         "give dB (e.g. 16) or SSIM below 1 (e.g. 0.975)")
+        raise ValueError(AMBIGUOUS_SSIM)
     decibels = round(-10 * math.log10(1 - value), 6) if value < 1 else float(value)
     if decibels > MAX_SSIM_DB:
         raise ValueError(f"{shown} is {decibels:g} dB; at most {MAX_SSIM_DB} dB (an SSIM of "
