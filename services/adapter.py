@@ -4,7 +4,9 @@ Celery worker, the rebaser, a Lambda handler):
 1. validate the message (a malformed one, or one for a job or task that does not exist, is
    set aside with its reason);
 2. skip it if its job has ended (cancelled, failed, done);
-3. record the attempt (start, worker; a task delivered too often is given up);
+3. record the attempt (start, worker; a task delivered too often without reporting back,
+   i.e. whose workers crashed or were killed, is given up; transient failures are retries,
+   with a bound of their own, and do not count);
 4. run the task's stage function (`graph.run_task`; the split and the join have their own
    steps, which fetch the input and write the output);
 5. record it done (the join: the job too, in the same transaction), *then* publish every
@@ -102,10 +104,10 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         seconds = time.perf_counter() - began
         requests = Counter(runtime.store.counts) - requests_before
     except TransientError:
-        metrics.TASK_RETRIES.labels(service, message.stage).inc()
+        _retried(runtime, service, message, task)
         raise
     except OSError as exc:  # local disk trouble: worth the retries, as storage is
-        metrics.TASK_RETRIES.labels(service, message.stage).inc()
+        _retried(runtime, service, message, task)
         raise TransientError(f"{task}: {exc.strerror or exc}") from exc
     except Exception as exc:  # noqa: BLE001 - whatever it is, no retry will cure it
         if not isinstance(exc, PERMANENT):
@@ -144,6 +146,15 @@ def _straggle(message: TaskMessage, attempt: int) -> None:
         stage, index, seconds = spec.split(":")
         if message.stage == stage and message.index == int(index):
             time.sleep(float(seconds))
+
+
+def _retried(runtime: Runtime, service: str, message: TaskMessage, task: TaskId) -> None:
+    """A transient failure, which the caller retries: counted as a retry, not an attempt."""
+    metrics.TASK_RETRIES.labels(service, message.stage).inc()
+    try:
+        runtime.records.uncount_attempt(message.job, task)
+    except Exception as exc:  # noqa: BLE001 - the records may be what is down; then it counts
+        log.debug("%s: the attempt stays counted: %s", message, exc)
 
 
 def _run_stage(runtime: Runtime, message: TaskMessage) -> Any:

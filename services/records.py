@@ -506,6 +506,17 @@ class JobRecords:
             return row["job_state"], row["attempts"]
         return row["job_state"], 0 if row["known"] else -1
 
+    def uncount_attempt(self, job: str, task: TaskId) -> None:
+        """Take back the attempt `start_task` counted, for one that ended in a transient
+        failure and will be retried: `attempts` counts deliveries that never reported back
+        (crashes, kills), against max_attempts; the retries have a bound of their own."""
+        with self._one() as cur:
+            cur.execute(
+                "UPDATE excamera_tasks SET attempts = attempts - 1 WHERE job = %s AND "
+                "stage = %s AND idx = %s AND state <> 'done' AND attempts > 0",
+                (job, task.stage, task.index),
+            )
+
     def finish_task(self, job: str, task: TaskId, worker: str, seconds: float,
                     reads: int = 0, writes: int = 0, *, output: JobOutput | None = None,
                     retention_seconds: float = 0.0) -> Finished:

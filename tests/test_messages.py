@@ -85,6 +85,10 @@ def test_ingest_and_task_messages_round_trip() -> None:
     assert parse_task(task.to_json()) == task
     stamped = task.stamped()
     assert parse_task(stamped.to_json()) == stamped and stamped.sent is not None
+    # An integral float is an integer to JSON Schema; to the keys and records it is 7, not 7.0
+    # (a chunk key of 7.0 raised ValueError, which failed the job).
+    index = parse_task({**task.to_json(), "index": 7.0}).index
+    assert index == 7 and type(index) is int
     assert job_id_for("alice", "c") == job_id_for("alice", "c") != job_id_for("bob", "c")
     assert job_id_for(None, "c") == job_id_for("ingest", "c")
 

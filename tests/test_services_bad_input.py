@@ -244,6 +244,36 @@ def test_a_task_its_job_does_not_have_is_set_aside(runtime: Runtime, cluster: Cl
     assert letter["reason"] == f"{job} encode[999]: the job has no such task"
 
 
+def test_transient_failures_are_retries_not_attempts(runtime: Runtime, cluster: Cluster
+                                                     ) -> None:
+    """A task whose step fails transiently (S3 SlowDown, a full disk) as often as the retries
+    allow still runs each time, and then fails with its own reason: the attempts, which give up
+    on a task whose workers crash, count no retry (each retry counted as one, so the job failed
+    at the sixth, 'delivered 6 times without finishing', before the retries were out)."""
+    from services.adapter import Outcome, handle
+    from services.errors import TransientError
+
+    job = make_job(runtime, "flaky-store")
+    calls: list[str] = []
+
+    def flaky(runtime: Runtime, message: Any) -> None:
+        calls.append(message.stage)
+        if len(calls) <= runtime.config.retries:
+            raise (TransientError("S3: SlowDown") if len(calls) % 2 else OSError(28, "No "
+                                                                              "space left"))
+        raise ValueError("the last straw")
+
+    for _ in range(runtime.config.retries):  # what Celery's retries and the rebaser's do
+        with pytest.raises(TransientError):
+            handle(task(job, "split", 0), runtime, service="splitter", source="q",
+                   steps={"split": flaky})
+    outcome = handle(task(job, "split", 0), runtime, service="splitter", source="q",
+                     steps={"split": flaky})
+    assert outcome is Outcome.FAILED and len(calls) == runtime.config.retries + 1
+    assert runtime.config.retries + 1 > runtime.config.max_attempts  # else this proves nothing
+    assert runtime.records.get_job(job).error == "split[0]: ValueError: the last straw"
+
+
 def test_the_task_queues_set_aside_what_is_not_a_task(cluster: Cluster) -> None:
     """Messages on a Celery task queue that are no task of ours (not JSON, no Celery
     message, a content type Celery refuses, another task's name, no argument) go to the

@@ -452,7 +452,8 @@ class TaskMessage:
 
 def parse_task(document: Any) -> TaskMessage:
     _validate(document, TASK_SCHEMA, "task message")
-    return TaskMessage(document["job"], document["stage"], document["index"],
+    # JSON Schema's integers include 3.0; keys and records want 3.
+    return TaskMessage(document["job"], document["stage"], int(document["index"]),
                        document.get("sent"))
 
 
