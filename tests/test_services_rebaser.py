@@ -4,6 +4,7 @@ takes the group over, and no link is done twice or lost."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -153,3 +154,36 @@ def test_the_owner_of_a_group_killed_mid_group(cluster: Cluster, inputs: Path,
     assert survivor.alive
     late = [link for link in links if link["worker"].endswith(":" + survivor_pid)]
     assert late, "the surviving rebaser ran no link"
+
+
+def test_a_link_longer_than_the_heartbeats_keeps_its_shards(cluster: Cluster, inputs: Path,
+                                                             tmp_path: Path) -> None:
+    """A link (or a big job's join) that outlasts two AMQP heartbeats: the rebaser keeps its
+    connection, and so its shards' leases, while the link runs (before, nothing was read or
+    sent meanwhile: 'Too many heartbeats missed', the connection and every lease lost, and the
+    broker handed the link to the next owner while it still ran). Heartbeats of 1 s here
+    against links of 3.5 s; 30 s in service, against a join of thousands of chunks."""
+    from shared.codec.y4m import Y4mWriter
+    from shared.pipeline.sources import open_source
+
+    short = inputs / "carphone-12.y4m"
+    with open_source(inputs / "carphone.mp4") as video, short.open("wb") as file:
+        writer = Y4mWriter(file, video.width, video.height, video.fps)
+        for image in itertools.islice(video.images, 12):
+            writer.write(image)
+        writer.close()
+    reference = embedded_output(short, tmp_path / "reference.ivf", 3, 4)
+    service = rebaser(cluster, EXCAMERA_TEST_HEARTBEAT="1", EXCAMERA_TEST_LINK_DELAY="3.5")
+    output = cluster.outputs / "slow-links.ivf"
+    job = cluster.submit("slow-links", short, output, frames_per_chunk=3, chunks_per_group=4)
+    try:
+        record = cluster.wait(job, timeout=60)
+    except AssertionError:
+        print("the rebaser's log:\n" + service.log()[-6000:])
+        raise
+    assert record.state == "done", (record.state, record.error)
+    assert output.read_bytes() == reference
+    with cluster.records() as records:
+        links = records.tasks(job, stage="rebase") + records.tasks(job, stage="join")
+    assert len(links) == 5 and all(link["attempts"] == 1 for link in links), links
+    assert "connection lost" not in service.log(), service.log()[-3000:]

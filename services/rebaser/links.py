@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -24,12 +25,15 @@ from ..records import TERMINAL_STATES
 from ..retry import backoff
 from ..runtime import Runtime
 
-__all__ = ["LINK_DELAY_ENV", "LinkRunner"]
+__all__ = ["KEEP_ALIVE_EVERY", "LINK_DELAY_ENV", "LinkRunner"]
 
 log = logging.getLogger("excamera.rebaser")
 
 # Test hook: seconds each link waits before it runs, so a test can kill a rebaser mid-group.
 LINK_DELAY_ENV = "EXCAMERA_TEST_LINK_DELAY"
+# How often a rebaser keeps its hold on what it works on while links run: well within
+# RabbitMQ's heartbeat (30 s) and SQS's visibility (REBASE_VISIBILITY, 30 s).
+KEEP_ALIVE_EVERY = 5.0
 
 
 class LinkRunner:
@@ -45,6 +49,8 @@ class LinkRunner:
         self.sweeper = Sweeper(self.runtime)
         self.links_run = 0
         self._stopping = False
+        self._kept_alive = time.monotonic()
+        self.keep_alive_every = KEEP_ALIVE_EVERY
 
     def tick(self) -> None:
         """The periodic work of a rebaser's loop: hedging stragglers, posting missed ends."""
@@ -70,6 +76,40 @@ class LinkRunner:
             message.job, TaskId("rebase", message.index - 1))
 
     def run_link(self, document: Any, source: str) -> None:
+        """The adapter on one message, in a thread of its own, while this one keeps the
+        transport's hold on the message (a link, or a big job's join, can outlast the broker's
+        heartbeats or SQS's visibility: the message would go to a second rebaser meanwhile).
+        What went wrong with the transport meanwhile is raised once the link has ended."""
+        finished = threading.Event()
+        failures: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self._run_link(document, source)
+            except BaseException as exc:  # noqa: BLE001 - raised below, in this thread
+                failures.append(exc)
+            finally:
+                finished.set()
+
+        thread = threading.Thread(target=work, name="link", daemon=True)
+        thread.start()
+        while not finished.wait(max(0.0, self._kept_alive + self.keep_alive_every
+                                    - time.monotonic())):
+            self._kept_alive = time.monotonic()
+            if not failures:
+                try:
+                    self.keep_alive()
+                except Exception as exc:  # noqa: BLE001 - the transport's; after the link
+                    failures.append(exc)
+        thread.join()
+        if failures:
+            raise failures[0]
+
+    def keep_alive(self) -> None:
+        """Keep the transport's hold on the messages being worked on (every
+        `keep_alive_every` seconds while links run; each transport says how)."""
+
+    def _run_link(self, document: Any, source: str) -> None:
         """The adapter on one message, transient failures retried here, in place."""
         if os.environ.get(LINK_DELAY_ENV):
             self.pause(float(os.environ[LINK_DELAY_ENV]))
@@ -90,7 +130,7 @@ class LinkRunner:
                 self.pause(delay)
 
     def pause(self, seconds: float) -> None:
-        """Wait (a transport keeping a connection alive overrides it)."""
+        """Wait, in the link's thread (`run_link` keeps the transport alive meanwhile)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not self._stopping:
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 import time
 from collections import deque
@@ -46,13 +47,15 @@ from ..errors import TransientError
 from ..records import TERMINAL_STATES
 from ..retry import backoff
 from .join import join_step
-from .links import LinkRunner
+from .links import KEEP_ALIVE_EVERY, LinkRunner
 
 __all__ = ["BALANCE_INTERVAL", "RebaserProcess"]
 
 log = logging.getLogger("excamera.rebaser")
 
 BALANCE_INTERVAL = 0.5
+HEARTBEAT_SECONDS = 30  # AMQP heartbeats: a rebaser gone silent for two loses its shards
+HEARTBEAT_ENV = "EXCAMERA_TEST_HEARTBEAT"  # test hook: a shorter one, to outlast in a test
 SHARD_PREFETCH = 256  # early links are held unacknowledged; normally there are none
 STEPS = {"join": join_step}
 # What a lost connection (to the broker, or to the job records) looks like: the session ends
@@ -108,7 +111,9 @@ class RebaserProcess(LinkRunner):
                 time.sleep(delay)
 
     def _session(self) -> None:
-        connection = kombu.Connection(self.config.broker, heartbeat=30,
+        heartbeat = float(os.environ.get(HEARTBEAT_ENV) or HEARTBEAT_SECONDS)
+        self.keep_alive_every = min(KEEP_ALIVE_EVERY, heartbeat / 3)  # py-amqp's rate is 2
+        connection = kombu.Connection(self.config.broker, heartbeat=heartbeat,
                                       transport_options={"confirm_publish": True})
         connection.ensure_connection(max_retries=1)
         self._connection = connection
@@ -279,10 +284,10 @@ class RebaserProcess(LinkRunner):
             for key in [key for key in shard.pending if key[0] in ended]:
                 self._inbox.append(shard.pending.pop(key))
 
-    def pause(self, seconds: float) -> None:
-        """Wait while keeping the broker connection alive."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not self._stopping:
-            if self._connection is not None:
-                self._connection.heartbeat_check()
-            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    def keep_alive(self) -> None:
+        """While a link runs: read what the broker sent (its heartbeats; deliveries go to the
+        inbox) and send ours, so neither side takes the connection, and with it the shards'
+        leases, for dead."""
+        if self._connection is not None:
+            self._drain(self._connection)
+            self._connection.heartbeat_check()

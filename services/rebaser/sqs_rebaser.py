@@ -19,6 +19,7 @@ is a plain SQS queue, polled between batches.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -31,7 +32,7 @@ from ..errors import TransientError
 from ..retry import backoff
 from ..runtime import Runtime
 from .join import join_step
-from .links import LinkRunner
+from .links import KEEP_ALIVE_EVERY, LinkRunner
 
 __all__ = ["REBASE_VISIBILITY", "SqsRebaserProcess"]
 
@@ -40,7 +41,7 @@ log = logging.getLogger("excamera.rebaser")
 # How long a received rebase message stays hidden: a dead rebaser's group waits this long
 # before another process takes it over; a live one extends it while it works.
 REBASE_VISIBILITY = 30
-EXTEND_EVERY = 10.0
+VISIBILITY_ENV = "EXCAMERA_TEST_REBASE_VISIBILITY"  # test hook: a shorter one, to outlast
 
 
 def _rebase_keeping_state(runtime: Runtime, message: TaskMessage) -> Any:
@@ -58,6 +59,9 @@ class SqsRebaserProcess(LinkRunner):
         sqs = self.runtime.dispatcher.sqs
         assert sqs is not None, "the SQS rebaser needs an sqs:// broker"
         self.sqs = sqs
+        self._held: list[tuple[str, str]] = []  # (queue, receipt handle)
+        self.visibility = int(os.environ.get(VISIBILITY_ENV) or REBASE_VISIBILITY)
+        self.keep_alive_every = min(KEEP_ALIVE_EVERY, self.visibility / 3)
 
     def run(self) -> None:
         self.install_signals()
@@ -76,17 +80,20 @@ class SqsRebaserProcess(LinkRunner):
 
     def _poll(self, queue: str, *, count: int, wait: int) -> bool:
         messages = self.sqs.receive(queue, count=count, wait=wait)
+        # Held, i.e. kept invisible, until processed: while links run, `keep_alive` extends
+        # them; a batch of quick links extends them between links as often.
+        self._held = [(queue, message["ReceiptHandle"]) for message in messages]
         if queue == self.topology.rebase_fifo:
-            for message in messages:  # extend before starting: a batch may take a while
-                self.sqs.release(queue, message["ReceiptHandle"], REBASE_VISIBILITY)
-        extended = time.monotonic()
-        for position, message in enumerate(messages):
-            if time.monotonic() - extended > EXTEND_EVERY:
-                for later in messages[position:]:
-                    self.sqs.release(queue, later["ReceiptHandle"], REBASE_VISIBILITY)
-                extended = time.monotonic()
+            self.keep_alive()  # before starting: a batch may take a while
+        for message in messages:
             self._process(queue, message)
+            self._held.pop(0)
         return bool(messages)
+
+    def keep_alive(self) -> None:
+        """Extend the visibility of the messages received and not yet done with."""
+        for queue, receipt in self._held:
+            self.sqs.release(queue, receipt, self.visibility)
 
     def _process(self, queue: str, received: dict[str, Any]) -> None:
         """One message. SQS and database trouble propagates (the message comes back when
