@@ -891,9 +891,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return 1
     except CommandError as exc:
-        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
         if isinstance(exc.__cause__, BrokenPipeError):
-            _silence_stdout()
+            _silence_stdout()  # the reader went away (`| head`): quietly, as above
+            return 1
+        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)

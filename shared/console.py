@@ -21,6 +21,9 @@ def main() -> int:
         missing = exc.name or "a module"
         print(f"excamera: cannot load {missing} ({exc}); {INSTALL_HINT}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while the command line loads, before it handles it
+        print("excamera: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -214,6 +214,14 @@ def test_stdout_that_goes_away_or_fills(tmp_path: Path) -> None:
     reader.stdin.close()
     assert "Traceback" not in completed.stderr, completed.stderr
     assert (tmp_path / "a.ivf").stat().st_size > 0
+    # decode -o - into a reader that left: quietly too (it said 'frame 1: Broken pipe').
+    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+    reader.wait()
+    completed = subprocess.run(_command("decode", tmp_path / "a.ivf", "-o", "-"),
+                               stdout=reader.stdin, stderr=subprocess.PIPE, text=True, env=ENV,
+                               cwd=REPO, timeout=300)
+    reader.stdin.close()
+    assert completed.returncode == 1 and completed.stderr == "", completed.stderr
     # A full disk behind stdout: one line naming stdout.
     with open("/dev/full", "w") as full:
         completed = subprocess.run(_command("encode", source, "-o", tmp_path / "b.ivf"),
@@ -311,3 +319,24 @@ def test_encode_frames_memory_does_not_grow_with_the_clip(tmp_path: Path) -> Non
     peaks = [_peak_rss_kib("encode-frames", clip, "-o", tmp_path / f"{clip.stem}.ivf",
                            "--quantizer", "127") for clip in (short, long)]
     assert peaks[1] - peaks[0] < 12_000, peaks
+
+
+_CTRL_C_WHILE_LOADING = """
+import builtins, os, signal, sys
+real_import = builtins.__import__
+def interrupting_import(name, *args, **kwargs):
+    if name == "shared.cli":  # the moment the command line starts to load
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = interrupting_import
+from shared.console import main
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line() -> None:
+    """Ctrl-C in the first half second, while `excamera` imports its modules, before its own
+    handling is in place: one line and 130, not a KeyboardInterrupt traceback."""
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_LOADING, "encode", "--help"],
+                          capture_output=True, text=True, env=ENV, cwd=REPO, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "excamera: interrupted\n"), done.stderr

@@ -381,12 +381,24 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
         "missing": (tmp / "missing.y4m", "No such file"),
         "ffconcat script": (concat, "ffconcat scripts or playlists, are not accepted"),
         "recursive ffconcat": (recursive, "ffconcat scripts or playlists, are not accepted"),
+        # Past what VP8 or this codec codes: refused at once, not by the check after libvpx
+        # has encoded it all. (The frames would be 53 MB: the header is what is refused.)
+        "too large for VP8": (_y4m_header(tmp / "big.y4m", 16383, 2180),
+                              "16383x2180 is too large for VP8 here"),
+        "too wide for VP8": (_y4m_header(tmp / "wide.y4m", 16384, 16),
+                             "at most 16383 pixels a side"),
     }
+
+
+def _y4m_header(path: Path, width: int, height: int) -> Path:
+    path.write_bytes(f"YUV4MPEG2 W{width} H{height} F25:1 C420jpeg\nFRAME\n".encode()
+                     + bytes(64))
+    return path
 
 
 @pytest.mark.parametrize(
     "case", ["text file", "random bytes", "truncated Y4M", "4:4:4 Y4M", "zero frames", "missing",
-             "ffconcat script", "recursive ffconcat"]
+             "ffconcat script", "recursive ffconcat", "too large for VP8", "too wide for VP8"]
 )
 def test_bad_input(capsys: pytest.CaptureFixture[str], tmp_path: Path, case: str) -> None:
     source, message = _bad_inputs(tmp_path)[case]
@@ -567,6 +579,7 @@ def test_ssim_target_parsing() -> None:
     assert cli.ssim_target("0.98") == parse_job_request(
         {"input": "file:///a.y4m", "ssim": 0.98}).ssim == 16.9897
     for text, reason in [("1", "ambiguous"), ("0", "not an SSIM target"), ("nan", "not an"),
+                         ("1e-9", "rounds to 0 dB"), ("1e-300", "rounds to 0 dB"),
                          ("101", "at most 100 dB"), ("0.9999999999999", "0.9999999999999 is"),
                          ("x", "expected SSIM in dB")]:
         with pytest.raises(argparse.ArgumentTypeError, match=reason):

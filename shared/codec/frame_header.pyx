@@ -27,9 +27,7 @@ from .tables cimport (
 )
 
 from .errors import CorruptFrameError, FrameSizeError
-
-# Frames larger than this are refused before anything is allocated (8192 x 4352, above 8K UHD).
-MAX_FRAME_AREA = 8192 * 4352
+from .limits import MAX_FRAME_AREA  # frames larger are refused before anything is allocated
 
 
 class FrameInfo:

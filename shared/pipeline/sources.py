@@ -19,6 +19,7 @@ import numpy as np
 
 from shared.codec.errors import ContainerError
 from shared.codec.image import Image
+from shared.codec.limits import MAX_FRAME_AREA, MAX_FRAME_SIDE
 from shared.codec.y4m import Y4mReader
 
 from .errors import InputError
@@ -71,9 +72,15 @@ def open_source(path: str | Path, name: str | None = None) -> Source:
             head = file.read(len(Y4M_SIGNATURE))
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror or exc}") from exc
-    if head == Y4M_SIGNATURE:
-        return _open_y4m(str(path), name)
-    return _open_with_pyav(str(path), name)
+    source = _open_y4m(str(path), name) if head == Y4M_SIGNATURE else _open_with_pyav(
+        str(path), name)
+    if (source.width > MAX_FRAME_SIDE or source.height > MAX_FRAME_SIDE
+            or source.width * source.height > MAX_FRAME_AREA):
+        source.close()  # refused before any frame is encoded, not by the decoder after
+        raise InputError(f"{name}: {source.width}x{source.height} is too large for VP8 here: at "
+                         f"most {MAX_FRAME_SIDE} pixels a side and {MAX_FRAME_AREA} in all "
+                         "(8192x4352)")
+    return source
 
 
 # --------------------------------------------------------------------------- Y4M

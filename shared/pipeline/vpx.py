@@ -93,6 +93,9 @@ def ssim_decibels(value: float) -> float:
     if value == 1:
         raise ValueError(AMBIGUOUS_SSIM)
     decibels = round(-10 * math.log10(1 - value), 6) if value < 1 else float(value)
+    if decibels <= 0:  # an SSIM so small that it rounds to 0 dB
+        raise ValueError(f"{shown} rounds to 0 dB: not an SSIM target; give dB (e.g. 16) or "
+                         "SSIM below 1 (e.g. 0.975)")
     if decibels > MAX_SSIM_DB:
         raise ValueError(f"{shown} is {decibels:g} dB; at most {MAX_SSIM_DB} dB (an SSIM of "
                          "0.9999999999) can be asked for")
