@@ -467,6 +467,12 @@ class JobRecords:
             )
             return [row["id"] for row in cur.fetchall()]
 
+    def postpone_cleaning(self, job: str, seconds: float) -> None:
+        """Try `job`'s clean-up again `seconds` from now (it failed: the others go first)."""
+        with self._one() as cur:
+            cur.execute("UPDATE excamera_jobs SET expires_at = now() + make_interval(secs => %s) "
+                        "WHERE id = %s AND cleaned_at IS NULL", (seconds, job))
+
     def mark_cleaned(self, job: str) -> None:
         with self._one() as cur:
             cur.execute("UPDATE excamera_jobs SET cleaned_at = now() WHERE id = %s", (job,))

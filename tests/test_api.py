@@ -965,6 +965,38 @@ def test_janitor_deletes_intermediates_after_retention(api: ApiServer,
     assert api.request("GET", f"/v1/jobs/{job}/output").content == b"kept"
 
 
+def test_a_job_the_janitor_cannot_clean_holds_up_no_other(
+        api: ApiServer, make_done_job: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job whose intermediates cannot be deleted (S3 AccessDenied, say: not transient) is
+    tried again an hour later, and the jobs behind it are cleaned meanwhile (it came first in
+    every pass, whose failure ended the pass: no job was cleaned again)."""
+    from services.api import app
+    from shared.pipeline.errors import PipelineError
+
+    stuck, other = make_done_job(b"one"), make_done_job(b"two")
+    real_purge = app.purge_job
+
+    def purge(runtime: Any, job: str) -> None:
+        if job == stuck:
+            raise PipelineError("S3: AccessDenied")
+        real_purge(runtime, job)
+
+    monkeypatch.setattr(app, "purge_job", purge)
+    api.store.put(f"jobs/{other}/states/00000.state", b"intermediate")
+    with api.records._tx() as cur:  # both past their retention, the stuck one the longer
+        cur.execute("UPDATE excamera_jobs SET expires_at = now() - interval '1 hour' "
+                    "WHERE id = %s", (stuck,))
+        cur.execute("UPDATE excamera_jobs SET expires_at = now() WHERE id = %s", (other,))
+    deadline = time.monotonic() + 10
+    while api.records.get_job(other).cleaned_at is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert api.records.get_job(other).cleaned_at is not None
+    assert not api.store.exists(f"jobs/{other}/states/00000.state")
+    record = api.records.get_job(stuck)
+    assert record.cleaned_at is None
+    assert record.expires_at.timestamp() > time.time() + 3000  # again in about an hour
+
+
 # --------------------------------------------------------------------------- operations
 
 

@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from ..adapter import purge_job
+from ..adapter import describe_failure, purge_job
 from ..config import ServiceConfig
 from ..errors import ConfigError, TransientError
 from ..events import announce_missed
@@ -37,6 +37,7 @@ __all__ = ["create_app", "serve"]
 log = logging.getLogger("excamera.api")
 
 CLEAN_BATCH = 50
+CLEAN_RETRY_SECONDS = 3600.0  # a job whose purge failed is tried again this much later
 _CANNOT_LISTEN = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
 
@@ -107,7 +108,16 @@ async def clean_ended_jobs(api: ApiContext) -> int:
     cleaned = 0
     while jobs := await api.control(records.jobs_to_clean, CLEAN_BATCH):
         for job in jobs:
-            await api.files(purge_job, api.runtime, job)
+            try:
+                await api.files(purge_job, api.runtime, job)
+            except TransientError:
+                raise  # the store is down: the whole pass waits
+            except Exception as exc:  # noqa: BLE001 - this job's alone: the others go on
+                # (it came first in every pass and stopped each, so no job was cleaned)
+                log.error("janitor: cannot delete %s's intermediates (%s); again in %g s",
+                          job, describe_failure(exc), CLEAN_RETRY_SECONDS)
+                await api.control(records.postpone_cleaning, job, CLEAN_RETRY_SECONDS)
+                continue
             await api.control(records.mark_cleaned, job)
             cleaned += 1
         if len(jobs) < CLEAN_BATCH:
