@@ -342,6 +342,14 @@ def _run_decode(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- encode
 
 
+def _lambda_memory(text: str) -> int:
+    """An argparse type: a Lambda function's memory, in MB (what Lambda allows)."""
+    value = positive_int(text)
+    if not 128 <= value <= 10240:
+        raise argparse.ArgumentTypeError(f"Lambda functions have 128 to 10240 MB, not {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number, at least 1 (counts of frames, chunks, processes)."""
     try:
@@ -494,7 +502,7 @@ def _add_encode(commands: SubParsers) -> None:
     )
     parser.add_argument(
         "--lambda-memory",
-        type=positive_int,
+        type=_lambda_memory,
         default=None,
         metavar="MB",
         help="the encoder's Lambda memory for --estimate-cost (default 1769: one vCPU)",
@@ -516,6 +524,12 @@ def _run_encode(args: argparse.Namespace) -> int:
     from shared.pipeline.vpx import DEFAULT_CQ_LEVEL, EncodeSettings
 
     refuse_overwriting([args.output], [args.input, args.keep_work])
+    if args.keep_work is not None and (args.keep_work == "" or (
+            os.path.exists(args.keep_work) and not os.path.isdir(args.keep_work))):
+        raise CommandError(args.keep_work or "--keep-work ''", "not a directory (--keep-work "
+                                                                "names one, made if missing)")
+    if args.lambda_memory is not None and not args.estimate_cost:
+        raise CommandError(None, "--lambda-memory only goes with --estimate-cost")
     settings = EncodeSettings(
         cq_level=DEFAULT_CQ_LEVEL if args.cq_level is None else args.cq_level,
         target_ssim_db=args.ssim,
@@ -704,7 +718,14 @@ def _add_encode_frames(commands: SubParsers) -> None:
     parser.set_defaults(run=_run_encode_frames)
 
 
+def _refuse_webm(output: str) -> None:
+    if output.lower().endswith(".webm"):  # the bytes would be IVF under a WebM name
+        raise CommandError(output, "this command writes IVF: name the output .ivf (excamera "
+                                   "encode writes WebM)")
+
+
 def _run_encode_frames(args: argparse.Namespace) -> int:
+    _refuse_webm(args.output)
     refuse_overwriting([args.output, args.state_out], [args.input, args.state_in],
                         in_place=(args.state_out, args.state_in))
     codec = _load_codec()
@@ -800,6 +821,7 @@ def _add_rebase(commands: SubParsers) -> None:
 
 
 def _run_rebase(args: argparse.Namespace) -> int:
+    _refuse_webm(args.output)
     refuse_overwriting([args.output, args.state_out],
                         [args.input, args.source, args.state_in, args.original_state],
                         in_place=(args.state_out, args.state_in))

@@ -127,6 +127,10 @@ def test_rebase_continues_another_stream(
     ("command", "fragment"),
     [
         (["encode-frames", "{missing}", "-o", "{out}"], "No such file"),
+        (["encode-frames", "{a}", "-o", "{out_webm}"], "this command writes IVF: name the "
+                                                        "output .ivf"),
+        (["rebase", "{chunk}", "--source", "{a}", "--state-in", "{state}", "-o", "{out_webm}"],
+         "this command writes IVF"),
         (["encode-frames", "{a}", "-o", "{out}", "--state-in", "{bad_state}"],
          "not an excamera decoder state"),
         (["rebase", "{chunk}", "--source", "{a}", "--state-in", "{bad_state}", "-o", "{out}"],
@@ -156,10 +160,10 @@ def test_errors_are_one_line_and_leave_no_output(
     out = tmp_path / "out.ivf"
     names = {"missing": tmp_path / "missing.y4m", "out": out, "a": clips["a"][1],
              "b": clips["b"][1], "state": state, "bad_state": bad_state, "chunk": head,
-             "not_ivf": not_ivf, "tail": tail}
+             "not_ivf": not_ivf, "tail": tail, "out_webm": tmp_path / "out.webm"}
     code, err = _run(capsys, *[part.format(**names) for part in command])
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], err
     assert "Traceback" not in err
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "out.webm").exists()

@@ -340,3 +340,29 @@ def test_ctrl_c_while_the_command_loads_is_one_line() -> None:
     done = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_LOADING, "encode", "--help"],
                           capture_output=True, text=True, env=ENV, cwd=REPO, timeout=60)
     assert (done.returncode, done.stderr) == (130, "excamera: interrupted\n"), done.stderr
+
+
+def test_an_output_through_a_symlink_writes_its_target(tmp_path: Path) -> None:
+    """A symlinked output is its target, as the same-file check says: the target gets the
+    bytes and the link stays (the final rename replaced the link and left the target). A
+    FIFO or device as the output is refused at once (a rename would have replaced it, and
+    its reader waited for ever)."""
+    source = _small_y4m(tmp_path / "in.y4m")
+    for command, name in (("encode", "e.ivf"), ("encode", "e.webm"), ("encode-frames", "f.ivf"),
+                          ("decode", "d.y4m")):
+        target, link = tmp_path / f"target-{name}", tmp_path / f"link-{name}"
+        target.write_bytes(b"old")
+        link.symlink_to(target)
+        given = tmp_path / "e.ivf" if command == "decode" else source
+        done = _run(command, given, "-o", link)
+        assert done.returncode == 0, done.stderr
+        assert link.is_symlink() and os.readlink(link) == str(target), command
+        assert target.read_bytes() != b"old" and target.stat().st_size > 10, command
+        if command == "encode" and name == "e.ivf":
+            (tmp_path / "e.ivf").write_bytes(target.read_bytes())  # decode's input
+    fifo = tmp_path / "fifo.ivf"
+    os.mkfifo(fifo)
+    done = _run("encode", source, "-o", fifo)
+    assert done.returncode == 1
+    _one_line(done.stderr, f"{fifo}: not a regular file")
+    assert fifo.exists() and not fifo.is_file()

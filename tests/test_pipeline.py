@@ -303,6 +303,7 @@ def test_variable_frame_rate_notice(capsys: pytest.CaptureFixture[str], tmp_path
     assert ("variable frame rate" in result.stderr) is noted, result.stderr
     if noted:
         assert "frame 3 is shown at 0.200 s, not 0.120 s" in result.stderr, result.stderr
+        assert "shows every frame for 0.04 s, at 25 fps" in result.stderr, result.stderr
     check_output(tmp_path / "out.ivf", 8, 4)
 
 
@@ -434,6 +435,7 @@ def test_truncated_container(capsys: pytest.CaptureFixture[str], tmp_path: Path)
         ("missing-dir/out.ivf", "cannot write there"),
         ("out.mp4", "must end in .ivf or .webm"),
         (".", "must end in .ivf or .webm"),
+        (".ivf", "the output needs a name before its suffix, e.g. out.ivf"),
         ("adir.ivf", "is a directory"),
     ],
 )
@@ -445,6 +447,35 @@ def test_bad_output(
     result = encode(capsys, source, "-o", tmp_path / output, "-x", 1)
     assert_one_line_error(result, message)
     no_stray_files(tmp_path, {"in.y4m", "adir.ivf"})
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--keep-work", "in.y4m"], "in.y4m: "),  # it is the input
+    (["--keep-work", "afile"], "afile: not a directory (--keep-work names one"),
+    (["--keep-work", ""], "--keep-work '': not a directory"),
+    (["--lambda-memory", "1024"], "--lambda-memory only goes with --estimate-cost"),
+])
+def test_options_that_cannot_be_followed(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch, options: list[str],
+                                         message: str) -> None:
+    """Refused before any work, in one line (a file as --keep-work was 'File exists', '' was
+    the current directory, and --lambda-memory alone was ignored)."""
+    monkeypatch.chdir(tmp_path)
+    source = make_y4m(tmp_path / "in.y4m", 3)
+    (tmp_path / "afile").write_bytes(b"x")
+    result = encode(capsys, source, "-o", tmp_path / "o.ivf", *options)
+    assert_one_line_error(result, message)
+    no_stray_files(tmp_path, {"in.y4m", "afile"})
+
+
+@pytest.mark.parametrize("value", ["0", "127", "10241", "x"])
+def test_lambda_memory_is_what_lambda_allows(capsys: pytest.CaptureFixture[str],
+                                            tmp_path: Path, value: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        encode(capsys, make_y4m(tmp_path / "in.y4m", 3), "-o", tmp_path / "o.ivf",
+               "--estimate-cost", "--lambda-memory", value)
+    assert exited.value.code == 2
+    assert "--lambda-memory" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["0", "9", "two", "-1"])

@@ -104,7 +104,8 @@ class OutputSink(AtomicOutput):
         self._owned = False
         self._done = False
         if isinstance(target, (str, os.PathLike)):
-            path = Path(target)
+            # Through a symlink to its target: the rename would replace the link itself.
+            path = Path(os.path.realpath(target)) if os.path.islink(target) else Path(target)
             self.name = str(target)
             if _is_special_file(path):
                 self.file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in commit/abort

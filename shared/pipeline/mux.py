@@ -36,6 +36,9 @@ def output_format(path: str | Path) -> str:
     """The container for a path, by suffix (any case): ".ivf" or ".webm"; else ValueError."""
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
+        if Path(path).name.lower() in OUTPUT_FORMATS:  # ".ivf": a hidden file with no suffix
+            raise ValueError(f"the output needs a name before its suffix, e.g. "
+                             f"out{Path(path).name}")
         raise ValueError(f"the output must end in .ivf or .webm, not {suffix or 'no suffix'!r}")
     return suffix
 
@@ -49,6 +52,9 @@ def check_output(path: Path) -> str:
         raise OutputError(f"{path}: {exc}") from exc
     if path.is_dir():
         raise OutputError(f"{path}: is a directory")
+    if path.exists() and not path.is_file():  # a FIFO, a device: renaming would replace it
+        raise OutputError(f"{path}: not a regular file (the output is written beside it and "
+                          "renamed over it)")
     try:
         with tempfile.NamedTemporaryFile(dir=path.parent or ".", prefix=f".{path.name}."):
             pass
@@ -85,6 +91,8 @@ def write_output(
         return
     import av
 
+    if target.is_symlink():  # its target is the output: the rename would replace the link
+        target = Path(os.path.realpath(target))
     temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         _write_webm(temp, frames, width, height, fps)

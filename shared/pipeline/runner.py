@@ -151,8 +151,10 @@ def run_job(
         raise ValueError("n, x and workers must be at least 1")
     settings = _preflight(input_path, output_path, x, settings)
     job = _job_id(Path(input_path), n, x, settings, scene_cuts, start_frames)
-    # join writes here; renamed to the output only once every group has been verified.
-    partial = _partial_path(Path(output_path))
+    # join writes here; renamed to the output (a symlink's target) only once every group has
+    # been verified.
+    final = Path(os.path.realpath(output_path))
+    partial = _partial_path(final)
     try:
         with (
             _work_store(work_dir) as local,
@@ -170,7 +172,7 @@ def run_job(
                     log(notice)
             results = scheduler.run(task_graph(store, plan, settings, partial))
         summary = _summary(plan, settings, results, scheduler, input_path, output_path, workers)
-        os.replace(partial, output_path)
+        os.replace(partial, final)
     except OSError as exc:  # the work directory or the output's file system (full, gone, ...)
         where = exc.filename or output_path
         raise PipelineError(f"{where}: {exc.strerror or exc}") from exc

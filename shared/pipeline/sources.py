@@ -238,7 +238,8 @@ class _Timing:
         self.noted = True
         rate = f"{self.fps[0]}/{self.fps[1]}" if self.fps[1] != 1 else str(self.fps[0])
         return (f"{self.name}: variable frame rate (frame {index} is shown at {shown:.3f} s, "
-                f"not {expected:.3f} s): the output shows every frame for 1/{rate} s")
+                f"not {expected:.3f} s): the output shows every frame for {self.period:.4g} s, "
+                f"at {rate} fps")
 
 
 def _decoded_frames(name: str, container: Any, stream: Any, ffmpeg_error: type) -> Iterator[Any]:
