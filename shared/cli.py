@@ -550,6 +550,10 @@ def _run_encode(args: argparse.Namespace) -> int:
         )
     except PipelineError as exc:
         raise CommandError(None, str(exc)) from exc
+    except CodecError as exc:  # not the input's (those are PipelineErrors): a kept file's
+        where = (f"; a file under --keep-work {args.keep_work} is damaged: remove its jobs/ "
+                 "directory to start afresh") if args.keep_work else ""
+        raise CommandError(None, f"{exc}{where}") from exc
     estimate = _estimate(summary, args.lambda_memory) if args.estimate_cost else None
     if args.json:
         document = json.loads(summary.to_json())

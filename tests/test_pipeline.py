@@ -343,6 +343,24 @@ def test_keep_work_resumes_without_redoing(
     assert (tmp_path / "a.ivf").read_bytes() == (tmp_path / "b.ivf").read_bytes()
 
 
+def test_a_damaged_kept_file_is_one_line(capsys: pytest.CaptureFixture[str],
+                                        tmp_path: Path) -> None:
+    """A file under --keep-work emptied since (a full disk, a hand): the rerun says so in one
+    line and writes nothing (it was a 60-line traceback)."""
+    source = make_y4m(tmp_path / "in.y4m", 8)
+    work = tmp_path / "work"
+    first = encode(capsys, source, "-o", tmp_path / "a.ivf", "-n", 2, "-x", 2, "--workers", 1,
+                   "--keep-work", work)
+    assert first.code == 0, first.stderr
+    (final,) = work.glob("jobs/*/chunks/00001/final.ivf")
+    final.write_bytes(b"")
+    result = encode(capsys, source, "-o", tmp_path / "b.ivf", "-n", 2, "-x", 2, "--workers", 1,
+                    "--keep-work", work)
+    assert_one_line_error(result, "not an IVF file", f"a file under --keep-work {work} is "
+                          "damaged: remove its jobs/ directory to start afresh")
+    assert not (tmp_path / "b.ivf").exists()
+
+
 def test_human_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     source = make_y4m(tmp_path / "in.y4m", 6)
     result = encode(
