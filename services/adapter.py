@@ -123,7 +123,11 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         output=made if isinstance(made, JobOutput) else None,
         retention_seconds=runtime.config.retention_seconds,
     )
-    if finished.job_state == "cancelled":
+    if finished.job_state == "cancelled" or (
+            finished.job_state in ("done", "failed") and not finished.ended
+            and _cleaned_already(runtime, message.job)):
+        # A late task (a hedged or straggling copy) wrote into a job whose clean-up has run:
+        # what it wrote would stay for ever.
         purge_job(runtime, message.job)
     elif finished.ended:
         if runtime.config.retention_seconds == 0:
@@ -146,6 +150,14 @@ def _straggle(message: TaskMessage, attempt: int) -> None:
         stage, index, seconds = spec.split(":")
         if message.stage == stage and message.index == int(index):
             time.sleep(float(seconds))
+
+
+def _cleaned_already(runtime: Runtime, job: str) -> bool:
+    """Whether an ended job's intermediates were deleted: at its end (no retention) or by
+    the janitor since."""
+    record = runtime.records.get_job(job)
+    return record is not None and (record.cleaned_at is not None
+                                   or runtime.config.retention_seconds == 0)
 
 
 def _retried(runtime: Runtime, service: str, message: TaskMessage, task: TaskId) -> None:

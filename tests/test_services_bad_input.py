@@ -274,6 +274,35 @@ def test_transient_failures_are_retries_not_attempts(runtime: Runtime, cluster: 
     assert runtime.records.get_job(job).error == "split[0]: ValueError: the last straw"
 
 
+@pytest.mark.parametrize("cleaned", ["by the janitor", "at its end"])
+def test_what_a_late_task_writes_into_a_cleaned_job_is_deleted(
+        runtime: Runtime, cluster: Cluster, monkeypatch: pytest.MonkeyPatch,
+        cleaned: str) -> None:
+    """A task still running when its job failed (another task's failure) finishes after the
+    job's intermediates were deleted: what it wrote is deleted too (it stayed for ever; only a
+    cancelled job's late writes were)."""
+    from dataclasses import replace as changed
+
+    from services.adapter import Outcome, handle
+
+    if cleaned == "at its end":
+        monkeypatch.setattr(runtime, "config", changed(runtime.config, retention_seconds=0.0))
+    job = make_job(runtime, f"late-{cleaned[:2]}")
+    key = f"jobs/{job}/chunks/00000/late.ivf"
+
+    def late(runtime: Runtime, message: Any) -> None:
+        runtime.records.fail_job(job, "another task failed", runtime.config.retention_seconds)
+        if cleaned == "by the janitor":
+            runtime.records.mark_cleaned(job)
+        runtime.store.put(key, b"written after the clean-up")
+
+    outcome = handle(task(job, "split", 0), runtime, service="splitter", source="q",
+                     steps={"split": late})
+    assert outcome is Outcome.DONE
+    assert runtime.records.get_job(job).state == "failed"
+    assert not runtime.store.exists(key)
+
+
 def test_the_task_queues_set_aside_what_is_not_a_task(cluster: Cluster) -> None:
     """Messages on a Celery task queue that are no task of ours (not JSON, no Celery
     message, a content type Celery refuses, another task's name, no argument) go to the
