@@ -115,6 +115,7 @@ def test_unsupported_colorspaces(colorspace: str) -> None:
             r"Y4M frame size 16385x16385 is too large: at most 268435456 pixels",
         ),
         (b"YUV4MPEG2 W1 H268435457\n", "too large"),
+        (b"YUV4MPEG2 W4 H4 F30:1 C420jpeg\r\n", "ends in CR LF"),
     ],
 )
 def test_bad_headers(header: bytes, message: str) -> None:

@@ -95,6 +95,9 @@ class Y4mHeader:
         words = line.split(b" ")
         if words[0] != SIGNATURE:
             raise ContainerError("not a Y4M file: it does not start with 'YUV4MPEG2 '")
+        if line.endswith(b"\r"):  # else the last tag carries an invisible '\r' into its error
+            raise ContainerError("the Y4M header ends in CR LF (a Windows line end): Y4M lines "
+                                 "end in LF alone")
         seen: set[str] = set()
         width = height = 0
         fps = DEFAULT_FPS
