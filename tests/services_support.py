@@ -415,6 +415,16 @@ def embedded_output(source: Path, output: Path, n: int = 6, x: int = 16, cq: int
     return output.read_bytes()
 
 
+def up_banner(up: subprocess.Popen[str]) -> str:
+    """What `excamera up` printed until its banner's last line (at most 120 s)."""
+    banner = ""
+    deadline = time.monotonic() + 120
+    while "Ctrl-C" not in banner and time.monotonic() < deadline and up.poll() is None:
+        banner += up.stdout.readline()  # type: ignore[union-attr]
+    assert "Ctrl-C" in banner, banner
+    return banner
+
+
 @contextlib.contextmanager
 def excamera_up(env: dict[str, str], *args: str) -> Iterator[tuple[str, str]]:
     """`excamera up ARGS` in a process group of its own: yields (the API's URL, its banner)
@@ -424,12 +434,7 @@ def excamera_up(env: dict[str, str], *args: str) -> Iterator[tuple[str, str]]:
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           start_new_session=True)
     try:
-        banner = ""
-        deadline = time.monotonic() + 120
-        while "Ctrl-C" not in banner and time.monotonic() < deadline and up.poll() is None:
-            banner += up.stdout.readline()  # type: ignore[union-attr]
-        assert "Ctrl-C" in banner, banner
-        yield f"http://127.0.0.1:{port}", banner
+        yield f"http://127.0.0.1:{port}", up_banner(up)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(up.pid, signal.SIGTERM)

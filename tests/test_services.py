@@ -542,7 +542,7 @@ def test_no_service_outlives_a_killed_excamera_up(tmp_path: Path, inputs: Path) 
     import signal
     import sys
 
-    from services_support import CHILD, free_port
+    from services_support import CHILD, free_port, up_banner
 
     if not Path("/proc/self/task").exists():
         pytest.skip("needs Linux's /proc")
@@ -555,11 +555,7 @@ def test_no_service_outlives_a_killed_excamera_up(tmp_path: Path, inputs: Path) 
             start_new_session=True)
         services: list[int] = []
         try:
-            banner = ""
-            deadline = time.monotonic() + 120
-            while "Ctrl-C" not in banner and time.monotonic() < deadline and up.poll() is None:
-                banner += up.stdout.readline()  # type: ignore[union-attr]
-            assert "Ctrl-C" in banner, banner
+            up_banner(up)
             services += _children_of(up.pid)
             assert len(services) == 5, services
             up.kill()
