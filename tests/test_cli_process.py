@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from procfs import alive, descendants
 
 from shared.codec.image import Image
 from shared.codec.y4m import Y4mWriter
@@ -51,33 +52,6 @@ def _one_line(stderr: str, *needles: str) -> None:
         assert needle in lines[0], stderr
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every process below pid (the pool's forkserver and its workers), from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT to the process group"])
 def test_a_stopped_encode_cleans_up_in_one_line(tmp_path: Path, how: str) -> None:
     """SIGTERM (a service manager, `timeout`) is handled like Ctrl-C: the pools stop, no worker
@@ -90,10 +64,10 @@ def test_a_stopped_encode_cleans_up_in_one_line(tmp_path: Path, how: str) -> Non
                                env={**ENV, "TMPDIR": str(work_root)}, cwd=REPO,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
-    while len(_descendants(process.pid)) < 3 and time.monotonic() < deadline:
+    while len(descendants(process.pid)) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)   # until the forkserver and both workers run
     time.sleep(1.0)
-    workers = _descendants(process.pid)
+    workers = descendants(process.pid)
     assert len(workers) >= 3 and process.poll() is None, "the encode did not start its pool"
     if how == "SIGTERM":
         process.send_signal(signal.SIGTERM)
@@ -104,9 +78,9 @@ def test_a_stopped_encode_cleans_up_in_one_line(tmp_path: Path, how: str) -> Non
     assert process.returncode == expected[1], stderr
     _one_line(stderr, f"excamera encode: {expected[0]}")
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in workers), "a worker outlived the command"
+    assert not any(alive(pid) for pid in workers), "a worker outlived the command"
     assert list(work_root.iterdir()) == []
     assert not output.exists()
 
@@ -122,17 +96,17 @@ def test_workers_end_with_a_killed_command(tmp_path: Path) -> None:
                                env={**ENV, "TMPDIR": str(work_root)}, cwd=REPO,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
-    while len(_descendants(process.pid)) < 3 and time.monotonic() < deadline:
+    while len(descendants(process.pid)) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)
-    left = _descendants(process.pid)
+    left = descendants(process.pid)
     assert len(left) >= 3 and process.poll() is None, "the encode did not start its pool"
     process.kill()
     process.wait(timeout=10)
     deadline = time.monotonic() + runner.ORPHAN_GRACE_SECONDS + 15
-    while any(_alive(pid) for pid in left) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in left) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(_alive(pid) for pid in left), "a worker outlived the killed command"
+    assert not any(alive(pid) for pid in left), "a worker outlived the killed command"
     assert not list(work_root.glob("excamera-vpxenc-*")), "a task's temporary files stayed"
 
 

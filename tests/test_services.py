@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procfs import alive, children
 from scene_clip import CUTS, joined_clip
 from services_support import Cluster, cluster_at, embedded_output
 
@@ -522,19 +523,6 @@ def _free_ports(count: int) -> int:
     raise AssertionError("no free ports")
 
 
-def _children_of(pid: int) -> list[int]:
-    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
-            for child in (task / "children").read_text().split()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 def test_no_service_outlives_a_killed_excamera_up(tmp_path: Path, inputs: Path) -> None:
     """SIGKILL leaves `excamera up` no chance to stop what it started: each service gets SIGTERM
     from the kernel instead (before, all five ran on, holding the port and the queues)."""
@@ -556,14 +544,14 @@ def test_no_service_outlives_a_killed_excamera_up(tmp_path: Path, inputs: Path) 
         services: list[int] = []
         try:
             up_banner(up)
-            services += _children_of(up.pid)
+            services += children(up.pid)
             assert len(services) == 5, services
             up.kill()
             up.wait(10)
             deadline = time.monotonic() + 40
-            while any(map(_alive, services)) and time.monotonic() < deadline:
+            while any(map(alive, services)) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            assert not any(map(_alive, services)), [p for p in services if _alive(p)]
+            assert not any(map(alive, services)), [p for p in services if alive(p)]
             assert all(count == 0 for count in names.consumer_counts().values())
         finally:
             for group in (up.pid, *services):  # each service leads a process group
