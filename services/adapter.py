@@ -127,8 +127,9 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
             finished.job_state in ("done", "failed") and not finished.ended
             and _cleaned_already(runtime, message.job)):
         # A late task (a hedged or straggling copy) wrote into a job whose clean-up has run:
-        # what it wrote would stay for ever.
-        purge_job(runtime, message.job)
+        # what it wrote would stay for ever. Tasks write intermediates only (the upload went
+        # with the clean-up), and that is all a worker's role may delete on S3.
+        purge_intermediates(runtime, message.job)
     elif finished.ended:
         if runtime.config.retention_seconds == 0:
             purge_job(runtime, message.job)
@@ -287,8 +288,12 @@ def cancel_job(runtime: Runtime, job: str) -> str | None:
 
 def purge_job(runtime: Runtime, job: str) -> None:
     """Delete a job's intermediates and upload (not its output)."""
-    for prefix in (f"jobs/{job}/", f"uploads/{job}/"):
-        runtime.store.delete_prefix(prefix)
+    purge_intermediates(runtime, job)
+    runtime.store.delete_prefix(f"uploads/{job}/")
+
+
+def purge_intermediates(runtime: Runtime, job: str) -> None:
+    runtime.store.delete_prefix(f"jobs/{job}/")
 
 
 def describe_failure(exc: BaseException) -> str:

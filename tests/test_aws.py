@@ -67,6 +67,52 @@ def test_s3_store_missing_bucket_is_a_clear_error(moto: str) -> None:
         S3Store("s3://no-such-bucket-here/x").put("k", b"data")
 
 
+def _throttled(request: object, **_: object) -> object:
+    """A botocore before-send hook: S3's 503 SlowDown instead of sending the request."""
+    from botocore.awsrequest import AWSResponse
+
+    class Body:
+        def stream(self, **_: object) -> Iterator[bytes]:
+            yield b"<Error><Code>SlowDown</Code><Message>Reduce your rate.</Message></Error>"
+
+    return AWSResponse(request.url, 503, {}, Body())  # type: ignore[attr-defined]
+
+
+def test_a_throttled_multipart_upload_is_transient(bucket: str, tmp_path: Path) -> None:
+    # boto3's transfer manager wraps the failed part's ClientError in S3UploadFailedError,
+    # which is not a ClientError: unmapped, the job failed for good on a throttled part.
+    from botocore.config import Config
+
+    from shared.pipeline.errors import TransientError
+
+    client = boto3.client("s3", config=Config(retries={"max_attempts": 1}))
+    client.meta.events.register("before-send.s3.UploadPart", _throttled)
+    store = S3Store(f"s3://{bucket}/t", client=client)
+    big = tmp_path / "big"
+    big.write_bytes(bytes(MULTIPART_THRESHOLD + 1))
+    with pytest.raises(TransientError, match="SlowDown"):
+        store.put_file("jobs/j/big", big)
+    with pytest.raises(TransientError, match="SlowDown"):
+        store.put("jobs/j/big", big.read_bytes())
+
+
+def test_objects_delete_objects_did_not_delete_are_an_error(bucket: str) -> None:
+    # DeleteObjects answers 200 with per-key errors (e.g. AccessDenied): not a success.
+    from shared.pipeline.errors import PipelineError
+
+    client = boto3.client("s3")
+    store = S3Store(f"s3://{bucket}/d", client=client)
+    store.put("jobs/j/a", b"a")
+
+    def denied(parsed: dict, **_: object) -> None:
+        parsed["Errors"] = [{"Key": "d/jobs/j/a", "Code": "AccessDenied",
+                             "Message": "Access Denied"}]
+
+    client.meta.events.register("after-call.s3.DeleteObjects", denied)
+    with pytest.raises(PipelineError, match="1 objects not deleted .AccessDenied"):
+        store.delete_prefix("jobs/j/")
+
+
 @pytest.fixture
 def sqs_runtime(moto: str, bucket: str) -> Iterator[Runtime]:
     config = ServiceConfig(broker="sqs://", store=f"s3://{bucket}/store",

@@ -192,3 +192,158 @@ def test_the_created_token_secret_is_one_the_api_accepts(template: dict[str, Any
     (secret,) = [s for s in resources(template, "AWS::ECS::TaskDefinition")["ApiTask"]
                  ["ContainerDefinitions"][0]["Secrets"] if s["Name"] == "EXCAMERA_API_TOKENS"]
     assert secret["ValueFrom"]["Fn::If"][1] == {"Ref": "ApiTokenSecret"}  # the whole secret
+
+
+# --------------------------------------------------------------------------- what the code asks
+
+ROLES = ("EncoderRole", "DecoderRole", "ApiTaskRole", "SplitterTaskRole", "RebaserTaskRole")
+
+
+def _statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    properties = template["Resources"][role]["Properties"]
+    return [statement for policy in properties.get("Policies", [])
+            for statement in policy["PolicyDocument"]["Statement"]
+            if statement["Effect"] == "Allow"]
+
+
+def _queue_arns_allowed(template: dict[str, Any], role: str, action: str) -> list[str]:
+    """The queue names (prefix written P) or name patterns `role` may do `action` on."""
+    queues = resources(template, "AWS::SQS::Queue")
+    allowed = []
+    for statement in _statements(template, role):
+        if action not in _as_list(statement["Action"]):
+            continue
+        for resource in _as_list(statement["Resource"]):
+            if "Fn::GetAtt" in resource and resource["Fn::GetAtt"][0] in queues:
+                allowed.append(queue_name(queues[resource["Fn::GetAtt"][0]]))
+            elif "Fn::Sub" in resource and ":sqs:" in resource["Fn::Sub"]:
+                allowed.append(resource["Fn::Sub"].rsplit(":", 1)[1].replace("${QueuePrefix}",
+                                                                              "P"))
+    return allowed
+
+
+def test_every_role_may_look_up_every_queue(template: dict[str, Any]) -> None:
+    """Every process on SQS resolves every queue's URL when it starts (kombu's predefined
+    queues, services/broker.py): a role without GetQueueUrl on one made each of its
+    publishes fail as 'broker unavailable'."""
+    import fnmatch
+
+    from services.broker import Topology
+    from services.config import ServiceConfig
+    from services.sqs import sqs_name
+
+    topology = Topology.for_config(ServiceConfig(broker="sqs://", queue_prefix="P"))
+    names = [sqs_name(name) for name in topology.all_queue_names()]
+    assert "P-rebase.fifo" in names and "P-ingest-dead" in names
+    for role in ROLES:
+        patterns = _queue_arns_allowed(template, role, "sqs:GetQueueUrl")
+        for name in names:
+            assert any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns), (role, name)
+
+
+def test_whoever_hedges_or_fans_out_encodes_may_send_them(template: dict[str, Any]) -> None:
+    """A process with the encoder function named invokes encoder tasks directly and queues a
+    delayed copy (services/broker.py, Dispatcher): the splitter's fan-out, and the rebaser's
+    hedges of encoder stages (services/hedger.py), which it could not publish before."""
+    from services.hedger import HEDGED_STAGES
+    from shared.pipeline.graph import STAGES
+
+    assert any(STAGES[stage].service == "encoder" for stage in HEDGED_STAGES)
+    tasks = resources(template, "AWS::ECS::TaskDefinition")
+    for task in tasks.values():
+        (container,) = task["ContainerDefinitions"]
+        env = {item["Name"] for item in container["Environment"]}
+        if "EXCAMERA_ENCODER_FUNCTION" not in env:
+            continue
+        role = task["TaskRoleArn"]["Fn::GetAtt"][0]
+        if container["Command"][1] in ("splitter", "rebaser"):  # the API only warms it up
+            assert "P-encode" in _queue_arns_allowed(template, role, "sqs:SendMessage"), role
+        invokes = [r for s in _statements(template, role)
+                   if "lambda:InvokeFunction" in _as_list(s["Action"])
+                   for r in _as_list(s["Resource"])]
+        assert {"Fn::GetAtt": ["Encoder", "Arn"]} in invokes, role
+    (rebaser,) = [t for t in tasks.values() if t["ContainerDefinitions"][0]["Command"]
+                  == ["service", "rebaser"]]
+    assert "EXCAMERA_ENCODER_FUNCTION" in {e["Name"] for e in
+                                           rebaser["ContainerDefinitions"][0]["Environment"]}
+
+
+def test_a_missing_object_is_a_404_to_every_role(template: dict[str, Any]) -> None:
+    """S3 answers a GET or HEAD of a missing key with 404 only to a caller that may list the
+    bucket, and such a request carries no s3:prefix: a ListBucket limited by a prefix
+    condition makes every 'does it exist yet?' an AccessDenied, which the store raises."""
+    for role in ROLES:
+        lists = [s for s in _statements(template, role)
+                 if "s3:ListBucket" in _as_list(s["Action"])]
+        assert lists, role
+        assert any("Condition" not in s for s in lists), role
+
+
+class _Deletions:
+    """A store that records the prefixes deleted from it."""
+
+    def __init__(self) -> None:
+        self.prefixes: list[str] = []
+
+    def delete_prefix(self, prefix: str) -> int:
+        self.prefixes.append(prefix)
+        return 0
+
+
+def _s3_allowed(template: dict[str, Any], role: str, action: str) -> list[str]:
+    return [r["Fn::Sub"].split("/", 1)[1] for s in _statements(template, role)
+            if action in _as_list(s["Action"]) for r in _as_list(s["Resource"])
+            if isinstance(r, dict) and "Fn::Sub" in r and "JobBucket" in r["Fn::Sub"]]
+
+
+@pytest.mark.parametrize("purge, roles", [
+    ("purge_job", ("ApiTaskRole",)),  # cancel, the janitor, a submission that failed
+    ("purge_intermediates", ROLES),  # what a late task wrote (services/adapter.py)
+])
+def test_whoever_purges_may_delete_what_it_purges(template: dict[str, Any], purge: str,
+                                                  roles: tuple[str, ...]) -> None:
+    """Before, the API could neither list nor delete uploads: every clean-up failed."""
+    import fnmatch
+    from types import SimpleNamespace
+
+    from services import adapter
+
+    store = _Deletions()
+    getattr(adapter, purge)(SimpleNamespace(store=store), "j-x")
+    assert store.prefixes
+    for role in roles:
+        allowed = _s3_allowed(template, role, "s3:DeleteObject")
+        for prefix in store.prefixes:
+            assert any(fnmatch.fnmatchcase(prefix + "key", pattern) for pattern in allowed), (
+                role, prefix)
+
+
+def test_the_services_reach_the_sqs_endpoint(template: dict[str, Any]) -> None:
+    """With private DNS the endpoint is SQS for the whole VPC: every security group that
+    runs our code must be admitted on 443, or its SQS calls time out."""
+    groups = resources(template, "AWS::EC2::SecurityGroup")
+    (endpoint,) = [e for e in resources(template, "AWS::EC2::VPCEndpoint").values()
+                   if e["VpcEndpointType"] == "Interface"]
+    assert endpoint["PrivateDnsEnabled"] is True
+    (endpoint_group,) = [g["Ref"] for g in endpoint["SecurityGroupIds"]]
+    admitted = {rule["SourceSecurityGroupId"]["Fn::GetAtt"][0]
+                for rule in groups[endpoint_group]["SecurityGroupIngress"]
+                if rule["FromPort"] <= 443 <= rule["ToPort"]}
+    running = {g["Ref"] for f in resources(template, "AWS::Lambda::Function").values()
+               for g in f["VpcConfig"]["SecurityGroupIds"]}
+    running |= {g["Ref"] for s in resources(template, "AWS::ECS::Service").values()
+                for g in s["NetworkConfiguration"]["AwsvpcConfiguration"]["SecurityGroups"]}
+    assert running and running <= admitted, running - admitted
+
+
+def test_the_services_fail_a_job_before_sqs_sets_its_task_aside(template: dict[str, Any]
+                                                                ) -> None:
+    """The adapter fails a job on the delivery past EXCAMERA_MAX_ATTEMPTS; a redrive at or
+    below that moved the message to the dead-letter queue unseen, and the job ran for ever."""
+    from services.config import ServiceConfig
+
+    limit = ServiceConfig().max_attempts
+    for properties in resources(template, "AWS::SQS::Queue").values():
+        name = queue_name(properties)
+        if name.split("-", 1)[1] in ("split", "encode", "decode", "join", "rebase.fifo"):
+            assert properties["RedrivePolicy"]["maxReceiveCount"] > limit, name

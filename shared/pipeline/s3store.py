@@ -69,23 +69,35 @@ class S3Store(Store):
 
     @contextlib.contextmanager
     def _errors(self, key: str) -> Iterator[None]:
+        from boto3.exceptions import RetriesExceededError, S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             yield
         except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if code in _MISSING_CODES:
-                raise KeyError(key) from None
-            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-                raise TransientError(f"S3 {self.bucket}/{self._key(key)}: {code}") from exc
-            raise PipelineError(
-                f"S3 {self.bucket}/{self._key(key)}: {code}: {error.get('Message', '')}"
-            ) from exc
-        except BotoCoreError as exc:  # no connection, a timeout, no credentials, ...
+            error = self._classified(key, exc)
+            raise error from (None if isinstance(error, KeyError) else exc)
+        except S3UploadFailedError as exc:
+            # The transfer manager's wrapping of the failed part's ClientError (its context):
+            # a throttled part is as transient as a throttled put.
+            cause = exc.__context__
+            if isinstance(cause, ClientError):
+                raise self._classified(key, cause) from exc
+            raise TransientError(f"S3 {self.bucket}/{self._key(key)}: {exc}") from exc
+        except (BotoCoreError, RetriesExceededError) as exc:  # no connection, a timeout, ...
             raise TransientError(f"S3 {self.bucket}: {exc}") from exc
+
+    def _classified(self, key: str, exc: Any) -> Exception:
+        """A ClientError as ours: KeyError (missing), TransientError, else PipelineError."""
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _MISSING_CODES:
+            return KeyError(key)
+        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+            return TransientError(f"S3 {self.bucket}/{self._key(key)}: {code}")
+        return PipelineError(
+            f"S3 {self.bucket}/{self._key(key)}: {code}: {error.get('Message', '')}")
 
     def put(self, key: str, data: bytes) -> None:
         if len(data) > MULTIPART_THRESHOLD:
@@ -138,11 +150,25 @@ class S3Store(Store):
             for page in pages:
                 keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
                 for start in range(0, len(keys), 1000):  # DeleteObjects' limit
-                    self.client.delete_objects(Bucket=self.bucket,
-                                               Delete={"Objects": keys[start:start + 1000],
-                                                       "Quiet": True})
+                    answer = self.client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": keys[start:start + 1000],
+                                                    "Quiet": True})
+                    self._check_deleted(prefix, answer.get("Errors") or [])
                 count += len(keys)
         return count
+
+    def _check_deleted(self, prefix: str, errors: list[dict[str, Any]]) -> None:
+        """DeleteObjects answers 200 even when it deleted nothing: its per-key errors (access
+        denied, throttled) are failures of the delete."""
+        if not errors:
+            return
+        first = errors[0]
+        code = str(first.get("Code", ""))
+        shown = (f"S3 {self.bucket}/{self.prefix}{prefix}: {len(errors)} objects not "
+                 f"deleted ({code}: {first.get('Message', '')}, {first.get('Key', '')})")
+        if code in _TRANSIENT_CODES:
+            raise TransientError(shown)
+        raise PipelineError(shown)
 
     @contextlib.contextmanager
     def local_file(self, key: str) -> Iterator[Path]:
