@@ -80,6 +80,8 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
     if state is None or state in TERMINAL_STATES:
         if state is None:
             set_aside(runtime, document, f"{message}: no such job", source)
+        else:  # a retry, or a copy, of a task whose job has ended: it will not run now
+            runtime.records.abandon_task(message.job, task)
         metrics.TASKS.labels(service, message.stage, Outcome.SKIPPED.value).inc()
         return Outcome.SKIPPED
     if attempt < 0:  # every task of a job is recorded before it is published: not one of its

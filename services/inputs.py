@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from aiohttp.abc import AbstractResolver
 
@@ -35,12 +35,14 @@ from shared.pipeline.store import Store
 
 from .errors import InputRejected, TransientError
 
-__all__ = ["UrlPolicy", "fetch_input", "input_name", "normalize_url", "write_output"]
+__all__ = ["UrlPolicy", "fetch_input", "input_name", "is_file", "names_store", "shown_url",
+           "normalize_url", "write_output"]
 
 UPLOADS_PREFIX = "uploads/"
 FETCH_TIMEOUT = 600.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 SCHEMES = ("file", "http", "https", "s3")
+_PATH_SAFE = "!$&'()*+,;=:@~"  # RFC 3986's sub-delims, ':' and '@': left as they are
 
 
 def normalize_url(url: str) -> str:
@@ -73,12 +75,15 @@ def normalize_url(url: str) -> str:
         host = ""
     elif not host:
         raise InputRejected("the URL names no host")
-    path = unquote(parts.path)
-    if "\0" in path:
+    # Each segment decoded once, checked, and encoded again in one spelling: the URL names
+    # the same resource, and normalising it again changes nothing (an encoded '/', '#', '?'
+    # or '%' stays encoded).
+    segments = [unquote(segment) for segment in parts.path.split("/")]
+    if any("\0" in segment for segment in segments):
         raise InputRejected("the URL's path holds a NUL character")
-    segments = path.split("/")
-    if any(segment in (".", "..") for segment in segments):
+    if any(part in (".", "..") for segment in segments for part in segment.split("/")):
         raise InputRejected("the URL's path holds '.' or '..' segments")
+    path = "/".join(quote(segment, safe=_PATH_SAFE) for segment in segments)
     if scheme in ("file", "http", "https") and not path.startswith("/"):
         path = "/" + path
     netloc = host
@@ -96,10 +101,14 @@ class UrlPolicy:
     allow_private_networks: bool = False
 
     def check_input(self, url: str, store: Store | None = None) -> str:
-        """The normalised URL if a job may read it; InputRejected otherwise."""
+        """The normalised URL if a job may read it; InputRejected otherwise. With the
+        service's `store`: an upload as the API names it is readable, anything else in the
+        store is not (another job's upload, intermediates or output, by any spelling)."""
         if store is not None and self.upload_key(url, store) is not None:
             return url
         normal = self._check(url, self.allow_input, "input")
+        if store is not None and names_store(normal, store):
+            raise InputRejected(f"input URL {shown_url(url)} points into the service's own store")
         if normal.startswith(("http://", "https://")):
             self.public_addresses(urlsplit(normal).hostname or "", urlsplit(normal).port)
         return normal
@@ -117,7 +126,7 @@ class UrlPolicy:
         prefixes = [normalize_url(prefix) for prefix in allowed]
         if not any(normal.startswith(prefix) for prefix in prefixes):
             raise InputRejected(
-                f"{what} URL {_shown(url)} is not under a prefix the operator allows"
+                f"{what} URL {shown_url(url)} is not under a prefix the operator allows"
                 + ("" if prefixes else f" (none are: the operator names them with "
                                        f"--allow-{what})")
             )
@@ -125,7 +134,7 @@ class UrlPolicy:
             real = Path(os.path.realpath(unquote(urlsplit(normal).path)))
             real_url = normalize_url(real.as_uri() + ("/" if normal.endswith("/") else ""))
             if not any(real_url.startswith(prefix) for prefix in prefixes):
-                raise InputRejected(f"{what} URL {_shown(url)} leads outside the allowed "
+                raise InputRejected(f"{what} URL {shown_url(url)} leads outside the allowed "
                                     "prefixes (through a symbolic link)")
         return normal
 
@@ -153,7 +162,31 @@ class UrlPolicy:
         return addresses
 
 
-def _shown(url: str) -> str:
+def is_file(path: Path) -> bool:
+    """Path.is_file, False for a name the file system refuses (too long) too."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def names_store(normal: str, store: Store) -> bool:
+    """Whether the normalised URL `normal` reads from inside `store`, however it is spelt: a
+    query, a symbolic link, the bucket by another route."""
+    from shared.pipeline.s3store import S3Store
+    from shared.pipeline.store import LocalStore
+
+    parts = urlsplit(normal)
+    path = unquote(parts.path)
+    if isinstance(store, LocalStore) and parts.scheme == "file":
+        real = Path(os.path.realpath(path))
+        return real == store.root or store.root in real.parents
+    if isinstance(store, S3Store) and parts.scheme == "s3":
+        return parts.netloc == store.bucket and path.lstrip("/").startswith(store.prefix)
+    return store.key_for(urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))) is not None
+
+
+def shown_url(url: str) -> str:
     return repr(url if len(url) <= 120 else url[:117] + "...")
 
 
@@ -186,8 +219,8 @@ def fetch_input(
     scheme = urlsplit(normal).scheme
     if scheme == "file":
         path = Path(os.path.realpath(unquote(urlsplit(normal).path)))
-        if not path.is_file():
-            raise InputRejected(f"input {_shown(url)}: no such file")
+        if not is_file(path):
+            raise InputRejected(f"input {shown_url(url)}: no such file")
         yield path
         return
     if scheme == "s3":
@@ -248,27 +281,27 @@ async def _download(url: str, policy: UrlPolicy, target: Path, max_bytes: int) -
             session.get(url, allow_redirects=False) as response,
         ):
             if 300 <= response.status < 400:
-                raise InputRejected(f"input {_shown(url)} redirects (HTTP {response.status}); "
+                raise InputRejected(f"input {shown_url(url)} redirects (HTTP {response.status}); "
                                     "redirects are not followed: give the final URL")
             if response.status >= 500:
-                raise TransientError(f"input {_shown(url)}: HTTP {response.status}")
+                raise TransientError(f"input {shown_url(url)}: HTTP {response.status}")
             if response.status != 200:
-                raise InputRejected(f"input {_shown(url)}: HTTP {response.status}")
+                raise InputRejected(f"input {shown_url(url)}: HTTP {response.status}")
             if response.content_length is not None and response.content_length > max_bytes:
-                raise InputRejected(f"input {_shown(url)} is {response.content_length} bytes, "
+                raise InputRejected(f"input {shown_url(url)} is {response.content_length} bytes, "
                                     f"more than the limit of {max_bytes}")
             size = 0
             with open(target, "wb") as file:
                 async for block in response.content.iter_chunked(1 << 20):
                     size += len(block)
                     if size > max_bytes:
-                        raise InputRejected(f"input {_shown(url)} is larger than the limit "
+                        raise InputRejected(f"input {shown_url(url)} is larger than the limit "
                                             f"of {max_bytes} bytes")
                     file.write(block)
     except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
         raise TransientError(f"input {parts.hostname}: {exc or type(exc).__name__}") from exc
     except aiohttp.ClientError as exc:
-        raise InputRejected(f"input {_shown(url)}: {exc}") from exc
+        raise InputRejected(f"input {shown_url(url)}: {exc}") from exc
 
 
 class _VettedResolver(AbstractResolver):

@@ -512,6 +512,16 @@ class JobRecords:
             return row["job_state"], row["attempts"]
         return row["job_state"], 0 if row["known"] else -1
 
+    def abandon_task(self, job: str, task: TaskId) -> None:
+        """-> cancelled, unless done: a delivery of `task` found its job ended (a retry of
+        it, say), so it will never run and must not show as running for ever."""
+        with self._one() as cur:
+            cur.execute(
+                "UPDATE excamera_tasks SET state = 'cancelled' WHERE job = %s AND stage = %s "
+                "AND idx = %s AND state IN ('waiting', 'queued', 'running')",
+                (job, task.stage, task.index),
+            )
+
     def uncount_attempt(self, job: str, task: TaskId) -> None:
         """Take back the attempt `start_task` counted, for one that ended in a transient
         failure and will be retried: `attempts` counts deliveries that never reported back

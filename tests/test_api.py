@@ -482,6 +482,56 @@ def test_url_into_the_store(api: ApiServer) -> None:
     assert "own store" in error_of(submit_json(api, {"input": url}), 400, "input_refused")
 
 
+@pytest.mark.parametrize("name", ["my clip.y4m", "a#b.y4m", "p%41.y4m", "q?x.y4m"])
+def test_url_spellings_name_the_file_they_encode(api: ApiServer, clip_y4m: Path,
+                                                 name: str) -> None:
+    # The stored URL was decoded once and never encoded again: a space made the splitter set
+    # the job aside (queued for ever), '%23' became a fragment, '%25' was decoded twice.
+    from urllib.parse import unquote, urlsplit
+
+    from services.inputs import UrlPolicy, normalize_url
+
+    path = api.inputs / f"{secrets.token_hex(3)}-{name}"
+    path.write_bytes(clip_y4m.read_bytes()[:4096])
+    response = submit_json(api, {"input": path.as_uri(), **GOOD})
+    assert response.status_code == 202, response.text
+    stored = api.records.get_job(response.json()["id"]).request["input"]
+    assert normalize_url(stored) == stored
+    assert unquote(urlsplit(stored).path) == str(path)
+    # What the splitter checks again before it reads the file.
+    assert UrlPolicy(allow_input=api.config.allow_input).check_input(stored) == stored
+
+
+def test_url_naming_a_file_too_long_for_the_file_system(api: ApiServer) -> None:
+    url = f"{api.inputs.as_uri()}/{'a' * 4000}"
+    assert "no such file" in error_of(submit_json(api, {"input": url}), 400, "input_refused")
+
+
+def test_no_spelling_of_a_url_reads_from_the_store(tmp_path: Path) -> None:
+    # When the operator's input prefix holds the store, the store's own files must still be
+    # refused: another job's upload, intermediates or output, through a link or a query.
+    from services.errors import InputRejected
+    from services.inputs import UrlPolicy
+    from shared.pipeline.store import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    store.put("uploads/j-bob/input-0", b"bob's video")
+    store.put("outputs/j-bob/output.webm", b"bob's output")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "link").symlink_to(tmp_path / "store")
+    policy = UrlPolicy(allow_input=(tmp_path.as_uri() + "/",))
+    upload = store.url_for("uploads/j-bob/input-0")
+    assert policy.check_input(upload, store) == upload  # as the API names an upload
+    for url in (upload + "?x=1", upload.replace("input-0", "input%2D0"),
+                f"{tmp_path.as_uri()}/in/link/uploads/j-bob/input-0",
+                store.url_for("outputs/j-bob/output.webm")):
+        with pytest.raises(InputRejected, match="own store"):
+            policy.check_input(url, store)
+    (tmp_path / "in" / "mine.y4m").write_bytes(b"mine")
+    mine = f"{tmp_path.as_uri()}/in/mine.y4m"
+    assert policy.check_input(mine, store) == mine
+
+
 def test_good_url(api: ApiServer, input_file: Path) -> None:
     response = submit_json(api, {"input": input_file.as_uri(), **GOOD})
     assert response.status_code == 202, response.text

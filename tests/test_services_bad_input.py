@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,27 @@ def test_the_rebaser_outlives_links_for_unknown_and_cancelled_jobs(
                    .message_count for n in range(4)) == 0
 
 
+def test_a_task_whose_job_ended_before_its_retry_stops_showing_as_running(
+        runtime: Runtime) -> None:
+    """A task that failed transiently is retried; if its job is cancelled meanwhile, the
+    retry is skipped. It stayed 'running' in the job's status for ever."""
+    from services.adapter import Outcome, handle
+    from shared.pipeline.graph import TaskId
+
+    job = make_job(runtime, f"retried-{secrets.token_hex(3)}")
+    link = TaskId("rebase", 3)
+    runtime.records.set_plan(job, {"p": 1}, {"rebase": 1}, [link])
+    assert runtime.records.start_task(job, link, "w", 60.0)[1] == 1
+    runtime.records.uncount_attempt(job, link)  # the transient failure: a retry follows
+    assert runtime.records.cancel_job(job) == "cancelled"
+    assert runtime.records.active_task_count(job) == 1
+    assert handle(task(job, "rebase", 3), runtime, service="rebaser",
+                  source="test") is Outcome.SKIPPED
+    assert runtime.records.active_task_count(job) == 0
+    (shown,) = runtime.records.tasks(job, "rebase")
+    assert shown["state"] == "cancelled"
+
+
 def test_links_held_for_an_ended_job_are_let_go(runtime: Runtime) -> None:
     """Links held back for their predecessor, whose job then ended (or never existed), are
     handed on to be skipped, instead of holding the shard's prefetch for ever."""
@@ -226,6 +248,31 @@ def test_a_huge_ingest_message_is_quoted_cut(runtime: Runtime, cluster: Cluster)
     assert "3000002 bytes is more than" in letter["reason"]
     assert len(letter["message"]) < MAX_QUOTED + 100
     assert letter["message"].endswith("(cut: 3000002 characters in all)")
+
+
+def test_a_request_the_splitter_refuses_fails_the_job_the_api_made(
+        runtime: Runtime, cluster: Cluster) -> None:
+    """The API records a job, then posts it; a splitter whose policy refuses the request
+    (operators gave the two different prefixes) set the message aside and the job stayed
+    queued for ever. It fails with the reason, and its end is posted. A job another message
+    made (a different request under the same id) is left alone."""
+    from services.splitter.ingest import accept_body
+    from shared.pipeline.messages import job_id_for
+
+    client = f"refused-{secrets.token_hex(3)}"
+    request = {"input": "file:///not/allowed/clip.y4m", "frames_per_chunk": 6}
+    job = job_id_for("alice", client)
+    runtime.records.create_job(job, "alice", client, request, None)
+    other = f"other-{secrets.token_hex(3)}"
+    kept = job_id_for("alice", other)
+    runtime.records.create_job(kept, "alice", other, {**request, "frames_per_chunk": 4}, None)
+    for client_id in (client, other):
+        message = {"version": 1, "id": client_id, "owner": "alice", **request}
+        assert accept_body(json.dumps(message).encode(), runtime) is None
+    record = runtime.records.get_job(job)
+    assert record.state == "failed" and "not under a prefix" in record.error, record.error
+    assert runtime.records.get_job(kept).state == "queued"
+    assert [event["state"] for event in cluster.events_of(job)] == ["failed"]
 
 
 # --------------------------------------------------------------------------- tasks

@@ -34,7 +34,7 @@ from shared.pipeline.messages import (
 
 from .. import adapter
 from ..errors import InputRejected
-from ..inputs import normalize_url
+from ..inputs import is_file, normalize_url, shown_url
 from ..records import JOB_STATES, JobRecord
 from ..runtime import Runtime
 from . import jobs
@@ -248,12 +248,12 @@ def checked_input(runtime: Runtime, url: str) -> str:
         raise ApiError(400, "the input URL points into the service's own store; upload the "
                             "file instead (multipart part 'video')", code="input_refused")
     try:
-        normal = runtime.policy.check_input(url)
+        normal = runtime.policy.check_input(url, runtime.store)
     except InputRejected as exc:
         raise ApiError(400, str(exc), code="input_refused") from None
     parts = urlsplit(normal)
-    if parts.scheme == "file" and not Path(unquote(parts.path)).is_file():
-        raise ApiError(400, f"input {url!r}: no such file", code="input_refused")
+    if parts.scheme == "file" and not is_file(Path(unquote(parts.path))):
+        raise ApiError(400, f"input {shown_url(url)}: no such file", code="input_refused")
     return normal
 
 

@@ -26,6 +26,7 @@ from shared.pipeline.messages import (
 
 from ..adapter import dead_letter
 from ..errors import InputRejected
+from ..events import announce_end
 from ..runtime import JobFacts, Runtime, job_key
 
 __all__ = ["accept", "accept_body", "set_aside_ingest"]
@@ -36,6 +37,7 @@ log = logging.getLogger("excamera.ingest")
 def accept_body(body: Any, runtime: Runtime, *, redelivered: bool = False) -> str | None:
     """Handle one ingest message as received (bytes, text or decoded JSON): the job's id, or
     None when the message was set aside. `redelivered`: the broker delivered it before."""
+    document: Any = None
     try:
         document = load_json(body, "ingest message") if isinstance(body, (bytes, str)) else body
         message = parse_ingest(document, runtime.config.request_defaults())
@@ -44,8 +46,28 @@ def accept_body(body: Any, runtime: Runtime, *, redelivered: bool = False) -> st
             runtime.policy.check_output(message.output)
     except (MessageError, InputRejected) as exc:
         set_aside_ingest(runtime, body, str(exc))
+        _fail_its_job(runtime, document, str(exc))
         return None
     return accept(message, runtime, redelivered=redelivered)
+
+
+def _fail_its_job(runtime: Runtime, document: Any, reason: str) -> None:
+    """A message set aside whose job was recorded already, by the API before it posted this
+    very request (the API's and the splitter's policies differ, say): fail that job with the
+    reason, or it stays queued for ever. A job made by another message is left alone."""
+    if not isinstance(document, dict) or not isinstance(document.get("id"), str):
+        return
+    owner = document.get("owner")
+    try:
+        job = job_id_for(owner if isinstance(owner, str) else None, document["id"])
+    except Exception:  # noqa: BLE001 - an id no job can have
+        return
+    record = runtime.records.get_job(job)
+    request = {k: v for k, v in document.items() if k not in ("version", "id", "owner", "output")}
+    if record is None or record.state != "queued" or record.request != request:
+        return
+    if runtime.records.fail_job(job, f"ingest: {reason}", runtime.config.retention_seconds):
+        announce_end(runtime, job)
 
 
 def set_aside_ingest(runtime: Runtime, body: Any, reason: str) -> None:
