@@ -257,6 +257,9 @@ def _finish_job(cur: psycopg.Cursor[Any], job: str, output: JobOutput,
     return cur.fetchone() is not None
 
 
+PING_SECONDS = 3.0
+
+
 class JobRecords:
     """Job and task records; thread-safe (a small pool of connections)."""
 
@@ -311,8 +314,10 @@ class JobRecords:
             yield cur
 
     def ping(self) -> None:
-        """One round trip to the database (health checks); TransientError if it is down."""
-        with self._one() as cur:
+        """One round trip to the database (health checks); TransientError if it is down,
+        within PING_SECONDS: a load balancer's check must not wait out the pool's timeout."""
+        with (_transient(), self._pool.connection(timeout=PING_SECONDS) as conn,
+              conn.cursor() as cur):
             cur.execute("SELECT 1")
 
     # ------------------------------------------------------------------ jobs
