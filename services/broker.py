@@ -150,6 +150,27 @@ class Topology:
             channel = connection.default_channel
             for queue in (*self.celery_queues(), *self.plain_queues()):
                 queue(channel).declare()
+            self._check_no_more_shards(connection)
+
+    def _check_no_more_shards(self, connection: kombu.Connection) -> None:
+        """ConfigError if the broker has a shard beyond this topology's: the hash exchange
+        keeps every binding it was given, so groups hashed to a shard nobody consumes would
+        wait there for ever, unseen."""
+        from amqp.exceptions import NotFound
+
+        probe = connection.channel()  # a failed passive declare closes its channel
+        try:
+            probe.queue_declare(self.shard(self.shards), passive=True)
+        except NotFound:
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                probe.close()
+        raise ConfigError(
+            f"the broker has rebase shard queue {self.shard(self.shards)!r}, beyond the "
+            f"{self.shards} shards configured (EXCAMERA_REBASE_SHARDS): groups routed there "
+            f"would never run. Give every service the shard count the queues were made with, "
+            f"or delete exchange {self.rebase_exchange!r} and its shard queues first")
 
     def delete(self, connection: kombu.Connection, sqs: SqsQueues | None = None) -> None:
         """Remove every queue and exchange (tests clean up after themselves)."""
@@ -178,8 +199,8 @@ def transport_of(broker: str) -> str:
         return "amqp"
     if scheme == "sqs":
         return "sqs"
-    raise ConfigError(f"unsupported broker URL {broker!r}: use amqp://... (RabbitMQ) or "
-                      "sqs:// (Amazon SQS)")
+    raise ConfigError(f"unsupported broker URL scheme {scheme + '://'!r}: use amqp://... "
+                      "(RabbitMQ) or sqs:// (Amazon SQS)")
 
 
 @contextlib.contextmanager

@@ -204,8 +204,8 @@ def _check_connections(config: Any, name: str) -> None:
 
     from .broker import Topology
 
-    topology = Topology.for_config(config)
     try:
+        topology = Topology.for_config(config)
         if topology.on_sqs:
             topology.declare(None)  # type: ignore[arg-type]
             return

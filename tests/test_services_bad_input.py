@@ -492,6 +492,8 @@ def excamera_service(*args: str, env: dict[str, str] | None = None
      "job records (postgresql://u:***@127.0.0.1:9/x): "),
     (["encoder"], {"EXCAMERA_DB": "postgresql://u:secret@[bad/x"}, "(postgresql://***@[bad/x)"),
     (["encoder"], {"EXCAMERA_METRICS_PORT": "99999"}, "metrics port 99999 is not a port"),
+    (["encoder"], {"EXCAMERA_BROKER": "amqq://guest:secret@127.0.0.1:5672//"},
+     "unsupported broker URL scheme 'amqq://'"),
 ])
 def test_a_service_with_bad_settings_says_so_in_one_line(
         tmp_path: Path, args: list[str], env: dict[str, str], expected: str) -> None:
@@ -500,6 +502,18 @@ def test_a_service_with_bad_settings_says_so_in_one_line(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], done.stderr
     assert "secret" not in done.stderr
+
+
+def test_fewer_rebase_shards_than_the_broker_has_are_refused(cluster: Cluster,
+                                                               tmp_path: Path) -> None:
+    """The hash exchange keeps the bindings of every shard it was given: rebasers started
+    with fewer shards left the groups hashed to the others waiting, with nothing said."""
+    done = excamera_service("rebaser", f"--store={tmp_path.as_uri()}", f"--db={cluster.db_url}",
+                            f"--queue-prefix={cluster.prefix}",
+                            env={"EXCAMERA_REBASE_SHARDS": "2"})
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert f"rebase shard queue '{cluster.prefix}.rebase.2', beyond the 2 shards" in line, line
 
 
 @pytest.mark.parametrize("args", [["rebaser", "--concurrency=-1"], ["encoder", "--concurrency=0"],
