@@ -185,14 +185,15 @@ def _check_connections(config: Any, name: str) -> None:
     (a service would otherwise retry quietly for ever)."""
     import psycopg
 
+    from shared.pipeline.errors import PipelineError
     from shared.pipeline.store import open_store
 
     from .errors import ConfigError, TransientError
     from .records import JobRecords
 
     try:
-        open_store(config.store)
-    except (OSError, ValueError, NotImplementedError) as exc:
+        open_store(config.store).check()
+    except (OSError, ValueError, NotImplementedError, PipelineError, TransientError) as exc:
         raise ConfigError(f"store {config.store}: {_first_line(exc)}") from None
     try:
         JobRecords(config.db, pool_size=1).close()

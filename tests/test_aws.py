@@ -185,3 +185,25 @@ def test_partial_batch_failures(sqs_runtime: Runtime, monkeypatch: pytest.Monkey
     assert fifo == {"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]}
     assert handler({"warm": True}, None) == {"warm": True}
     monkeypatch.setattr(Runtime, "_instance", None)
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "S3 bucket 'no-such-bucket-here' does not exist"),
+    ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "S3 bucket 'no-such-bucket-here': "),
+])
+def test_a_service_whose_store_is_out_of_reach_says_so_at_start(
+        moto: str, env: dict[str, str], expected: str) -> None:
+    # Before, a worker said "ready" and only failed on its first task.
+    import subprocess
+    import sys
+
+    from services_support import CHILD
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EXCAMERA_")}
+    done = subprocess.run([sys.executable, "-c", *CHILD, "service", "encoder",
+                           "--store=s3://no-such-bucket-here/x"],
+                          env={**clean, **env}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("excamera service: store s3://no-such-bucket-here/x: "), line
+    assert expected in line, line

@@ -99,6 +99,22 @@ class S3Store(Store):
         return PipelineError(
             f"S3 {self.bucket}/{self._key(key)}: {code}: {error.get('Message', '')}")
 
+    def check(self) -> None:
+        """One request to the bucket: it exists, and these credentials reach it."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING_CODES or code == "NoSuchBucket":
+                raise PipelineError(f"S3 bucket {self.bucket!r} does not exist") from None
+            if code in _TRANSIENT_CODES or code.startswith("5"):
+                raise TransientError(f"S3 bucket {self.bucket!r}: {code}") from None
+            raise PipelineError(f"S3 bucket {self.bucket!r}: {code or exc}") from None
+        except BotoCoreError as exc:  # no credentials, no region, no connection
+            raise TransientError(f"S3 bucket {self.bucket!r}: {exc}") from None
+
     def put(self, key: str, data: bytes) -> None:
         if len(data) > MULTIPART_THRESHOLD:
             with tempfile.NamedTemporaryFile(prefix="excamera-put-") as file:

@@ -77,6 +77,11 @@ class Store(ABC):
     def url(self) -> str:
         """The URL `open_store` takes to open this store again (in another process)."""
 
+    def check(self) -> None:
+        """Raise (OSError, PipelineError, TransientError) if the store cannot be reached: a
+        service checks it once at start. A local directory was made when it was opened."""
+        return None
+
     def url_for(self, key: str) -> str:
         """The URL of one object, e.g. for a message naming an uploaded input."""
         return f"{self.url.rstrip('/')}/{check_key(key)}"
