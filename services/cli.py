@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,10 +148,19 @@ def run_service(args: argparse.Namespace) -> int:
     _logging(args.verbose)
     os.environ.update(config.to_env())  # what forked and spawned workers read
     os.environ["EXCAMERA_SERVICE_NAME"] = args.name
-    if args.name != "api":
+    made = None
+    if args.name != "api" and not os.environ.get(METRICS_ENV):
         # Before services.metrics is imported anywhere: one directory for all this
-        # service's processes.
-        os.environ.setdefault(METRICS_ENV, tempfile.mkdtemp(prefix="excamera-metrics-"))
+        # service's processes, gone with the service.
+        made = os.environ[METRICS_ENV] = tempfile.mkdtemp(prefix="excamera-metrics-")
+    try:
+        return _run_service(config, args)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def _run_service(config: Any, args: argparse.Namespace) -> int:
     _check_chain_threads()
     _check_connections(config, args.name)
     if args.name == "api":

@@ -504,6 +504,28 @@ def test_a_service_with_bad_settings_says_so_in_one_line(
     assert "secret" not in done.stderr
 
 
+def test_a_service_that_ends_leaves_no_metrics_directory(cluster: Cluster,
+                                                         tmp_path: Path) -> None:
+    # Each start made one in TMPDIR and none was ever removed.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = excamera_service("encoder", f"--store={tmp_path.as_uri()}",
+                            env={"EXCAMERA_DB": "postgresql://u@127.0.0.1:9/x",
+                                 "TMPDIR": str(scratch)})
+    assert done.returncode == 1, done.stderr
+    assert not list(scratch.glob("excamera-metrics-*"))
+    service = ServiceProcess("decoder", ["-v", "--concurrency=1"],
+                             {**cluster.env(), "TMPDIR": str(scratch)}, tmp_path / "d.log")
+    service.start()
+    deadline = time.monotonic() + 60
+    while not list(scratch.glob("excamera-metrics-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(scratch.glob("excamera-metrics-*"))  # while it runs
+    time.sleep(2)
+    service.stop()
+    assert not list(scratch.glob("excamera-metrics-*")), service.log()[-2000:]
+
+
 def test_fewer_rebase_shards_than_the_broker_has_are_refused(cluster: Cluster,
                                                                tmp_path: Path) -> None:
     """The hash exchange keeps the bindings of every shard it was given: rebasers started
