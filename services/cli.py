@@ -39,6 +39,8 @@ SERVICES = ("api", "splitter", "encoder", "decoder", "rebaser")
 WORKERS = ("splitter", "encoder", "decoder", "rebaser")
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
+log = logging.getLogger("excamera.services")
+
 # How a child of `excamera up` runs the command: `-c` with the current directory dropped from
 # sys.path, so a shared/ folder there is never imported instead of the installed package.
 _CHILD = ("import sys; del sys.path[0]; from shared.console import main; sys.exit(main())",)
@@ -173,7 +175,7 @@ def _run_service(config: Any, args: argparse.Namespace) -> int:
 
         metrics.serve(config.metrics_port)
     if args.name == "rebaser":
-        return _run_rebasers(config, args.concurrency or 1)
+        return _run_rebasers(config, args.concurrency or 1, args.verbose)
     return _run_celery_worker(config, args.name, args.concurrency, args.verbose)
 
 
@@ -286,9 +288,9 @@ def _note_privileges(app: Any, service: str) -> None:
     warnings.filterwarnings("ignore", category=SecurityWarning)  # the worker's own check
 
 
-def _run_rebasers(config: Any, count: int) -> int:
+def _run_rebasers(config: Any, count: int, verbose: bool = False) -> int:
     """`count` rebaser processes (each owns its share of the shards), restarted if one dies
-    until this process is told to stop."""
+    until this process is told to stop; each logs as this one does."""
     context = multiprocessing.get_context("spawn")
     children: list[Any] = []
     stopping = _stop_on_signals()
@@ -297,9 +299,14 @@ def _run_rebasers(config: Any, count: int) -> int:
         return 0
     try:
         while not stopping.is_set():
+            for child in children:
+                if not child.is_alive() and not stopping.is_set():
+                    log.warning("rebaser process %d ended (exit code %s); starting another",
+                                child.pid, child.exitcode)
             children = [c for c in children if c.is_alive()]
             while len(children) < count:
-                child = context.Process(target=_rebaser_main, args=(config,), daemon=True)
+                child = context.Process(target=_rebaser_main, args=(config, verbose),
+                                        daemon=True)
                 child.start()
                 children.append(child)
             time.sleep(0.5)
@@ -332,8 +339,9 @@ def _rebaser_class(config: Any) -> Any:
     return RebaserProcess
 
 
-def _rebaser_main(config: Any) -> None:
+def _rebaser_main(config: Any, verbose: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _logging(verbose)  # a spawned process starts with none
     _rebaser_class(config)(config).run()
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -524,6 +525,30 @@ def test_a_service_that_ends_leaves_no_metrics_directory(cluster: Cluster,
     time.sleep(2)
     service.stop()
     assert not list(scratch.glob("excamera-metrics-*")), service.log()[-2000:]
+
+
+def test_rebaser_processes_log_and_a_dead_one_is_said_so(cluster: Cluster) -> None:
+    # Spawned rebasers (--concurrency 2) started without logging: no "owns shard" line, and
+    # a killed one was replaced in silence.
+    from procfs import children
+
+    service = cluster.service("rebaser", "--concurrency=2").start()
+    try:
+        deadline = time.monotonic() + 60
+        while service.log().count("owns shard") < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert service.log().count("owns shard") >= 4, service.log()[-3000:]
+        victim = min(pid for pid in children(service.process.pid)
+                     if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes())
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while f"rebaser process {victim} ended" not in service.log() and (
+                time.monotonic() < deadline):
+            time.sleep(0.2)
+        assert f"rebaser process {victim} ended (exit code -9); starting another" in (
+            service.log()), service.log()[-3000:]
+    finally:
+        service.stop()
 
 
 def test_fewer_rebase_shards_than_the_broker_has_are_refused(cluster: Cluster,
