@@ -61,7 +61,8 @@ STORE_REQUESTS = Counter(
 )
 JOB_EVENTS = Counter(
     "excamera_job_events_total", "Job ends posted to the events queue, by state, and when: "
-    "at_end (by whoever ended the job) or late (by the API's janitor, after a failed post)",
+    "at_end (by whoever ended the job) or late (by a sweep, the API's janitor or a "
+    "rebaser's, after a failed post)",
     ["state", "when"],
 )
 HTTP_REQUESTS = Counter(
@@ -74,6 +75,11 @@ HTTP_SECONDS = Histogram(
 QUEUE_DEPTH = Gauge(
     "excamera_queue_depth", "Messages waiting in each queue (at the last scrape)", ["queue"],
     multiprocess_mode="liveall",
+)
+REACHABLE = Gauge(
+    "excamera_dependency_up", "1 if the last scrape read the dependency (broker: the queue "
+    "depths; db: the jobs by state), 0 if it was out of reach (the figures are then stale)",
+    ["dependency"], multiprocess_mode="liveall",
 )
 JOBS = Gauge(
     "excamera_jobs", "Jobs by state (at the last scrape)", ["state"],

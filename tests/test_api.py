@@ -1085,6 +1085,12 @@ def test_health_with_the_broker_down(api: ApiServer, input_file: Path) -> None:
         began = time.monotonic()
         scraped = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=60)
         assert scraped.status_code == 200 and time.monotonic() - began < 15
+        # The depths kept from before are said to be stale.
+        from prometheus_client.parser import text_string_to_metric_families
+
+        up = {s.labels["dependency"]: s.value for f in text_string_to_metric_families(
+            scraped.text) if f.name == "excamera_dependency_up" for s in f.samples}
+        assert up == {"broker": 0, "db": 1}, up
     finally:
         server.stop()
 
@@ -1146,6 +1152,8 @@ def test_metrics(api: ApiServer, input_file: Path, make_done_job: Any) -> None:
     assert "excamera_http_request_seconds" in families
     depths = {s.labels["queue"]: s.value for s in families["excamera_queue_depth"].samples}
     assert f"{api.config.queue_prefix}.ingest" in depths
+    up = {s.labels["dependency"]: s.value for s in families["excamera_dependency_up"].samples}
+    assert up == {"broker": 1, "db": 1}, up
     jobs = {s.labels["state"]: s.value for s in families["excamera_jobs"].samples}
     assert set(jobs) >= {"queued", "running", "done", "failed", "cancelled"}
     assert jobs["queued"] >= 1

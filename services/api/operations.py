@@ -59,14 +59,16 @@ async def metrics_text(request: web.Request) -> web.Response:
         depths = await api.control(api.runtime.dispatcher.queue_depths)
         for queue, depth in depths.items():
             metrics.QUEUE_DEPTH.labels(queue).set(depth)
-    except TransientError:
-        pass  # the depths keep their last values; health says the broker is down
+        metrics.REACHABLE.labels("broker").set(1)
+    except TransientError:  # the depths keep their last values, which this says are stale
+        metrics.REACHABLE.labels("broker").set(0)
     try:
         counts = await api.control(api.runtime.records.count_jobs_by_state)
         for state in JOB_STATES:
             metrics.JOBS.labels(state).set(counts.get(state, 0))
+        metrics.REACHABLE.labels("db").set(1)
     except TransientError:
-        pass
+        metrics.REACHABLE.labels("db").set(0)
     return web.Response(body=metrics.render(), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
 
 
