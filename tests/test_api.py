@@ -882,11 +882,26 @@ def test_output_and_ranges(api: ApiServer, make_done_job: Any) -> None:
         part = api.request("GET", f"/v1/jobs/{job}/output", headers={"Range": header})
         assert part.status_code == 206, (header, part.status_code)
         assert part.content == expected and part.headers["Content-Range"] == content_range
-    for header in (f"bytes={len(data)}-", "bytes=9-2", "bytes=a-b", "bytes=0-1,4-5",
-                   "bytes=-0", "bytes=-000"):
+    for header in (f"bytes={len(data)}-", "bytes=9-2", "bytes=a-b", "bytes=-0", "bytes=-000"):
         beyond = api.request("GET", f"/v1/jobs/{job}/output", headers={"Range": header})
         assert "range" in error_of(beyond, 416)
         assert beyond.headers["Content-Range"] == f"bytes */{len(data)}"
+    # Another unit must be ignored, and several ranges may be: the whole file (RFC 9110).
+    for header in ("items=0-1", "bytes=0-1,4-5"):
+        served = api.request("GET", f"/v1/jobs/{job}/output", headers={"Range": header})
+        assert (served.status_code, served.content) == (200, data), header
+    # If-Range: our ETag serves the range; another version's (or a weak one) the whole file.
+    etag = whole.headers["ETag"]
+    for condition, status in ((etag, 206), ('"other"', 200), (f"W/{etag}", 200),
+                              (whole.headers["Last-Modified"], 206),
+                              ("Mon, 01 Jan 2001 00:00:00 GMT", 200)):
+        served = api.request("GET", f"/v1/jobs/{job}/output",
+                             headers={"Range": "bytes=0-9", "If-Range": condition})
+        assert served.status_code == status, condition
+        assert served.content == (data[:10] if status == 206 else data), condition
+    stale = api.request("GET", f"/v1/jobs/{job}/output",
+                        headers={"Range": f"bytes={len(data)}-", "If-Range": '"other"'})
+    assert (stale.status_code, stale.content) == (200, data)
     head = api.request("HEAD", f"/v1/jobs/{job}/output")
     assert head.status_code == 200 and int(head.headers["Content-Length"]) == len(data)
     ivf = make_done_job(b"DKIF....", form="ivf")

@@ -9,6 +9,7 @@ token's job is a 404 too: its existence is not disclosed).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -371,12 +372,41 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     if path is None:
         return await _stream_output(request, api, key, headers)
     stat = await api.files(path.stat)
+    if not _range_applies(request, stat):
+        # The whole file (200): FileResponse reads the Range from the request it prepares.
+        whole = request.clone(headers={k: v for k, v in request.headers.items()
+                                       if k.lower() not in ("range", "if-range")})
+        whole.update(request)  # the middlewares' notes (the request's start, for metrics)
+        response = web.FileResponse(path, headers=headers)
+        await response.prepare(whole)
+        return response
     if _unsatisfiable(request, stat.st_mtime, stat.st_size):
         return error_response(416, f"the range is not satisfiable: the output is "
                                    f"{stat.st_size} bytes",
                               {hdrs.CONTENT_RANGE: f"bytes */{stat.st_size}"})
     # FileResponse serves Range and If-Range requests (206), so a browser can seek the WebM.
     return web.FileResponse(path, headers=headers)
+
+
+def _range_applies(request: web.Request, stat: os.stat_result) -> bool:
+    """Whether a Range header is one to serve (RFC 9110 §13.1.5, §14.2): not one of another
+    unit, nor several ranges (served whole instead), nor one whose If-Range names another
+    version of the file: an entity tag other than ours (aiohttp's FileResponse compares only
+    dates, so a client resuming with our ETag got bytes of whatever the file had become)."""
+    text = request.headers.get(hdrs.RANGE)
+    if text is None:
+        return True
+    unit, _, ranges = text.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in ranges:
+        return False
+    condition = request.headers.get(hdrs.IF_RANGE)
+    if condition is None:
+        return True
+    condition = condition.strip()
+    if condition.startswith(('"', "W/")):  # an entity tag: a strong match only
+        return condition == f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    when = request.if_range
+    return when is not None and stat.st_mtime <= when.timestamp()
 
 
 async def linked_job(request: web.Request, params: dict[str, str]) -> JobRecord:
