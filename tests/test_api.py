@@ -108,9 +108,10 @@ ROUTES = [("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/j-0000000
           ("DELETE", "/v1/jobs/j-000000000000000000000000")]
 
 
+@pytest.mark.parametrize("extra", ["", "?foo=1"])  # the token is checked before the query
 @pytest.mark.parametrize(("method", "path"), ROUTES)
-def test_no_token(api: ApiServer, method: str, path: str) -> None:
-    response = api.request(method, path, token=None)
+def test_no_token(api: ApiServer, method: str, path: str, extra: str) -> None:
+    response = api.request(method, path + extra, token=None)
     assert "authentication required" in error_of(response, 401)
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
@@ -304,6 +305,10 @@ def _json_answer(answer: bytes) -> tuple[int, dict[str, Any]]:
       "Content-Type": "application/json"}, 413, "too_large"),
     ({"Authorization": f"Bearer {TOKENS['alice']}", "Content-Length": "10",
       "Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+    # a coding aiohttp does not know it would not decode: it read the coded bytes as JSON
+    ({"Authorization": f"Bearer {TOKENS['alice']}", "Content-Length": "10",
+      "Content-Type": "application/json", "Content-Encoding": "foo"}, 415,
+     "unsupported_media_type"),
     ({"Authorization": f"Bearer {TOKENS['alice']}", "Idempotency-Key": "-bad",
       "Content-Length": "10", "Content-Type": "application/json"}, 400, "invalid_request"),
 ])
@@ -1095,7 +1100,9 @@ def test_health_with_the_broker_down(api: ApiServer, input_file: Path) -> None:
                                   headers={"Authorization": "Bearer x", "Idempotency-Key": key},
                                   json={"input": input_file.as_uri()})
         assert "unavailable" in error_of(submitted, 503)
-        assert submitted.headers["Retry-After"]
+        declared = openapi.document(TEST_LIMITS)["paths"]["/v1/jobs"]["post"]["responses"]
+        jsonschema.validate(int(submitted.headers["Retry-After"]),
+                            declared["503"]["headers"]["Retry-After"]["schema"])
         assert api.records.get_job(job_id_for("alice", key)) is None  # a retry starts afresh
         began = time.monotonic()
         scraped = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=60)

@@ -54,6 +54,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # "bytes=-0" asks for the last zero bytes: no range of it is satisfiable (RFC 9110 14.1.2),
 # though aiohttp's parser reads it as "from byte 0".
 _ZERO_SUFFIX = re.compile(r"bytes=-0+")
+BODY_CODINGS = ("identity", "gzip", "deflate")  # what aiohttp decodes without extras
 
 
 # --------------------------------------------------------------------------- helpers
@@ -185,6 +186,10 @@ def _submission(request: web.Request) -> tuple[str, str]:
     else:
         raise ApiError(415, "send the job as application/json or the video as "
                             "multipart/form-data (parts 'video' and optionally 'options')")
+    coding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if coding not in BODY_CODINGS:  # aiohttp would read the coded bytes as they are
+        raise ApiError(415, f"Content-Encoding {coding!r} is not supported (send the body "
+                            f"as it is, or in one of: {', '.join(sorted(BODY_CODINGS))})")
     return owner, key
 
 
@@ -352,11 +357,12 @@ async def get_tasks(request: web.Request) -> web.Response:
 
 @routes.get("/v1/jobs/{id}/output")
 async def get_output(request: web.Request) -> web.StreamResponse:
-    params = query(request, ("expires", "signature"))
-    if "signature" in params or "expires" in params:
-        record = await linked_job(request, params)
-    else:
-        record = await own_job(request, authenticate(request))
+    if "signature" in request.query or "expires" in request.query:
+        record = await linked_job(request, query(request, ("expires", "signature")))
+    else:  # the token first: a caller without one learns nothing of the query
+        owner = authenticate(request)
+        query(request, ("expires", "signature"))
+        record = await own_job(request, owner)
     key = stored_output(record)
     api = context_of(request)
     presigned = await api.files(_presigned_url, api.runtime, key, api.limits.link_seconds)
