@@ -124,7 +124,7 @@ class UrlPolicy:
     def _check(self, url: str, allowed: tuple[str, ...], what: str) -> str:
         normal = normalize_url(url)
         prefixes = [normalize_url(prefix) for prefix in allowed]
-        if not any(normal.startswith(prefix) for prefix in prefixes):
+        if not any(_under(normal, prefix) for prefix in prefixes):
             raise InputRejected(
                 f"{what} URL {shown_url(url)} is not under a prefix the operator allows"
                 + ("" if prefixes else f" (none are: the operator names them with "
@@ -133,7 +133,7 @@ class UrlPolicy:
         if normal.startswith("file://"):
             real = Path(os.path.realpath(unquote(urlsplit(normal).path)))
             real_url = normalize_url(real.as_uri() + ("/" if normal.endswith("/") else ""))
-            if not any(real_url.startswith(prefix) for prefix in prefixes):
+            if not any(_under(real_url, prefix) for prefix in prefixes):
                 raise InputRejected(f"{what} URL {shown_url(url)} leads outside the allowed "
                                     "prefixes (through a symbolic link)")
         return normal
@@ -160,6 +160,14 @@ class UrlPolicy:
         if not addresses:
             raise InputRejected(f"host {host!r} has no address")
         return addresses
+
+
+def _under(normal: str, prefix: str) -> bool:
+    """Whether `normal` is under `prefix`; a file:// prefix is a directory (or one file),
+    whether or not it ends in '/': file:///srv/in allows /srv/in/a, not /srv/inside/a."""
+    if prefix.startswith("file://") and not prefix.endswith("/"):
+        return normal == prefix or normal.startswith(prefix + "/")
+    return normal.startswith(prefix)
 
 
 def is_file(path: Path) -> bool:

@@ -537,6 +537,24 @@ def test_no_spelling_of_a_url_reads_from_the_store(tmp_path: Path) -> None:
     assert policy.check_input(mine, store) == mine
 
 
+def test_a_file_prefix_is_a_directory(tmp_path: Path) -> None:
+    # 'file:///srv/in' also allowed /srv/inside/... before.
+    from services.errors import InputRejected
+    from services.inputs import UrlPolicy
+
+    for name in ("in/a.y4m", "inside/a.y4m", "in.y4m"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    for prefix in (f"{tmp_path.as_uri()}/in", f"{tmp_path.as_uri()}/in/"):
+        policy = UrlPolicy(allow_input=(prefix,))
+        assert policy.check_input(f"{tmp_path.as_uri()}/in/a.y4m")
+        for outside in ("inside/a.y4m", "in.y4m"):
+            with pytest.raises(InputRejected, match="not under a prefix"):
+                policy.check_input(f"{tmp_path.as_uri()}/{outside}")
+    single = UrlPolicy(allow_input=(f"{tmp_path.as_uri()}/in.y4m",))
+    assert single.check_input(f"{tmp_path.as_uri()}/in.y4m")
+
+
 def test_good_url(api: ApiServer, input_file: Path) -> None:
     response = submit_json(api, {"input": input_file.as_uri(), **GOOD})
     assert response.status_code == 202, response.text
