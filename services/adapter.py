@@ -37,7 +37,7 @@ from shared.pipeline.messages import DeadLetter, MessageError, TaskMessage, pars
 from shared.pipeline.store import READ_OPERATIONS, WRITE_OPERATIONS
 
 from . import metrics
-from .errors import PipelineError, TransientError
+from .errors import Deferred, PipelineError, TransientError
 from .events import announce_end
 from .records import TERMINAL_STATES, JobOutput
 from .runtime import Runtime
@@ -75,6 +75,10 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
     task = TaskId(message.stage, message.index)
     if message.sent is not None:
         metrics.QUEUE_LATENCY.labels(service).observe(max(0.0, time.time() - message.sent))
+    if message.fallback and (left := runtime.records.running_for(message.job, task)) > 0:
+        # The direct invocation it backs up is running: wait for it to end (done: this copy
+        # is skipped then) or to miss its deadline (lost: this copy runs it).
+        raise Deferred(f"{message}: running elsewhere; back after its deadline", left + 5)
     state, attempt = runtime.records.start_task(message.job, task, runtime.worker,
                                                 runtime.config.deadline(message.stage))
     if state is None or state in TERMINAL_STATES:

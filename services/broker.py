@@ -320,7 +320,8 @@ class Dispatcher:
         from .invoker import FALLBACK_DELAY
 
         for document in documents:
-            self.sqs.send(self.topology.encode, document, delay=FALLBACK_DELAY)
+            self.sqs.send(self.topology.encode, {**document, "fallback": True},
+                          delay=FALLBACK_DELAY)
         self.invoker.invoke_all(documents)
 
     def _publish_task(self, message: TaskMessage, *, ordering_key: str, position: int) -> None:

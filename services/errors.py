@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from shared.pipeline.errors import PipelineError, TransientError
 
-__all__ = ["ConfigError", "InputRejected", "PipelineError", "TransientError"]
+__all__ = ["ConfigError", "Deferred", "InputRejected", "PipelineError", "TransientError"]
 
 
 class ConfigError(ValueError):
@@ -15,3 +15,12 @@ class ConfigError(ValueError):
 class InputRejected(PipelineError):
     """An input or output URL the operator's policy does not allow (or that cannot be fetched
     safely): the job fails at once with this reason."""
+
+
+class Deferred(TransientError):
+    """A task message to hand back for `seconds`, not run now: another copy of the task is
+    running within its deadline. Not a failure, and not an attempt."""
+
+    def __init__(self, reason: str, seconds: float) -> None:
+        super().__init__(reason)
+        self.seconds = seconds

@@ -6,9 +6,12 @@ Each task goes out as an SQS-shaped event of one record, the same the handler ge
 queue, so one handler serves both. A throttled invocation (TooManyRequests, or a 5xx) is
 retried with exponential backoff and jitter; the original system had no retries and saw 7-14 %
 of 1,000-way invocations throttled. The same task also goes to the encode queue, delayed
-(`FALLBACK_DELAY`): if the direct invocation ran, the queued copy finds the task done and
-costs one short invocation; if it never ran (throttled past its retries, or lost), the queue
-delivers it. First writer wins: the stages' outputs are the same bytes whoever writes them.
+(`FALLBACK_DELAY`) and marked `fallback`: if the direct invocation ran, the queued copy finds
+the task done and costs one short invocation; while it still runs, the copy is handed back
+until that run's deadline (services/adapter.py), so a long task is not run twice; if it never
+ran (throttled past its retries, or lost) or missed its deadline, the copy runs it. Should two
+copies run all the same, either may write: the stages' outputs are the same bytes whoever
+writes them.
 
 Warm-up: when a job is accepted, before its split finishes, `warm(n)` starts execution
 environments with an event that only loads the code, so the split's burst finds them warm.

@@ -38,7 +38,7 @@ from shared.pipeline.messages import MessageError, load_json, parse_task
 from .adapter import describe_failure, fail, handle
 from .broker import CELERY_TASKS
 from .config import ServiceConfig
-from .errors import TransientError
+from .errors import Deferred, TransientError
 from .retry import backoff
 from .runtime import Runtime
 
@@ -180,6 +180,10 @@ def _handle_record(record: dict[str, Any], runtime: Runtime, service: str) -> bo
     try:
         handle(document, runtime, service=service, source=source)
         return True
+    except Deferred as exc:  # not a failure: the record comes back once the other copy ends
+        log.info("%s: %s", source, exc)
+        _hide(runtime, record, exc.seconds)
+        return False
     except Exception as exc:  # noqa: BLE001 - transient, or a failure of ours: try again later
         reason = str(exc) if isinstance(exc, TransientError) else describe_failure(exc)
         if not isinstance(exc, TransientError):
@@ -202,10 +206,18 @@ def _give_up(runtime: Runtime, document: Any, reason: str, source: str) -> None:
 
 def _back_off(runtime: Runtime, record: dict[str, Any], receives: int) -> None:
     """Hide the record for a jittered, doubling delay before SQS delivers it again."""
+    _hide(runtime, record, backoff(receives))
+
+
+MAX_VISIBILITY = 43_200  # SQS's longest visibility timeout (12 h)
+
+
+def _hide(runtime: Runtime, record: dict[str, Any], seconds: float) -> None:
+    """Hide the record for `seconds` before SQS delivers it again."""
     sqs = runtime.dispatcher.sqs
     queue_arn = str(record.get("eventSourceARN", ""))
     handle = record.get("receiptHandle")
     if sqs is None or not queue_arn or not handle:
         return
     with contextlib.suppress(TransientError):  # at worst it comes back sooner
-        sqs.release(queue_arn.rsplit(":", 1)[-1], handle, int(backoff(receives)) + 1)
+        sqs.release(queue_arn.rsplit(":", 1)[-1], handle, min(MAX_VISIBILITY, int(seconds) + 1))

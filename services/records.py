@@ -517,6 +517,17 @@ class JobRecords:
             return row["job_state"], row["attempts"]
         return row["job_state"], 0 if row["known"] else -1
 
+    def running_for(self, job: str, task: TaskId) -> float:
+        """Seconds until the deadline of `task` if it is running now, else 0."""
+        with self._one() as cur:
+            cur.execute(
+                "SELECT extract(epoch FROM deadline - now()) AS left FROM excamera_tasks "
+                "WHERE job = %s AND stage = %s AND idx = %s AND state = 'running' "
+                "AND deadline > now()", (job, task.stage, task.index),
+            )
+            row = cur.fetchone()
+        return 0.0 if row is None else max(0.0, float(row["left"]))
+
     def abandon_task(self, job: str, task: TaskId) -> None:
         """-> cancelled, unless done: a delivery of `task` found its job ended (a retry of
         it, say), so it will never run and must not show as running for ever."""

@@ -207,3 +207,50 @@ def test_a_service_whose_store_is_out_of_reach_says_so_at_start(
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("excamera service: store s3://no-such-bucket-here/x: "), line
     assert expected in line, line
+
+
+class _LambdaStandIn:
+    """Lambda's Invoke API, as far as the dispatcher uses it (moto cannot run functions)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def invoke(self, FunctionName: str, InvocationType: str, Payload: bytes) -> dict:  # noqa: N803
+        self.events.append(json.loads(Payload))
+        return {"StatusCode": 202}
+
+
+def test_the_queued_copy_of_a_running_direct_invocation_waits(
+        sqs_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An encoder task goes out as a direct invocation and a delayed copy on the queue. The
+    copy ran the task a second time whenever the invocation was still running: twice the
+    bill, and a spent attempt. It now waits until that run's deadline, not counted."""
+    from aws_support import sqs_event
+
+    from services import invoker
+    from services.encoder.lambda_handler import handler
+    from shared.pipeline.graph import TaskId
+
+    monkeypatch.setattr(invoker, "FALLBACK_DELAY", 0)
+    monkeypatch.setattr(Runtime, "_instance", sqs_runtime)
+    records = sqs_runtime.records
+    job = "j-" + secrets.token_hex(12)
+    records.create_job(job, "ingest", job, {"input": "file:///x.y4m"}, None)
+    records.start_job(job)
+    task = TaskId("encode", 0)
+    records.set_plan(job, {"p": 1}, {"encode": 1}, [task])
+    lambda_api = _LambdaStandIn()
+    sqs_runtime.dispatcher.invoker = invoker.Invoker("excamera-encoder", client=lambda_api)
+    sqs_runtime.dispatcher.publish_task(TaskMessage(job, "encode", 0), ordering_key="k",
+                                        position=0)
+    (direct,) = lambda_api.events
+    assert records.start_task(job, task, "the-direct-invocation", 900.0) == ("running", 1)
+    queue_url = sqs_runtime.dispatcher.sqs.url(sqs_runtime.topology.encode)
+    (copy,) = receive_all(queue_url)
+    assert json.loads(copy["Body"]).get("fallback") is True
+    assert "fallback" not in json.loads(direct["Records"][0]["body"])
+    answer = handler(sqs_event(queue_url, [copy]), None)
+    assert answer == {"batchItemFailures": [{"itemIdentifier": copy["MessageId"]}]}
+    (shown,) = records.tasks(job, "encode")
+    assert (shown["state"], shown["attempts"], shown["worker"]) == (
+        "running", 1, "the-direct-invocation")

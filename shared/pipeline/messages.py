@@ -167,6 +167,9 @@ TASK_SCHEMA: dict[str, Any] = {
         "index": {"type": "integer", "minimum": 0, "maximum": 10_000_000},
         "sent": {"type": "number", "minimum": 0,
                  "description": "when it was published (Unix time): for queue latency"},
+        "fallback": {"type": "boolean",
+                     "description": "the queued copy of a directly invoked task: it waits "
+                                    "while that invocation runs, instead of running twice"},
     },
     "required": ["version", "job", "stage", "index"],
     "additionalProperties": False,
@@ -434,12 +437,15 @@ class TaskMessage:
     stage: str
     index: int
     sent: float | None = None  # Unix time of publishing, when the publisher says
+    fallback: bool = False  # the queued copy of a direct invocation (services/invoker.py)
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {"version": VERSION, "job": self.job, "stage": self.stage,
                                     "index": self.index}
         if self.sent is not None:
             document["sent"] = self.sent
+        if self.fallback:
+            document["fallback"] = True
         return document
 
     def stamped(self) -> TaskMessage:
@@ -454,7 +460,7 @@ def parse_task(document: Any) -> TaskMessage:
     _validate(document, TASK_SCHEMA, "task message")
     # JSON Schema's integers include 3.0; keys and records want 3.
     return TaskMessage(document["job"], document["stage"], int(document["index"]),
-                       document.get("sent"))
+                       document.get("sent"), bool(document.get("fallback", False)))
 
 
 @dataclass(frozen=True)
