@@ -228,7 +228,7 @@ def fail(runtime: Runtime, message: TaskMessage, reason: str, *, attempt: int,
         if not retention:
             purge_job(runtime, message.job)
         announce_end(runtime, message.job)
-    set_aside(runtime, message.to_json(), reason, source)
+    set_aside(runtime, message.to_json(), reason, source, said=True)
 
 
 # A dead letter quotes the message it sets aside up to this many characters: a huge body would
@@ -245,9 +245,13 @@ def dead_letter(document: Any, reason: str, source: str) -> DeadLetter:
     return DeadLetter(reason, source, document)
 
 
-def set_aside(runtime: Runtime, document: Any, reason: str, source: str) -> None:
+def set_aside(runtime: Runtime, document: Any, reason: str, source: str, *,
+              said: bool = False) -> None:
     """Publish the message to the dead-letter queue with its reason (best effort: a broker
-    that is down must not turn a failure into a retry loop)."""
+    that is down must not turn a failure into a retry loop), and say so in one line unless
+    the caller has (`said`)."""
+    if not said:
+        log.warning("a message from %s set aside: %s", source, reason)
     try:
         runtime.dispatcher.publish_dead(dead_letter(document, reason, source),
                                         runtime.topology.dead)

@@ -142,4 +142,4 @@ class TaskConsumer(CeleryConsumer):
         log.warning("%s: a message set aside: %s", source, reason)
         body = message.body
         shown = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-        set_aside(Runtime.current(), shown, reason, source)
+        set_aside(Runtime.current(), shown, reason, source, said=True)

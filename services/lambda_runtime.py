@@ -123,7 +123,7 @@ def handle_sqs_event(event: Any, context: Any, *, service: str) -> dict[str, Any
     exception out of the handler would make SQS deliver the whole batch again)."""
     if isinstance(event, dict) and event.get("warm"):
         return {"warm": True}
-    records = (event.get("Records") or []) if isinstance(event, dict) else None
+    records = event.get("Records", None) if isinstance(event, dict) else None
     if not isinstance(records, list):
         log.error("%s: not an SQS event (%s); nothing to do", service,
                   f"its Records are {type(records).__name__}, not a list"

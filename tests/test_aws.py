@@ -164,7 +164,8 @@ def test_tasks_published_to_sqs_unwrap_to_the_same_document(sqs_runtime: Runtime
             task_document(bad)
 
 
-def test_partial_batch_failures(sqs_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_partial_batch_failures(sqs_runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
+                                caplog: pytest.LogCaptureFixture) -> None:
     """A record whose task hits a transient failure (here: job records out of reach) is
     reported, the others are not; on a FIFO queue, the failure and every record after it."""
     from aws_support import sqs_event
@@ -179,8 +180,16 @@ def test_partial_batch_failures(sqs_runtime: Runtime, monkeypatch: pytest.Monkey
     messages = [{"MessageId": f"m{k}", "ReceiptHandle": f"r{k}", "Body": body,
                  "Attributes": {"ApproximateReceiveCount": "1"}}
                 for k, body in enumerate(["not json", task, "[1, 2"])]
+    caplog.set_level("INFO")
     standard = handler(sqs_event("https://sqs/123/q-encode", messages), None)
     assert standard == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    # What is set aside is said, in a line each (the dead-letter queue was the only trace).
+    set_aside = [r for r in caplog.records if "set aside" in r.getMessage()]
+    assert len(set_aside) == 2 and all(r.exc_info is None for r in set_aside), set_aside
+    assert "not valid JSON" in set_aside[0].getMessage()
+    caplog.clear()
+    assert handler({"detail-type": "Scheduled Event"}, None) == {"batchItemFailures": []}
+    assert "not an SQS event" in caplog.text
     fifo = handler(sqs_event("https://sqs/123/q-encode.fifo", messages), None)
     assert fifo == {"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]}
     assert handler({"warm": True}, None) == {"warm": True}

@@ -232,7 +232,7 @@ class RebaserProcess(LinkRunner):
             log.error("rebaser: a message from %s set aside: %s", delivery.source, reason)
             log.debug("rebaser: the failure", exc_info=True)
             set_aside(self.runtime, delivery.body.decode("utf-8", "replace"), reason,
-                      delivery.source)
+                      delivery.source, said=True)
             delivery.channel.basic_ack(delivery.tag)
 
     def _process_message(self, delivery: _Delivery) -> None:

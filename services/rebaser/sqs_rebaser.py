@@ -107,7 +107,7 @@ class SqsRebaserProcess(LinkRunner):
             reason = describe_failure(exc)
             log.error("rebaser: a message from %s set aside: %s", queue, reason)
             log.debug("rebaser: the failure", exc_info=True)
-            set_aside(self.runtime, received.get("Body", ""), reason, queue)
+            set_aside(self.runtime, received.get("Body", ""), reason, queue, said=True)
             self.sqs.delete(queue, received["ReceiptHandle"])
 
     def _process_message(self, queue: str, received: dict[str, Any]) -> None:
