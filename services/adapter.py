@@ -267,7 +267,7 @@ def _within_budget(runtime: Runtime, job: str) -> bool:
         return True
     from .estimate import job_estimate
 
-    projected = job_estimate(runtime.records, job)["projected"]["total"]
+    projected = job_estimate(runtime.records, job, runtime.config)["projected"]["total"]
     if projected <= budget:
         return True
     reason = f"cancelled: the projected cost ${projected:.4f} passes the budget ${budget:.4f}"

@@ -78,6 +78,9 @@ class ServiceConfig:
     # on top of the queue; and how many of its environments to start when a job arrives.
     encoder_function: str | None = None
     warm_environments: int = 0
+    # AWS: the functions' memory, which their GB-seconds are priced at (job cost, budgets).
+    encoder_memory_mb: int = 1769
+    decoder_memory_mb: int = 1769
     metrics_port: int | None = None
 
     def __post_init__(self) -> None:
@@ -103,6 +106,9 @@ class ServiceConfig:
                 0 <= self.sqs_visibility_timeout <= 43200):
             raise ConfigError("the SQS visibility timeout (EXCAMERA_SQS_VISIBILITY_TIMEOUT) "
                               "must be 0-43200 seconds (0: the default)")
+        for name in ("encoder_memory_mb", "decoder_memory_mb"):
+            if not 128 <= getattr(self, name) <= 10240:
+                raise ConfigError(f"EXCAMERA_{name.upper()} must be 128-10240 (Lambda's range)")
         if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics port {self.metrics_port} is not a port (1-65535)")
         for prefix in (*self.allow_input, *self.allow_output):

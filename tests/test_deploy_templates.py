@@ -347,3 +347,24 @@ def test_the_services_fail_a_job_before_sqs_sets_its_task_aside(template: dict[s
         name = queue_name(properties)
         if name.split("-", 1)[1] in ("split", "encode", "decode", "join", "rebase.fifo"):
             assert properties["RedrivePolicy"]["maxReceiveCount"] > limit, name
+
+
+def test_the_cost_is_priced_at_the_functions_memory(template: dict[str, Any]) -> None:
+    """Job costs and budget caps price Lambda GB-seconds at EXCAMERA_*_MEMORY_MB: every
+    process of the stack must be told the memory its functions were given (it used 1,769 MB
+    whatever they were)."""
+    from services.config import ServiceConfig
+
+    wanted = {"EXCAMERA_ENCODER_MEMORY_MB": {"Ref": "EncoderMemoryMB"},
+              "EXCAMERA_DECODER_MEMORY_MB": {"Ref": "DecoderMemoryMB"}}
+    assert set(wanted) <= set(ServiceConfig().to_env())
+    envs = [f["Environment"]["Variables"]
+            for f in resources(template, "AWS::Lambda::Function").values()]
+    envs += [{e["Name"]: e["Value"] for e in task["ContainerDefinitions"][0]["Environment"]}
+             for task in resources(template, "AWS::ECS::TaskDefinition").values()]
+    assert len(envs) == 5
+    for env in envs:
+        assert {name: env.get(name) for name in wanted} == wanted
+    functions = resources(template, "AWS::Lambda::Function")
+    assert functions["Encoder"]["MemorySize"] == {"Ref": "EncoderMemoryMB"}
+    assert functions["Decoder"]["MemorySize"] == {"Ref": "DecoderMemoryMB"}

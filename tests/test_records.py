@@ -227,3 +227,23 @@ def test_a_health_check_of_a_database_gone_answers_at_once(records: JobRecords) 
         assert time.monotonic() - began < PING_SECONDS + 2
     finally:
         through.close()
+
+
+def test_a_jobs_cost_is_priced_at_the_configured_memory(records: JobRecords) -> None:
+    # The services priced every Lambda second at 1,769 MB, whatever the functions had.
+    from services.config import ServiceConfig
+    from services.estimate import job_estimate
+    from shared.pipeline import costs
+
+    job, _ = planned_job(records, 2)
+    for task in (TaskId("encode", 0), TaskId("state", 0)):
+        records.start_task(job, task, "w", 60.0)
+        records.finish_task(job, task, "w", 100.0)
+    base = job_estimate(records, job, ServiceConfig())["so_far"]["lambda_compute"]
+    assert base == pytest.approx(2 * 100 * 1769 / 1024 * costs.LAMBDA_X86_USD_PER_GB_S,
+                                 abs=1e-6)
+    more = job_estimate(records, job, ServiceConfig(decoder_memory_mb=3538,
+                                                    encoder_memory_mb=1024))
+    assert more["so_far"]["lambda_compute"] == pytest.approx(
+        100 * (3538 + 1024) / 1024 * costs.LAMBDA_X86_USD_PER_GB_S, abs=1e-6)
+    assert (more["lambda_memory_mb"], more["decoder_memory_mb"]) == (1024, 3538)

@@ -134,7 +134,7 @@ def job_document(runtime: Runtime, record: JobRecord) -> dict[str, Any]:
         "overdue": records.overdue(record.id),
         "plan": record.plan,
         "result": record.result,
-        "cost": job_estimate(records, record.id),
+        "cost": job_estimate(records, record.id, runtime.config),
         "expires_at": _time(record.expires_at),
         "cleaned_at": _time(record.cleaned_at),
     }

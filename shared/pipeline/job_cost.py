@@ -25,6 +25,7 @@ from .costs import Usage, estimate, lambda_gb_seconds
 __all__ = ["LAMBDA_STAGES", "StageUse", "job_estimate", "project", "usage_of"]
 
 LAMBDA_STAGES = ("encode", "first", "state", "measure")
+DECODER_STAGES = ("state", "measure")  # the decoder function's; the rest are the encoder's
 FARGATE_STAGES = ("split", "rebase", "join")
 DEFAULT_LAMBDA_MEMORY_MB = 1769
 FARGATE_GB = 2.0
@@ -52,8 +53,9 @@ class StageUse:
 
 
 def usage_of(stages: dict[str, StageUse], *, lambda_memory_mb: float = DEFAULT_LAMBDA_MEMORY_MB,
-             arm: bool = False) -> Usage:
-    """The AWS usage of a job whose stages (by graph stage name) did this much."""
+             decoder_memory_mb: float | None = None, arm: bool = False) -> Usage:
+    """The AWS usage of a job whose stages (by graph stage name) did this much; the decoder
+    function's stages at `decoder_memory_mb` when it differs from the encoder's."""
     usage = Usage()
     for stage, use in stages.items():
         usage.s3_puts += use.writes
@@ -63,7 +65,9 @@ def usage_of(stages: dict[str, StageUse], *, lambda_memory_mb: float = DEFAULT_L
         else:
             usage.sqs_requests += SQS_REQUESTS_PER_TASK * use.tasks
         if stage in LAMBDA_STAGES:
-            gb_s = lambda_gb_seconds(lambda_memory_mb, use.seconds)
+            memory = (decoder_memory_mb if stage in DECODER_STAGES and decoder_memory_mb
+                      else lambda_memory_mb)
+            gb_s = lambda_gb_seconds(memory, use.seconds)
             if arm:
                 usage.lambda_gb_s_arm += gb_s
             else:
@@ -91,8 +95,10 @@ def project(done: dict[str, StageUse], totals: dict[str, int]) -> dict[str, Stag
 
 
 def job_estimate(stages: dict[str, StageUse], *,
-                 lambda_memory_mb: float = DEFAULT_LAMBDA_MEMORY_MB) -> dict[str, float]:
+                 lambda_memory_mb: float = DEFAULT_LAMBDA_MEMORY_MB,
+                 decoder_memory_mb: float | None = None) -> dict[str, float]:
     """Itemized dollars (lambda_compute, lambda_requests, s3_requests, sqs_requests, fargate,
     total), to the micro-dollar."""
-    items = estimate(usage_of(stages, lambda_memory_mb=lambda_memory_mb))
+    items = estimate(usage_of(stages, lambda_memory_mb=lambda_memory_mb,
+                              decoder_memory_mb=decoder_memory_mb))
     return {name: round(value, 6) for name, value in items.items()}
