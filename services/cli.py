@@ -100,10 +100,9 @@ def add_service_parser(commands: Any) -> None:
     add_common_arguments(parser)
     parser.add_argument("--concurrency", type=positive_int, default=None, metavar="N",
                         help="worker processes (default: the number of cores; rebaser: 1)")
-    parser.add_argument("--port", type=_port, default=8080, help="the API's port (default 8080)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="the API's address (default 127.0.0.1)")
-    parser.add_argument("--idle-timeout", type=_seconds, default=API_IDLE_SECONDS, metavar="S",
+    parser.add_argument("--port", type=_port, default=None, help="the API's port (default 8080)")
+    parser.add_argument("--host", default=None, help="the API's address (default 127.0.0.1)")
+    parser.add_argument("--idle-timeout", type=_seconds, default=None, metavar="S",
                         help="the API closes a connection that completes no request's headers "
                              f"for S seconds (default {API_IDLE_SECONDS:g}); behind a load "
                              "balancer, more than the balancer's own idle timeout")
@@ -146,6 +145,7 @@ def _logging(verbose: bool) -> None:
 
 
 def run_service(args: argparse.Namespace) -> int:
+    _check_flags_apply(args)
     config = config_from(args)
     _logging(args.verbose)
     os.environ.update(config.to_env())  # what forked and spawned workers read
@@ -168,7 +168,8 @@ def _run_service(config: Any, args: argparse.Namespace) -> int:
     if args.name == "api":
         from .api.app import serve
 
-        serve(config, host=args.host, port=args.port, idle_seconds=args.idle_timeout)
+        serve(config, host=args.host or "127.0.0.1", port=args.port or 8080,
+              idle_seconds=args.idle_timeout)
         return 0
     if config.metrics_port is not None:
         from . import metrics
@@ -177,6 +178,24 @@ def _run_service(config: Any, args: argparse.Namespace) -> int:
     if args.name == "rebaser":
         return _run_rebasers(config, args.concurrency or 1, args.verbose)
     return _run_celery_worker(config, args.name, args.concurrency, args.verbose)
+
+
+API_FLAGS = ("port", "host", "idle_timeout")
+
+
+def _check_flags_apply(args: argparse.Namespace) -> None:
+    """A flag another service takes is refused, not ignored (the operator meant something)."""
+    from .errors import ConfigError
+
+    if args.name == "api":
+        given = [f for f in ("concurrency", "metrics_port") if getattr(args, f) is not None]
+        why = "the API is one process (run more for more), and serves /metrics on its port"
+    else:
+        given = [f for f in API_FLAGS if getattr(args, f) is not None]
+        why = "they are the API's"
+    if given:
+        shown = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise ConfigError(f"{shown}: not for the {args.name} service ({why})")
 
 
 def _check_chain_threads() -> None:

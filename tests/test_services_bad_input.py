@@ -495,6 +495,10 @@ def excamera_service(*args: str, env: dict[str, str] | None = None
     (["encoder"], {"EXCAMERA_METRICS_PORT": "99999"}, "metrics port 99999 is not a port"),
     (["encoder"], {"EXCAMERA_BROKER": "amqq://guest:secret@127.0.0.1:5672//"},
      "unsupported broker URL scheme 'amqq://'"),
+    # another service's flags: refused, not ignored
+    (["encoder", "--port=19089", "--idle-timeout=5"], {},
+     "--port, --idle-timeout: not for the encoder service (they are the API's)"),
+    (["api", "--concurrency=2"], {}, "--concurrency: not for the api service"),
 ])
 def test_a_service_with_bad_settings_says_so_in_one_line(
         tmp_path: Path, args: list[str], env: dict[str, str], expected: str) -> None:
