@@ -145,9 +145,13 @@ def _logging(verbose: bool) -> None:
 
 
 def run_service(args: argparse.Namespace) -> int:
+    from .config import unknown_settings
+
     _check_flags_apply(args)
     config = config_from(args)
     _logging(args.verbose)
+    for name in unknown_settings():
+        log.warning("%s is not a setting of excamera (a typo?): ignored", name)
     os.environ.update(config.to_env())  # what forked and spawned workers read
     os.environ["EXCAMERA_SERVICE_NAME"] = args.name
     made = None

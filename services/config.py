@@ -154,6 +154,25 @@ class ServiceConfig:
         return DEADLINES.get(stage, 3600.0) * self.deadline_scale
 
 
+# EXCAMERA_* variables read elsewhere than ServiceConfig (the API's tokens, the client's, the
+# codec's and the build's switches); EXCAMERA_TEST_* are the tests' hooks.
+OTHER_SETTINGS = frozenset({
+    "EXCAMERA_API_TOKENS", "EXCAMERA_API_TOKENS_FILE", "EXCAMERA_API", "EXCAMERA_TOKEN",
+    "EXCAMERA_SERVICE_NAME", "EXCAMERA_CHAIN_THREADS", "EXCAMERA_CODEC_TUNE",
+    "EXCAMERA_PHASE1", "EXCAMERA_LIBVPX", "EXCAMERA_REBUILD", "EXCAMERA_CYTHON_BUILD_DIR",
+    "EXCAMERA_SHARED", "EXCAMERA_VPXENC", "EXCAMERA_FUZZ_EXAMPLES",  # the tests' and benches'
+})
+
+
+def unknown_settings(environ: dict[str, str] | None = None) -> list[str]:
+    """EXCAMERA_* variables nothing reads: a typo (EXCAMERA_RETENTION for
+    EXCAMERA_RETENTION_SECONDS) would otherwise leave the default in force unsaid."""
+    environ = dict(os.environ if environ is None else environ)
+    known = {f"EXCAMERA_{item.name.upper()}" for item in fields(ServiceConfig)} | OTHER_SETTINGS
+    return sorted(name for name in environ if name.startswith("EXCAMERA_")
+                  and name not in known and not name.startswith("EXCAMERA_TEST_"))
+
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 

@@ -567,6 +567,17 @@ def test_fewer_rebase_shards_than_the_broker_has_are_refused(cluster: Cluster,
     assert f"rebase shard queue '{cluster.prefix}.rebase.2', beyond the 2 shards" in line, line
 
 
+def test_an_unknown_setting_is_said_to_be_ignored(tmp_path: Path) -> None:
+    done = excamera_service("encoder", f"--store={tmp_path.as_uri()}",
+                            env={"EXCAMERA_RETENTION": "5", "EXCAMERA_TEST_ANYTHING": "1",
+                                 "EXCAMERA_DB": "postgresql://u@127.0.0.1:9/x"})
+    assert done.returncode == 1, done.stderr
+    warning, error = done.stderr.strip().splitlines()
+    assert warning.endswith("EXCAMERA_RETENTION is not a setting of excamera (a typo?): "
+                            "ignored"), warning
+    assert "job records" in error
+
+
 @pytest.mark.parametrize("args", [["rebaser", "--concurrency=-1"], ["encoder", "--concurrency=0"],
                                   ["api", "--port=70000"], ["encoder", "--metrics-port=x"],
                                   ["api", "--idle-timeout=0"], ["api", "--idle-timeout=nan"],
