@@ -531,7 +531,8 @@ def test_a_service_that_ends_leaves_no_metrics_directory(cluster: Cluster,
     assert not list(scratch.glob("excamera-metrics-*")), service.log()[-2000:]
 
 
-def test_rebaser_processes_log_and_a_dead_one_is_said_so(cluster: Cluster) -> None:
+def test_rebaser_processes_log_and_a_dead_one_is_said_so(cluster: Cluster,
+                                                          runtime: Runtime) -> None:
     # Spawned rebasers (--concurrency 2) started without logging: no "owns shard" line, and
     # a killed one was replaced in silence.
     from procfs import children
@@ -542,6 +543,14 @@ def test_rebaser_processes_log_and_a_dead_one_is_said_so(cluster: Cluster) -> No
         while service.log().count("owns shard") < 4 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert service.log().count("owns shard") >= 4, service.log()[-3000:]
+        cancelled = make_job(runtime, f"logged-{secrets.token_hex(3)}", "cancelled")
+        publish(cluster, json.dumps(task(cancelled, "rebase", 3)).encode(),
+                exchange=f"{cluster.prefix}.rebase", routing_key=f"{cancelled}:0")
+        deadline = time.monotonic() + 30
+        while f"{cancelled} rebase[3] skipped in" not in service.log() and (
+                time.monotonic() < deadline):
+            time.sleep(0.2)
+        assert f"rebaser: {cancelled} rebase[3] skipped in" in service.log()  # -v: each task
         victim = min(pid for pid in children(service.process.pid)
                      if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes())
         os.kill(victim, signal.SIGKILL)

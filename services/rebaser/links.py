@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from shared.pipeline.graph import TaskId
-from shared.pipeline.messages import TaskMessage, parse_task
+from shared.pipeline.messages import MessageError, TaskMessage, parse_task
 
 from ..adapter import Step, fail, handle
 from ..config import ServiceConfig
@@ -115,9 +115,12 @@ class LinkRunner:
             self.pause(float(os.environ[LINK_DELAY_ENV]))
         for retry in range(self.config.retries + 1):
             try:
-                handle(document, self.runtime, service="rebaser", source=source,
-                       steps=self.steps)
+                began = time.monotonic()
+                outcome = handle(document, self.runtime, service="rebaser", source=source,
+                                 steps=self.steps)
                 self.links_run += 1
+                log.info("rebaser: %s %s in %.2f s", _named(document), outcome.value,
+                         time.monotonic() - began)  # -v: a line per task, as the workers'
                 return
             except TransientError as exc:
                 if retry == self.config.retries:
@@ -134,3 +137,10 @@ class LinkRunner:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and not self._stopping:
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+
+def _named(document: Any) -> str:
+    try:
+        return str(parse_task(document))
+    except MessageError:
+        return "a message"
