@@ -117,13 +117,18 @@ UPDATE excamera_jobs SET announced_at = finished_at
 CREATE INDEX IF NOT EXISTS excamera_jobs_to_announce ON excamera_jobs (finished_at)
     WHERE announced_at IS NULL AND finished_at IS NOT NULL;
 ALTER TABLE excamera_jobs ADD COLUMN IF NOT EXISTS announce_claimed_until timestamptz;
+-- When the API's ingest message for the job was taken by the broker (NULL: not yet, or not
+-- the API's); the API's janitor posts what is still unposted (an outbox).
+ALTER TABLE excamera_jobs ADD COLUMN IF NOT EXISTS posted_at timestamptz;
+CREATE INDEX IF NOT EXISTS excamera_jobs_to_post ON excamera_jobs (created_at)
+    WHERE posted_at IS NULL AND state = 'queued';
 """
 
 # The schema's version, kept in excamera_schema: raise it with every change to _SCHEMA. A
 # process finding it current runs no DDL. (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS` takes
 # an exclusive lock even when the column exists, and deadlocked against live writers when
 # every process ran the DDL as it started.)
-SCHEMA_VERSION = 3  # 2: announced_at (the events queue); 3: announce_claimed_until
+SCHEMA_VERSION = 4  # 2: announced_at (the events queue); 3: announce_claimed_until; 4: posted_at
 _SCHEMA_LOCK = 0x65786361  # pg_advisory_xact_lock key: concurrent first uses create it once
 
 
@@ -477,6 +482,25 @@ class JobRecords:
         with self._one() as cur:
             cur.execute("UPDATE excamera_jobs SET expires_at = now() + make_interval(secs => %s) "
                         "WHERE id = %s AND cleaned_at IS NULL", (seconds, job))
+
+    def mark_posted(self, job: str) -> None:
+        """The job's ingest message was taken by the broker."""
+        with self._one() as cur:
+            cur.execute("UPDATE excamera_jobs SET posted_at = now() WHERE id = %s AND "
+                        "posted_at IS NULL", (job,))
+
+    def unposted_jobs(self, older_than_seconds: float, limit: int) -> list[JobRecord]:
+        """Queued jobs whose ingest message the broker never took (it was down when they
+        were submitted) and whose split nobody has claimed, oldest first."""
+        with self._one() as cur:
+            cur.execute(
+                "SELECT j.* FROM excamera_jobs j JOIN excamera_tasks t ON t.job = j.id AND "
+                "t.stage = 'split' AND t.idx = 0 WHERE j.posted_at IS NULL AND "
+                "j.state = 'queued' AND t.state = 'waiting' AND j.created_at < now() - "
+                "make_interval(secs => %s) ORDER BY j.created_at LIMIT %s",
+                (older_than_seconds, limit),
+            )
+            return [_record(row) for row in cur.fetchall()]
 
     def mark_cleaned(self, job: str) -> None:
         with self._one() as cur:

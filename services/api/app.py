@@ -28,6 +28,7 @@ from ..errors import ConfigError, TransientError
 from ..events import announce_missed
 from .auth import TOKENS_ENV, Tokens
 from .context import CONTEXT, ApiContext, Limits
+from .jobs import post_unposted
 from .middleware import HttpServerLog, count_response, error_middleware, metrics_middleware
 from .operations import operations
 from .routes import routes
@@ -95,11 +96,26 @@ async def _clean_periodically(api: ApiContext) -> None:
         try:
             await clean_ended_jobs(api)
             await api.control(announce_missed, api.runtime, api.limits.announce_grace_seconds)
+            await api.control(_post_unposted, api)
         except TransientError as exc:
             log.warning("janitor: %s; trying again later", exc)
         except Exception:  # noqa: BLE001 - keep cleaning whatever one job did
             log.exception("janitor: cleaning failed")
         await asyncio.sleep(api.limits.janitor_seconds)
+
+
+POST_GRACE_SECONDS = 10.0  # a submission younger than this may still be posting its own
+
+
+def _post_unposted(api: ApiContext) -> int:
+    """The outbox: jobs recorded while the broker was down are posted once it is back."""
+    if not api.runtime.records.unposted_jobs(POST_GRACE_SECONDS, 1):
+        return 0
+    api.declare_queues()
+    posted = post_unposted(api.runtime, POST_GRACE_SECONDS)
+    if posted:
+        log.info("janitor: posted %d job(s) recorded while the broker was down", posted)
+    return posted
 
 
 async def clean_ended_jobs(api: ApiContext) -> int:

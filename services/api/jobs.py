@@ -6,26 +6,31 @@ Submitting: the job's id is derived from its owner and client id (the Idempotenc
 random one), so the record's unique (owner, client id) makes a repeated submission find the
 job made the first time. The request is compared with that job's: the same key with a
 different request is a conflict. The record exists before the ingest message is published, so
-a status request right after the 202 always finds the job; if publishing fails the record is
-removed again, so a retry with the same key starts afresh.
+a status request right after the 202 always finds the job. The record is the job: if the
+broker cannot take the message (it is down), the answer is still 202, the job stays queued,
+and the API's janitor posts the message once the broker is back (`post_unposted`: the record
+is an outbox). Posts are idempotent, so one that did arrive unconfirmed splits the job once.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.pipeline.messages import IngestMessage, JobRequest, job_id_for
+from shared.pipeline.messages import IngestMessage, JobRequest, job_id_for, parse_job_request
 
-from ..adapter import purge_job
 from ..errors import TransientError
 from ..estimate import job_estimate
 from ..records import JobRecord
 from ..runtime import Runtime
 from .middleware import ApiError
 
-__all__ = ["Submitted", "job_document", "job_summary", "submit", "upload_key"]
+__all__ = ["Submitted", "job_document", "job_summary", "post_unposted", "submit",
+           "upload_key"]
+
+log = logging.getLogger("excamera.api")
 
 OUTPUT_TYPES = {"webm": "video/webm", "ivf": "video/x-ivf"}
 
@@ -43,33 +48,55 @@ class Submitted:
     created: bool
 
 
-def submit(runtime: Runtime, owner: str, client_id: str, request: JobRequest) -> Submitted:
+def submit(runtime: Runtime, owner: str, client_id: str, request: JobRequest, *,
+           post: bool = True) -> Submitted:
     """Make the job (or find the one this owner made with this client id) and, when new,
-    publish it to the ingest queue."""
+    publish it to the ingest queue (unless not `post`: the broker is known to be down)."""
     job = job_id_for(owner, client_id)
     document = request.to_json()
     record, created = runtime.records.create_job(job, owner, client_id, document, None)
     if not created:
         check_same_request(record, document)
         return Submitted(job, record.state, False)
-    try:
-        runtime.dispatcher.publish_ingest(IngestMessage(client_id, request, owner=owner))
-    except TransientError:
-        runtime.records.delete_job(job)
-        purge_job(runtime, job)
-        raise
+    if post:
+        _post(runtime, job, IngestMessage(client_id, request, owner=owner))
     return Submitted(job, record.state, True)
 
 
-def repeat(runtime: Runtime, record: JobRecord, request: JobRequest) -> Submitted:
+def _post(runtime: Runtime, job: str, message: IngestMessage) -> bool:
+    """Post the job's ingest message and note that it went; False if the broker could not
+    take it (the janitor posts it later)."""
+    try:
+        runtime.dispatcher.publish_ingest(message)
+    except TransientError as exc:
+        log.warning("job %s is recorded but not yet posted (%s): the janitor will post it",
+                    job, exc)
+        return False
+    runtime.records.mark_posted(job)
+    return True
+
+
+def post_unposted(runtime: Runtime, older_than_seconds: float, limit: int = 50) -> int:
+    """Post the ingest messages of queued jobs the broker did not take when they were
+    submitted; how many went. Stops at the first the broker refuses (it is still down)."""
+    posted = 0
+    for record in runtime.records.unposted_jobs(older_than_seconds, limit):
+        request = parse_job_request(record.request, runtime.config.request_defaults())
+        if not _post(runtime, record.id, IngestMessage(record.client_id, request,
+                                                       owner=record.owner)):
+            break
+        posted += 1
+    return posted
+
+
+def repeat(runtime: Runtime, record: JobRecord, request: JobRequest, *,
+           post: bool = True) -> Submitted:
     """The answer to a repeat of the request that made `record`. While the job is queued its
-    ingest message is posted again, so that the answer stands even if the first request's post
-    failed after the record was made (that request then deletes the record, and answers 503):
-    posts are idempotent, since the ingest makes or finds the job and claims its split once."""
+    ingest message is posted again, in case the first post went astray: posts are
+    idempotent, since the ingest makes or finds the job and claims its split once."""
     check_same_request(record, request.to_json())
-    if record.state == "queued":
-        runtime.dispatcher.publish_ingest(
-            IngestMessage(record.client_id, request, owner=record.owner))
+    if record.state == "queued" and post:
+        _post(runtime, record.id, IngestMessage(record.client_id, request, owner=record.owner))
     return Submitted(record.id, record.state, False)
 
 

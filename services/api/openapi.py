@@ -201,7 +201,7 @@ UNAUTHORIZED = _error("no bearer token, or not a valid one")
 BAD_REQUEST = _error("a malformed request; the reason says what is wrong")
 NOT_FOUND = _error("no such job, or not the caller's")
 UNAVAILABLE = {
-    **_error("the database or the broker is down; retry after a while"),
+    **_error("the database is down; retry after a while"),
     "headers": {"Retry-After": {"description": "seconds to wait before retrying",
                                 "schema": {"type": "integer", "minimum": 1}}},
 }

@@ -34,7 +34,7 @@ from shared.pipeline.messages import (
 )
 
 from .. import adapter
-from ..errors import InputRejected
+from ..errors import InputRejected, TransientError
 from ..inputs import is_file, normalize_url, shown_url
 from ..records import JOB_STATES, JobRecord
 from ..runtime import Runtime
@@ -155,13 +155,22 @@ async def read_body(request: web.Request, limit: int, idle: float) -> bytes:
 
 
 def _submit(api: ApiContext, owner: str, key: str, job_request: JobRequest) -> jobs.Submitted:
-    api.declare_queues()
-    return jobs.submit(api.runtime, owner, key, job_request)
+    return jobs.submit(api.runtime, owner, key, job_request, post=_queues_ready(api))
 
 
 def _repeat(api: ApiContext, record: JobRecord, job_request: JobRequest) -> jobs.Submitted:
-    api.declare_queues()
-    return jobs.repeat(api.runtime, record, job_request)
+    return jobs.repeat(api.runtime, record, job_request, post=_queues_ready(api))
+
+
+def _queues_ready(api: ApiContext) -> bool:
+    """Whether the broker's queues are declared (a publish before would be dropped); False
+    when it is down: the job is recorded all the same, and the janitor posts it later."""
+    try:
+        api.declare_queues()
+    except TransientError:
+        api.forget_queues()
+        return False
+    return True
 
 
 def accepted(submitted: jobs.Submitted) -> web.Response:
