@@ -142,6 +142,9 @@ def config_from(args: argparse.Namespace) -> Any:
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The pool's own reconnection attempts: two lines each, several a second while the
+    # database is down, where the services say it once per failed use.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 def run_service(args: argparse.Namespace) -> int:
