@@ -75,7 +75,8 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
     task = TaskId(message.stage, message.index)
     if message.sent is not None:
         metrics.QUEUE_LATENCY.labels(service).observe(max(0.0, time.time() - message.sent))
-    if message.fallback and (left := runtime.records.running_for(message.job, task)) > 0:
+    if (message.fallback and service == "encoder"  # only the invoker's copies
+            and (left := runtime.records.running_for(message.job, task)) > 0):
         # The direct invocation it backs up is running: wait for it to end (done: this copy
         # is skipped then) or to miss its deadline (lost: this copy runs it).
         raise Deferred(f"{message}: running elsewhere; back after its deadline", left + 5)

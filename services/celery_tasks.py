@@ -23,7 +23,7 @@ from shared.pipeline.messages import MessageError, parse_task
 
 from .adapter import Outcome, describe_failure, fail, handle, set_aside
 from .broker import CELERY_TASKS
-from .errors import TransientError
+from .errors import Deferred, TransientError
 from .retry import backoff
 from .runtime import Runtime
 from .splitter.ingest import accept_body, set_aside_ingest
@@ -55,6 +55,10 @@ def register(app: Celery, service: str) -> Any:
         try:
             return handle(document, runtime, service=service, source=source,
                           steps=STEPS.get(service)).value
+        except Deferred as exc:  # running elsewhere: a fresh copy later, no retry spent
+            log.info("%s: %s", name, exc)
+            self.apply_async(args=args, countdown=exc.seconds, queue=source)
+            return "deferred"
         except TransientError as exc:
             if self.request.retries < runtime.config.retries:
                 log.warning("%s: %s; retrying", name, exc)

@@ -279,6 +279,31 @@ def test_a_request_the_splitter_refuses_fails_the_job_the_api_made(
 # --------------------------------------------------------------------------- tasks
 
 
+def test_a_celery_encoder_defers_the_copy_of_a_task_running_elsewhere(
+        runtime: Runtime, cluster: Cluster) -> None:
+    """The queued copy of a direct invocation (services/invoker.py), taken by a Celery
+    encoder while the invocation still runs: handed back for later, neither run a second
+    time nor counted as a retry."""
+    from shared.pipeline.graph import TaskId
+    from shared.pipeline.messages import TaskMessage
+
+    job = make_job(runtime, f"copy-{secrets.token_hex(3)}")
+    task = TaskId("encode", 0)
+    runtime.records.set_plan(job, {"p": 1}, {"encode": 1}, [task])
+    assert runtime.records.start_task(job, task, "the-direct-invocation", 900.0)[1] == 1
+    encoder = start(cluster, "encoder")
+    runtime.dispatcher.publish_task(TaskMessage(job, "encode", 0, fallback=True),
+                                    ordering_key=job, position=0)
+    deadline = time.monotonic() + 30
+    while "running elsewhere" not in encoder.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "running elsewhere" in encoder.log(), encoder.log()[-3000:]
+    (shown,) = runtime.records.tasks(job, "encode")
+    assert (shown["state"], shown["attempts"], shown["worker"]) == (
+        "running", 1, "the-direct-invocation")
+    assert "retrying" not in encoder.log() and "Traceback" not in encoder.log()
+
+
 def test_a_task_its_job_does_not_have_is_set_aside(runtime: Runtime, cluster: Cluster) -> None:
     """A task posted for a running job with an index its plan has no such task for: set
     aside, and the job goes on (it used to fail the job)."""
