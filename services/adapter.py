@@ -39,6 +39,7 @@ from shared.pipeline.store import READ_OPERATIONS, WRITE_OPERATIONS
 from . import metrics
 from .errors import Deferred, PipelineError, TransientError
 from .events import announce_end
+from .invoker import DIRECT_RUN_LIMIT
 from .records import TERMINAL_STATES, JobOutput
 from .runtime import Runtime
 
@@ -76,7 +77,8 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
     if message.sent is not None:
         metrics.QUEUE_LATENCY.labels(service).observe(max(0.0, time.time() - message.sent))
     if (message.fallback and service == "encoder"  # only the invoker's copies
-            and (left := runtime.records.running_for(message.job, task)) > 0):
+            and (left := runtime.records.running_for(message.job, task,
+                                                     DIRECT_RUN_LIMIT)) > 0):
         # The direct invocation it backs up is running: wait for it to end (done: this copy
         # is skipped then) or to miss its deadline (lost: this copy runs it).
         raise Deferred(f"{message}: running elsewhere; back after its deadline", left + 5)
@@ -172,7 +174,7 @@ def _retried(runtime: Runtime, service: str, message: TaskMessage, task: TaskId)
     """A transient failure, which the caller retries: counted as a retry, not an attempt."""
     metrics.TASK_RETRIES.labels(service, message.stage).inc()
     try:
-        runtime.records.uncount_attempt(message.job, task)
+        runtime.records.uncount_attempt(message.job, task, runtime.worker)
     except Exception as exc:  # noqa: BLE001 - the records may be what is down; then it counts
         log.debug("%s: the attempt stays counted: %s", message, exc)
 

@@ -29,11 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FALLBACK_DELAY", "InvokeStats", "Invoker", "direct_event"]
+__all__ = ["DIRECT_RUN_LIMIT", "FALLBACK_DELAY", "InvokeStats", "Invoker", "direct_event"]
 
 log = logging.getLogger("excamera.invoker")
 
 FALLBACK_DELAY = 60  # seconds before the queued copy of a directly invoked task is delivered
+# A direct invocation runs at most Lambda's longest timeout (900 s); one running longer than
+# this is dead (timed out, killed), and its queued copy runs the task.
+DIRECT_RUN_LIMIT = 900 + 60
 _THROTTLED = {"TooManyRequestsException", "ThrottlingException", "EC2ThrottledException",
               "ServiceException", "ResourceNotReadyException", "Throttling"}
 

@@ -541,13 +541,14 @@ class JobRecords:
             return row["job_state"], row["attempts"]
         return row["job_state"], 0 if row["known"] else -1
 
-    def running_for(self, job: str, task: TaskId) -> float:
-        """Seconds until the deadline of `task` if it is running now, else 0."""
+    def running_for(self, job: str, task: TaskId, longest: float) -> float:
+        """Seconds until `task`, if it is running now, passes its deadline or has run
+        `longest` seconds (what its runner can run at most), else 0."""
         with self._one() as cur:
             cur.execute(
-                "SELECT extract(epoch FROM deadline - now()) AS left FROM excamera_tasks "
-                "WHERE job = %s AND stage = %s AND idx = %s AND state = 'running' "
-                "AND deadline > now()", (job, task.stage, task.index),
+                "SELECT extract(epoch FROM least(deadline, started_at + make_interval(secs "
+                "=> %s)) - now()) AS left FROM excamera_tasks WHERE job = %s AND stage = %s "
+                "AND idx = %s AND state = 'running'", (longest, job, task.stage, task.index),
             )
             row = cur.fetchone()
         return 0.0 if row is None else max(0.0, float(row["left"]))
@@ -562,15 +563,20 @@ class JobRecords:
                 (job, task.stage, task.index),
             )
 
-    def uncount_attempt(self, job: str, task: TaskId) -> None:
+    def uncount_attempt(self, job: str, task: TaskId, worker: str | None = None) -> None:
         """Take back the attempt `start_task` counted, for one that ended in a transient
         failure and will be retried: `attempts` counts deliveries that never reported back
-        (crashes, kills), against max_attempts; the retries have a bound of their own."""
+        (crashes, kills), against max_attempts; the retries have a bound of their own. With
+        the `worker` that ran it, the task is queued again, not running: nobody runs it
+        until the retry comes (a queued copy must not wait for it)."""
         with self._one() as cur:
             cur.execute(
-                "UPDATE excamera_tasks SET attempts = attempts - 1 WHERE job = %s AND "
-                "stage = %s AND idx = %s AND state <> 'done' AND attempts > 0",
-                (job, task.stage, task.index),
+                "UPDATE excamera_tasks SET attempts = attempts - 1, state = CASE WHEN "
+                "state = 'running' AND worker = %(worker)s THEN 'queued' ELSE state END, "
+                "deadline = CASE WHEN state = 'running' AND worker = %(worker)s THEN NULL "
+                "ELSE deadline END WHERE job = %(job)s AND stage = %(stage)s AND "
+                "idx = %(idx)s AND state <> 'done' AND attempts > 0",
+                {"job": job, "stage": task.stage, "idx": task.index, "worker": worker},
             )
 
     def finish_task(self, job: str, task: TaskId, worker: str, seconds: float,

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import psycopg
 import pytest
 from aws_support import moto_server
 
@@ -263,3 +264,21 @@ def test_the_queued_copy_of_a_running_direct_invocation_waits(
     (shown,) = records.tasks(job, "encode")
     assert (shown["state"], shown["attempts"], shown["worker"]) == (
         "running", 1, "the-direct-invocation")
+    # A run that stopped is not waited for: one that failed transiently (a direct event is
+    # never delivered again, so the copy is what retries it), or one past the longest a
+    # Lambda runs (killed, timed out).
+    for stopped in ("transient", "timed out"):
+        records.delete_job(job)  # a fresh record of the same job, its task running again
+        records.create_job(job, "ingest", job, {"input": "file:///x.y4m"}, None)
+        records.start_job(job)
+        records.set_plan(job, {"p": 1}, {"encode": 1}, [task])
+        records.start_task(job, task, "the-direct-invocation", 3600.0)
+        if stopped == "transient":
+            records.uncount_attempt(job, task, "the-direct-invocation")
+        else:
+            with psycopg.connect(records.url, autocommit=True) as db:
+                db.execute("UPDATE excamera_tasks SET started_at = now() - interval "
+                           "'1000 seconds' WHERE job = %s", (job,))
+        assert handler(sqs_event(queue_url, [copy]), None) == {"batchItemFailures": []}, stopped
+        (shown,) = records.tasks(job, "encode")
+        assert shown["worker"] != "the-direct-invocation", stopped  # the copy ran it

@@ -340,6 +340,9 @@ def test_transient_failures_are_retries_not_attempts(runtime: Runtime, cluster: 
         with pytest.raises(TransientError):
             handle(task(job, "split", 0), runtime, service="splitter", source="q",
                    steps={"split": flaky})
+        # Nobody runs it until the retry: queued, not running (a copy would wait for it).
+        (split,) = runtime.records.tasks(job, "split")
+        assert (split["state"], split["attempts"]) == ("queued", 0), split
     outcome = handle(task(job, "split", 0), runtime, service="splitter", source="q",
                      steps={"split": flaky})
     assert outcome is Outcome.FAILED and len(calls) == runtime.config.retries + 1
