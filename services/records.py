@@ -111,9 +111,6 @@ CREATE TABLE IF NOT EXISTS excamera_errors (
 );
 CREATE INDEX IF NOT EXISTS excamera_errors_by_job ON excamera_errors (job, id);
 ALTER TABLE excamera_jobs ADD COLUMN IF NOT EXISTS announced_at timestamptz;
--- Jobs that ended before events existed are not announced now.
-UPDATE excamera_jobs SET announced_at = finished_at
-    WHERE announced_at IS NULL AND state IN ('done', 'failed', 'cancelled');
 CREATE INDEX IF NOT EXISTS excamera_jobs_to_announce ON excamera_jobs (finished_at)
     WHERE announced_at IS NULL AND finished_at IS NOT NULL;
 ALTER TABLE excamera_jobs ADD COLUMN IF NOT EXISTS announce_claimed_until timestamptz;
@@ -123,6 +120,16 @@ ALTER TABLE excamera_jobs ADD COLUMN IF NOT EXISTS posted_at timestamptz;
 CREATE INDEX IF NOT EXISTS excamera_jobs_to_post ON excamera_jobs (created_at)
     WHERE posted_at IS NULL AND state = 'queued';
 """
+
+# Data changes that go with a version, run once, by the upgrade from below it (run with every
+# upgrade, the first marked the ends still to be announced as announced).
+_UPGRADES = {
+    # Jobs that ended before events existed are not announced now.
+    2: "UPDATE excamera_jobs SET announced_at = finished_at "
+       "WHERE announced_at IS NULL AND state IN ('done', 'failed', 'cancelled')",
+    # Jobs submitted before the outbox were posted (or refused): not posted again.
+    4: "UPDATE excamera_jobs SET posted_at = created_at WHERE posted_at IS NULL",
+}
 
 # The schema's version, kept in excamera_schema: raise it with every change to _SCHEMA. A
 # process finding it current runs no DDL. (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS` takes
@@ -286,9 +293,12 @@ class JobRecords:
             if _schema_version(cur) >= SCHEMA_VERSION:
                 return
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            if _schema_version(cur) >= SCHEMA_VERSION:   # another process just did it
+            if (version := _schema_version(cur)) >= SCHEMA_VERSION:  # another process did it
                 return
             cur.execute(_SCHEMA)
+            for step, statement in sorted(_UPGRADES.items()):
+                if version < step:
+                    cur.execute(statement)
             cur.execute("CREATE TABLE IF NOT EXISTS excamera_schema (version integer NOT NULL)")
             cur.execute("DELETE FROM excamera_schema")
             cur.execute("INSERT INTO excamera_schema (version) VALUES (%s)", (SCHEMA_VERSION,))

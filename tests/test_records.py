@@ -247,3 +247,29 @@ def test_a_jobs_cost_is_priced_at_the_configured_memory(records: JobRecords) -> 
     assert more["so_far"]["lambda_compute"] == pytest.approx(
         100 * (3538 + 1024) / 1024 * costs.LAMBDA_X86_USD_PER_GB_S, abs=1e-6)
     assert (more["lambda_memory_mb"], more["decoder_memory_mb"]) == (1024, 3538)
+
+
+def test_an_upgrade_keeps_the_ends_still_to_announce() -> None:
+    """Opening a database of schema 3 upgrades it: the data step of version 2 (ends before
+    events existed count as announced) ran again with every upgrade, and marked the ends still
+    waiting for their post as announced, so they were never posted. Jobs of before the outbox
+    count as posted."""
+    require_peers()
+    name = f"excamera_upgrade_{secrets.token_hex(4)}"
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    opened = JobRecords(url)
+    try:
+        for job, state in (("j-ended", "failed"), ("j-queued", "queued")):
+            opened.create_job(job, "ingest", job, {"input": "file:///x"}, None)
+            if state == "failed":
+                opened.fail_job(job, "a reason")
+        with psycopg.connect(url, autocommit=True) as db:  # as schema 3 left them
+            db.execute("UPDATE excamera_schema SET version = 3")
+            db.execute("UPDATE excamera_jobs SET posted_at = NULL, announced_at = NULL")
+        opened.close()
+        opened = JobRecords(url)
+        assert opened.get_job("j-ended").announced_at is None  # still to be posted
+        assert opened.unposted_jobs(0, 10) == []
+    finally:
+        opened.close()
+        drop_database(name)
