@@ -925,6 +925,15 @@ def test_output_and_ranges(api: ApiServer, make_done_job: Any) -> None:
     stale = api.request("GET", f"/v1/jobs/{job}/output",
                         headers={"Range": f"bytes={len(data)}-", "If-Range": '"other"'})
     assert (stale.status_code, stale.content) == (200, data)
+    # Served whole on a kept-alive connection, the next request on it is answered too (the
+    # whole file was prepared twice, which failed after the body and closed the connection).
+    token = TOKENS["alice"]
+    answer = raw_http(api, f"GET /v1/jobs/{job}/output HTTP/1.1\r\nHost: x\r\n"
+                           f"Authorization: Bearer {token}\r\nRange: bytes=0-1,4-5\r\n\r\n"
+                           f"GET /v1/health HTTP/1.1\r\nHost: x".encode(), b"")
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200") and rest.startswith(data), first
+    assert rest[len(data):].startswith(b"HTTP/1.1 200"), rest[len(data):][:200]
     head = api.request("HEAD", f"/v1/jobs/{job}/output")
     assert head.status_code == 200 and int(head.headers["Content-Length"]) == len(data)
     ivf = make_done_job(b"DKIF....", form="ivf")

@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import hdrs, web
@@ -388,19 +389,29 @@ async def get_output(request: web.Request) -> web.StreamResponse:
         return await _stream_output(request, api, key, headers)
     stat = await api.files(path.stat)
     if not _range_applies(request, stat):
-        # The whole file (200): FileResponse reads the Range from the request it prepares.
-        whole = request.clone(headers={k: v for k, v in request.headers.items()
-                                       if k.lower() not in ("range", "if-range")})
-        whole.update(request)  # the middlewares' notes (the request's start, for metrics)
-        response = web.FileResponse(path, headers=headers)
-        await response.prepare(whole)
-        return response
+        return _WholeFile(path, request, headers=headers)
     if _unsatisfiable(request, stat.st_mtime, stat.st_size):
         return error_response(416, f"the range is not satisfiable: the output is "
                                    f"{stat.st_size} bytes",
                               {hdrs.CONTENT_RANGE: f"bytes */{stat.st_size}"})
     # FileResponse serves Range and If-Range requests (206), so a browser can seek the WebM.
     return web.FileResponse(path, headers=headers)
+
+
+class _WholeFile(web.FileResponse):
+    """The whole file (200) whatever the request's Range: FileResponse reads the Range from
+    the request it is prepared with, so it is prepared with a copy that has none."""
+
+    def __init__(self, path: Path, request: web.Request, *, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers)
+        self._without_range = request.clone(headers={
+            k: v for k, v in request.headers.items() if k.lower() not in ("range", "if-range")})
+        self._without_range.update(request)  # the middlewares' notes (its start, for metrics)
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if self.prepared:  # aiohttp prepares a returned response again: a no-op then
+            return await web.StreamResponse.prepare(self, request)
+        return await super().prepare(self._without_range)
 
 
 def _range_applies(request: web.Request, stat: os.stat_result) -> bool:
