@@ -1147,6 +1147,39 @@ def test_health_with_the_broker_down(api: ApiServer, input_file: Path) -> None:
     _the_janitor_posts(api, job, key)
 
 
+def test_the_janitor_posts_every_job_recorded_while_the_broker_was_down(
+        api: ApiServer) -> None:
+    # One batch of 50 a pass drained a long outage's submissions over hours.
+    import kombu
+    import psycopg
+
+    from services.api.app import POST_BATCH, _post_unposted
+    from services.api.context import ApiContext
+
+    prefix = f"outbox-{secrets.token_hex(3)}-"
+    jobs = {job_id_for("alice", f"{prefix}{n}") for n in range(POST_BATCH + 7)}
+    for n in range(POST_BATCH + 7):
+        api.records.create_job(job_id_for("alice", f"{prefix}{n}"), "alice", f"{prefix}{n}",
+                               {"input": "file:///x.y4m"}, None)
+    with psycopg.connect(api.records.url, autocommit=True) as db:
+        db.execute("UPDATE excamera_jobs SET created_at = now() - interval '1 minute' "
+                   "WHERE client_id LIKE %s", (prefix + "%",))
+    context = ApiContext(api.config, Tokens.parse("alice:x"), TEST_LIMITS)
+    try:
+        assert _post_unposted(context) >= len(jobs)
+    finally:
+        context.close()
+    assert not jobs & {r.id for r in api.records.unposted_jobs(0, 100_000)}
+    posted = set()
+    with kombu.Connection(api.config.broker) as connection:
+        channel = connection.channel()
+        while (message := channel.basic_get(f"{api.config.queue_prefix}.ingest",
+                                            no_ack=True)) is not None:
+            document = json.loads(message.body)
+            posted.add(job_id_for(document.get("owner"), document["id"]))
+    assert jobs <= posted
+
+
 def _the_janitor_posts(api: ApiServer, job: str, key: str) -> None:
     """What the API's janitor does each pass, with the broker back: the job's ingest message
     goes out, as the API would have posted it."""

@@ -92,19 +92,25 @@ async def _janitor(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _clean_periodically(api: ApiContext) -> None:
+    sweeps = {
+        "cleaning": lambda: clean_ended_jobs(api),
+        "announcing": lambda: api.control(announce_missed, api.runtime,
+                                          api.limits.announce_grace_seconds),
+        "posting": lambda: api.control(_post_unposted, api),
+    }
     while True:
-        try:
-            await clean_ended_jobs(api)
-            await api.control(announce_missed, api.runtime, api.limits.announce_grace_seconds)
-            await api.control(_post_unposted, api)
-        except TransientError as exc:
-            log.warning("janitor: %s; trying again later", exc)
-        except Exception:  # noqa: BLE001 - keep cleaning whatever one job did
-            log.exception("janitor: cleaning failed")
+        for doing, sweep in sweeps.items():  # each on its own: S3 down must not stop posting
+            try:
+                await sweep()
+            except TransientError as exc:
+                log.warning("janitor: %s: %s; trying again later", doing, exc)
+            except Exception:  # noqa: BLE001 - keep the janitor going whatever one sweep did
+                log.exception("janitor: %s failed", doing)
         await asyncio.sleep(api.limits.janitor_seconds)
 
 
 POST_GRACE_SECONDS = 10.0  # a submission younger than this may still be posting its own
+POST_BATCH = 200
 
 
 def _post_unposted(api: ApiContext) -> int:
@@ -112,7 +118,11 @@ def _post_unposted(api: ApiContext) -> int:
     if not api.runtime.records.unposted_jobs(POST_GRACE_SECONDS, 1):
         return 0
     api.declare_queues()
-    posted = post_unposted(api.runtime, POST_GRACE_SECONDS)
+    posted = 0
+    while batch := post_unposted(api.runtime, POST_GRACE_SECONDS, POST_BATCH):
+        posted += batch
+        if batch < POST_BATCH:
+            break
     if posted:
         log.info("janitor: posted %d job(s) recorded while the broker was down", posted)
     return posted
