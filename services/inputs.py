@@ -123,7 +123,7 @@ class UrlPolicy:
 
     def _check(self, url: str, allowed: tuple[str, ...], what: str) -> str:
         normal = normalize_url(url)
-        prefixes = [normalize_url(prefix) for prefix in allowed]
+        prefixes = [_normal_prefix(prefix) for prefix in allowed]
         if not any(_under(normal, prefix) for prefix in prefixes):
             raise InputRejected(
                 f"{what} URL {shown_url(url)} is not under a prefix the operator allows"
@@ -162,10 +162,21 @@ class UrlPolicy:
         return addresses
 
 
+WHOLE_SCHEMES = ("http://", "https://", "s3://")  # a prefix of the scheme alone: any host
+
+
+def _normal_prefix(prefix: str) -> str:
+    """An allowed prefix in the normal spelling of the URLs it is compared with."""
+    if prefix.lower() in WHOLE_SCHEMES:  # every host (inputs' addresses are still checked)
+        return prefix.lower()
+    return normalize_url(prefix)
+
+
 def _under(normal: str, prefix: str) -> bool:
-    """Whether `normal` is under `prefix`; a file:// prefix is a directory (or one file),
-    whether or not it ends in '/': file:///srv/in allows /srv/in/a, not /srv/inside/a."""
-    if prefix.startswith("file://") and not prefix.endswith("/"):
+    """Whether `normal` is under `prefix`. A file:// or s3:// prefix is a directory (or one
+    object), whether or not it ends in '/': file:///srv/in allows /srv/in/a, not
+    /srv/inside/a, and s3://media not s3://media-private."""
+    if prefix.startswith(("file://", "s3://")) and not prefix.endswith(("/", "://")):
         return normal == prefix or normal.startswith(prefix + "/")
     return normal.startswith(prefix)
 

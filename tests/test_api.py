@@ -537,6 +537,23 @@ def test_no_spelling_of_a_url_reads_from_the_store(tmp_path: Path) -> None:
     assert policy.check_input(mine, store) == mine
 
 
+def test_bucket_and_scheme_prefixes() -> None:
+    # s3://media allowed s3://media-private/...; the stack's 'https://' (any host) made every
+    # https input 'the URL names no host'.
+    from services.errors import InputRejected
+    from services.inputs import UrlPolicy
+
+    policy = UrlPolicy(allow_input=("s3://media", "https://"))
+    assert policy.check_input("s3://media/in/a.y4m") == "s3://media/in/a.y4m"
+    for refused in ("s3://media-private/a.y4m", "http://93.184.215.14/a.y4m"):
+        with pytest.raises(InputRejected, match="not under a prefix"):
+            policy.check_input(refused)
+    # Any https host passes the prefix; its addresses are still checked.
+    with pytest.raises(InputRejected, match="loopback, private"):
+        policy.check_input("https://127.0.0.1/a.y4m")
+    assert policy.check_input("https://93.184.215.14/a.y4m") == "https://93.184.215.14/a.y4m"
+
+
 def test_a_file_prefix_is_a_directory(tmp_path: Path) -> None:
     # 'file:///srv/in' also allowed /srv/inside/... before.
     from services.errors import InputRejected

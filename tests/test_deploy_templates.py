@@ -368,3 +368,22 @@ def test_the_cost_is_priced_at_the_functions_memory(template: dict[str, Any]) ->
     functions = resources(template, "AWS::Lambda::Function")
     assert functions["Encoder"]["MemorySize"] == {"Ref": "EncoderMemoryMB"}
     assert functions["Decoder"]["MemorySize"] == {"Ref": "DecoderMemoryMB"}
+
+
+def test_the_stacks_input_prefixes_admit_what_they_name(template: dict[str, Any]) -> None:
+    """EXCAMERA_ALLOW_INPUT as the stack sets it: 'https://' is any public https host. Its
+    normalisation failed ('the URL names no host'), so every https input was refused."""
+    from services.config import ServiceConfig
+    from services.inputs import UrlPolicy
+
+    tasks = resources(template, "AWS::ECS::TaskDefinition")
+    values = {e["Value"]["Fn::Sub"] for task in tasks.values()
+              for e in task["ContainerDefinitions"][0]["Environment"]
+              if e["Name"] == "EXCAMERA_ALLOW_INPUT"}
+    assert values
+    for value in values:
+        config = ServiceConfig.from_env({"EXCAMERA_ALLOW_INPUT":
+                                         value.replace("${JobBucket}", "the-bucket")})
+        policy = UrlPolicy(allow_input=config.allow_input)
+        assert policy.check_input("https://93.184.215.14/in/a.mp4")
+        assert policy.check_input("s3://the-bucket/uploads/j-x/input-0")
