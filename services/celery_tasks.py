@@ -57,7 +57,11 @@ def register(app: Celery, service: str) -> Any:
                           steps=STEPS.get(service)).value
         except Deferred as exc:  # running elsewhere: a fresh copy later, no retry spent
             log.info("%s: %s", name, exc)
-            self.apply_async(args=args, countdown=exc.seconds, queue=source)
+            try:
+                self.apply_async(args=args, countdown=exc.seconds, queue=source,
+                                 priority=(self.request.delivery_info or {}).get("priority"))
+            except Exception as error:  # noqa: BLE001 - the broker's: keep this one instead
+                raise Reject(f"{exc}; could not hand it back ({error})", requeue=True) from None
             return "deferred"
         except TransientError as exc:
             if self.request.retries < runtime.config.retries:

@@ -148,6 +148,9 @@ class UrlPolicy:
         try:
             infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
+            if exc.errno == socket.EAI_AGAIN:  # the resolver's trouble, not the name's
+                raise TransientError(f"host {host!r}: name lookup failed for now "
+                                     f"({exc.strerror})") from None
             raise InputRejected(f"host {host!r} does not resolve ({exc.strerror})") from None
         addresses = sorted({info[4][0] for info in infos})
         for address in addresses:
@@ -234,7 +237,7 @@ def fetch_input(
         except KeyError:
             raise InputRejected("the uploaded input is no longer in the store") from None
         return
-    normal = policy.check_input(url)
+    normal = policy.check_input(url, store)  # again: a link may have changed since
     scheme = urlsplit(normal).scheme
     if scheme == "file":
         path = Path(os.path.realpath(unquote(urlsplit(normal).path)))

@@ -535,6 +535,17 @@ def test_no_spelling_of_a_url_reads_from_the_store(tmp_path: Path) -> None:
     (tmp_path / "in" / "mine.y4m").write_bytes(b"mine")
     mine = f"{tmp_path.as_uri()}/in/mine.y4m"
     assert policy.check_input(mine, store) == mine
+    # And when the input is read: a link may have been turned into the store since.
+    from services.inputs import fetch_input
+
+    (tmp_path / "in" / "later.y4m").symlink_to(tmp_path / "in" / "mine.y4m")
+    later = f"{tmp_path.as_uri()}/in/later.y4m"
+    assert policy.check_input(later, store) == later
+    (tmp_path / "in" / "later.y4m").unlink()
+    (tmp_path / "in" / "later.y4m").symlink_to(store.path_for("uploads/j-bob/input-0"))
+    with pytest.raises(InputRejected, match="own store"), fetch_input(later, policy, store,
+                                                                       1 << 20):
+        pass
 
 
 def test_bucket_and_scheme_prefixes() -> None:
@@ -552,6 +563,29 @@ def test_bucket_and_scheme_prefixes() -> None:
     with pytest.raises(InputRejected, match="loopback, private"):
         policy.check_input("https://127.0.0.1/a.y4m")
     assert policy.check_input("https://93.184.215.14/a.y4m") == "https://93.184.215.14/a.y4m"
+
+
+def test_a_resolver_in_trouble_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    # EAI_AGAIN (no answer from the resolver, for now) is no verdict on the name: the
+    # splitter failed the job for good on it. (The one error path here no real resolver
+    # gives on demand.)
+    import socket
+
+    from services.errors import InputRejected, TransientError
+    from services.inputs import UrlPolicy
+
+    def lookup(code: int) -> Any:
+        def fail(*_: Any, **__: Any) -> Any:
+            raise socket.gaierror(code, "lookup failed")
+        return fail
+
+    policy = UrlPolicy(allow_input=("https://",))
+    monkeypatch.setattr(socket, "getaddrinfo", lookup(socket.EAI_AGAIN))
+    with pytest.raises(TransientError, match="for now"):
+        policy.check_input("https://media.example.com/a.mp4")
+    monkeypatch.setattr(socket, "getaddrinfo", lookup(socket.EAI_NONAME))
+    with pytest.raises(InputRejected, match="does not resolve"):
+        policy.check_input("https://media.example.com/a.mp4")
 
 
 def test_a_file_prefix_is_a_directory(tmp_path: Path) -> None:
