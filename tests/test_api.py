@@ -345,6 +345,20 @@ def test_an_unknown_expectation(api: ApiServer) -> None:
     assert "'200-ok' is not supported" in document["error"]
 
 
+@pytest.mark.parametrize("request_line", [
+    "GET /v1/jobs", "GET /v1/health", "DELETE /v1/jobs/j-000000000000000000000000",
+    "GET /v1/jobs/j-000000000000000000000000/output"])
+def test_an_unknown_expectation_on_any_route(api: ApiServer, request_line: str) -> None:
+    # Every route but POST /v1/jobs answered aiohttp's plain-text 417.
+    answer = raw_http(api, f"{request_line} HTTP/1.1\r\nHost: test\r\nExpect: foo\r\n"
+                           f"Authorization: Bearer {TOKENS['alice']}".encode(), b"")
+    status, document = _json_answer(answer)
+    assert status == 417 and document["code"] == "expectation_failed", document
+    fine = raw_http(api, b"GET /v1/health HTTP/1.1\r\nHost: test\r\nExpect: 100-continue",
+                    b"")
+    assert fine.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), fine[:100]
+
+
 def _stalled(url: str, head: bytes, first_chunk: bytes) -> bytes:
     """A chunked body whose second chunk-size line is malformed: aiohttp neither fails nor
     ends the body, so a handler reading it waits; what the server answers within 10 s."""

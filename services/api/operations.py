@@ -13,14 +13,14 @@ from ..errors import TransientError
 from ..records import JOB_STATES
 from . import openapi
 from .context import ApiContext
-from .routes import context_of, query
+from .routes import context_of, expect_continue, query
 
 __all__ = ["operations"]
 
 operations = web.RouteTableDef()
 
 
-@operations.get("/v1/health", allow_head=False)
+@operations.get("/v1/health", allow_head=False, expect_handler=expect_continue)
 async def health(request: web.Request) -> web.Response:
     api = context_of(request)
     query(request, ())
@@ -51,7 +51,7 @@ def _broker_check(api: ApiContext) -> Any:
     return check
 
 
-@operations.get("/metrics", allow_head=False)
+@operations.get("/metrics", allow_head=False, expect_handler=expect_continue)
 async def metrics_text(request: web.Request) -> web.Response:
     api = context_of(request)
     query(request, ())
@@ -72,7 +72,7 @@ async def metrics_text(request: web.Request) -> web.Response:
     return web.Response(body=metrics.render(), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST})
 
 
-@operations.get("/v1/openapi.json", allow_head=False)
+@operations.get("/v1/openapi.json", allow_head=False, expect_handler=expect_continue)
 async def openapi_document(request: web.Request) -> web.Response:
     query(request, ())
     return web.json_response(openapi.document(context_of(request).limits))

@@ -212,6 +212,12 @@ async def _expect_submission(request: web.Request) -> web.StreamResponse | None:
         refused = error_response(exc.status, exc.reason, exc.headers, exc.code)
         refused.force_close()  # whatever body follows is not read
         return refused
+    return await expect_continue(request)
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """Every route's `Expect` handling: 100-continue is answered, anything else is a JSON
+    417 (aiohttp's own is plain text)."""
     expect = request.headers.get(hdrs.EXPECT, "")
     if expect.lower() != "100-continue":
         refused = error_response(417, f"Expect: {expect!r} is not supported (only "
@@ -307,7 +313,7 @@ async def _create_from_upload(request: web.Request, owner: str, key: str) -> web
 # --------------------------------------------------------------------------- reading
 
 
-@routes.get("/v1/jobs", allow_head=False)
+@routes.get("/v1/jobs", allow_head=False, expect_handler=expect_continue)
 async def list_jobs(request: web.Request) -> web.Response:
     owner = authenticate(request)
     limit, offset, params = page(request, ("state",))
@@ -325,7 +331,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     })
 
 
-@routes.get("/v1/jobs/{id}", allow_head=False)
+@routes.get("/v1/jobs/{id}", allow_head=False, expect_handler=expect_continue)
 async def get_job(request: web.Request) -> web.Response:
     owner = authenticate(request)
     query(request, ())
@@ -346,7 +352,7 @@ def output_link(api: ApiContext, record: JobRecord) -> str | None:
     return f"/v1/jobs/{record.id}/output?expires={expires}&signature={signature}"
 
 
-@routes.get("/v1/jobs/{id}/tasks", allow_head=False)
+@routes.get("/v1/jobs/{id}/tasks", allow_head=False, expect_handler=expect_continue)
 async def get_tasks(request: web.Request) -> web.Response:
     owner = authenticate(request)
     limit, offset, params = page(request, ("stage",))
@@ -365,7 +371,7 @@ async def get_tasks(request: web.Request) -> web.Response:
     })
 
 
-@routes.get("/v1/jobs/{id}/output")
+@routes.get("/v1/jobs/{id}/output", expect_handler=expect_continue)
 async def get_output(request: web.Request) -> web.StreamResponse:
     if "signature" in request.query or "expires" in request.query:
         record = await linked_job(request, query(request, ("expires", "signature")))
@@ -508,7 +514,7 @@ async def _stream_output(request: web.Request, api: ApiContext, key: str,
 # --------------------------------------------------------------------------- cancelling
 
 
-@routes.delete("/v1/jobs/{id}")
+@routes.delete("/v1/jobs/{id}", expect_handler=expect_continue)
 async def cancel_job(request: web.Request) -> web.Response:
     owner = authenticate(request)
     query(request, ())
