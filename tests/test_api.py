@@ -1215,7 +1215,6 @@ def test_health_with_the_broker_down(api: ApiServer, input_file: Path) -> None:
 def test_the_janitor_posts_every_job_recorded_while_the_broker_was_down(
         api: ApiServer) -> None:
     # One batch of 50 a pass drained a long outage's submissions over hours.
-    import kombu
     import psycopg
 
     from services.api.app import POST_BATCH, _post_unposted
@@ -1235,20 +1234,12 @@ def test_the_janitor_posts_every_job_recorded_while_the_broker_was_down(
     finally:
         context.close()
     assert not jobs & {r.id for r in api.records.unposted_jobs(0, 100_000)}
-    posted = set()
-    with kombu.Connection(api.config.broker) as connection:
-        channel = connection.channel()
-        while (message := channel.basic_get(f"{api.config.queue_prefix}.ingest",
-                                            no_ack=True)) is not None:
-            document = json.loads(message.body)
-            posted.add(job_id_for(document.get("owner"), document["id"]))
-    assert jobs <= posted
+    assert jobs <= {job_id_for(d.get("owner"), d["id"]) for d in _ingest_documents(api, 2.0)}
 
 
 def _the_janitor_posts(api: ApiServer, job: str, key: str) -> None:
     """What the API's janitor does each pass, with the broker back: the job's ingest message
     goes out, as the API would have posted it."""
-    import kombu
 
     from services.api.jobs import post_unposted
     from services.runtime import Runtime
@@ -1259,20 +1250,10 @@ def _the_janitor_posts(api: ApiServer, job: str, key: str) -> None:
     finally:
         runtime.close()
     assert job not in {r.id for r in api.records.unposted_jobs(0, 10_000)}
-    with kombu.Connection(api.config.broker) as connection:
-        channel = connection.channel()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            message = channel.basic_get(f"{api.config.queue_prefix}.ingest", no_ack=True)
-            if message is None:
-                time.sleep(0.05)
-                continue
-            document = json.loads(message.body)
-            if job_id_for(document.get("owner"), document["id"]) == job:
-                jsonschema.validate(document, INGEST_SCHEMA)
-                assert (document["id"], document["owner"]) == (key, "alice")
-                return
-    raise AssertionError(f"no ingest message for {job}")
+    (document,) = [d for d in _ingest_documents(api, 2.0)
+                   if job_id_for(d.get("owner"), d["id"]) == job]
+    jsonschema.validate(document, INGEST_SCHEMA)
+    assert (document["id"], document["owner"]) == (key, "alice")
 
 
 def test_documented_answers(api: ApiServer, input_file: Path, make_done_job: Any) -> None:
@@ -1372,12 +1353,12 @@ def test_ingest_message(api: ApiServer, input_file: Path, clip_y4m: Path) -> Non
         == clip_y4m.read_bytes()
 
 
-def _ingest_posts(api: ApiServer, job: str, seconds: float = 3.0) -> int:
-    """How many ingest messages for `job` arrive within `seconds` (taken off the queue, with
-    every other message: nothing consumes this test server's ingest queue)."""
+def _ingest_documents(api: ApiServer, seconds: float = 3.0) -> list[dict[str, Any]]:
+    """The ingest messages that arrive within `seconds`, taken off the queue (nothing else
+    consumes this test server's ingest queue)."""
     import kombu
 
-    posts = 0
+    documents = []
     with kombu.Connection(api.config.broker) as connection:
         channel = connection.channel()
         deadline = time.monotonic() + seconds
@@ -1386,9 +1367,13 @@ def _ingest_posts(api: ApiServer, job: str, seconds: float = 3.0) -> int:
             if message is None:
                 time.sleep(0.05)
                 continue
-            document = json.loads(message.body)
-            posts += job_id_for(document["owner"], document["id"]) == job
-    return posts
+            documents.append(json.loads(message.body))
+    return documents
+
+
+def _ingest_posts(api: ApiServer, job: str, seconds: float = 3.0) -> int:
+    """How many ingest messages for `job` arrive within `seconds`."""
+    return sum(job_id_for(d.get("owner"), d["id"]) == job for d in _ingest_documents(api, seconds))
 
 
 def test_repeat_of_a_queued_job_posts_it_again(api: ApiServer, input_file: Path,
