@@ -61,6 +61,7 @@ def register(app: Celery, service: str) -> Any:
                 self.apply_async(args=args, countdown=exc.seconds, queue=source,
                                  priority=(self.request.delivery_info or {}).get("priority"))
             except Exception as error:  # noqa: BLE001 - the broker's: keep this one instead
+                time.sleep(1.0)  # not a tight loop while publishing fails
                 raise Reject(f"{exc}; could not hand it back ({error})", requeue=True) from None
             return "deferred"
         except TransientError as exc:

@@ -128,7 +128,8 @@ _UPGRADES = {
     2: "UPDATE excamera_jobs SET announced_at = finished_at "
        "WHERE announced_at IS NULL AND state IN ('done', 'failed', 'cancelled')",
     # Jobs submitted before the outbox were posted (or refused): not posted again.
-    4: "UPDATE excamera_jobs SET posted_at = created_at WHERE posted_at IS NULL",
+    4: "UPDATE excamera_jobs SET posted_at = created_at WHERE posted_at IS NULL AND "
+       "state = 'queued'",
 }
 
 # The schema's version, kept in excamera_schema: raise it with every change to _SCHEMA. A
@@ -338,14 +339,17 @@ class JobRecords:
     # ------------------------------------------------------------------ jobs
 
     def create_job(
-        self, job: str, owner: str, client_id: str, request: dict[str, Any], output: str | None
+        self, job: str, owner: str, client_id: str, request: dict[str, Any], output: str | None,
+        *, posted: bool = False,
     ) -> tuple[JobRecord, bool]:
-        """The job for (owner, client_id): made now (True), or the one made before (False)."""
+        """The job for (owner, client_id): made now (True), or the one made before (False).
+        `posted`: made from its ingest message (the splitter's), so none is to be posted."""
         with self._tx() as cur:
             cur.execute(
-                "INSERT INTO excamera_jobs (id, owner, client_id, state, request, output) "
-                "VALUES (%s, %s, %s, 'queued', %s, %s) ON CONFLICT DO NOTHING RETURNING *",
-                (job, owner, client_id, json.dumps(request), output),
+                "INSERT INTO excamera_jobs (id, owner, client_id, state, request, output, "
+                "posted_at) VALUES (%s, %s, %s, 'queued', %s, %s, CASE WHEN %s THEN now() END) "
+                "ON CONFLICT DO NOTHING RETURNING *",
+                (job, owner, client_id, json.dumps(request), output, posted),
             )
             row = cur.fetchone()
             if row is not None:

@@ -1222,9 +1222,10 @@ def test_the_janitor_posts_every_job_recorded_while_the_broker_was_down(
 
     prefix = f"outbox-{secrets.token_hex(3)}-"
     jobs = {job_id_for("alice", f"{prefix}{n}") for n in range(POST_BATCH + 7)}
-    for n in range(POST_BATCH + 7):
+    for n in range(POST_BATCH + 7):  # the last with an output of its own, which goes too
         api.records.create_job(job_id_for("alice", f"{prefix}{n}"), "alice", f"{prefix}{n}",
-                               {"input": "file:///x.y4m"}, None)
+                               {"input": "file:///x.y4m"},
+                               "file:///out/x.ivf" if n == POST_BATCH + 6 else None)
     with psycopg.connect(api.records.url, autocommit=True) as db:
         db.execute("UPDATE excamera_jobs SET created_at = now() - interval '1 minute' "
                    "WHERE client_id LIKE %s", (prefix + "%",))
@@ -1234,7 +1235,10 @@ def test_the_janitor_posts_every_job_recorded_while_the_broker_was_down(
     finally:
         context.close()
     assert not jobs & {r.id for r in api.records.unposted_jobs(0, 100_000)}
-    assert jobs <= {job_id_for(d.get("owner"), d["id"]) for d in _ingest_documents(api, 2.0)}
+    documents = {job_id_for(d.get("owner"), d["id"]): d for d in _ingest_documents(api, 2.0)}
+    assert jobs <= set(documents)
+    assert documents[job_id_for("alice", f"{prefix}{POST_BATCH + 6}")]["output"] == (
+        "file:///out/x.ivf")
 
 
 def _the_janitor_posts(api: ApiServer, job: str, key: str) -> None:

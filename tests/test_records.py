@@ -273,3 +273,17 @@ def test_an_upgrade_keeps_the_ends_still_to_announce() -> None:
     finally:
         opened.close()
         drop_database(name)
+
+
+def test_only_the_apis_unposted_jobs_are_posted_again(records: JobRecords) -> None:
+    # A job the splitter made from its ingest message (and died before claiming its split)
+    # was posted again by the API's janitor, without its output.
+    made = f"j-{secrets.token_hex(12)}"
+    records.create_job(made, "ingest", made, {"input": "file:///x"}, "file:///out/x.ivf",
+                       posted=True)
+    api = f"j-{secrets.token_hex(12)}"
+    records.create_job(api, "alice", api, {"input": "file:///x"}, None)
+    unposted = {r.id for r in records.unposted_jobs(0, 100_000)}
+    assert api in unposted and made not in unposted
+    records.mark_posted(api)
+    assert api not in {r.id for r in records.unposted_jobs(0, 100_000)}

@@ -276,6 +276,34 @@ def test_a_request_the_splitter_refuses_fails_the_job_the_api_made(
     assert [event["state"] for event in cluster.events_of(job)] == ["failed"]
 
 
+def test_a_name_lookup_failing_for_now_does_not_hold_up_the_ingest(
+        runtime: Runtime, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EAI_AGAIN from the resolver (also what a lasting SERVFAIL gives) at ingest: the job is
+    accepted and its split checks the input again as it reads it, with bounded retries; a
+    transient error here put the message back at the head of the queue for ever."""
+    import socket
+    from dataclasses import replace as changed
+
+    from services.inputs import UrlPolicy
+    from services.splitter.ingest import accept_body
+
+    real = socket.getaddrinfo
+
+    def lookup(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host != "media.example.com":  # the broker's, the database's
+            return real(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(runtime, "policy", changed(runtime.policy, allow_input=("https://",)))
+    assert isinstance(runtime.policy, UrlPolicy)
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    client = f"lookup-{secrets.token_hex(3)}"
+    message = {"version": 1, "id": client, "input": "https://media.example.com/a.y4m"}
+    job = accept_body(json.dumps(message).encode(), runtime)
+    assert job == job_id_for(None, client)
+    assert runtime.records.get_job(job).state == "queued"
+
+
 # --------------------------------------------------------------------------- tasks
 
 

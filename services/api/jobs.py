@@ -19,10 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.pipeline.messages import IngestMessage, JobRequest, job_id_for, parse_job_request
+from shared.pipeline.messages import (
+    IngestMessage,
+    JobRequest,
+    MessageError,
+    job_id_for,
+    parse_job_request,
+)
 
 from ..errors import TransientError
 from ..estimate import job_estimate
+from ..events import announce_end
 from ..records import JobRecord
 from ..runtime import Runtime
 from .middleware import ApiError
@@ -81,8 +88,14 @@ def post_unposted(runtime: Runtime, older_than_seconds: float, limit: int = 50) 
     submitted; how many went. Stops at the first the broker refuses (it is still down)."""
     posted = 0
     for record in runtime.records.unposted_jobs(older_than_seconds, limit):
-        request = parse_job_request(record.request, runtime.config.request_defaults())
+        try:
+            request = parse_job_request(record.request, runtime.config.request_defaults())
+        except MessageError as exc:  # a record this version cannot read: not the others'
+            if runtime.records.fail_job(record.id, f"its request cannot be posted: {exc}"):
+                announce_end(runtime, record.id)
+            continue
         if not _post(runtime, record.id, IngestMessage(record.client_id, request,
+                                                       output=record.output,
                                                        owner=record.owner)):
             break
         posted += 1
@@ -96,7 +109,8 @@ def repeat(runtime: Runtime, record: JobRecord, request: JobRequest, *,
     idempotent, since the ingest makes or finds the job and claims its split once."""
     check_same_request(record, request.to_json())
     if record.state == "queued" and post:
-        _post(runtime, record.id, IngestMessage(record.client_id, request, owner=record.owner))
+        _post(runtime, record.id, IngestMessage(record.client_id, request, output=record.output,
+                                                owner=record.owner))
     return Submitted(record.id, record.state, False)
 
 

@@ -25,7 +25,7 @@ from shared.pipeline.messages import (
 )
 
 from ..adapter import dead_letter
-from ..errors import InputRejected
+from ..errors import InputRejected, TransientError
 from ..events import announce_end
 from ..runtime import JobFacts, Runtime, job_key
 
@@ -41,7 +41,11 @@ def accept_body(body: Any, runtime: Runtime, *, redelivered: bool = False) -> st
     try:
         document = load_json(body, "ingest message") if isinstance(body, (bytes, str)) else body
         message = parse_ingest(document, runtime.config.request_defaults())
-        runtime.policy.check_input(message.request.input, runtime.store)
+        try:
+            runtime.policy.check_input(message.request.input, runtime.store)
+        except TransientError as exc:  # a name lookup failing for now: the split, which
+            # checks the input again as it reads it, retries it a bounded number of times
+            log.info("ingest: %s; the split checks it again", exc)
         if message.output is not None:
             runtime.policy.check_output(message.output)
     except (MessageError, InputRejected) as exc:
@@ -96,7 +100,7 @@ def accept(message: IngestMessage, runtime: Runtime, *, redelivered: bool = Fals
     owner = message.owner or INGEST_OWNER
     job = job_id_for(owner, message.id)
     record, _ = runtime.records.create_job(
-        job, owner, message.id, message.request.to_json(), message.output
+        job, owner, message.id, message.request.to_json(), message.output, posted=True
     )
     if record.state != "queued":
         return job
