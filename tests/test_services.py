@@ -415,6 +415,7 @@ def test_a_task_past_its_deadline_is_reported(tmp_path: Path, inputs: Path) -> N
 def test_a_budget_cap_cancels_the_job(cluster: Cluster, inputs: Path) -> None:
     """A job whose projected AWS cost passes its budget is cancelled, with the reason; its
     records carry the estimate the reason quotes."""
+    from services.config import ServiceConfig
     from services.estimate import job_estimate
 
     client = unique("budget")
@@ -425,7 +426,7 @@ def test_a_budget_cap_cancels_the_job(cluster: Cluster, inputs: Path) -> None:
     assert [e["state"] for e in cluster.events_of(job)] == ["cancelled"]
     with cluster.records() as records:
         reasons = [e["reason"] for e in records.errors(job)]
-        estimate = job_estimate(records, job)
+        estimate = job_estimate(records, job, ServiceConfig())
     assert any("passes the budget $0.0001" in r for r in reasons), reasons
     assert estimate["projected"]["total"] > 0.0001
     assert estimate["so_far"]["total"] <= estimate["projected"]["total"]
