@@ -226,11 +226,7 @@ def fail(runtime: Runtime, message: TaskMessage, reason: str, *, attempt: int,
     log.warning("%s failed: %s", message, reason)
     task = TaskId(message.stage, message.index)
     runtime.records.fail_task(message.job, task, reason, attempt=attempt, permanent=True)
-    retention = runtime.config.retention_seconds
-    if runtime.records.fail_job(message.job, f"{task}: {reason}", retention):
-        if not retention:
-            purge_job(runtime, message.job)
-        announce_end(runtime, message.job)
+    fail_job(runtime, message.job, f"{task}: {reason}")
     set_aside(runtime, message.to_json(), reason, source, said=True)
 
 
@@ -285,6 +281,18 @@ def job_has_facts(runtime: Runtime, job: str) -> bool:
         runtime.facts(job)
     except KeyError:
         return False
+    return True
+
+
+def fail_job(runtime: Runtime, job: str, reason: str) -> bool:
+    """Fail the job with `reason` (kept for the configured retention; with none, its
+    intermediates and upload go now) and announce its end; False if it had ended already."""
+    retention = runtime.config.retention_seconds
+    if not runtime.records.fail_job(job, reason, retention):
+        return False
+    if not retention:
+        purge_job(runtime, job)
+    announce_end(runtime, job)
     return True
 
 

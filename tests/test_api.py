@@ -1232,6 +1232,9 @@ def test_the_janitor_posts_every_job_recorded_while_the_broker_was_down(
             jobs.add(job := job_id_for("alice", f"outbox-{n}"))
             records.create_job(job, "alice", f"outbox-{n}", {"input": "file:///x.y4m"},
                                "file:///out/x.ivf" if n == POST_BATCH + 6 else None)
+        # A record this version cannot read fails alone, and is kept to be read.
+        unreadable = job_id_for("alice", "outbox-unreadable")
+        records.create_job(unreadable, "alice", "outbox-unreadable", {"input": 5}, None)
         with psycopg.connect(config.db, autocommit=True) as db:
             db.execute("UPDATE excamera_jobs SET created_at = now() - interval '1 minute'")
         context = ApiContext(config, Tokens.parse("alice:x"), TEST_LIMITS)
@@ -1240,6 +1243,10 @@ def test_the_janitor_posts_every_job_recorded_while_the_broker_was_down(
         finally:
             context.close()
         assert records.unposted_jobs(0, 100_000) == []
+        failed = records.get_job(unreadable)
+        assert failed.state == "failed" and "cannot be posted" in failed.error, failed.error
+        assert (failed.expires_at - failed.finished_at).total_seconds() == (
+            config.retention_seconds)
     finally:
         records.close()
         drop_database(name)

@@ -313,6 +313,40 @@ def test_cancel_mid_job_leaves_nothing_behind(cluster: Cluster, inputs: Path) ->
     assert not (cluster.outputs / client).exists()
 
 
+def test_a_job_cancelled_while_it_joins_writes_no_output(
+        cluster: Cluster, inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled while its chunks are being joined (after the join has read them all): the
+    join writes nothing, neither the caller's file nor the store's copy. The job here ran to
+    its end first; it is put back to running to replay its join in this process."""
+    import psycopg
+
+    from services.rebaser import join
+    from shared.pipeline.messages import TaskMessage
+
+    client = unique("cancel-join")
+    output = cluster.outputs / client / "out.ivf"
+    job = cluster.submit(client, inputs / "sintel1.y4m", output, frames_per_chunk=2,
+                         chunks_per_group=3)
+    assert cluster.wait(job).state == "done"
+    output.unlink()
+    with psycopg.connect(cluster.db_url, autocommit=True) as db:
+        db.execute("UPDATE excamera_jobs SET state = 'running', output = NULL, "
+                   "finished_at = NULL WHERE id = %s", (job,))
+    with cluster.runtime() as runtime:
+        real_join = join.stages.join
+
+        def join_then_cancel(*args: Any) -> Any:
+            joined = real_join(*args)
+            assert cancel_job(runtime, job) == "cancelled"
+            return joined
+
+        monkeypatch.setattr(join.stages, "join", join_then_cancel)
+        assert join.join_step(runtime, TaskMessage(job, "join", 0)) is None
+        assert runtime.records.get_job(job).state == "cancelled"
+    assert not output.exists()
+    assert not (cluster.root / "store" / "outputs" / job).exists()
+
+
 def test_a_failed_job_is_announced(cluster: Cluster, inputs: Path) -> None:
     client = unique("missing")
     job = cluster.submit(client, inputs / "not-here.y4m", cluster.outputs / client / "o.ivf")

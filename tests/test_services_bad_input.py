@@ -272,6 +272,8 @@ def test_a_request_the_splitter_refuses_fails_the_job_the_api_made(
         assert accept_body(json.dumps(message).encode(), runtime) is None
     record = runtime.records.get_job(job)
     assert record.state == "failed" and "not under a prefix" in record.error, record.error
+    assert (record.expires_at - record.finished_at).total_seconds() == (
+        runtime.config.retention_seconds)  # kept to be read, like any failed job
     assert runtime.records.get_job(kept).state == "queued"
     assert [event["state"] for event in cluster.events_of(job)] == ["failed"]
 

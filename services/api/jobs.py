@@ -27,9 +27,9 @@ from shared.pipeline.messages import (
     parse_job_request,
 )
 
+from ..adapter import fail_job
 from ..errors import TransientError
 from ..estimate import job_estimate
-from ..events import announce_end
 from ..records import JobRecord
 from ..runtime import Runtime
 from .middleware import ApiError
@@ -91,8 +91,7 @@ def post_unposted(runtime: Runtime, older_than_seconds: float, limit: int = 50) 
         try:
             request = parse_job_request(record.request, runtime.config.request_defaults())
         except MessageError as exc:  # a record this version cannot read: not the others'
-            if runtime.records.fail_job(record.id, f"its request cannot be posted: {exc}"):
-                announce_end(runtime, record.id)
+            fail_job(runtime, record.id, f"its request cannot be posted: {exc}")
             continue
         if not _post(runtime, record.id, IngestMessage(record.client_id, request,
                                                        output=record.output,

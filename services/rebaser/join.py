@@ -24,7 +24,9 @@ def output_key(job: str, format: str) -> str:
     return f"outputs/{job}/output.{format}"
 
 
-def join_step(runtime: Runtime, message: TaskMessage) -> JobOutput:
+def join_step(runtime: Runtime, message: TaskMessage) -> JobOutput | None:
+    """The job's output, written; None, and nothing written, if the job was cancelled while
+    its chunks were being joined (the caller's URL is left as it was)."""
     job = message.job
     plan = runtime.plan(job)
     facts = runtime.facts(job)
@@ -33,6 +35,8 @@ def join_step(runtime: Runtime, message: TaskMessage) -> JobOutput:
     with tempfile.TemporaryDirectory(prefix="excamera-join-") as directory:
         local = Path(directory) / f"output.{form}"
         joined = stages.join(runtime.store, job, plan, local)
+        if _ended(runtime, job):
+            return None
         if facts.output is None:
             location = output_key(job, form)
             runtime.store.put_file(location, local)
@@ -42,3 +46,8 @@ def join_step(runtime: Runtime, message: TaskMessage) -> JobOutput:
     result = {**asdict(quality), "bytes": joined.file_bytes, "packets": joined.packets,
               "format": form}
     return JobOutput(location, result)  # the adapter records it with the task, at once
+
+
+def _ended(runtime: Runtime, job: str) -> bool:
+    record = runtime.records.get_job(job)
+    return record is None or record.terminal

@@ -24,9 +24,8 @@ from shared.pipeline.messages import (
     parse_ingest,
 )
 
-from ..adapter import dead_letter
+from ..adapter import dead_letter, fail_job
 from ..errors import InputRejected, TransientError
-from ..events import announce_end
 from ..runtime import JobFacts, Runtime, job_key
 
 __all__ = ["accept", "accept_body", "set_aside_ingest"]
@@ -64,14 +63,13 @@ def _fail_its_job(runtime: Runtime, document: Any, reason: str) -> None:
     owner = document.get("owner")
     try:
         job = job_id_for(owner if isinstance(owner, str) else None, document["id"])
-    except Exception:  # noqa: BLE001 - an id no job can have
+    except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): no job has it
         return
     record = runtime.records.get_job(job)
     request = {k: v for k, v in document.items() if k not in ("version", "id", "owner", "output")}
     if record is None or record.state != "queued" or record.request != request:
         return
-    if runtime.records.fail_job(job, f"ingest: {reason}", runtime.config.retention_seconds):
-        announce_end(runtime, job)
+    fail_job(runtime, job, f"ingest: {reason}")
 
 
 def set_aside_ingest(runtime: Runtime, body: Any, reason: str) -> None:
