@@ -22,6 +22,7 @@ import contextlib
 import ipaddress
 import os
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from shared.pipeline.store import Store
 
 from .errors import InputRejected, TransientError
 
-__all__ = ["UrlPolicy", "fetch_input", "input_name", "is_file", "names_store", "shown_url",
+__all__ = ["UrlPolicy", "fetch_input", "input_name", "names_store", "not_a_file", "shown_url",
            "normalize_url", "write_output"]
 
 UPLOADS_PREFIX = "uploads/"
@@ -184,12 +185,17 @@ def _under(normal: str, prefix: str) -> bool:
     return normal.startswith(prefix)
 
 
-def is_file(path: Path) -> bool:
-    """Path.is_file, False for a name the file system refuses (too long) too."""
+def not_a_file(path: Path) -> str | None:
+    """Why `path` is no input file ("no such file", "a directory", ...); None if it is one.
+    A name the file system refuses (too long) is no such file."""
     try:
-        return path.is_file()
+        mode = path.stat().st_mode
     except OSError:
-        return False
+        return "no such file"
+    if stat.S_ISREG(mode):
+        return None
+    kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+    return f"{kind}, not a video file"
 
 
 def names_store(normal: str, store: Store) -> bool:
@@ -241,8 +247,8 @@ def fetch_input(
     scheme = urlsplit(normal).scheme
     if scheme == "file":
         path = Path(os.path.realpath(unquote(urlsplit(normal).path)))
-        if not is_file(path):
-            raise InputRejected(f"input {shown_url(url)}: no such file")
+        if problem := not_a_file(path):
+            raise InputRejected(f"input {shown_url(url)}: {problem}")
         yield path
         return
     if scheme == "s3":

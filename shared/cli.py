@@ -30,10 +30,11 @@ from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any, BinaryIO
 
-from shared.codec.container_io import OutputSink
+from shared.codec.container_io import OutputSink, read_at_most
 from shared.codec.errors import CodecError, ContainerError, MissingKeyFrameError
 from shared.codec.image import Image
 from shared.codec.ivf import IvfHeader, IvfReader, IvfWriter
+from shared.codec.limits import MAX_STATE_BYTES
 from shared.codec.y4m import Y4mReader, Y4mWriter
 
 PROG = "excamera"
@@ -249,14 +250,8 @@ def _run_decode(args: argparse.Namespace) -> int:
                         in_place=(args.state_out, args.state_in))
     codec = _load_codec()
     start, stop = args.frames
-    if args.state_in is None:
-        state = codec.DecoderState.initial()
-    else:
-        try:
-            with open(args.state_in, "rb") as file:
-                state = codec.DecoderState.from_bytes(file.read())
-        except (CodecError, OSError) as exc:
-            raise CommandError(args.state_in, _describe(exc)) from exc
+    state = (codec.DecoderState.initial() if args.state_in is None
+             else _read_state(codec, args.state_in))
 
     try:
         reader = IvfReader(args.input)
@@ -659,9 +654,16 @@ def _quantizer(text: str) -> int:
 
 
 def _read_state(codec: ModuleType, path: str) -> Any:
+    """A stored decoder state, read no further than the largest a state can be (the path may
+    name a huge file, or /dev/zero)."""
     try:
         with open(path, "rb") as file:
-            return codec.DecoderState.from_bytes(file.read())
+            size = os.fstat(file.fileno()).st_size  # a regular file's: refused unread
+            data = b"" if size > MAX_STATE_BYTES else read_at_most(file, MAX_STATE_BYTES + 1)
+        if size > MAX_STATE_BYTES or len(data) > MAX_STATE_BYTES:
+            raise CommandError(path, f"not a decoder state: larger than any state can be "
+                                     f"({MAX_STATE_BYTES} bytes)")
+        return codec.DecoderState.from_bytes(data)
     except (CodecError, OSError) as exc:
         raise CommandError(path, _describe(exc)) from exc
 

@@ -28,6 +28,7 @@ from typing import Any
 import jsonschema
 import pytest
 from api_support import BLOCKED_HOSTS, TEST_LIMITS, TOKENS, UPLOAD_LIMIT, ApiServer, y4m_bytes
+from bad_media import PNG, titled_video
 
 from services.api import openapi
 from services.api.auth import Tokens
@@ -482,6 +483,16 @@ def test_url_missing_local_file(api: ApiServer) -> None:
     assert "no such file" in error_of(submit_json(api, {"input": url}), 400, "input_refused")
 
 
+def test_url_of_a_directory_or_fifo(api: ApiServer) -> None:
+    directory = api.inputs / f"dir-{secrets.token_hex(4)}.y4m"
+    directory.mkdir()
+    fifo = api.inputs / f"fifo-{secrets.token_hex(4)}.y4m"
+    os.mkfifo(fifo)
+    for path, kind in ((directory, "a directory"), (fifo, "not a regular file")):
+        reason = error_of(submit_json(api, {"input": path.as_uri()}), 400, "input_refused")
+        assert reason.endswith(f"{kind}, not a video file"), reason
+
+
 @pytest.mark.parametrize("host", BLOCKED_HOSTS)
 def test_url_to_private_addresses(api: ApiServer, host: str) -> None:
     # Each host is under an allowed prefix: only its address (resolved first) refuses it.
@@ -674,12 +685,15 @@ def test_upload_mp4(api: ApiServer, clip_mp4: Path) -> None:
     assert response.status_code == 202, response.text
 
 
+def test_upload_with_a_title_that_is_not_utf8(api: ApiServer, tmp_path: Path) -> None:
+    response = submit_upload(api, titled_video(tmp_path / "titled.mkv").read_bytes())
+    assert response.status_code == 202, response.text
+
+
 NOT_VIDEOS = {
     "text": (b"hello, this is not a video\n" * 100, "not a video"),
     "random": (os.urandom(50_000), "not a video"),
-    "png": (bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-                          "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049"
-                          "454e44ae426082"), "image"),
+    "png": (PNG, "image"),
     "y4m header only": (b"YUV4MPEG2 W64 H48 F30:1\n", "no frames"),
     "y4m bad header": (b"YUV4MPEG2 W0 H48\nFRAME\n", "Y4M"),
     "y4m truncated": (y4m_bytes()[:-100], "truncated"),

@@ -224,7 +224,9 @@ def test_absurd_frame_size_allocates_nothing(seekable: bool) -> None:
     stream = io.BytesIO(data) if seekable else io.BufferedReader(_Unseekable(data))
     tracemalloc.start()
     try:
-        with pytest.raises(ContainerError, match="frame 0 is truncated: header says 4294967295"):
+        # Unseekable, the bytes left are unknown: refused as past any frame's size instead.
+        with pytest.raises(ContainerError, match="frame 0 (is truncated: header says|claims) "
+                                                 "4294967295"):
             _read_all_from(stream)  # type: ignore[arg-type]
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -36,7 +36,7 @@ from shared.pipeline.messages import (
 
 from .. import adapter
 from ..errors import InputRejected, TransientError
-from ..inputs import is_file, normalize_url, shown_url
+from ..inputs import normalize_url, not_a_file, shown_url
 from ..records import JOB_STATES, JobRecord
 from ..runtime import Runtime
 from . import jobs
@@ -274,8 +274,8 @@ def checked_input(runtime: Runtime, url: str) -> str:
     except InputRejected as exc:
         raise ApiError(400, str(exc), code="input_refused") from None
     parts = urlsplit(normal)
-    if parts.scheme == "file" and not is_file(Path(unquote(parts.path))):
-        raise ApiError(400, f"input {shown_url(url)}: no such file", code="input_refused")
+    if parts.scheme == "file" and (problem := not_a_file(Path(unquote(parts.path)))):
+        raise ApiError(400, f"input {shown_url(url)}: {problem}", code="input_refused")
     return normal
 
 

@@ -25,7 +25,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from shared.codec.errors import ContainerError
 from shared.codec.y4m import MAX_LINE, Y4mHeader
 from shared.pipeline.messages import MAX_MESSAGE_BYTES, MessageError, load_json
-from shared.pipeline.sources import REFUSED_DEMUXERS_NOTE, pyav_open_options
+from shared.pipeline.sources import REFUSED_DEMUXERS_NOTE, open_container
 
 from .bodies import UNREADABLE, arriving, unreadable
 from .middleware import ApiError
@@ -237,7 +237,7 @@ def _check_with_pyav(path: Path) -> str:
     import av
 
     try:
-        with av.open(str(path), options=pyav_open_options()) as container:
+        with open_container(str(path)) as container:
             return _check_container(container)
     except ApiError:
         raise

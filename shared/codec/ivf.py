@@ -27,6 +27,7 @@ from .container_io import (
     remaining_bytes,
 )
 from .errors import ContainerError
+from .limits import MAX_COMPRESSED_FRAME
 
 __all__ = [
     "FILE_HEADER_SIZE",
@@ -35,6 +36,7 @@ __all__ = [
     "IvfHeader",
     "IvfReader",
     "IvfWriter",
+    "check_frame_sizes",
 ]
 
 SIGNATURE = b"DKIF"
@@ -170,6 +172,43 @@ class IvfReader(FrameReader[IvfFrame]):
 
     def read_frame(self) -> IvfFrame | None:
         """The next frame, or None at the end of the file."""
+        header = self._frame_header()
+        if header is None:
+            return None
+        index, size, pts = header
+        data = self._read(size)
+        if len(data) < size:
+            self._finished = True
+            raise ContainerError(
+                f"frame {index} is truncated: header says {size} bytes, {len(data)} remain"
+            )
+        self._next_index += 1
+        return IvfFrame(index, pts, data)
+
+    def skip_frame(self) -> bool:
+        """Check the next frame's header and seek past its bytes without reading them; False
+        at the end of the file. (A file that cannot seek is read, in bounded pieces.)"""
+        header = self._frame_header()
+        if header is None:
+            return False
+        index, size, _ = header
+        if self._remaining is None:
+            skipped = len(self._read(size))
+        else:
+            self._file.seek(size, 1)
+            self._remaining -= size
+            skipped = size
+        if skipped < size:
+            self._finished = True
+            raise ContainerError(
+                f"frame {index} is truncated: header says {size} bytes, {skipped} remain"
+            )
+        self._next_index += 1
+        return True
+
+    def _frame_header(self) -> tuple[int, int, int] | None:
+        """(index, size, pts) of the next frame, its size checked against the bytes left and
+        against any VP8 frame's, so a corrupt size never allocates or reads past either."""
         if self._finished:
             return None
         index = self._next_index
@@ -184,23 +223,32 @@ class IvfReader(FrameReader[IvfFrame]):
                 f"{FRAME_HEADER_SIZE} bytes"
             )
         size, pts = _FRAME_HEADER.unpack(head)
-        # Check before reading, so a corrupt size never allocates more than the file holds.
         if self._remaining is not None and size > self._remaining:
             self._finished = True
             raise ContainerError(
                 f"frame {index} is truncated: header says {size} bytes, {self._remaining} remain"
             )
-        data = self._read(size)
-        if len(data) < size:
+        if size > MAX_COMPRESSED_FRAME:
             self._finished = True
             raise ContainerError(
-                f"frame {index} is truncated: header says {size} bytes, {len(data)} remain"
+                f"frame {index} claims {size} bytes, more than any frame can have "
+                f"(at most {MAX_COMPRESSED_FRAME}): the file is corrupt"
             )
-        self._next_index += 1
-        return IvfFrame(index, pts, data)
+        return index, size, pts
 
     def _next_item(self) -> IvfFrame | None:
         return self.read_frame()
+
+
+def check_frame_sizes(source: PathOrFile) -> int:
+    """Walk an IVF file's frame headers without reading its frames (of any codec), raising
+    `ContainerError` at the first size that is absurd or runs past the end; the frame count.
+    For what hands the file to another demuxer, which would trust those sizes."""
+    with IvfReader(source, fourcc=None) as reader:
+        count = 0
+        while reader.skip_frame():
+            count += 1
+        return count
 
 
 # --------------------------------------------------------------------------- writer

@@ -31,6 +31,7 @@ from .tables cimport ALTREF_FRAME, GOLDEN_FRAME, LAST_FRAME
 
 from .errors import StateFormatError
 from .frame_header import MAX_FRAME_AREA
+from .limits import MAX_STATE_BODY
 
 MAGIC = b"EXCS"
 FORMAT_VERSION = 1
@@ -40,7 +41,7 @@ FLAG_NO_REFERENCES = 4    # a parse context: no reference pictures
 _HEADER = struct.Struct("<4sHHI")
 _FIXED = struct.Struct("<BHHBB")
 # Largest body a valid state can have: three distinct 4:2:0 pictures plus small fields.
-_MAX_BODY = 3 * (MAX_FRAME_AREA + 2 * 16 * 16384) * 3 // 2 + (1 << 20)
+_MAX_BODY = MAX_STATE_BODY
 
 
 cdef class DecoderState:

@@ -51,7 +51,8 @@ SUPPORTED_COLORSPACES = frozenset({"420jpeg", "420paldv", "420mpeg2", "420"})
 DEFAULT_COLORSPACE = "420jpeg"
 # No F tag is malformed by the spec; FFmpeg assumes 25 fps, and so do we.
 DEFAULT_FPS = (25, 1)
-MAX_RATE_TERM = 2**31 - 1
+# libvpx takes each term of its timebase in 1..10^9 (and IVF in 32 bits).
+MAX_RATE_TERM = 10**9
 
 _NUMBER = re.compile(rb"[0-9]{1,9}")
 _RATIO = re.compile(rb"([0-9]{1,10}):([0-9]{1,10})")
@@ -146,7 +147,6 @@ class Y4mHeader:
                 f"Y4M frame size {width}x{height} is too large: at most {MAX_PIXELS} pixels "
                 "(16384x16384) are accepted"
             )
-        # Both terms must fit the 31 bits that IVF and libvpx give a timebase term.
         if not (0 < fps[0] <= MAX_RATE_TERM and 0 < fps[1] <= MAX_RATE_TERM):
             raise ContainerError(
                 f"Y4M frame rate F{fps[0]}:{fps[1]} is not a valid rate: each term must be "

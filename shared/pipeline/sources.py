@@ -8,6 +8,7 @@ is an `InputError` whose message names the file and, where it applies, the frame
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ import numpy as np
 
 from shared.codec.errors import ContainerError
 from shared.codec.image import Image
+from shared.codec.ivf import SIGNATURE as IVF_SIGNATURE
+from shared.codec.ivf import check_frame_sizes
 from shared.codec.limits import MAX_FRAME_AREA, MAX_FRAME_SIDE
 from shared.codec.y4m import Y4mReader
 
 from .errors import InputError
 
-__all__ = ["REFUSED_DEMUXERS_NOTE", "Source", "open_source", "pyav_open_options"]
+__all__ = ["REFUSED_DEMUXERS_NOTE", "Source", "open_container", "open_source"]
 
 Y4M_SIGNATURE = b"YUV4MPEG2 "
 DEFAULT_FPS = (30, 1)  # when a container states no usable rate
@@ -72,6 +75,8 @@ def open_source(path: str | Path, name: str | None = None) -> Source:
             head = file.read(len(Y4M_SIGNATURE))
     except OSError as exc:
         raise InputError(f"{name}: {exc.strerror or exc}") from exc
+    if head.startswith(IVF_SIGNATURE):
+        _check_ivf(str(path), name)
     source = _open_y4m(str(path), name) if head == Y4M_SIGNATURE else _open_with_pyav(
         str(path), name)
     if (source.width > MAX_FRAME_SIDE or source.height > MAX_FRAME_SIDE
@@ -124,11 +129,20 @@ def _y4m_images(reader: Y4mReader, name: str) -> Iterator[Image]:
 # --------------------------------------------------------------------------- PyAV
 
 
+def _check_ivf(path: str, name: str) -> None:
+    """FFmpeg's IVF demuxer trusts each frame's size field: one of 4 GB in a big (or sparse)
+    file has it read for hours. The sizes are checked first, without reading the frames."""
+    try:
+        check_frame_sizes(path)
+    except (ContainerError, OSError) as exc:
+        raise InputError(f"{name}: {_describe(exc)}") from exc
+
+
 def _open_with_pyav(path: str, name: str) -> Source:
     import av
 
     try:
-        container = av.open(path, options=pyav_open_options())
+        container = open_container(path)
     except av.ArgumentError as exc:  # among others, a demuxer that is not allowed
         raise InputError(f"{name}: not a video file PyAV can read ({_describe(exc)}; "
                          f"{REFUSED_DEMUXERS_NOTE})") from exc
@@ -141,7 +155,16 @@ def _open_with_pyav(path: str, name: str) -> Source:
         raise
 
 
-def pyav_open_options() -> dict[str, str]:
+def open_container(path: str) -> Any:
+    """`av.open` as every reader of inputs calls it: FFmpeg's demuxers but REFERRING_FORMATS,
+    and a tag that is not UTF-8 (a title, say) shown replaced, as it does not make the video
+    unreadable."""
+    import av
+
+    return av.open(path, options=_pyav_open_options(), metadata_errors="replace")
+
+
+def _pyav_open_options() -> dict[str, str]:
     """`av.open` options that allow FFmpeg's demuxers but REFERRING_FORMATS."""
     return {"format_whitelist": _allowed_demuxers()}
 
@@ -157,11 +180,18 @@ def _allowed_demuxers() -> str:
 
 
 def _pyav_source(name: str, container: Any) -> Source:
+    import av
+
     # FFmpeg's "tty" demuxer renders any text file as ANSI art: that is not a video.
     if not container.streams.video or container.format.name == "tty":
         raise InputError(f"{name}: not a video (the file has no video stream)")
+    if container.format.name.endswith("_pipe"):  # FFmpeg's image pipes read one picture
+        raise InputError(f"{name}: a still image ({container.format.name.removesuffix('_pipe')}"
+                         "), not a video")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"  # decode with threads: the split is one task, not parallel
+    # Slice threads only: with frame threads FFmpeg drops a frame that does not decode and
+    # says nothing, so a corrupt input would encode as if whole, and errors name later frames.
+    stream.thread_type = "SLICE"
     notices = []
     if container.streams.audio:
         notices.append(f"{name}: audio ignored (the output is video only)")
@@ -171,8 +201,17 @@ def _pyav_source(name: str, container: Any) -> Source:
     if fps is None:
         fps = DEFAULT_FPS
         notices.append(f"{name}: no frame rate stated; assuming {fps[0]}/{fps[1]} fps")
-    width, height = stream.codec_context.width, stream.codec_context.height
-    images = _pyav_images(name, container, stream, (width, height), fps, notices)
+    # The size is the first picture's, not what the container claims (which a file may
+    # misstate), so that the size limit and the plan hold for every frame decoded.
+    frames = _decoded_frames(name, container, stream, av.FFmpegError)
+    first = next(frames, None)
+    if first is None:
+        width, height = stream.codec_context.width, stream.codec_context.height
+    else:
+        width, height = first.width, first.height
+        frames = itertools.chain([first], frames)
+    frames = _complete(name, frames, _stated_seconds(container, stream))
+    images = _pyav_images(name, frames, (width, height), fps, notices)
     return Source(name, width, height, fps, images, notices, container)
 
 
@@ -186,17 +225,15 @@ def _pyav_rate(stream: Any) -> tuple[int, int] | None:
 
 
 def _pyav_images(
-    name: str, container: Any, stream: Any, size: tuple[int, int], fps: tuple[int, int],
+    name: str, frames: Iterator[Any], size: tuple[int, int], fps: tuple[int, int],
     notices: list[str],
 ) -> Iterator[Image]:
     import av
 
     width, height = size
     timing = _Timing(name, fps)
-    for index, frame in enumerate(_decoded_frames(name, container, stream, av.FFmpegError)):
-        if index == 0:
-            width, height = frame.width, frame.height
-        elif (frame.width, frame.height) != (width, height):
+    for index, frame in enumerate(frames):
+        if (frame.width, frame.height) != (width, height):
             raise InputError(
                 f"{name}: frame {index} is {frame.width}x{frame.height}, the first "
                 f"{width}x{height}: a changing frame size is not supported"
@@ -207,7 +244,11 @@ def _pyav_images(
         if frame.format.name != "yuv420p":
             if index == 0:
                 notices.append(f"{name}: converted {frame.format.name} to 8-bit 4:2:0 (yuv420p)")
-            frame = frame.reformat(format="yuv420p")
+            try:
+                frame = frame.reformat(format="yuv420p")
+            except (av.FFmpegError, ValueError) as exc:
+                raise InputError(f"{name}: frame {index}: cannot convert {frame.format.name} "
+                                 f"to 8-bit 4:2:0 ({_describe(exc)})") from exc
         if note := timing.check(index, frame.time):
             notices.append(note)
         yield _frame_to_image(frame)
@@ -261,6 +302,39 @@ def _decoded_frames(name: str, container: Any, stream: Any, ffmpeg_error: type) 
         except (ffmpeg_error, OSError) as exc:
             raise InputError(f"{name}: frame {read}: cannot decode ({_describe(exc)})") from exc
         yield from frames
+
+
+# How far short of the length a container states the frames may end: a last frame's duration,
+# a rounded header, an edit list. Past it the file was cut (an interrupted copy), and FFmpeg,
+# which marks no packet corrupt when a Matroska or WebM file ends between frames, says nothing.
+SHORTFALL_SECONDS = 0.5
+SHORTFALL_SHARE = 0.05
+
+
+def _stated_seconds(container: Any, stream: Any) -> float | None:
+    """How long the video stream lasts by the container's header: the stream's own duration,
+    or the file's when the video is its only stream (audio may outlast the video)."""
+    if stream.duration is not None and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and len(container.streams) == 1:
+        return container.duration / 1_000_000  # in AV_TIME_BASE units
+    return None
+
+
+def _complete(name: str, frames: Iterator[Any], stated: float | None) -> Iterator[Any]:
+    """`frames`, then an InputError if they end well short of the `stated` length."""
+    start = end = None
+    for frame in frames:
+        if frame.time is not None:
+            start = frame.time if start is None else start
+            end = frame.time
+        yield frame
+    if stated is None or start is None or end is None:
+        return
+    shown = end - start
+    if shown < stated - max(SHORTFALL_SECONDS, SHORTFALL_SHARE * stated):
+        raise InputError(f"{name}: its frames end at {shown:.2f} s, but the container says the "
+                         f"video lasts {stated:.2f} s: is the file cut short?")
 
 
 def _frame_to_image(frame: Any) -> Image:

@@ -55,6 +55,9 @@ from .sources import open_source
 from .store import Store
 from .vpx import MAX_CQ_LEVEL, EncodeSettings, encode_chunk, is_key_frame, is_shown
 
+# The most frames one job takes (over 9 hours at 30 fps): its plan, task records and split stay
+# bounded whatever the input holds (a tiny picture makes millions of frames of a small file).
+MAX_FRAMES = 1_000_000
 # How a chunk that continues its group starts. Stage 4 encodes its start against an
 # approximate state; "rebase" keeps those decisions in the serial chain, "revisit" decides the
 # first frame again against the true state. "anchor" has phase 1 encode the chunk after a key
@@ -311,7 +314,12 @@ def _write_chunks(
     layout = _Layout()
     chunks, chunker = chunks_of(source.images, frames_per_chunk, detect_cuts=detect_cuts)
     previous: Image | None = None
+    frames = 0
     for chunk in chunks:
+        frames += len(chunk.images)
+        if frames > MAX_FRAMES:
+            raise InputError(f"{source.name}: more than {MAX_FRAMES} frames, the most one job "
+                             "takes: split the video into several jobs")
         index = len(layout.chunk_frames)
         starts_group = index == 0 or chunk.at_cut or (
             index - layout.group_starts[-1] == chunks_per_group

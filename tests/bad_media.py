@@ -1,0 +1,75 @@
+"""Small media files that are valid but awkward, made with PyAV for the tests of inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# A 1x1 PNG.
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049"
+                    "454e44ae426082")
+
+
+def rawvideo(path: Path, pixel_format: str) -> Path:
+    """Two black 64x48 pictures of `pixel_format` as raw video in NUT."""
+    import av
+
+    with av.open(str(path), "w", format="nut") as container:
+        stream = container.add_stream("rawvideo", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, pixel_format
+        for index in range(2):
+            frame = av.VideoFrame(64, 48, pixel_format)
+            for plane in frame.planes:
+                memoryview(plane)[:] = bytes(plane.buffer_size)
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def titled_video(path: Path) -> Path:
+    """Three black 64x48 pictures (MPEG-4 in Matroska) whose title tag is not UTF-8."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        container.metadata["title"] = "TITLE_XX"
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(3):
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            frame = frame.reformat(format="yuv420p")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = path.read_bytes()
+    assert data.count(b"TITLE_XX") == 1
+    path.write_bytes(data.replace(b"TITLE_XX", b"TITLE_\xc3\x28"))  # an invalid UTF-8 pair
+    return path
+
+
+def noisy_clip(path: Path, container_format: str, frames: int) -> Path:
+    """`frames` pictures of noise at 64x48 and 30 fps, video only (VP8 in WebM, MPEG-4 in
+    other containers)."""
+    import av
+
+    rng = np.random.default_rng(1)
+    with av.open(str(path), "w", format=container_format) as container:
+        codec = "libvpx" if container_format == "webm" else "mpeg4"
+        stream = container.add_stream(codec, rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(frames):
+            picture = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(
+                format="yuv420p")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
