@@ -43,8 +43,8 @@ from .invoker import DIRECT_RUN_LIMIT
 from .records import TERMINAL_STATES, JobOutput
 from .runtime import Runtime
 
-__all__ = ["Outcome", "cancel_job", "dead_letter", "describe_failure", "fail", "handle",
-           "publish", "purge_job", "set_aside"]
+__all__ = ["Outcome", "cancel_job", "dead_letter", "describe_failure", "fail", "fail_job",
+           "handle", "publish", "purge_job", "set_aside"]
 
 log = logging.getLogger("excamera.services")
 
@@ -112,7 +112,11 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         made = step(runtime, message)
         seconds = time.perf_counter() - began
         requests = Counter(runtime.store.counts) - requests_before
-    except TransientError:
+    except (TransientError, SystemExit):
+        # SystemExit: the process is told to stop (billiard turns a pool process's SIGTERM
+        # into it) for a reason not the task's own; Celery stops the tasks whose broker
+        # connection was lost, which come again. Taken back like a transient failure, such
+        # stops never use up `max_attempts`, which counts crashes (a kill -9, which cannot).
         _retried(runtime, service, message, task)
         raise
     except OSError as exc:  # local disk trouble: worth the retries, as storage is

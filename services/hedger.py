@@ -2,10 +2,12 @@
 copy finishes first wins (the stages write the same bytes whoever runs them; the records count
 the task once).
 
-- On the rebase chain's critical path first: a stage-4 task whose chain is waiting for it (the
-  link before it is final) is hedged as soon as it runs `SLOWDOWN` times longer than the
-  median of its stage's finished tasks.
-- Any other task once `QUANTILE` of its stage is done, on the same rule.
+- On the rebase chain's critical path first: a task the chain is waiting for (one a link
+  needs, directly or through other tasks, whose link before it is final, or that a group's
+  first links need) is hedged as soon as it runs `SLOWDOWN` times longer than the median of
+  its stage's finished tasks.
+- Any other task once no more of its stage are left than `1 - QUANTILE` of it, or one, on
+  the same rule (so a stage of a few tasks is hedged too).
 
 A task is hedged at most once (claimed atomically in the records, so of several processes
 running the hedger only one publishes). The rebaser processes run it every `INTERVAL`.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 
+from shared.pipeline import graph
 from shared.pipeline.graph import TaskId
 
 from .adapter import publish
@@ -53,14 +56,36 @@ class Hedger:
         records = self.runtime.records
         candidates = records.stragglers(job, HEDGED_STAGES, slowdown=SLOWDOWN,
                                         min_seconds=MIN_SECONDS, min_peers=MIN_PEERS)
+        if not candidates:
+            return
         progress = records.progress(job)
+        final_links = {t["index"] for t in records.tasks(job, stage="rebase", limit=1 << 30)
+                       if t["state"] == "done"}
         chosen = []
-        for task, waiting_chain in candidates:
+        for task in candidates:
             stage = progress.get(task.stage, {})
-            most_done = stage.get("done", 0) >= QUANTILE * stage.get("total", 1)
-            if waiting_chain or most_done:
+            left = stage.get("total", 1) - stage.get("done", 0)
+            few_left = left <= max(1.0, (1 - QUANTILE) * stage.get("total", 1))
+            if few_left or self._chain_waits(job, task, final_links):
                 chosen.append(task)
         for task in records.claim_hedges(job, chosen):
             log.warning("%s: hedging %s (far slower than its peers)", job, task)
             self.hedged.append((job, task))
             publish(self.runtime, job, [task])
+
+    def _chain_waits(self, job: str, task: TaskId, final_links: set[int]) -> bool:
+        """Whether a link the chain has reached (its link before is final, or it is among
+        its group's first two) needs `task`, directly or through the tasks it feeds."""
+        plan = self.runtime.plan(job)
+        frontier, seen = [task], {task}
+        while frontier:
+            for needing in graph.dependents(plan, frontier.pop()):
+                if needing in seen:
+                    continue
+                seen.add(needing)
+                if needing.stage == "rebase":
+                    if plan.position(needing.index) <= 1 or needing.index - 1 in final_links:
+                        return True
+                elif needing.stage in HEDGED_STAGES:  # a state or stage-4 task on the way
+                    frontier.append(needing)
+        return False

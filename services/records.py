@@ -686,11 +686,9 @@ class JobRecords:
             return [row["id"] for row in cur.fetchall()]
 
     def stragglers(self, job: str, stages: tuple[str, ...], *, slowdown: float,
-                   min_seconds: float, min_peers: int) -> list[tuple[TaskId, bool]]:
+                   min_seconds: float, min_peers: int) -> list[TaskId]:
         """Running, unhedged tasks of `stages` that have run longer than `slowdown` times
-        their stage's median (of at least `min_peers` finished ones) and `min_seconds`; each
-        with whether the rebase chain is waiting for it (a stage-4 task whose predecessor's
-        link is final)."""
+        their stage's median (of at least `min_peers` finished ones) and `min_seconds`."""
         with self._one() as cur:
             cur.execute("SELECT 1 FROM excamera_tasks WHERE job = %s AND state = 'running' "
                         "AND started_at < now() - make_interval(secs => %s) LIMIT 1",
@@ -702,18 +700,15 @@ class JobRecords:
                 "(ORDER BY seconds) AS median, count(*) AS n FROM excamera_tasks "
                 "WHERE job = %(job)s AND state = 'done' AND stage = ANY(%(stages)s) "
                 "GROUP BY stage) "
-                "SELECT t.stage, t.idx, (t.stage = 'first' AND EXISTS (SELECT 1 FROM "
-                "excamera_tasks r WHERE r.job = t.job AND r.stage = 'rebase' AND "
-                "r.idx = t.idx - 1 AND r.state = 'done')) AS chain_waits "
-                "FROM excamera_tasks t JOIN peers ON peers.stage = t.stage "
+                "SELECT t.stage, t.idx FROM excamera_tasks t "
+                "JOIN peers ON peers.stage = t.stage "
                 "WHERE t.job = %(job)s AND t.state = 'running' AND NOT t.hedged "
                 "AND peers.n >= %(peers)s AND now() - t.started_at > make_interval(secs => "
                 "greatest(%(min)s, %(slowdown)s * peers.median))",
                 {"job": job, "stages": list(stages), "peers": min_peers, "min": min_seconds,
                  "slowdown": slowdown},
             )
-            return [(TaskId(row["stage"], row["idx"]), row["chain_waits"])
-                    for row in cur.fetchall()]
+            return [TaskId(row["stage"], row["idx"]) for row in cur.fetchall()]
 
     def claim_hedges(self, job: str, tasks: list[TaskId]) -> set[TaskId]:
         """Mark `tasks` hedged (once each, whoever asks first); returns those marked now."""

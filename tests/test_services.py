@@ -269,6 +269,50 @@ def test_broker_restart_mid_job(cluster: Cluster, inputs: Path, references: Any)
     cluster.wait_ready()
 
 
+def test_broker_blips_use_up_no_attempt(tmp_path: Path, inputs: Path,
+                                        references: Any) -> None:
+    """Celery stops a running task when its broker connection is lost (it could no longer
+    acknowledge it), and the broker delivers it again: not a crash, so no attempt is spent.
+    Here a job may take 2 attempts a task, and the broker restarts three times while its
+    first encode runs, held 10 s on its first attempt: each time it comes back as the first
+    attempt again (a second would not be held, and would end the restarts). The job ends
+    byte-identical."""
+    source = inputs / "carphone.mp4"
+    with cluster_at(tmp_path, inputs, settings={"max_attempts": 2}) as blips:
+        for name in ("splitter", "encoder", "decoder"):  # no rebaser (its hedger) yet
+            service = blips.service(name)
+            service.env["EXCAMERA_TEST_SLOW_TASK"] = "encode:0:10"
+            blips.services[name] = service.start()
+        blips.wait_ready()
+        output = blips.outputs / "blips.ivf"
+        job = blips.submit("blips", source, output, frames_per_chunk=15, chunks_per_group=4)
+        restarts = 0
+        with blips.records() as records:
+            started = None
+            for _ in range(3):
+                deadline = time.monotonic() + 120
+                while True:
+                    task = {t["index"]: t for t in records.tasks(job, stage="encode")}.get(
+                        0, {"state": "not split yet"})
+                    if task["state"] == "done" or (
+                            task["state"] == "running" and task["started_at"] != started):
+                        break
+                    assert time.monotonic() < deadline, task
+                    time.sleep(0.1)
+                if task["state"] == "done":
+                    break
+                started = task["started_at"]
+                time.sleep(1.0)
+                subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True)
+                time.sleep(1.0)
+                subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True)
+                restarts += 1
+        blips.services["rebaser"] = blips.service("rebaser").start()
+        blips.wait_ready()
+        finished(blips, job, output, references(source, 15, 4), timeout=180)
+    assert restarts == 3
+
+
 def test_twenty_concurrent_jobs(cluster: Cluster, inputs: Path, references: Any) -> None:
     """20 jobs at once, on four clips and settings of their own: each is correct."""
     jobs = []
@@ -466,25 +510,27 @@ def test_a_budget_cap_cancels_the_job(cluster: Cluster, inputs: Path) -> None:
     assert estimate["so_far"]["total"] <= estimate["projected"]["total"]
 
 
-def test_a_straggler_on_the_chain_is_hedged(tmp_path: Path, inputs: Path,
-                                            references: Any) -> None:
-    """One stage-4 task stalls for a minute on its first attempt (as on a sick machine); the
-    rebase chain waits for it, so the hedger publishes it again once it runs far longer than
-    its peers; the copy finishes first, and the job ends long before the straggler would."""
+@pytest.mark.parametrize(("stage", "n", "x"), [("first", 3, 8), ("encode", 15, 4)])
+def test_a_straggler_on_the_chain_is_hedged(tmp_path: Path, inputs: Path, references: Any,
+                                            stage: str, n: int, x: int) -> None:
+    """One task stalls for a minute on its first attempt (as on a sick machine): a stage-4
+    task, or a libvpx encode among a stage of only 8, which the chain waits for through the
+    stage-4 task it feeds. The hedger publishes it again once it runs far longer than its
+    peers; the copy finishes first, and the job ends long before the straggler would."""
     source = inputs / "carphone.mp4"
     with cluster_at(tmp_path, inputs) as slow:
         for name, count in (("splitter", 1), ("encoder", 2), ("decoder", 1), ("rebaser", 1)):
             service = slow.service(name, f"--concurrency={count}")
-            service.env["EXCAMERA_TEST_SLOW_TASK"] = "first:5:60"
+            service.env["EXCAMERA_TEST_SLOW_TASK"] = f"{stage}:5:60"
             slow.services[name] = service.start()
         slow.wait_ready()
         output = slow.outputs / "hedged.ivf"
         began = time.monotonic()
-        job = slow.submit("hedged", source, output, frames_per_chunk=3, chunks_per_group=8)
-        finished(slow, job, output, references(source, 3, 8), timeout=120)
+        job = slow.submit("hedged", source, output, frames_per_chunk=n, chunks_per_group=x)
+        finished(slow, job, output, references(source, n, x), timeout=120)
         elapsed = time.monotonic() - began
         with slow.records() as records:
-            (straggler,) = [t for t in records.tasks(job, stage="first") if t["index"] == 5]
+            (straggler,) = [t for t in records.tasks(job, stage=stage) if t["index"] == 5]
     assert elapsed < 50, elapsed
     assert straggler["attempts"] == 2 and straggler["state"] == "done"
 
