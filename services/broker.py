@@ -53,6 +53,10 @@ DUPLICATE_ENV = "EXCAMERA_TEST_DUPLICATE_TASKS"
 # Publishing retries through a broker restart (about 30 s), then gives up as transient.
 PUBLISH_RETRY = {"max_retries": 12, "interval_start": 0.25, "interval_step": 0.5,
                  "interval_max": 4.0}
+# For a publish that has somewhere else to go when the broker is down (the API's outbox: the
+# job is recorded, and the janitor posts it later): a caller waits a second, not half a minute.
+BRIEF_PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0.25, "interval_step": 0.5,
+                       "interval_max": 0.5}
 
 
 EVENTS_KEPT_MS = 14 * 24 * 3600 * 1000
@@ -344,9 +348,11 @@ class Dispatcher:
         else:
             self.publish_json(document, routing_key=self.topology.join, what=str(message))
 
-    def publish_ingest(self, message: IngestMessage) -> None:
+    def publish_ingest(self, message: IngestMessage, *, brief: bool = False) -> None:
+        """`brief`: retry a lost broker briefly (BRIEF_PUBLISH_RETRY), for an outbox."""
         self.publish_json(message.to_json(), routing_key=self.topology.ingest,
-                          what=f"ingest message {message.id}")
+                          what=f"ingest message {message.id}",
+                          retry_policy=BRIEF_PUBLISH_RETRY if brief else PUBLISH_RETRY)
 
     def publish_event(self, event: JobEvent) -> None:
         self.publish_json(event.to_json(), routing_key=self.topology.events,
@@ -356,7 +362,8 @@ class Dispatcher:
         self.publish_json(letter.to_json(), routing_key=queue, what="a dead letter")
 
     def publish_json(
-        self, document: dict[str, Any], *, routing_key: str, exchange: str = "", what: str
+        self, document: dict[str, Any], *, routing_key: str, exchange: str = "", what: str,
+        retry_policy: dict[str, float] = PUBLISH_RETRY,
     ) -> None:
         if self.sqs is not None:
             self.sqs.send(routing_key, document)
@@ -365,7 +372,7 @@ class Dispatcher:
             producer.publish(
                 json.dumps(document).encode(), exchange=exchange, routing_key=routing_key,
                 content_type="application/json", content_encoding="utf-8", delivery_mode=2,
-                retry=True, retry_policy=PUBLISH_RETRY,
+                retry=True, retry_policy=retry_policy,
             )
 
     def queue_depths(self) -> dict[str, int]:

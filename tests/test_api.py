@@ -1183,6 +1183,43 @@ def test_health(api: ApiServer) -> None:
     assert response.json() == {"status": "ok", "db": "ok", "broker": "ok"}
 
 
+def test_a_submission_as_the_broker_goes_away_is_answered_at_once(
+        api: ApiServer, input_file: Path) -> None:
+    """The broker goes away after the API declared its queues: the next submission is
+    recorded for the janitor to post, and answered within seconds, not after the half
+    minute of retries a worker's publish may wait (a client would time out, unsure)."""
+    import requests
+    from api_support import _ServerThread
+    from tcp_relay import TcpRelay
+
+    from services.api.app import create_app
+
+    relay = TcpRelay(5672)
+    config = api.config.with_changes(broker=f"amqp://guest:guest@127.0.0.1:{relay.port}//")
+    server = _ServerThread(create_app(config, Tokens.parse("alice:x")))
+    port = server.start()
+    try:
+        def submit(key: str) -> requests.Response:
+            return requests.post(f"http://127.0.0.1:{port}/v1/jobs", timeout=60,
+                                 headers={"Authorization": "Bearer x", "Idempotency-Key": key},
+                                 json={"input": input_file.as_uri()})
+
+        first = submit(before := f"before-{secrets.token_hex(4)}")
+        assert first.status_code == 202, first.text
+        unposted = {r.client_id for r in api.records.unposted_jobs(0, 10_000)}
+        assert before not in unposted  # posted: the queues are declared
+        relay.cut()
+        began = time.monotonic()
+        second = submit(key := f"after-{secrets.token_hex(4)}")
+        assert time.monotonic() - began < 5
+        assert second.status_code == 202, second.text
+        assert second.json()["id"] == job_id_for("alice", key)
+        assert key in {r.client_id for r in api.records.unposted_jobs(0, 10_000)}
+    finally:
+        server.stop()
+        relay.cut()
+
+
 def test_health_with_the_broker_down(api: ApiServer, input_file: Path) -> None:
     from api_support import _ServerThread
 

@@ -4,15 +4,14 @@ chunks claims its encodes in one statement right after the split wrote its tasks
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
 from services_support import drop_database, require_peers
+from tcp_relay import TcpRelay
 
 from services.records import SCHEMA_VERSION, JobOutput, JobRecords
 from shared.pipeline import graph
@@ -159,55 +158,6 @@ def test_the_join_and_its_job_are_done_together(records: JobRecords) -> None:
     assert records.get_job(job).state == "cancelled"
 
 
-class _Proxy:
-    """A TCP relay to PostgreSQL that can be cut, as a database going away would be."""
-
-    def __init__(self) -> None:
-        import socket
-
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list[Any] = []
-        self.gone = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        import socket
-
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.gone:
-                client.close()
-                return
-            server = socket.create_connection(("127.0.0.1", 5432))
-            self.sockets += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: Any, sink: Any) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-
-    def cut(self) -> None:
-        import socket
-
-        self.gone = True
-        with contextlib.suppress(OSError):  # close() alone leaves a blocked accept() accepting
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-
 def test_a_health_check_of_a_database_gone_answers_at_once(records: JobRecords) -> None:
     # Before, each check waited out the pool's 30 s before saying so: longer than any load
     # balancer's health check waits.
@@ -216,7 +166,7 @@ def test_a_health_check_of_a_database_gone_answers_at_once(records: JobRecords) 
     from services.errors import TransientError
     from services.records import PING_SECONDS
 
-    proxy = _Proxy()
+    proxy = TcpRelay(5432)
     through = JobRecords(records.url.replace(":5432/", f":{proxy.port}/"))
     try:
         through.ping()

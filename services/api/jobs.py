@@ -74,7 +74,7 @@ def _post(runtime: Runtime, job: str, message: IngestMessage) -> bool:
     """Post the job's ingest message and note that it went; False if the broker could not
     take it (the janitor posts it later)."""
     try:
-        runtime.dispatcher.publish_ingest(message)
+        runtime.dispatcher.publish_ingest(message, brief=True)
     except TransientError as exc:
         log.warning("job %s is recorded but not yet posted (%s): the janitor will post it",
                     job, exc)
