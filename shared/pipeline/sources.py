@@ -326,8 +326,12 @@ def _complete(name: str, frames: Iterator[Any], stated: float | None) -> Iterato
     start = end = None
     for frame in frames:
         if frame.time is not None:
-            start = frame.time if start is None else start
-            end = frame.time
+            # Until the frame is no longer shown, when the container says: a variable-rate
+            # file may hold its last picture for seconds.
+            shown_for = (float(frame.duration * frame.time_base)
+                         if frame.duration and frame.time_base else 0.0)
+            start = frame.time if start is None else min(start, frame.time)
+            end = frame.time + shown_for if end is None else max(end, frame.time + shown_for)
         yield frame
     if stated is None or start is None or end is None:
         return
