@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 from shared.cli import positive_int
@@ -161,12 +162,37 @@ def run_service(args: argparse.Namespace) -> int:
     if args.name != "api" and not os.environ.get(METRICS_ENV):
         # Before services.metrics is imported anywhere: one directory for all this
         # service's processes, gone with the service.
-        made = os.environ[METRICS_ENV] = tempfile.mkdtemp(prefix="excamera-metrics-")
+        remove_stale_metrics_directories()
+        made = os.environ[METRICS_ENV] = tempfile.mkdtemp(
+            prefix=f"{METRICS_DIRECTORY_PREFIX}{os.getpid()}-")
     try:
         return _run_service(config, args)
     finally:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
+
+
+METRICS_DIRECTORY_PREFIX = "excamera-metrics-"
+
+
+def remove_stale_metrics_directories() -> None:
+    """Delete the metrics directories of services that died without removing theirs (kill
+    -9): each is named after its service's process, and left alone while that one runs."""
+    root = Path(tempfile.gettempdir())
+    for directory in root.glob(f"{METRICS_DIRECTORY_PREFIX}*-*"):
+        owner = directory.name.removeprefix(METRICS_DIRECTORY_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _run_service(config: Any, args: argparse.Namespace) -> int:

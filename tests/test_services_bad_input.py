@@ -587,6 +587,24 @@ def test_a_service_that_ends_leaves_no_metrics_directory(cluster: Cluster,
     time.sleep(2)
     service.stop()
     assert not list(scratch.glob("excamera-metrics-*")), service.log()[-2000:]
+    # One killed (kill -9) cannot remove its own: the next service to start does, and leaves
+    # a running one's alone.
+    killed, running = (ServiceProcess("decoder", ["-v", "--concurrency=1"],
+                                      {**cluster.env(), "TMPDIR": str(scratch)},
+                                      tmp_path / f"{name}.log").start()
+                       for name in ("killed", "running"))
+    deadline = time.monotonic() + 60
+    while len(list(scratch.glob("excamera-metrics-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    killed.kill9()
+    assert len(list(scratch.glob("excamera-metrics-*"))) == 2
+    done = excamera_service("encoder", f"--store={tmp_path.as_uri()}",
+                            env={"EXCAMERA_DB": "postgresql://u@127.0.0.1:9/x",
+                                 "TMPDIR": str(scratch)})
+    assert done.returncode == 1, done.stderr
+    (kept,) = scratch.glob("excamera-metrics-*")
+    assert kept.name.startswith(f"excamera-metrics-{running.process.pid}-")
+    running.stop()
 
 
 def test_rebaser_processes_log_and_a_dead_one_is_said_so(cluster: Cluster,
