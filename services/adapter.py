@@ -25,6 +25,7 @@ import enum
 import json
 import logging
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -112,12 +113,11 @@ def handle(document: Any, runtime: Runtime, *, service: str, source: str,
         made = step(runtime, message)
         seconds = time.perf_counter() - began
         requests = Counter(runtime.store.counts) - requests_before
-    except (TransientError, SystemExit):
-        # SystemExit: the process is told to stop (billiard turns a pool process's SIGTERM
-        # into it) for a reason not the task's own; Celery stops the tasks whose broker
-        # connection was lost, which come again. Taken back like a transient failure, such
-        # stops never use up `max_attempts`, which counts crashes (a kill -9, which cannot).
+    except TransientError:
         _retried(runtime, service, message, task)
+        raise
+    except SystemExit:
+        _stopped(runtime, message, task)
         raise
     except OSError as exc:  # local disk trouble: worth the retries, as storage is
         _retried(runtime, service, message, task)
@@ -181,6 +181,23 @@ def _retried(runtime: Runtime, service: str, message: TaskMessage, task: TaskId)
         runtime.records.uncount_attempt(message.job, task, runtime.worker)
     except Exception as exc:  # noqa: BLE001 - the records may be what is down; then it counts
         log.debug("%s: the attempt stays counted: %s", message, exc)
+
+
+def _stopped(runtime: Runtime, message: TaskMessage, task: TaskId) -> None:
+    """The process is told to stop while the task runs (billiard turns a pool process's
+    SIGTERM into SystemExit), for a reason not the task's own: Celery stops the tasks whose
+    broker connection was lost, and they come again. Their attempt is taken back, so such
+    stops never use up `max_attempts`, which counts crashes (a kill -9, which cannot). The
+    task stays running, with its deadline: if its message was acknowledged (a hard time
+    limit), it shows as overdue, and may be hedged. At most 5 s: the records may be
+    unreachable too, and the process is going."""
+    signal.alarm(5)
+    try:
+        runtime.records.uncount_attempt(message.job, task)
+    except Exception as exc:  # noqa: BLE001 - then the attempt stays counted
+        log.debug("%s: the attempt stays counted: %s", message, exc)
+    finally:
+        signal.alarm(0)
 
 
 def _run_stage(runtime: Runtime, message: TaskMessage) -> Any:

@@ -23,6 +23,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -164,7 +165,7 @@ def run_service(args: argparse.Namespace) -> int:
         # service's processes, gone with the service.
         remove_stale_metrics_directories()
         made = os.environ[METRICS_ENV] = tempfile.mkdtemp(
-            prefix=f"{METRICS_DIRECTORY_PREFIX}{os.getpid()}-")
+            prefix=f"{METRICS_DIRECTORY_PREFIX}{os.getpid()}@{socket.gethostname()}-")
     try:
         return _run_service(config, args)
     finally:
@@ -177,10 +178,11 @@ METRICS_DIRECTORY_PREFIX = "excamera-metrics-"
 
 def remove_stale_metrics_directories() -> None:
     """Delete the metrics directories of services that died without removing theirs (kill
-    -9): each is named after its service's process, and left alone while that one runs."""
+    -9): each is named after its service's process and host (containers sharing a /tmp see
+    other process numbers), and left alone while that one runs."""
     root = Path(tempfile.gettempdir())
-    for directory in root.glob(f"{METRICS_DIRECTORY_PREFIX}*-*"):
-        owner = directory.name.removeprefix(METRICS_DIRECTORY_PREFIX).split("-", 1)[0]
+    for directory in root.glob(f"{METRICS_DIRECTORY_PREFIX}*@{socket.gethostname()}-*"):
+        owner = directory.name.removeprefix(METRICS_DIRECTORY_PREFIX).split("@", 1)[0]
         if owner.isdigit() and not _alive(int(owner)):
             shutil.rmtree(directory, ignore_errors=True)
 

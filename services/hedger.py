@@ -20,6 +20,7 @@ import time
 
 from shared.pipeline import graph
 from shared.pipeline.graph import TaskId
+from shared.pipeline.stages import ChunkPlan
 
 from .adapter import publish
 from .runtime import Runtime
@@ -59,33 +60,40 @@ class Hedger:
         if not candidates:
             return
         progress = records.progress(job)
-        final_links = {t["index"] for t in records.tasks(job, stage="rebase", limit=1 << 30)
-                       if t["state"] == "done"}
         chosen = []
         for task in candidates:
             stage = progress.get(task.stage, {})
             left = stage.get("total", 1) - stage.get("done", 0)
-            few_left = left <= max(1.0, (1 - QUANTILE) * stage.get("total", 1))
-            if few_left or self._chain_waits(job, task, final_links):
+            if left <= max(1.0, (1 - QUANTILE) * stage.get("total", 1)) or self._chain_waits(
+                    job, task):
                 chosen.append(task)
         for task in records.claim_hedges(job, chosen):
             log.warning("%s: hedging %s (far slower than its peers)", job, task)
             self.hedged.append((job, task))
             publish(self.runtime, job, [task])
 
-    def _chain_waits(self, job: str, task: TaskId, final_links: set[int]) -> bool:
-        """Whether a link the chain has reached (its link before is final, or it is among
-        its group's first two) needs `task`, directly or through the tasks it feeds."""
+    def _chain_waits(self, job: str, task: TaskId) -> bool:
+        """Whether a link the chain has reached (among its group's first two, or its link
+        before is final) needs `task`, directly or through the tasks it feeds."""
         plan = self.runtime.plan(job)
-        frontier, seen = [task], {task}
-        while frontier:
-            for needing in graph.dependents(plan, frontier.pop()):
-                if needing in seen:
-                    continue
-                seen.add(needing)
-                if needing.stage == "rebase":
-                    if plan.position(needing.index) <= 1 or needing.index - 1 in final_links:
-                        return True
-                elif needing.stage in HEDGED_STAGES:  # a state or stage-4 task on the way
-                    frontier.append(needing)
-        return False
+        links = _links_needing(plan, task)
+        if any(plan.position(link.index) <= 1 for link in links):
+            return True
+        before = [TaskId("rebase", link.index - 1) for link in links]
+        return bool(before) and bool(self.runtime.records.finished(job, before))
+
+
+def _links_needing(plan: ChunkPlan, task: TaskId) -> list[TaskId]:
+    """The rebase links that need `task`'s output, directly or through other tasks (a
+    state or stage-4 task: a few, in its chunk and the next)."""
+    frontier, seen, links = [task], {task}, []
+    while frontier:
+        for needing in graph.dependents(plan, frontier.pop()):
+            if needing in seen:
+                continue
+            seen.add(needing)
+            if needing.stage == "rebase":
+                links.append(needing)
+            elif needing.stage in HEDGED_STAGES:
+                frontier.append(needing)
+    return links

@@ -750,6 +750,13 @@ class JobRecords:
             "t.stage = want.stage AND t.idx = want.idx AND t.state = 'waiting' "
             "RETURNING t.stage, t.idx", job, tasks)
 
+    def finished(self, job: str, tasks: Iterable[TaskId]) -> set[TaskId]:
+        """Those of `tasks` that are done."""
+        return self._select_tasks(
+            "SELECT t.stage, t.idx FROM excamera_tasks t JOIN unnest(%s::text[], %s::int[]) "
+            "AS want(stage, idx) ON t.stage = want.stage AND t.idx = want.idx "
+            "WHERE t.job = %s AND t.state = 'done'", job, tasks)
+
     def unstarted(self, job: str, tasks: Iterable[TaskId]) -> set[TaskId]:
         """Those of `tasks` not started yet: never published, or published but not begun."""
         return self._select_tasks(

@@ -685,6 +685,17 @@ def test_upload_mp4(api: ApiServer, clip_mp4: Path) -> None:
     assert response.status_code == 202, response.text
 
 
+def test_upload_ivf_with_a_frame_size_past_any_frame(api: ApiServer) -> None:
+    import struct
+
+    from shared.codec.limits import MAX_COMPRESSED_FRAME
+
+    header = struct.pack("<4sHH4sHHIII4s", b"DKIF", 0, 32, b"VP80", 64, 48, 30, 1, 1, bytes(4))
+    data = header + struct.pack("<IQ", MAX_COMPRESSED_FRAME + 1, 0) + bytes(64)
+    reason = error_of(submit_upload(api, data), 400, "not_a_video")
+    assert reason.startswith("not a usable IVF file: frame 0 is truncated"), reason
+
+
 def test_upload_with_a_title_that_is_not_utf8(api: ApiServer, tmp_path: Path) -> None:
     response = submit_upload(api, titled_video(tmp_path / "titled.mkv").read_bytes())
     assert response.status_code == 202, response.text

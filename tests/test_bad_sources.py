@@ -157,7 +157,7 @@ def test_a_file_cut_between_frames_is_refused(tmp_path: Path, container_format: 
         assert sum(1 for _ in source.images) == 90  # whole, it passes
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     refused(excamera("encode", path, "-o", tmp_path / "out.ivf"), "clip",
-            "but the container says the video lasts 3.00 s: is the file cut short?")
+            "but the file says the video lasts until 3.00 s: is the file cut short?")
 
 
 def test_a_still_image_is_not_a_video(tmp_path: Path) -> None:
@@ -165,6 +165,23 @@ def test_a_still_image_is_not_a_video(tmp_path: Path) -> None:
     path.write_bytes(PNG)
     refused(excamera("encode", path, "-o", tmp_path / "out.ivf"), "still.mp4",
             "a still image (png), not a video")
+
+
+def test_concatenated_pictures_are_a_video(tmp_path: Path) -> None:
+    # FFmpeg's image pipes read one picture or more: three PPMs in a row are three frames.
+    path = tmp_path / "frames.ppm"
+    path.write_bytes((b"P6\n16 16\n255\n" + bytes(range(256)) * 3) * 3)
+    with open_source(path) as source:
+        assert sum(1 for _ in source.images) == 3
+
+
+@pytest.mark.parametrize("tag", ["F1:1000000000", "F1000000000:1", "F1001:1"])
+def test_a_y4m_rate_libvpx_takes_but_cannot_use(tmp_path: Path, tag: str) -> None:
+    # Within libvpx's range, but its rate control ruins it (about 12 dB instead of 36).
+    path = tmp_path / "rate.y4m"
+    path.write_bytes(f"YUV4MPEG2 W16 H16 {tag}\nFRAME\n".encode() + bytes(384))
+    refused(excamera("encode", path, "-o", tmp_path / "out.ivf"), "rate.y4m", tag,
+            "outside 1/1000 to 1000 frames a second")
 
 
 def test_a_job_takes_at_most_max_frames(tmp_path: Path, frames: list[bytes],

@@ -603,7 +603,7 @@ def test_a_service_that_ends_leaves_no_metrics_directory(cluster: Cluster,
                                  "TMPDIR": str(scratch)})
     assert done.returncode == 1, done.stderr
     (kept,) = scratch.glob("excamera-metrics-*")
-    assert kept.name.startswith(f"excamera-metrics-{running.process.pid}-")
+    assert kept.name.startswith(f"excamera-metrics-{running.process.pid}@")
     running.stop()
 
 

@@ -23,6 +23,8 @@ from typing import Any, BinaryIO
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from shared.codec.errors import ContainerError
+from shared.codec.ivf import SIGNATURE as IVF_SIGNATURE
+from shared.codec.ivf import check_frame_sizes
 from shared.codec.y4m import MAX_LINE, Y4mHeader
 from shared.pipeline.messages import MAX_MESSAGE_BYTES, MessageError, load_json
 from shared.pipeline.sources import REFUSED_DEMUXERS_NOTE, open_container
@@ -175,6 +177,11 @@ def sniff_video(path: Path) -> str:
         head = file.read(len(Y4M_SIGNATURE))
     if head == Y4M_SIGNATURE:
         return _check_y4m(path)
+    if head.startswith(IVF_SIGNATURE):
+        try:  # before FFmpeg's demuxer, which trusts each frame's size field
+            check_frame_sizes(path)
+        except (ContainerError, OSError) as exc:
+            raise not_a_video(f"not a usable IVF file: {_describe(exc)}") from None
     return _check_with_pyav(path)
 
 
@@ -251,19 +258,23 @@ def _check_with_pyav(path: Path) -> str:
 
 def _check_container(container: Any) -> str:
     name = container.format.name
-    # FFmpeg's "tty" demuxer shows any text as ANSI art, and its image pipes read one picture:
-    # neither is a video.
+    # FFmpeg's "tty" demuxer shows any text as ANSI art: not a video. Its image pipes read
+    # one picture or more (concatenated PPMs, say): a video from two.
     if name == "tty" or not container.streams.video:
         raise not_a_video("not a video (the file has no video stream)")
-    if name.endswith("_pipe"):
-        raise not_a_video(f"a still image ({name.removesuffix('_pipe')}), not a video")
+    wanted = 2 if name.endswith("_pipe") else 1
     stream = container.streams.video[0]
+    decoded = 0
     for count, packet in enumerate(container.demux(stream)):
         for frame in packet.decode():
             _check_dimensions(frame.width, frame.height)
-            return f"{name} {stream.codec_context.name} {frame.width}x{frame.height}"
+            decoded += 1
+            if decoded == wanted:
+                return f"{name} {stream.codec_context.name} {frame.width}x{frame.height}"
         if count >= PROBE_PACKETS:
             break
+    if decoded:
+        raise not_a_video(f"a still image ({name.removesuffix('_pipe')}), not a video")
     raise not_a_video("not a video: no frame of its video stream decodes")
 
 

@@ -26,7 +26,8 @@ def output_key(job: str, format: str) -> str:
 
 def join_step(runtime: Runtime, message: TaskMessage) -> JobOutput | None:
     """The job's output, written; None, and nothing written, if the job was cancelled while
-    its chunks were being joined (the caller's URL is left as it was)."""
+    its chunks were being joined (the caller's URL is left as it was), or while the output
+    was stored. (A caller's URL being written when the cancel comes keeps what it got.)"""
     job = message.job
     plan = runtime.plan(job)
     facts = runtime.facts(job)
@@ -40,6 +41,9 @@ def join_step(runtime: Runtime, message: TaskMessage) -> JobOutput | None:
         if facts.output is None:
             location = output_key(job, form)
             runtime.store.put_file(location, local)
+            if _ended(runtime, job):  # cancelled while it was stored: nothing else deletes it
+                runtime.store.delete_prefix(f"outputs/{job}/")
+                return None
         else:
             write_output(facts.output, runtime.policy, local)
             location = facts.output

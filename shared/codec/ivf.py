@@ -99,8 +99,10 @@ class IvfHeader:
         )
 
     @classmethod
-    def unpack(cls, data: bytes, *, fourcc: bytes | None = b"VP80") -> IvfHeader:
-        """Parse and validate a file header; `fourcc=None` accepts any codec."""
+    def unpack(cls, data: bytes, *, fourcc: bytes | None = b"VP80",
+               strict: bool = True) -> IvfHeader:
+        """Parse and validate a file header; `fourcc=None` accepts any codec; `strict=False`
+        takes any version and header length field, as FFmpeg does."""
         if len(data) < len(SIGNATURE) or data[: len(SIGNATURE)] != SIGNATURE:
             raise ContainerError("not an IVF file: it does not start with the 'DKIF' signature")
         if len(data) < FILE_HEADER_SIZE:
@@ -110,9 +112,9 @@ class IvfHeader:
         (_, version, header_size, got_fourcc, width, height, rate, scale, count, unused) = (
             _FILE_HEADER.unpack(data[:FILE_HEADER_SIZE])
         )
-        if version != VERSION:
+        if strict and version != VERSION:
             raise ContainerError(f"unsupported IVF version {version} (only {VERSION} is known)")
-        if header_size != FILE_HEADER_SIZE:
+        if strict and header_size != FILE_HEADER_SIZE:
             raise ContainerError(f"IVF header length is {header_size}, expected {FILE_HEADER_SIZE}")
         if fourcc is not None and got_fourcc != fourcc:
             raise ContainerError(
@@ -153,11 +155,13 @@ class IvfReader(FrameReader[IvfFrame]):
     as they are read. Zero-length frames are returned as they are.
     """
 
-    def __init__(self, source: PathOrFile, *, fourcc: bytes | None = b"VP80") -> None:
+    def __init__(self, source: PathOrFile, *, fourcc: bytes | None = b"VP80",
+                 strict: bool = True) -> None:
         self._file, self._owned, self.name = open_input(source)
         try:
             self._remaining = remaining_bytes(self._file)
-            self.header = IvfHeader.unpack(self._read(FILE_HEADER_SIZE), fourcc=fourcc)
+            self.header = IvfHeader.unpack(self._read(FILE_HEADER_SIZE), fourcc=fourcc,
+                                           strict=strict)
         except BaseException:
             self.close()
             raise
@@ -243,8 +247,9 @@ class IvfReader(FrameReader[IvfFrame]):
 def check_frame_sizes(source: PathOrFile) -> int:
     """Walk an IVF file's frame headers without reading its frames (of any codec), raising
     `ContainerError` at the first size that is absurd or runs past the end; the frame count.
-    For what hands the file to another demuxer, which would trust those sizes."""
-    with IvfReader(source, fourcc=None) as reader:
+    For what hands the file to another demuxer, which would trust those sizes (and, as it,
+    takes any version and header length field)."""
+    with IvfReader(source, fourcc=None, strict=False) as reader:
         count = 0
         while reader.skip_frame():
             count += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -31,6 +32,10 @@ __all__ = ["REFUSED_DEMUXERS_NOTE", "Source", "open_container", "open_source"]
 
 Y4M_SIGNATURE = b"YUV4MPEG2 "
 DEFAULT_FPS = (30, 1)  # when a container states no usable rate
+# The rates taken as stated (a container's outside them is replaced by DEFAULT_FPS, with a
+# note; a Y4M file's, which is all it says about time, is refused).
+MIN_FPS = Fraction(1, 1000)
+MAX_FPS = Fraction(1000)
 # FFmpeg's demuxers that open what the file names: other files (an ffconcat script, an HLS or
 # DASH playlist, an IMF composition, an image sequence, a VobSub index) or network streams (an
 # SDP session). An input is one file: such a file would have the split open whatever it names,
@@ -99,6 +104,10 @@ def _open_y4m(path: str, name: str) -> Source:
     header = reader.header
     divisor = math.gcd(*header.fps)
     fps = (header.fps[0] // divisor, header.fps[1] // divisor)
+    if not MIN_FPS <= Fraction(*fps) <= MAX_FPS:
+        reader.close()  # libvpx takes such a rate, but its rate control makes a ruin of it
+        raise InputError(f"{name}: Y4M frame rate F{header.fps[0]}:{header.fps[1]} is outside "
+                         f"{MIN_FPS} to {MAX_FPS} frames a second")
     order = Y4M_FIELD_ORDERS.get(header.interlace)
     notices = [_interlaced_notice(name, order)] if order else []
     return Source(name, header.width, header.height, fps, _y4m_images(reader, name), notices,
@@ -185,13 +194,12 @@ def _pyav_source(name: str, container: Any) -> Source:
     # FFmpeg's "tty" demuxer renders any text file as ANSI art: that is not a video.
     if not container.streams.video or container.format.name == "tty":
         raise InputError(f"{name}: not a video (the file has no video stream)")
-    if container.format.name.endswith("_pipe"):  # FFmpeg's image pipes read one picture
-        raise InputError(f"{name}: a still image ({container.format.name.removesuffix('_pipe')}"
-                         "), not a video")
     stream = container.streams.video[0]
-    # Slice threads only: with frame threads FFmpeg drops a frame that does not decode and
-    # says nothing, so a corrupt input would encode as if whole, and errors name later frames.
-    stream.thread_type = "SLICE"
+    # With frame threads FFmpeg's VP8 decoder drops a frame that does not decode and says
+    # nothing (vpxdec calls the stream corrupt), and errors name later frames: VP8 with slice
+    # threads. Other decoders conceal damage either way (H.264's error concealment, say), and
+    # keep their frame threads, which a serial split needs.
+    stream.thread_type = "SLICE" if stream.codec_context.name == "vp8" else "AUTO"
     notices = []
     if container.streams.audio:
         notices.append(f"{name}: audio ignored (the output is video only)")
@@ -210,7 +218,9 @@ def _pyav_source(name: str, container: Any) -> Source:
     else:
         width, height = first.width, first.height
         frames = itertools.chain([first], frames)
-    frames = _complete(name, frames, _stated_seconds(container, stream))
+    frames = _complete(name, frames, _stated_end(container, stream))
+    if container.format.name.endswith("_pipe"):  # FFmpeg's image pipes: one picture, or more
+        frames = _more_than_one(name, frames, container.format.name.removesuffix("_pipe"))
     images = _pyav_images(name, frames, (width, height), fps, notices)
     return Source(name, width, height, fps, images, notices, container)
 
@@ -219,7 +229,7 @@ def _pyav_rate(stream: Any) -> tuple[int, int] | None:
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate:
             rate = Fraction(rate).limit_denominator(1_000_000)
-            if 0 < rate <= 1000:
+            if MIN_FPS <= rate <= MAX_FPS:
                 return rate.numerator, rate.denominator
     return None
 
@@ -304,41 +314,54 @@ def _decoded_frames(name: str, container: Any, stream: Any, ffmpeg_error: type) 
         yield from frames
 
 
-# How far short of the length a container states the frames may end: a last frame's duration,
-# a rounded header, an edit list. Past it the file was cut (an interrupted copy), and FFmpeg,
-# which marks no packet corrupt when a Matroska or WebM file ends between frames, says nothing.
+# How far short of the length a Matroska or WebM file states its frames may end (a rounded
+# header, a last frame without a duration). Past it the file was cut between frames (an
+# interrupted copy), which FFmpeg reads to the cut without a word or a packet marked corrupt.
 SHORTFALL_SECONDS = 0.5
 SHORTFALL_SHARE = 0.05
+_DURATION_TAG = re.compile(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)")
 
 
-def _stated_seconds(container: Any, stream: Any) -> float | None:
-    """How long the video stream lasts by the container's header: the stream's own duration,
-    or the file's when the video is its only stream (audio may outlast the video)."""
-    if stream.duration is not None and stream.time_base:
-        return float(stream.duration * stream.time_base)
+def _stated_end(container: Any, stream: Any) -> float | None:
+    """When a Matroska or WebM file says the video stream ends, in seconds from 0: the
+    track's DURATION tag, or the file's duration when the video is its only stream (audio
+    may outlast the video). Other containers: None (an MP4's sample table, say, lists every
+    frame, and a cut one does not open; a TS estimates its length from what it holds)."""
+    if "matroska" not in container.format.name.split(","):
+        return None
+    if match := _DURATION_TAG.fullmatch(stream.metadata.get("DURATION", "")):
+        hours, minutes, seconds = match.groups()
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     if container.duration is not None and len(container.streams) == 1:
         return container.duration / 1_000_000  # in AV_TIME_BASE units
     return None
 
 
 def _complete(name: str, frames: Iterator[Any], stated: float | None) -> Iterator[Any]:
-    """`frames`, then an InputError if they end well short of the `stated` length."""
-    start = end = None
+    """`frames`, then an InputError if they end well before the `stated` end."""
+    end = None
     for frame in frames:
         if frame.time is not None:
-            # Until the frame is no longer shown, when the container says: a variable-rate
-            # file may hold its last picture for seconds.
+            # Until the frame is no longer shown, when the file says: a variable-rate file
+            # may hold its last picture for seconds.
             shown_for = (float(frame.duration * frame.time_base)
                          if frame.duration and frame.time_base else 0.0)
-            start = frame.time if start is None else min(start, frame.time)
             end = frame.time + shown_for if end is None else max(end, frame.time + shown_for)
         yield frame
-    if stated is None or start is None or end is None:
+    if stated is None or end is None:
         return
-    shown = end - start
-    if shown < stated - max(SHORTFALL_SECONDS, SHORTFALL_SHARE * stated):
-        raise InputError(f"{name}: its frames end at {shown:.2f} s, but the container says the "
-                         f"video lasts {stated:.2f} s: is the file cut short?")
+    if end < stated - max(SHORTFALL_SECONDS, SHORTFALL_SHARE * stated):
+        raise InputError(f"{name}: its frames end at {end:.2f} s, but the file says the "
+                         f"video lasts until {stated:.2f} s: is the file cut short?")
+
+
+def _more_than_one(name: str, frames: Iterator[Any], kind: str) -> Iterator[Any]:
+    """`frames`, then an InputError if there was only one: a still image is not a video."""
+    count = 0
+    for count, frame in enumerate(frames, 1):  # noqa: B007 - the count is wanted after
+        yield frame
+    if count == 1:
+        raise InputError(f"{name}: a still image ({kind}), not a video")
 
 
 def _frame_to_image(frame: Any) -> Image:
