@@ -42,7 +42,7 @@ def join_step(runtime: Runtime, message: TaskMessage) -> JobOutput | None:
             location = output_key(job, form)
             runtime.store.put_file(location, local)
             if _ended(runtime, job):  # cancelled while it was stored: nothing else deletes it
-                runtime.store.delete_prefix(f"outputs/{job}/")
+                runtime.store.delete_prefix(location)
                 return None
         else:
             write_output(facts.output, runtime.policy, local)
